@@ -1,0 +1,34 @@
+# Two commands do all setup on a fresh machine (Python 3.11, pip; later also Node/npm, apt):
+#   make demo   the main job on the built-in digits data
+#   make test   the test suite (what .ci/run calls)
+# Each creates .venv and installs what it needs the first time; later runs skip that
+# (the stamp file is newer than pyproject.toml and constraints.txt).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.deploykit-installed
+OUT    ?= whatif-out
+PYTEST_ARGS ?= -n 2
+
+.PHONY: setup demo test lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[all,dev]'
+	@touch $@
+
+demo: setup
+	$(BIN)/deploykit what-if --data digits --out $(OUT)
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check src tests examples
+
+clean:
+	rm -rf $(VENV) $(OUT) .pytest_cache

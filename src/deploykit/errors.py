@@ -1,0 +1,74 @@
+"""One exception tree for everything deploykit raises on purpose.
+
+::
+
+    DeploykitError                 base: catch this to catch every deploykit error
+    ├── MissingDependencyError     an optional framework is not installed (names the extra)
+    ├── DataError                  a dataset or data file cannot be used as asked
+    ├── TrainingError              a training path failed or was asked for something it can't do
+    ├── ModelFolderError           a saved model folder is missing, incomplete or not trusted
+    ├── InputError                 inputs do not match a signature (shape, dtype, finiteness)
+    └── WorkerError                a worker process failed
+        ├── WorkerCrashed          ... died from a signal or exited without a result
+        └── WorkerTimeout          ... ran past its time limit and was killed
+
+Every message says what went wrong and, where there is one, what to do about it.
+The CLI prints the message of a ``DeploykitError`` and exits with status 2 instead of
+showing a traceback.
+"""
+
+from __future__ import annotations
+
+
+class DeploykitError(Exception):
+    """Base class of every error deploykit raises deliberately."""
+
+
+class MissingDependencyError(DeploykitError, ImportError):
+    """An optional framework is needed but not installed.
+
+    Attributes:
+        module: the import name that failed (e.g. ``"tensorflow"``).
+        extra: the deploykit extra that installs it (e.g. ``"tf"``).
+    """
+
+    def __init__(self, module: str, extra: str, purpose: str = "") -> None:
+        self.module = module
+        self.extra = extra
+        why = f" (needed {purpose})" if purpose else ""
+        super().__init__(
+            f"'{module}' is not installed{why}. Install it with: pip install 'deploykit[{extra}]'"
+        )
+
+
+class DataError(DeploykitError, ValueError):
+    """A dataset or data file cannot be used as asked."""
+
+
+class TrainingError(DeploykitError):
+    """A training path failed or cannot handle the given data."""
+
+
+class ModelFolderError(DeploykitError):
+    """A saved model folder is missing, incomplete, or holds something not trusted."""
+
+
+class InputError(DeploykitError, ValueError):
+    """Inputs do not match a signature: wrong name, shape, dtype, or non-finite values."""
+
+
+class WorkerError(DeploykitError):
+    """A function run in a worker process raised; the message carries its error."""
+
+    def __init__(self, message: str, *, error_type: str = "", traceback: str = "") -> None:
+        self.error_type = error_type
+        self.traceback = traceback
+        super().__init__(message)
+
+
+class WorkerCrashed(WorkerError):
+    """A worker process died (signal, ``os._exit``) without writing a result."""
+
+
+class WorkerTimeout(WorkerError):
+    """A worker process ran past its time limit and was killed."""

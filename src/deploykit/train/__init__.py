@@ -1,0 +1,207 @@
+"""The training core: one model per path of the flowchart, written as a model folder.
+
+>>> from deploykit.train import train
+>>> result = train("sklearn", "digits", "out/digits-sklearn")   # doctest: +SKIP
+>>> result.metrics["test"]["accuracy"]                           # doctest: +SKIP
+
+Paths: ``sklearn``, ``tensorflow`` (TF core), ``torch`` (PyTorch core), ``keras-tensorflow``,
+``keras-torch``, and ``auto`` (the flowchart's "need deep learning?" decision, see
+:mod:`deploykit.train.auto`). Framework modules are imported only by the path that uses them.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deploykit.data import Dataset, Split, load_dataset, split_dataset
+from deploykit.errors import ModelFolderError, TrainingError
+from deploykit.signature import Signature
+from deploykit.train.common import (
+    FitResult,
+    TrainConfig,
+    check_out_dir,
+    deep_signature,
+    finalize,
+    new_workdir,
+    read_card,
+    read_test_split,
+    write_folder,
+)
+
+PATHS = ("sklearn", "tensorflow", "torch", "keras-tensorflow", "keras-torch", "auto")
+DEEP_PATHS = PATHS[1:5]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """A finished training run: where the model folder is and what its card says."""
+
+    path: str
+    folder: Path
+    card: dict[str, Any]
+
+    @property
+    def metrics(self) -> dict[str, dict[str, float]]:
+        return self.card["metrics"]
+
+    @property
+    def decision(self) -> dict[str, Any] | None:
+        return self.card.get("decision")
+
+
+def _fitter(path: str) -> Callable[[Split, Path, TrainConfig], FitResult]:
+    if path == "sklearn":
+        from deploykit.train import sklearn_path
+        return sklearn_path.fit
+    if path == "tensorflow":
+        from deploykit.train import tf_path
+        return tf_path.fit
+    if path == "torch":
+        from deploykit.train import torch_path
+        return torch_path.fit
+    if path in ("keras-tensorflow", "keras-torch"):
+        from deploykit.train import keras_path
+        backend = path.removeprefix("keras-")
+        return lambda split, workdir, cfg: keras_path.fit(split, workdir, cfg, backend)
+    raise TrainingError(f"unknown path '{path}': use one of {', '.join(PATHS)}")
+
+
+def signature_for(path: str, split: Split) -> Signature:
+    if path == "sklearn":
+        from deploykit.train import sklearn_path
+        return sklearn_path.signature(split)
+    return deep_signature(split)
+
+
+def fit_into(path: str, split: Split, cfg: TrainConfig, out: Path) -> tuple[Path, dict[str, Any]]:
+    """Train one path into a temporary folder beside ``out``; return (folder, card).
+
+    The caller moves the folder into place (or deletes it); on failure it is removed here.
+    """
+    fitter = _fitter(path)
+    workdir = new_workdir(out)
+    try:
+        start = time.perf_counter()
+        fit = fitter(split, workdir, cfg)
+        card = write_folder(workdir, split, fit, path=path, seed=cfg.seed,
+                            seconds=time.perf_counter() - start,
+                            signature=signature_for(path, split))
+        return workdir, card
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+
+
+def train(path: str, data: str | Path | Dataset, out: str | Path, *, target: str | None = None,
+          task: str | None = None, seed: int = 0, epochs: int | None = None, arch: str = "auto",
+          quiet: bool = False, timeout: float = 900.0, **auto_options: Any) -> TrainResult:
+    """Train along ``path`` on ``data`` and write a model folder at ``out``.
+
+    Args:
+        path: one of :data:`PATHS`.
+        data: a builtin dataset name, a CSV/NPZ path, or a :class:`Dataset`.
+        out: the model folder to write (an older model folder there is replaced).
+        target, task: for CSV files: the target column, and the task if not inferred.
+        seed: seeds the split, initialisation and shuffling.
+        epochs: deep paths only; each path has a default that reaches its accuracy bar.
+        arch: ``auto`` (CNN for image data, else MLP), ``mlp`` or ``cnn``.
+        quiet: no progress output.
+        timeout: seconds allowed to a path trained in a worker process (Keras).
+        auto_options: for ``path="auto"``: ``target_score``, ``margin``, ``deep_path``.
+    """
+    if path not in PATHS:
+        raise TrainingError(f"unknown path '{path}': use one of {', '.join(PATHS)}")
+    out = Path(out)
+    check_out_dir(out)
+    ds = data if isinstance(data, Dataset) else load_dataset(data, target=target, task=task)
+    split = split_dataset(ds, seed=seed)
+    cfg = TrainConfig(seed=seed, epochs=epochs, arch=arch, quiet=quiet, timeout=timeout)
+    if path == "auto":
+        from deploykit.train.auto import choose
+        workdir, card = choose(split, cfg, out, **auto_options)
+    else:
+        workdir, card = fit_into(path, split, cfg, out)
+    finalize(workdir, out)
+    return TrainResult(card["path"] if path != "auto" else "auto", out, card)
+
+
+class TrainedModel:
+    """A model folder loaded with its own framework: ``predict(X)`` -> named outputs.
+
+    Keras folders load under this process's Keras backend (a ``.keras`` file is
+    backend-independent); use :func:`predict_in_worker` to load under a given backend.
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.card = read_card(self.folder)
+        self.path = self.card["path"]
+        self.task = self.card["task"]["kind"]
+        self._predict = self._loader()
+
+    def _loader(self) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+        fw = self.card["framework"]
+        if fw == "sklearn":
+            from deploykit.train import sklearn_path
+            model = sklearn_path.load(self.folder)
+            return lambda X: sklearn_path.predict(model, X, self.task)
+        if fw == "tensorflow":
+            from deploykit.train import tf_path
+            fn = tf_path.load(self.folder, self.card)
+            return lambda X: tf_path.predict(fn, X)
+        if fw == "torch":
+            from deploykit.train import torch_path
+            model = torch_path.load(self.folder, self.card)
+            return lambda X: torch_path.predict(model, X, self.task)
+        if fw == "keras":
+            from deploykit.train import keras_path
+            model = keras_path.load(self.folder)
+            return lambda X: keras_path.predict(model, X, self.task)
+        raise ModelFolderError(f"{self.folder}: unknown framework '{fw}' in the card")
+
+    @property
+    def signature(self) -> Signature:
+        return Signature.from_dict(self.card["signature"])
+
+    def predict(self, X: np.ndarray) -> dict[str, np.ndarray]:
+        x = self.signature.validate(X)[self.signature.inputs[0].name]
+        return self._predict(x)
+
+
+def load_model(folder: str | Path) -> TrainedModel:
+    """Load a model folder written by :func:`train`."""
+    return TrainedModel(folder)
+
+
+def predict_in_worker(folder: str | Path, X: np.ndarray, *, timeout: float = 600.0
+                      ) -> dict[str, np.ndarray]:
+    """Predict with a model folder in a fresh process, Keras on the backend it was trained on."""
+    import tempfile
+
+    from deploykit.worker import run_in_worker
+
+    card = read_card(folder)
+    env = {"KERAS_BACKEND": card["backend"]} if card["framework"] == "keras" else {}
+    with tempfile.TemporaryDirectory(prefix="deploykit-predict-") as tmp:
+        xin, yout = Path(tmp) / "x.npy", Path(tmp) / "y.npz"
+        np.save(xin, np.asarray(X, dtype=np.float32))
+        run_in_worker("deploykit.train:_predict_files",
+                      {"folder": str(folder), "x": str(xin), "out": str(yout)},
+                      env=env, timeout=timeout)
+        with np.load(yout) as z:
+            return {k: z[k] for k in z.files}
+
+
+def _predict_files(folder: str, x: str, out: str) -> None:
+    np.savez(out, **load_model(folder).predict(np.load(x)))
+
+
+__all__ = ["PATHS", "DEEP_PATHS", "TrainResult", "TrainedModel", "train", "load_model",
+           "predict_in_worker", "read_card", "read_test_split"]

@@ -1,0 +1,27 @@
+"""Shared test helpers. Every test runs against the installed package (``make test``)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HEAVY = ("tensorflow", "torch", "keras", "executorch", "jax")
+TESTS = Path(__file__).parent
+
+
+def run_cli(*args: str, timeout: float = 600, env: dict | None = None
+            ) -> subprocess.CompletedProcess:
+    """Run ``python -m deploykit ARGS`` in a fresh process and capture its output."""
+    return subprocess.run([sys.executable, "-m", "deploykit", *args], capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+@pytest.fixture
+def tests_on_path(monkeypatch):
+    """Let worker processes import helper modules from tests/."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(TESTS), *filter(None, [os.environ.get("PYTHONPATH")])]))

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import run_cli
+
+
+def test_train_auto_on_iris_explains_its_choice(tmp_path):
+    r = run_cli("train", "--path", "auto", "--data", "iris", "--out", str(tmp_path / "m"),
+                "--quiet")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("auto chose sklearn: the classical baseline")
+    assert lines[1].strip().startswith("rule: classical if its validation accuracy >=")
+    assert (tmp_path / "m" / "deploykit-model.json").is_file()
+
+
+def test_train_json_output(tmp_path):
+    r = run_cli("train", "--path", "sklearn", "--data", "wine", "--out", str(tmp_path / "m"),
+                "--quiet", "--json")
+    assert r.returncode == 0, r.stderr
+    card = json.loads(r.stdout)
+    assert card["dataset"]["name"] == "wine" and card["metrics"]["test"]["accuracy"] > 0.9
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--data", "nope.csv", "--target", "y"], "data file not found: nope.csv"),
+    (["--data", "mnist"], "unknown dataset 'mnist'"),
+    (["--data", "{csv}", "--target", "price"], "no column 'price'"),
+    (["--data", "{csv}", "--target", "y", "--arch", "cnn"], "is not image data"),
+])
+def test_bad_input_is_an_error_line_not_a_traceback(tmp_path, args, words):
+    csv = tmp_path / "d.csv"
+    csv.write_text("a,y\n" + "\n".join(f"{i},{i % 2}" for i in range(30)))
+    args = [a.replace("{csv}", str(csv)) for a in args]
+    r = run_cli("train", "--path", "torch", "--out", str(tmp_path / "m"), "--quiet", *args)
+    assert r.returncode == 2
+    assert r.stderr.startswith("error: ") and words in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "m").exists()
+
+
+def test_unknown_path_is_rejected_by_the_parser(tmp_path):
+    r = run_cli("train", "--path", "jax", "--out", str(tmp_path / "m"))
+    assert r.returncode == 2 and "invalid choice: 'jax'" in r.stderr
+
+
+def test_datasets_lists_builtins():
+    r = run_cli("datasets")
+    assert r.returncode == 0
+    assert "digits" in r.stdout and "diabetes        regression" in r.stdout
+
+
+def test_whatif_trains_every_path_and_writes_reports(tmp_path):
+    r = run_cli("what-if", "--data", "iris", "--out", str(tmp_path / "w"), "--epochs", "3",
+                "--quiet")
+    assert r.returncode == 0, r.stderr
+    report = json.loads((tmp_path / "w" / "report.json").read_text())
+    paths = [row["path"] for row in report["rows"]]
+    assert paths == ["sklearn", "tensorflow", "torch", "keras-tensorflow", "keras-torch"]
+    assert all(row["ok"] and row["metrics"]["accuracy"] > 0.3 for row in report["rows"])
+    md = (tmp_path / "w" / "report.md").read_text()
+    assert md.count("\n| ") == 6 and "keras-torch" in md  # header + 5 rows
+    for p in paths:
+        assert p in r.stdout

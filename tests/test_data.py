@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from deploykit.data import BUILTIN, load_dataset, split_dataset
+from deploykit.errors import DataError
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN))
+def test_builtins_load_from_bundled_files(name):
+    from sklearn import datasets
+
+    ds = load_dataset(name)
+    raw = getattr(datasets, BUILTIN[name][0])()
+    assert ds.X.dtype == np.float32 and ds.X.shape == raw.data.shape
+    np.testing.assert_allclose(ds.X, raw.data, rtol=1e-6)
+    assert ds.task == BUILTIN[name][1]
+    if ds.task == "classification":
+        assert ds.y.dtype == np.int64 and len(ds.labels) == len(np.unique(raw.target))
+    assert len(ds.feature_names) == ds.n_features
+
+
+def test_digits_is_image_data():
+    ds = load_dataset("digits")
+    assert ds.image_shape == (8, 8, 1) and ds.n_features == 64 and ds.n_outputs == 10
+
+
+def test_split_is_stratified_disjoint_and_seeded():
+    ds = load_dataset("digits")
+    a, b, c = split_dataset(ds, seed=0), split_dataset(ds, seed=0), split_dataset(ds, seed=1)
+    np.testing.assert_array_equal(a.X_test, b.X_test)
+    assert not np.array_equal(a.X_test, c.X_test)
+    assert len(a.X_train) + len(a.X_val) + len(a.X_test) == len(ds.X)
+    assert abs(len(a.X_test) / len(ds.X) - 0.2) < 0.01
+    full = np.bincount(ds.y) / len(ds.y)
+    for y in (a.y_train, a.y_val, a.y_test):
+        assert np.abs(np.bincount(y, minlength=10) / len(y) - full).max() < 0.03
+    rows = {r.tobytes() for r in a.X_test}
+    # digits has a few duplicate images; stratified splits must still be mostly disjoint
+    assert sum(r.tobytes() in rows for r in a.X_train) < 10
+
+
+def _csv(tmp_path, text, name="d.csv"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_csv_classification_with_string_labels(tmp_path):
+    rows = "\n".join(f"{i},{i * 2.5},{'cat' if i % 2 else 'dog'}" for i in range(30))
+    ds = load_dataset(_csv(tmp_path, "a,b,kind\n" + rows + "\n"), target="kind")
+    assert ds.task == "classification" and ds.labels == ("cat", "dog")
+    assert ds.feature_names == ("a", "b") and ds.X.shape == (30, 2)
+    assert ds.y[0] == 1 and ds.y[1] == 0  # row 0 is 'dog'
+
+
+def test_csv_numeric_target_is_regression_when_continuous(tmp_path):
+    rows = "\n".join(f"{i},{i * 0.37 + 0.1}" for i in range(40))
+    ds = load_dataset(_csv(tmp_path, "x,y\n" + rows), target="y")
+    assert ds.task == "regression" and ds.y.dtype == np.float32
+    ds2 = load_dataset(_csv(tmp_path, "x,y\n" + rows), target="y", task="classification")
+    assert ds2.task == "classification" and len(ds2.labels) == 40
+
+
+@pytest.mark.parametrize("content, target, words", [
+    ("", "y", "the file is empty"),
+    ("a,b,y\n", "y", "no data rows"),
+    ("a,b,y\n1,2,0\n3,4,1\n", "z", "no column 'z' (columns: a, b, y)"),
+    ("a,b,y\n1,2,0\n3,oops,1\n", "y", "column 'b', line 3 is not a number: 'oops'"),
+    ("a,b,y\n1,,0\n3,4,1\n", "y", "column 'b', line 2 is empty"),
+    ("a,b,y\n1,2,0\n3,4\n", "y", "line 3 has 2 fields"),
+    ("a,b,y\n1,2,same\n3,4,same\n", "y", "only one class"),
+    ("a,b,y\n1,2,0\n3,4,1\n", None, "say which column is the target"),
+    ("a,b,y\n1,nan,0\n3,4,1\n", "y", "NaN or Inf"),
+])
+def test_bad_csv_gives_clear_errors(tmp_path, content, target, words):
+    with pytest.raises(DataError) as e:
+        load_dataset(_csv(tmp_path, content), target=target)
+    assert words in str(e.value)
+
+
+def test_missing_and_unknown_data(tmp_path):
+    with pytest.raises(DataError, match="data file not found"):
+        load_dataset(tmp_path / "nope.csv", target="y")
+    with pytest.raises(DataError, match="unknown dataset 'mnist'"):
+        load_dataset("mnist")
+    with pytest.raises(DataError, match="regression dataset, not classification"):
+        load_dataset("diabetes", task="classification")
+
+
+def test_npz_round_trip_and_errors(tmp_path):
+    X = np.random.default_rng(0).normal(size=(40, 3))
+    y = np.arange(40) % 2
+    np.savez(tmp_path / "ok.npz", X=X, y=y)
+    ds = load_dataset(tmp_path / "ok.npz")
+    assert ds.task == "classification" and ds.X.shape == (40, 3) and ds.labels == ("0", "1")
+    np.savez(tmp_path / "keys.npz", features_wrong=X, y=y)
+    with pytest.raises(DataError, match="expected arrays 'X' and 'y'"):
+        load_dataset(tmp_path / "keys.npz")
+    np.savez(tmp_path / "obj.npz", X=X, y=np.array([object()] * 40, dtype=object))
+    with pytest.raises(DataError, match="without pickle"):
+        load_dataset(tmp_path / "obj.npz")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(DataError, match="not a readable .npz"):
+        load_dataset(tmp_path / "junk.npz")
+
+
+def test_too_few_per_class_for_a_stratified_split(tmp_path):
+    rows = "\n".join(f"{i},{'a' if i < 20 else 'b'}" for i in range(22))
+    ds = load_dataset(_csv(tmp_path, "x,y\n" + rows), target="y")
+    with pytest.raises(DataError, match="class 'b' has 2 samples"):
+        split_dataset(ds)
