@@ -13,7 +13,7 @@ import statistics
 import tempfile
 import time
 
-from deploykit.train import train
+from deploykit.training import train
 from deploykit.whatif import MATRIX_PATHS
 
 

@@ -11,7 +11,7 @@ import argparse
 import numpy as np
 
 import deploykit
-from deploykit.train import predict_in_worker, read_test_split
+from deploykit.training import predict_in_worker, read_test_split
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--data", default="digits")

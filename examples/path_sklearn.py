@@ -11,14 +11,14 @@ import argparse
 import numpy as np
 
 import deploykit
-from deploykit.train import predict_in_worker, read_test_split
+from deploykit.training import predict_in_worker, read_test_split
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--data", default="digits")
 parser.add_argument("--out", default="models/digits-sklearn")
 args = parser.parse_args()
 
-result = deploykit.train("sklearn", args.data, args.out, )
+result = deploykit.train("sklearn", args.data, args.out)
 print("test metrics:", result.metrics["test"])
 
 X, y, reference = read_test_split(args.out)

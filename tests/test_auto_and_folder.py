@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from deploykit.errors import ModelFolderError, TrainingError
-from deploykit.train import load_model, train
-from deploykit.train.common import CARD
+from deploykit.training import load_model, train
+from deploykit.training.common import CARD
 
 
 def test_auto_keeps_classical_when_it_meets_the_target(tmp_path):
@@ -44,7 +44,7 @@ def test_auto_rejects_unknown_deep_path(tmp_path):
 
 
 def test_failed_training_leaves_nothing_behind(tmp_path, monkeypatch):
-    from deploykit.train import sklearn_path
+    from deploykit.training import sklearn_path
 
     def boom(*a, **k):
         raise RuntimeError("interrupted mid-training")

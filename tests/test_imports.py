@@ -55,3 +55,12 @@ def test_console_script_and_module_entry_point():
     script = Path(sys.executable).with_name("deploykit")  # installed by pip into the venv
     v = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60)
     assert v.returncode == 0 and v.stdout.startswith("deploykit ")
+
+
+def test_public_api_resolves_to_functions_even_after_submodule_imports():
+    import deploykit
+    import deploykit.training
+    from deploykit.training import load_model, train
+
+    assert deploykit.train is train and deploykit.load_model is load_model
+    assert callable(deploykit.what_if) and callable(deploykit.load_dataset)

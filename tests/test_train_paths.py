@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from deploykit.train import PATHS, load_model, predict_in_worker, read_test_split, train
-from deploykit.train.common import CARD
+from deploykit.training import PATHS, load_model, predict_in_worker, read_test_split, train
+from deploykit.training.common import CARD
 
 MATRIX = [p for p in PATHS if p != "auto"]
 # Acceptance bars from the foundation issue: every path >= 0.95, sklearn and Keras >= 0.97.
@@ -51,7 +51,7 @@ def test_path_trains_on_digits_saves_and_reloads(path, tmp_path):
 
 
 def test_torch_export_program_matches_state_dict_model(tmp_path):
-    from deploykit.train import torch_path
+    from deploykit.training import torch_path
 
     train("torch", "iris", tmp_path / "m", quiet=True, epochs=5)
     X, _, ref = read_test_split(tmp_path / "m")

@@ -12,8 +12,8 @@ __version__ = "0.1.0"
 __all__ = ["train", "load_model", "load_dataset", "split_dataset", "what_if", "__version__"]
 
 _API = {
-    "train": "deploykit.train",
-    "load_model": "deploykit.train",
+    "train": "deploykit.training",
+    "load_model": "deploykit.training",
     "load_dataset": "deploykit.data",
     "split_dataset": "deploykit.data",
     "what_if": "deploykit.whatif",

@@ -65,7 +65,7 @@ def _data_args(p: argparse.ArgumentParser) -> None:
 def _cmd_train(a: argparse.Namespace) -> int:
     import json
 
-    from deploykit.train import train
+    from deploykit.training import train
 
     auto = {"target_score": a.target_score, "margin": a.margin, "deep_path": a.deep_path} \
         if a.path == "auto" else {}

@@ -36,7 +36,7 @@ def what_if(data: str = "digits", out: str | Path = "whatif-out", *,
             paths: tuple[str, ...] = MATRIX_PATHS, seed: int = 0, epochs: int | None = None,
             quiet: bool = False, target: str | None = None) -> dict[str, Any]:
     """Train every path on ``data``; return (and write) the comparison report."""
-    from deploykit.train import train
+    from deploykit.training import train
 
     out = Path(out)
     report = Reporter(quiet)

@@ -3,7 +3,7 @@
 Keras picks its backend once per process, and converters can segfault or hang. A worker
 turns each of those into a typed error for one job while the caller carries on:
 
-    result = run_in_worker("deploykit.train.keras_path:fit_in_worker", {"...": ...},
+    result = run_in_worker("deploykit.training.keras_path:fit_in_worker", {"...": ...},
                            env={"KERAS_BACKEND": "torch"}, timeout=600)
 
 The function is named as ``"module:function"``; its keyword arguments and its return

@@ -18,7 +18,7 @@ from deploykit._lazy import require
 from deploykit._progress import Reporter
 from deploykit.data import Split
 from deploykit.errors import TrainingError
-from deploykit.train.common import (
+from deploykit.training.common import (
     FitResult,
     TrainConfig,
     metrics,
@@ -76,7 +76,7 @@ def fit(split: Split, workdir: Path, cfg: TrainConfig, backend: str) -> FitResul
         np.savez(data, X_train=split.X_train, y_train=split.y_train, X_val=split.X_val,
                  y_val=split.y_val, X_test=split.X_test, mean=sc["mean"], std=sc["std"])
         info = run_in_worker(
-            "deploykit.train.keras_path:fit_in_worker",
+            "deploykit.training.keras_path:fit_in_worker",
             {"data": str(data), "workdir": str(workdir), "arch": arch, "epochs": epochs,
              "seed": cfg.seed, "quiet": cfg.quiet, "backend": backend,
              "y_mean": float(sc["y_mean"]), "y_std": float(sc["y_std"])},

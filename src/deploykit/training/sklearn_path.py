@@ -17,7 +17,7 @@ from deploykit._progress import Reporter
 from deploykit.data import Split
 from deploykit.errors import ModelFolderError
 from deploykit.signature import Signature, TensorSpec
-from deploykit.train.common import FitResult, TrainConfig, primary_metric
+from deploykit.training.common import FitResult, TrainConfig, primary_metric
 
 MODEL_FILE = "model.skops"
 # Types a saved deploykit Pipeline may contain; anything else in a .skops file is refused.

@@ -1,12 +1,12 @@
 """The training core: one model per path of the flowchart, written as a model folder.
 
->>> from deploykit.train import train
+>>> from deploykit.training import train
 >>> result = train("sklearn", "digits", "out/digits-sklearn")   # doctest: +SKIP
 >>> result.metrics["test"]["accuracy"]                           # doctest: +SKIP
 
 Paths: ``sklearn``, ``tensorflow`` (TF core), ``torch`` (PyTorch core), ``keras-tensorflow``,
 ``keras-torch``, and ``auto`` (the flowchart's "need deep learning?" decision, see
-:mod:`deploykit.train.auto`). Framework modules are imported only by the path that uses them.
+:mod:`deploykit.training.auto`). Framework modules are imported only by the path that uses them.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 from deploykit.data import Dataset, Split, load_dataset, split_dataset
 from deploykit.errors import ModelFolderError, TrainingError
 from deploykit.signature import Signature
-from deploykit.train.common import (
+from deploykit.training.common import (
     FitResult,
     TrainConfig,
     check_out_dir,
@@ -58,16 +58,16 @@ class TrainResult:
 
 def _fitter(path: str) -> Callable[[Split, Path, TrainConfig], FitResult]:
     if path == "sklearn":
-        from deploykit.train import sklearn_path
+        from deploykit.training import sklearn_path
         return sklearn_path.fit
     if path == "tensorflow":
-        from deploykit.train import tf_path
+        from deploykit.training import tf_path
         return tf_path.fit
     if path == "torch":
-        from deploykit.train import torch_path
+        from deploykit.training import torch_path
         return torch_path.fit
     if path in ("keras-tensorflow", "keras-torch"):
-        from deploykit.train import keras_path
+        from deploykit.training import keras_path
         backend = path.removeprefix("keras-")
         return lambda split, workdir, cfg: keras_path.fit(split, workdir, cfg, backend)
     raise TrainingError(f"unknown path '{path}': use one of {', '.join(PATHS)}")
@@ -75,7 +75,7 @@ def _fitter(path: str) -> Callable[[Split, Path, TrainConfig], FitResult]:
 
 def signature_for(path: str, split: Split) -> Signature:
     if path == "sklearn":
-        from deploykit.train import sklearn_path
+        from deploykit.training import sklearn_path
         return sklearn_path.signature(split)
     return deep_signature(split)
 
@@ -124,7 +124,7 @@ def train(path: str, data: str | Path | Dataset, out: str | Path, *, target: str
     split = split_dataset(ds, seed=seed)
     cfg = TrainConfig(seed=seed, epochs=epochs, arch=arch, quiet=quiet, timeout=timeout)
     if path == "auto":
-        from deploykit.train.auto import choose
+        from deploykit.training.auto import choose
         workdir, card = choose(split, cfg, out, **auto_options)
     else:
         workdir, card = fit_into(path, split, cfg, out)
@@ -149,19 +149,19 @@ class TrainedModel:
     def _loader(self) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
         fw = self.card["framework"]
         if fw == "sklearn":
-            from deploykit.train import sklearn_path
+            from deploykit.training import sklearn_path
             model = sklearn_path.load(self.folder)
             return lambda X: sklearn_path.predict(model, X, self.task)
         if fw == "tensorflow":
-            from deploykit.train import tf_path
+            from deploykit.training import tf_path
             fn = tf_path.load(self.folder, self.card)
             return lambda X: tf_path.predict(fn, X)
         if fw == "torch":
-            from deploykit.train import torch_path
+            from deploykit.training import torch_path
             model = torch_path.load(self.folder, self.card)
             return lambda X: torch_path.predict(model, X, self.task)
         if fw == "keras":
-            from deploykit.train import keras_path
+            from deploykit.training import keras_path
             model = keras_path.load(self.folder)
             return lambda X: keras_path.predict(model, X, self.task)
         raise ModelFolderError(f"{self.folder}: unknown framework '{fw}' in the card")
@@ -192,7 +192,7 @@ def predict_in_worker(folder: str | Path, X: np.ndarray, *, timeout: float = 600
     with tempfile.TemporaryDirectory(prefix="deploykit-predict-") as tmp:
         xin, yout = Path(tmp) / "x.npy", Path(tmp) / "y.npz"
         np.save(xin, np.asarray(X, dtype=np.float32))
-        run_in_worker("deploykit.train:_predict_files",
+        run_in_worker("deploykit.training:_predict_files",
                       {"folder": str(folder), "x": str(xin), "out": str(yout)},
                       env=env, timeout=timeout)
         with np.load(yout) as z:

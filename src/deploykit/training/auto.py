@@ -17,7 +17,7 @@ from typing import Any
 
 from deploykit.data import Split
 from deploykit.errors import TrainingError
-from deploykit.train.common import CARD, TrainConfig, primary_metric
+from deploykit.training.common import CARD, TrainConfig, primary_metric
 
 DEFAULT_TARGET = {"classification": 0.95, "regression": 0.90}
 DEFAULT_MARGIN = 0.01
@@ -28,7 +28,7 @@ def choose(split: Split, cfg: TrainConfig, out: Path, *, target_score: float | N
            margin: float = DEFAULT_MARGIN, deep_path: str = DEFAULT_DEEP_PATH
            ) -> tuple[Path, dict[str, Any]]:
     """Apply the rule; return the chosen path's work folder and its card (with a decision)."""
-    from deploykit.train import DEEP_PATHS, fit_into
+    from deploykit.training import DEEP_PATHS, fit_into
 
     if deep_path not in DEEP_PATHS:
         raise TrainingError(f"--deep-path must be one of {', '.join(DEEP_PATHS)}")

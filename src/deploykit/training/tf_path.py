@@ -15,7 +15,7 @@ import numpy as np
 from deploykit._lazy import require
 from deploykit._progress import Reporter
 from deploykit.data import Split
-from deploykit.train.common import (
+from deploykit.training.common import (
     FitResult,
     TrainConfig,
     batches,
