@@ -46,6 +46,30 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--epochs", type=int, help="deep paths: epochs (default per path)")
     w.set_defaults(func=_cmd_whatif)
 
+    e = sub.add_parser("export", help="export a model to deployment targets and verify each")
+    e.add_argument("model", help="a deploykit model folder, or a .keras/.skops/.pt2/.onnx file "
+                                 "or SavedModel folder")
+    e.add_argument("--to", default="all", help="'all' or a comma-separated list of targets")
+    e.add_argument("--out", required=True, help="bundle folder to write")
+    e.add_argument("--sample", help=".npy (or .npz with X) of example inputs: the probe set "
+                                    "and, for PyTorch modules, the input shape")
+    e.add_argument("--task", choices=("classification", "regression"))
+    e.add_argument("--timeout", type=float, default=600.0, help="seconds per converter")
+    e.add_argument("--quiet", action="store_true")
+    e.set_defaults(func=_cmd_export)
+
+    v = sub.add_parser("verify", help="re-check a bundle's artifacts using only the bundle")
+    v.add_argument("bundle")
+    v.set_defaults(func=_cmd_verify)
+
+    i = sub.add_parser("inspect", help="show a bundle's manifest: artifacts, sizes, parity")
+    i.add_argument("bundle")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=_cmd_inspect)
+
+    f = sub.add_parser("formats", help="print the conversion graph")
+    f.set_defaults(func=_cmd_formats)
+
     d = sub.add_parser("datasets", help="list the builtin datasets")
     d.set_defaults(func=_cmd_datasets)
     return p
@@ -93,6 +117,99 @@ def _cmd_whatif(a: argparse.Namespace) -> int:
     _print_table(f"What-if on {a.data}", *table_rows(result))
     print(f"report: {a.out}/report.md, {a.out}/report.json")
     return 0 if all(r["ok"] for r in result["rows"]) else 1
+
+
+def _load_sample(path: str | None):
+    if path is None:
+        return None
+    import numpy as np
+
+    from deploykit.errors import DataError
+
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read --sample {path}: {e}") from None
+    if hasattr(data, "files"):
+        key = next((k for k in ("X", "x", "inputs") if k in data.files), None)
+        if key is None:
+            raise DataError(f"--sample {path}: expected an array 'X', found {data.files}")
+        return data[key]
+    return data
+
+
+def _cmd_export(a: argparse.Namespace) -> int:
+    from deploykit.exporting import export
+
+    r = export(a.model, a.to, out=a.out, sample=_load_sample(a.sample), task=a.task,
+               quiet=a.quiet, timeout=a.timeout)
+    rows = [[c.target, c.status, " → ".join(c.route), _size(c.bytes),
+             _ms(c.latency_ms), (c.reason or _parity_short(c.parity))[:90]] for c in r.cells]
+    _print_table(f"Export {a.model}", ["target", "status", "route", "size", "batch-1",
+                                        "parity / reason"], rows)
+    print(f"bundle: {r.bundle}")
+    return 0 if r.ok else 1
+
+
+def _cmd_verify(a: argparse.Namespace) -> int:
+    from deploykit.exporting import verify
+
+    r = verify(a.bundle)
+    rows = [[p.target, p.profile, "PASS" if p else "FAIL", _parity_short(p.to_dict()),
+             "; ".join(p.failures)[:100]] for p in r.results]
+    _print_table(f"Verify {a.bundle}", ["target", "profile", "verdict", "parity", "failures"],
+                 rows)
+    for p in r.results:
+        for f in p.failures:
+            print(f"FAIL {p.target}: {f}", file=sys.stderr)
+    return 0 if r.ok else 1
+
+
+def _cmd_inspect(a: argparse.Namespace) -> int:
+    import json
+
+    from deploykit.bundle import load_bundle
+
+    b = load_bundle(a.bundle)
+    if a.json:
+        print(json.dumps(b.manifest, indent=2))
+        return 0
+    m = b.manifest
+    print(f"{m['name']}: {m['source']['framework']}"
+          f"{' (' + m['source']['backend'] + ')' if m['source'].get('backend') else ''}, "
+          f"{m['task']['kind']}, input {m['signature']['inputs'][0]['shape']}")
+    rows = [[x["target"], x["format"], " → ".join(x["route"]), _size(x["bytes"]),
+             "PASS" if x["parity"]["passed"] else "FAIL", _parity_short(x["parity"]),
+             _ms(x.get("latency_ms")), str(x.get("batch") or "dynamic")] for x in b.artifacts]
+    _print_table("artifacts", ["target", "format", "route", "size", "parity", "worst",
+                               "batch-1", "batch"], rows)
+    return 0
+
+
+def _cmd_formats(a: argparse.Namespace) -> int:
+    from deploykit.graph import describe
+
+    print(describe())
+    return 0
+
+
+def _parity_short(p) -> str:
+    if not p:
+        return ""
+    if p.get("profile") == "int8" and p.get("label_agreement") is not None:
+        return f"agree {p['label_agreement']:.1%}"
+    worst = max((o["max_abs"] for o in p.get("outputs", [])), default=None)
+    return "" if worst is None else f"max|Δ| {worst:.1e}"
+
+
+def _size(n) -> str:
+    if n is None:
+        return ""
+    return f"{n / 1024:.0f} KB" if n < 1 << 20 else f"{n / (1 << 20):.1f} MB"
+
+
+def _ms(x) -> str:
+    return "" if x is None else f"{x:.3f} ms"
 
 
 def _cmd_datasets(a: argparse.Namespace) -> int:

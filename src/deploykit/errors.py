@@ -8,6 +8,11 @@
     ├── TrainingError              a training path failed or was asked for something it can't do
     ├── ModelFolderError           a saved model folder is missing, incomplete or not trusted
     ├── InputError                 inputs do not match a signature (shape, dtype, finiteness)
+    ├── SourceError                export was given a model of a kind it does not know
+    ├── ExportError                a converter (graph edge) failed; names the edge
+    │   └── NoRouteError           no route to a target; names the reachable ones
+    ├── BundleError                a bundle is missing, incomplete, tampered or unknown
+    ├── RunnerError                an artifact could not be loaded or run by its runtime
     └── WorkerError                a worker process failed
         ├── WorkerCrashed          ... died from a signal or exited without a result
         └── WorkerTimeout          ... ran past its time limit and was killed
@@ -72,3 +77,23 @@ class WorkerCrashed(WorkerError):
 
 class WorkerTimeout(WorkerError):
     """A worker process ran past its time limit and was killed."""
+
+
+class ExportError(DeploykitError):
+    """A converter (one edge of the conversion graph) failed; the message names the edge."""
+
+
+class NoRouteError(ExportError):
+    """No route in the conversion graph leads from the source to the requested target."""
+
+
+class SourceError(DeploykitError, TypeError):
+    """The model given to export is not a kind deploykit recognises, or lacks what it needs."""
+
+
+class BundleError(DeploykitError):
+    """A bundle folder is missing, incomplete, tampered with or of an unknown schema."""
+
+
+class RunnerError(DeploykitError):
+    """An artifact could not be loaded or run by its runtime."""

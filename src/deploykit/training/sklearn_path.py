@@ -114,10 +114,14 @@ def signature(split: Split) -> Signature:
 
 
 def load(folder: Path):
-    """Load ``model.skops``, trusting only scikit-learn, numpy and scipy types."""
+    """Load a model folder's ``model.skops``."""
+    return load_estimator(folder / MODEL_FILE)
+
+
+def load_estimator(path: Path):
+    """Load a ``.skops`` file, trusting only scikit-learn, numpy and scipy types."""
     import skops.io as sio
 
-    path = folder / MODEL_FILE
     untrusted = sio.get_untrusted_types(file=path)
     foreign = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES)]
     if foreign:

@@ -1,0 +1,214 @@
+"""The bundle: a folder of verified artifacts that carries its own evidence.
+
+::
+
+    BUNDLE/
+      manifest.json          schema deploykit.bundle/1: source, task, signature, metrics,
+                             probe, and per artifact: target, format, path, route, batch,
+                             converter versions, bytes, sha256 of every file, parity
+      probe/inputs.npz       probe inputs (held-out data or the given sample)
+      probe/reference.npz    the original model's outputs on them
+      probe/targets.npz      true targets, when known
+      artifacts/<target>/... one folder per artifact
+
+A bundle is built in a hidden sibling folder and renamed into place after ``manifest.json``
+is written, so an interrupted export never leaves a folder that looks complete. Loading
+checks the schema and the sha256 of every file and refuses anything tampered or truncated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deploykit.errors import BundleError
+from deploykit.parity import Probe
+from deploykit.signature import Signature
+
+SCHEMA = "deploykit.bundle/1"
+MANIFEST = "manifest.json"
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_hashes(root: Path, rel: str) -> dict[str, str]:
+    """sha256 of an artifact's file, or of every file under an artifact folder."""
+    p = root / rel
+    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    return {str(f.relative_to(root)): sha256(f) for f in files}
+
+
+def tree_size(p: Path) -> int:
+    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() \
+        else p.stat().st_size
+
+
+class BundleWriter:
+    """Builds a bundle in a hidden work folder; :meth:`commit` moves it into place."""
+
+    def __init__(self, out: str | Path) -> None:
+        self.out = Path(out)
+        if self.out.exists() and not (self.out / MANIFEST).is_file() and (
+                not self.out.is_dir() or any(self.out.iterdir())):
+            raise BundleError(f"{self.out} exists and is not a deploykit bundle; "
+                              f"choose another --out or remove it")
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.root = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.partial-", dir=self.out.parent))
+        self.root.chmod(0o755)
+
+    def add_probe(self, probe: Probe) -> dict[str, str]:
+        (self.root / "probe").mkdir()
+        np.savez(self.root / "probe" / "inputs.npz", **probe.inputs)
+        np.savez(self.root / "probe" / "reference.npz", **probe.reference)
+        paths = {"inputs": "probe/inputs.npz", "reference": "probe/reference.npz"}
+        if probe.y is not None:
+            np.savez(self.root / "probe" / "targets.npz", y=probe.y)
+            paths["targets"] = "probe/targets.npz"
+        return paths
+
+    def add_artifact(self, target: str, produced: Path, file: str) -> str:
+        """Move a converter's output folder in as ``artifacts/<target>``; return the path."""
+        dest = self.root / "artifacts" / target
+        dest.parent.mkdir(exist_ok=True)
+        shutil.copytree(produced, dest)
+        return f"artifacts/{target}/{file}"
+
+    def commit(self, manifest: dict[str, Any]) -> Path:
+        """Hash everything, write the manifest last, fsync, and rename into place."""
+        for art in manifest["artifacts"]:
+            art["files"] = file_hashes(self.root, art["path"])
+            art["sha256"] = _combined(art["files"])
+            art["bytes"] = tree_size(self.root / art["path"])
+        manifest["probe"]["sha256"] = {p: sha256(self.root / p)
+                                       for k, p in manifest["probe"].items() if k != "sha256"}
+        _write_json_durably(self.root / MANIFEST, manifest)
+        if self.out.exists():
+            old = self.out.with_name(f".{self.out.name}.old-{time.time_ns()}")
+            self.out.rename(old)
+            self.root.rename(self.out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            self.root.rename(self.out)
+        return self.out
+
+    def abort(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _combined(files: dict[str, str]) -> str:
+    if len(files) == 1:
+        return next(iter(files.values()))
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+
+
+def _write_json_durably(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+
+
+@dataclass
+class Bundle:
+    """A loaded, hash-checked bundle."""
+
+    root: Path
+    manifest: dict[str, Any]
+
+    @property
+    def signature(self) -> Signature:
+        return Signature.from_dict(self.manifest["signature"])
+
+    @property
+    def task(self) -> str:
+        return self.manifest["task"]["kind"]
+
+    @property
+    def artifacts(self) -> list[dict[str, Any]]:
+        return self.manifest["artifacts"]
+
+    def artifact(self, target: str) -> dict[str, Any]:
+        for a in self.artifacts:
+            if a["target"] == target:
+                return a
+        raise BundleError(f"bundle has no '{target}' artifact (has "
+                          f"{', '.join(a['target'] for a in self.artifacts) or 'none'})")
+
+    def artifact_signature(self, art: dict[str, Any]) -> Signature:
+        """The bundle signature with the artifact's fixed batch size, if it has one."""
+        sig = self.signature.to_dict()
+        if art.get("batch"):
+            for spec in sig["inputs"] + sig["outputs"]:
+                spec["shape"][0] = art["batch"]
+        return Signature.from_dict(sig)
+
+    def runner(self, target: str):
+        from deploykit.formats.base import open_runner
+
+        art = self.artifact(target)
+        return open_runner(art["runtime"], self.root / art["path"], self.artifact_signature(art),
+                           art.get("outputs"))
+
+    def probe(self) -> Probe:
+        p = self.manifest["probe"]
+        with np.load(self.root / p["inputs"], allow_pickle=False) as z:
+            inputs = {k: z[k] for k in z.files}
+        with np.load(self.root / p["reference"], allow_pickle=False) as z:
+            reference = {k: z[k] for k in z.files}
+        y = None
+        if "targets" in p:
+            with np.load(self.root / p["targets"], allow_pickle=False) as z:
+                y = z["y"]
+        return Probe(inputs, reference, y, self.task)
+
+
+def load_bundle(path: str | Path, *, check_hashes: bool = True) -> Bundle:
+    """Open a bundle, refusing one that is incomplete, tampered with or truncated."""
+    root = Path(path)
+    mf = root / MANIFEST
+    if not mf.is_file():
+        raise BundleError(f"{root} is not a deploykit bundle (no {MANIFEST}); an interrupted "
+                          f"export leaves none, so re-run the export")
+    try:
+        manifest = json.loads(mf.read_text())
+    except json.JSONDecodeError as e:
+        raise BundleError(f"{mf} is not valid JSON ({e})") from None
+    if manifest.get("schema") != SCHEMA:
+        raise BundleError(f"{mf}: unsupported schema {manifest.get('schema')!r} "
+                          f"(this deploykit reads {SCHEMA})")
+    if check_hashes:
+        expected = dict(manifest["probe"].get("sha256", {}))
+        for art in manifest["artifacts"]:
+            expected.update(art["files"])
+        for rel, digest in expected.items():
+            _check_file(root, rel, digest)
+    return Bundle(root, manifest)
+
+
+def _check_file(root: Path, rel: str, digest: str) -> None:
+    p = (root / rel).resolve()
+    if root.resolve() not in p.parents:
+        raise BundleError(f"manifest path {rel!r} points outside the bundle")
+    if not p.is_file():
+        raise BundleError(f"{root}: file {rel} listed in the manifest is missing")
+    if sha256(p) != digest:
+        raise BundleError(f"{root}: {rel} does not match its sha256 in the manifest "
+                          f"(tampered with or truncated); re-export the bundle")

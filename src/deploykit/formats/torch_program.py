@@ -1,0 +1,59 @@
+"""The ``torch.export`` program node (``.pt2``): PyTorch sources and Keras-on-torch meet here.
+
+Every PyTorch edge (TorchScript, lite interpreter, ExecuTorch, ONNX, LiteRT) starts from this
+program, so a model only has to be exportable once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deploykit._lazy import require
+from deploykit.formats.base import Runner, register_runner
+from deploykit.graph import node
+
+node("torch", "torch_program", is_target=False,
+     description="PyTorch torch.export program (.pt2)")
+
+MAX_BATCH = 4096  # upper bound of the dynamic batch; ExecuTorch plans memory for it
+
+
+def example_input(signature: dict[str, Any], batch: int = 3):
+    """A zero tensor for the signature's single input (batch 3 avoids 0/1 specialisation)."""
+    torch = require("torch")
+    spec = signature["inputs"][0]
+    shape = [batch if d is None else d for d in spec["shape"]]
+    return torch.zeros(shape, dtype=getattr(torch, spec["dtype"]))
+
+
+def export_program(module, signature: dict[str, Any], path: Path | None = None):
+    """``torch.export`` a module with a dynamic batch dimension; save it when ``path`` is given."""
+    torch = require("torch")
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    dynamic = ({0: batch},) if signature["inputs"][0]["shape"][0] is None else None
+    program = torch.export.export(module, (example_input(signature),), dynamic_shapes=dynamic,
+                                  strict=False)
+    if path is not None:
+        torch.export.save(program, path)
+    return program
+
+
+def load_program(path: Path):
+    torch = require("torch", purpose="to load a torch.export program")
+    return torch.export.load(path)
+
+
+@register_runner("torch_program")
+class TorchProgramRunner(Runner):
+    def _load(self) -> None:
+        self.module = load_program(self.path).module()
+
+    def _predict(self, inputs):
+        torch = require("torch")
+        with torch.no_grad():
+            out = self.module(*[torch.from_numpy(np.ascontiguousarray(v)) for v in inputs.values()])
+        outs = out if isinstance(out, (tuple, list)) else [out]
+        return [o.detach().numpy() for o in outs]
