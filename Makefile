@@ -19,6 +19,8 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[all,dev]'
+	@# second step on purpose: litert-torch's typing-extensions pin conflicts with cattrs
+	$(BIN)/python -m pip install --quiet 'litert-torch==0.10.0' 'ai-edge-quantizer==0.10.0'
 	@touch $@
 
 demo: setup

@@ -52,15 +52,24 @@ def test_datasets_lists_builtins():
     assert "digits" in r.stdout and "diabetes        regression" in r.stdout
 
 
-def test_whatif_trains_every_path_and_writes_reports(tmp_path):
+def test_whatif_trains_every_path_exports_and_writes_reports(tmp_path):
     r = run_cli("what-if", "--data", "iris", "--out", str(tmp_path / "w"), "--epochs", "3",
-                "--quiet")
-    assert r.returncode == 0, r.stderr
+                "--to", "onnx,torchscript", "--quiet")
     report = json.loads((tmp_path / "w" / "report.json").read_text())
     paths = [row["path"] for row in report["rows"]]
     assert paths == ["sklearn", "tensorflow", "torch", "keras-tensorflow", "keras-torch"]
     assert all(row["ok"] and row["metrics"]["accuracy"] > 0.3 for row in report["rows"])
+    assert report["targets"] == ["onnx", "torchscript"]
+    cells = {(row["path"], c["target"]): c for row in report["rows"] for c in row["cells"]}
+    for p in paths:  # every path reaches ONNX and its artifact passes fp32 parity
+        assert cells[(p, "onnx")]["status"] == "pass", cells[(p, "onnx")]["reason"]
+    assert cells[("sklearn", "torchscript")]["status"] == "n/a"
+    assert cells[("tensorflow", "torchscript")]["status"] == "n/a"
+    for p in ("torch", "keras-tensorflow", "keras-torch"):
+        assert cells[(p, "torchscript")]["status"] == "pass"
+    assert r.returncode == 0, r.stderr[-2000:]
     md = (tmp_path / "w" / "report.md").read_text()
-    assert md.count("\n| ") == 6 and "keras-torch" in md  # header + 5 rows
+    assert "| keras-torch | PASS" in md and "n/a (no route)" in md
     for p in paths:
+        assert (tmp_path / "w" / "bundles" / f"iris-{p}" / "manifest.json").is_file()
         assert p in r.stdout

@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["train", "load_model", "load_dataset", "split_dataset", "what_if", "__version__"]
+__all__ = ["train", "load_model", "load_dataset", "split_dataset", "what_if", "export",
+           "verify", "load_bundle", "__version__"]
 
 _API = {
     "train": "deploykit.training",
@@ -17,6 +18,9 @@ _API = {
     "load_dataset": "deploykit.data",
     "split_dataset": "deploykit.data",
     "what_if": "deploykit.whatif",
+    "export": "deploykit.exporting",
+    "verify": "deploykit.exporting",
+    "load_bundle": "deploykit.bundle",
 }
 
 

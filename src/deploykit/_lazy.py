@@ -23,6 +23,8 @@ EXTRAS: dict[str, str] = {
     "skl2onnx": "onnx",
     "tf2onnx": "onnx",
     "ai_edge_litert": "edge",
+    "litert_torch": "litert",
+    "ai_edge_quantizer": "litert",
     "flask": "serve",
 }
 

@@ -44,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     _data_args(w)
     w.add_argument("--out", default="whatif-out", help="folder for models and reports")
     w.add_argument("--epochs", type=int, help="deep paths: epochs (default per path)")
+    w.add_argument("--to", default="all", help="targets: 'all', a comma-separated list, "
+                                               "or 'none' to only train")
     w.set_defaults(func=_cmd_whatif)
 
     e = sub.add_parser("export", help="export a model to deployment targets and verify each")
@@ -110,13 +112,18 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
 
 def _cmd_whatif(a: argparse.Namespace) -> int:
-    from deploykit.whatif import table_rows, what_if
+    from deploykit.whatif import matrix_rows, table_rows, what_if
 
     result = what_if(a.data, a.out, seed=a.seed, epochs=a.epochs, quiet=a.quiet,
-                     target=a.target)
-    _print_table(f"What-if on {a.data}", *table_rows(result))
-    print(f"report: {a.out}/report.md, {a.out}/report.json")
-    return 0 if all(r["ok"] for r in result["rows"]) else 1
+                     target=a.target, targets="" if a.to == "none" else a.to)
+    _print_table(f"What-if on {a.data}: training", *table_rows(result))
+    if result["targets"]:
+        _print_table(f"What-if on {a.data}: every path × every target "
+                     f"(parity, size, batch-1 latency)", *matrix_rows(result))
+    print(f"report: {a.out}/report.md, {a.out}/report.json; bundles in {a.out}/bundles/")
+    ok = all(r["ok"] and all(c["status"] in ("pass", "n/a") for c in r.get("cells") or [])
+             for r in result["rows"])
+    return 0 if ok else 1
 
 
 def _load_sample(path: str | None):
@@ -229,7 +236,7 @@ def _print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
         table.add_column(h)
     for r in rows:
         table.add_row(*r)
-    Console(width=max(120, len(" ".join(header)) + 20)).print(table)
+    Console(width=max(120, 24 * len(header))).print(table)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,8 +1,9 @@
-"""The what-if matrix: train along every path of the flowchart on one dataset and compare.
+"""The what-if matrix: every flowchart path × every deployment target, on one dataset.
 
-Each path trains into ``OUT/<dataset>-<path>/``; a path that fails is reported with its
-reason and the others still run. The comparison is written as ``report.json`` and
-``report.md`` in ``OUT`` and returned.
+Each path trains into ``OUT/models/<dataset>-<path>/`` and is exported to every target into
+the bundle ``OUT/bundles/<dataset>-<path>/``; every artifact is verified in its own runtime.
+A path or a converter that fails is reported with its reason and the rest still run. The
+matrix is written as ``report.json`` and ``report.md`` in ``OUT`` and returned.
 """
 
 from __future__ import annotations
@@ -30,12 +31,15 @@ class PathRow:
     train_seconds: float | None = None
     bytes: int | None = None
     error: str | None = None
+    cells: list[dict[str, Any]] | None = None
 
 
 def what_if(data: str = "digits", out: str | Path = "whatif-out", *,
             paths: tuple[str, ...] = MATRIX_PATHS, seed: int = 0, epochs: int | None = None,
-            quiet: bool = False, target: str | None = None) -> dict[str, Any]:
-    """Train every path on ``data``; return (and write) the comparison report."""
+            quiet: bool = False, target: str | None = None,
+            targets: str | list[str] = "all") -> dict[str, Any]:
+    """Train every path on ``data``, export each to ``targets``; return (and write) the report."""
+    from deploykit.exporting import export
     from deploykit.training import train
 
     out = Path(out)
@@ -45,17 +49,21 @@ def what_if(data: str = "digits", out: str | Path = "whatif-out", *,
         report.info(f"[bold]── {path}[/bold]")
         start = time.perf_counter()
         try:
-            r = train(path, data, out / f"{Path(str(data)).stem}-{path}", seed=seed,
-                      epochs=epochs, quiet=quiet, target=target)
+            name = f"{Path(str(data)).stem}-{path}"
+            r = train(path, data, out / "models" / name, seed=seed, epochs=epochs, quiet=quiet,
+                      target=target)
+            seconds = round(time.perf_counter() - start, 2)
+            cells = [asdict(c) for c in export(r.folder, targets, out=out / "bundles" / name,
+                                                quiet=quiet).cells] if targets else []
         except DeploykitError as e:
             rows.append(PathRow(path, False, error=str(e).splitlines()[0]))
             report.info(f"[red]{path} failed:[/red] {e}")
             continue
         rows.append(PathRow(path, True, str(r.folder), _model_name(r.card),
-                            r.metrics["test"], r.metrics["validation"],
-                            round(time.perf_counter() - start, 2), _size(r.folder, r.card)))
+                            r.metrics["test"], r.metrics["validation"], seconds,
+                            _size(r.folder, r.card), cells=cells))
     result = {"schema": "deploykit.whatif/1", "data": str(data), "seed": seed,
-              "rows": [asdict(r) for r in rows]}
+              "targets": _columns(rows), "rows": [asdict(r) for r in rows]}
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "report.md").write_text(markdown(result))
@@ -74,6 +82,45 @@ def _size(folder: Path, card: dict[str, Any]) -> int:
         total += sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() \
             else p.stat().st_size
     return total
+
+
+def _columns(rows: list[PathRow]) -> list[str]:
+    seen: list[str] = []
+    for r in rows:
+        for c in r.cells or []:
+            if c["target"] not in seen:
+                seen.append(c["target"])
+    return seen
+
+
+def cell_text(c: dict[str, Any]) -> str:
+    """One matrix cell: verdict with worst error or agreement, size, batch-1 latency."""
+    if c["status"] == "n/a":
+        return "n/a (no route)"
+    if c["status"] == "error":
+        return "ERROR: " + (c["reason"] or "")[:80]
+    p = c["parity"] or {}
+    if p.get("profile") == "int8" and p.get("label_agreement") is not None:
+        q = f"agree {p['label_agreement']:.1%}"
+    else:
+        q = f"{max((o['max_abs'] for o in p.get('outputs', [])), default=0):.0e}"
+    lat = f" {c['latency_ms']:.2f}ms" if c.get("latency_ms") is not None else ""
+    verdict = "PASS" if c["status"] == "pass" else "FAIL"
+    return f"{verdict} {q} {_human(c['bytes'] or 0)}{lat}"
+
+
+def matrix_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Rows = paths, columns = targets."""
+    targets = result.get("targets", [])
+    header = ["path", *targets]
+    cells = []
+    for r in result["rows"]:
+        by = {c["target"]: c for c in r.get("cells") or []}
+        if not r["ok"]:
+            cells.append([r["path"], *[f"FAILED: {r['error']}"[:60]] * len(targets)])
+            continue
+        cells.append([r["path"], *[cell_text(by[t]) if t in by else "" for t in targets]])
+    return header, cells
 
 
 def table_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
@@ -95,10 +142,18 @@ def table_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    header, cells = table_rows(result)
-    lines = [f"# What-if: every path on `{result['data']}`", "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(c) + " |" for c in cells]
+    lines = [f"# What-if: every path on `{result['data']}`", ""]
+    for title, (header, cells) in (("Training", table_rows(result)),
+                                   ("Deployment targets (parity, size, batch-1 latency)",
+                                    matrix_rows(result))):
+        lines += [f"## {title}", "", "| " + " | ".join(header) + " |",
+                  "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in cells]
+        lines.append("")
+    reasons = [(r["path"], c["target"], c["reason"]) for r in result["rows"]
+               for c in r.get("cells") or [] if c["status"] in ("fail", "error")]
+    if reasons:
+        lines += ["## Failures", ""] + [f"- **{p} → {t}**: {why}" for p, t, why in reasons]
     return "\n".join(lines) + "\n"
 
 

@@ -32,8 +32,12 @@ STDERR_TAIL = 2000  # characters of the worker's stderr quoted in an error
 
 
 def run_in_worker(target: str, kwargs: dict[str, Any] | None = None, *,
-                  env: dict[str, str] | None = None, timeout: float = 600.0) -> Any:
+                  env: dict[str, str] | None = None, timeout: float = 600.0,
+                  forward_stderr: bool = True) -> Any:
     """Call ``target(**kwargs)`` in a new process and return its JSON result.
+
+    ``forward_stderr=False`` keeps the worker's stderr (converter chatter) out of the
+    caller's; its tail still appears in errors.
 
     Raises:
         WorkerError: the function raised (message and type carried over).
@@ -46,7 +50,7 @@ def run_in_worker(target: str, kwargs: dict[str, Any] | None = None, *,
         proc = subprocess.Popen([sys.executable, "-m", "deploykit.worker", str(job)],
                                 env=_child_env(env), stdin=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, start_new_session=True)
-        tail = _Tee(proc.stderr)
+        tail = _Tee(proc.stderr, forward_stderr)
         try:
             code = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -71,13 +75,13 @@ def _child_env(extra: dict[str, str] | None) -> dict[str, str]:
 class _Tee(threading.Thread):
     """Forward the worker's stderr live and keep its tail for error messages."""
 
-    def __init__(self, stream) -> None:
+    def __init__(self, stream, forward: bool) -> None:
         super().__init__(daemon=True)
-        self.stream, self.buf = stream, bytearray()
+        self.stream, self.buf, self.forward = stream, bytearray(), forward
         self.start()
 
     def run(self) -> None:
-        out = getattr(sys.stderr, "buffer", None)
+        out = getattr(sys.stderr, "buffer", None) if self.forward else None
         for chunk in iter(lambda: self.stream.read1(4096), b""):
             self.buf = (self.buf + chunk)[-STDERR_TAIL:]
             if out is not None:

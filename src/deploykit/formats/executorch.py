@@ -22,18 +22,36 @@ node("executorch", "executorch", description="ExecuTorch program (.pte), XNNPACK
 def torch_to_executorch(src: Path, out: Path, ctx: EdgeContext) -> dict[str, Any]:
     exir = require("executorch.exir", extra="mobile", purpose="PyTorch -> ExecuTorch")
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir.passes.sym_shape_eval_pass import ConstraintBasedSymShapeEvalPass
+    from executorch.exir.passes.constant_prop_pass import constant_prop_pass
 
-    from deploykit.formats.torch_program import load_program
+    from deploykit.formats.torch_program import MAX_BATCH, export_program, load_program
 
-    program = load_program(src)
-    edge_program = exir.to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
-    config = exir.ExecutorchBackendConfig(sym_shape_eval_pass=ConstraintBasedSymShapeEvalPass())
-    pte = edge_program.to_executorch(config)
-    (out / "model.pte").write_bytes(pte.buffer)
+    # Re-export at the standard example batch (see torch_program.EXAMPLE_BATCH).
+    program = _drop_contiguous(export_program(load_program(src).module(), ctx.signature))
+    lowered = exir.to_edge_transform_and_lower(constant_prop_pass(program),
+                                               partitioner=[XnnpackPartitioner()])
+    ranges = list(lowered.exported_program().range_constraints.values())
+    if ranges and int(ranges[0].upper) < MAX_BATCH:
+        raise ValueError(f"lowering narrowed the dynamic batch to {ranges[0]}; the .pte would "
+                         f"reject larger batches")
+    (out / "model.pte").write_bytes(lowered.to_executorch().buffer)
     from importlib import metadata
 
     return {"file": "model.pte", "versions": {"executorch": metadata.version("executorch")}}
+
+
+def _drop_contiguous(program):
+    """Remove ``aten.contiguous`` nodes: they never change values, but Keras-on-torch convs
+    force channels-last layouts on their kernels that way, which keeps the weights from being
+    constant-folded into XNNPACK and makes ExecuTorch's layout copy fail (error 0x12)."""
+    torch = require("torch")
+    graph = program.graph_module.graph
+    for n in list(graph.nodes):
+        if n.op == "call_function" and n.target == torch.ops.aten.contiguous.default:
+            n.replace_all_uses_with(n.args[0])
+            graph.erase_node(n)
+    program.graph_module.recompile()
+    return program
 
 
 @register_runner("executorch")

@@ -30,12 +30,12 @@ def keras_to_saved_model(src: Path, out: Path, ctx: EdgeContext) -> dict[str, An
     return {"file": "model/1", "versions": {"keras": keras.__version__}}
 
 
-@edge("keras", "torch", requires=("keras", "torch"), keras_backend="torch", cost=1.5)
-def keras_to_torch(src: Path, out: Path, ctx: EdgeContext) -> dict[str, Any]:
-    """Reload under the torch backend and ``torch.export`` it with a dynamic batch."""
+def as_torch_module(src: Path):
+    """The ``.keras`` model as a ``torch.nn.Module`` (the worker runs Keras on torch)."""
     keras, model = _load(src)
     torch = require("torch")
-    from deploykit.formats.torch_program import export_program
+    if keras.backend.backend() != "torch":
+        raise RuntimeError(f"Keras runs on {keras.backend.backend()}, expected torch")
 
     class KerasAsTorch(torch.nn.Module):
         def __init__(self) -> None:
@@ -45,6 +45,16 @@ def keras_to_torch(src: Path, out: Path, ctx: EdgeContext) -> dict[str, Any]:
         def forward(self, x):
             return self.model(x, training=False)
 
-    export_program(KerasAsTorch().eval(), ctx.signature, out / "model.pt2")
+    return KerasAsTorch().eval()
+
+
+@edge("keras", "torch", requires=("keras", "torch"), keras_backend="torch", cost=1.5)
+def keras_to_torch(src: Path, out: Path, ctx: EdgeContext) -> dict[str, Any]:
+    """Reload under the torch backend and ``torch.export`` it with a dynamic batch."""
+    from deploykit.formats.torch_program import export_program
+
+    torch = require("torch")
+    keras = require("keras")
+    export_program(as_torch_module(src), ctx.signature, out / "model.pt2")
     return {"file": "model.pt2", "versions": {"keras": keras.__version__,
                                               "torch": torch.__version__}}

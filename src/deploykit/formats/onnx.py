@@ -22,16 +22,21 @@ def sklearn_to_onnx(src: Path, out: Path, ctx: EdgeContext) -> dict[str, Any]:
     import numpy as np
 
     skl2onnx = require("skl2onnx", purpose="scikit-learn -> ONNX")
+    from sklearn.preprocessing import StandardScaler
+
     from deploykit.training.sklearn_path import load_estimator
 
     model = load_estimator(src)
     n = ctx.signature["inputs"][0]["shape"][1]
-    options = {"zipmap": False} if hasattr(model, "predict_proba") else None
+    classify = hasattr(model, "predict_proba")
+    # Sub + Div like sklearn: the default Scaler op multiplies by a float32 reciprocal, which
+    # is 1 ulp off often enough to flip random-forest splits.
+    options: dict[Any, Any] = {StandardScaler: {"div": "div"}}
+    if classify:
+        options[type(model[-1] if hasattr(model, "steps") else model)] = {"zipmap": False}
     onx = skl2onnx.to_onnx(model, np.zeros((1, n), np.float32), options=options,
                            target_opset={"": OPSET, "ai.onnx.ml": 3})
-    outputs = [o.name for o in onx.graph.output]
-    if options:  # skl2onnx names them label/probabilities already; make it explicit
-        outputs = ["label", "probabilities"]
+    outputs = ["label", "probabilities"] if classify else [o.name for o in onx.graph.output]
     (out / "model.onnx").write_bytes(onx.SerializeToString())
     return {"file": "model.onnx", "outputs": outputs,
             "versions": {"skl2onnx": skl2onnx.__version__}}
@@ -39,16 +44,33 @@ def sklearn_to_onnx(src: Path, out: Path, ctx: EdgeContext) -> dict[str, Any]:
 
 @edge("saved_model", "onnx", requires=("tf2onnx", "tensorflow"))
 def saved_model_to_onnx(src: Path, out: Path, ctx: EdgeContext) -> dict[str, Any]:
-    """tf2onnx on the SavedModel's serving signature."""
+    """tf2onnx on the serving signature, frozen first.
+
+    Calling the loaded signature inside a new tf.function would leak captured tensors as
+    extra ONNX inputs; freezing variables and captures into constants avoids that.
+    """
+    tf = require("tensorflow")
     tf2onnx = require("tf2onnx", purpose="TensorFlow -> ONNX")
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
     from deploykit.formats.saved_model import serving_function
 
-    fn, _ = serving_function(src)
-    outputs = list(fn.structured_outputs)
-    onx, _ = tf2onnx.convert.from_function(fn, input_signature=list(fn.structured_input_signature[1].values()),
-                                           opset=OPSET, output_path=str(out / "model.onnx"))
-    names = [o.name for o in onx.graph.output]
-    return {"file": "model.onnx", "outputs": _order(names, outputs),
+    sig, names = serving_function(src)
+    kw = sig.structured_input_signature[1]
+    specs = [tf.TensorSpec(kw[n].shape, kw[n].dtype, name=n) for n in names]
+    frozen = convert_variables_to_constants_v2(sig)
+    positional = [t.name.split(":")[0] for t in frozen.inputs]
+    structure = sig.structured_outputs
+
+    @tf.function(input_signature=specs)
+    def fn(*args):
+        by_name = dict(zip(names, args, strict=True))
+        return tf.nest.pack_sequence_as(structure, frozen(*[by_name[p] for p in positional]))
+
+    onx, _ = tf2onnx.convert.from_function(fn, input_signature=specs, opset=OPSET,
+                                           output_path=str(out / "model.onnx"))
+    onnx_names = [o.name for o in onx.graph.output]
+    return {"file": "model.onnx", "outputs": _order(onnx_names, list(structure)),
             "versions": {"tf2onnx": tf2onnx.__version__}}
 
 

@@ -3,7 +3,6 @@ a TensorFlow-core source *is* a SavedModel (see deploykit.sources)."""
 
 from __future__ import annotations
 
-
 from deploykit._lazy import require
 from deploykit.formats.base import Runner, register_runner
 from deploykit.graph import node

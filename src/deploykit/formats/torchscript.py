@@ -19,28 +19,55 @@ node("torchscript", "torchscript", description="TorchScript module (.pt)")
 node("ptl", "ptl", description="PyTorch mobile lite interpreter (.ptl, legacy)")
 
 
-def _trace(src: Path, ctx: EdgeContext):
+def _trace(module, ctx: EdgeContext):
     torch = require("torch")
-    from deploykit.formats.torch_program import example_input, load_program
+    from deploykit.formats.torch_program import example_input
 
-    module = load_program(src).module()
     with torch.no_grad():
-        traced = torch.jit.trace(module, (example_input(ctx.signature),), check_trace=False)
-    return torch, traced
+        return torch.jit.trace(module, (example_input(ctx.signature, batch=7),),
+                               check_trace=False)
+
+
+def _program_module(src: Path):
+    from deploykit.formats.torch_program import load_program
+
+    return load_program(src).module()
+
+
+def _save(traced, out: Path, lite: bool) -> dict[str, Any]:
+    torch = require("torch")
+    name = "model.ptl" if lite else "model.pt"
+    if lite:
+        traced._save_for_lite_interpreter(str(out / name))
+    else:
+        torch.jit.save(traced, str(out / name))
+    return {"file": name, "versions": {"torch": torch.__version__}}
 
 
 @edge("torch", "torchscript", requires=("torch",))
 def torch_to_torchscript(src: Path, out: Path, ctx: EdgeContext) -> dict[str, Any]:
-    torch, traced = _trace(src, ctx)
-    torch.jit.save(traced, str(out / "model.pt"))
-    return {"file": "model.pt", "versions": {"torch": torch.__version__}}
+    return _save(_trace(_program_module(src), ctx), out, lite=False)
 
 
 @edge("torch", "ptl", requires=("torch",))
 def torch_to_ptl(src: Path, out: Path, ctx: EdgeContext) -> dict[str, Any]:
-    torch, traced = _trace(src, ctx)
-    traced._save_for_lite_interpreter(str(out / "model.ptl"))
-    return {"file": "model.ptl", "versions": {"torch": torch.__version__}}
+    return _save(_trace(_program_module(src), ctx), out, lite=True)
+
+
+# Keras on torch is traced from the live Keras model, not from its torch.export program:
+# tracing the program's module bakes Keras's reshape targets (batch included) into the trace.
+@edge("keras", "torchscript", requires=("keras", "torch"), keras_backend="torch")
+def keras_to_torchscript(src: Path, out: Path, ctx: EdgeContext) -> dict[str, Any]:
+    from deploykit.formats.keras import as_torch_module
+
+    return _save(_trace(as_torch_module(src), ctx), out, lite=False)
+
+
+@edge("keras", "ptl", requires=("keras", "torch"), keras_backend="torch")
+def keras_to_ptl(src: Path, out: Path, ctx: EdgeContext) -> dict[str, Any]:
+    from deploykit.formats.keras import as_torch_module
+
+    return _save(_trace(as_torch_module(src), ctx), out, lite=True)
 
 
 def _outputs(out) -> list[np.ndarray]:

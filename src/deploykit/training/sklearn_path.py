@@ -1,8 +1,10 @@
 """The scikit-learn path: scaling + a classical model chosen by cross-validated grid search.
 
-Each candidate family (logistic/ridge, SVM, random forest, gradient boosting, MLP) gets a
-small grid; the family with the best cross-validation score on the training split wins.
-The fitted Pipeline is saved with skops, never pickle.
+Each candidate family (logistic regression or ridge, SVM, random forest, MLP) gets a small
+grid; the family with the best cross-validation score on the training split wins.
+The fitted Pipeline is saved with skops, never pickle. HistGradientBoosting is left out on
+purpose: skl2onnx 1.20 cannot convert it with onnx 1.23, and its float64 thresholds make the
+ONNX regressor ~5 % off even when patched, so it would never pass fp32 parity.
 """
 
 from __future__ import annotations
@@ -37,8 +39,6 @@ def candidates(task: str, seed: int) -> dict[str, tuple[Any, dict[str, list]]]:
                         {"estimator__C": [1.0, 10.0]}),
             "random_forest": (ensemble.RandomForestClassifier(n_estimators=150, random_state=seed),
                               {"max_depth": [None, 12]}),
-            "gradient_boosting": (ensemble.HistGradientBoostingClassifier(random_state=seed),
-                                  {"learning_rate": [0.1]}),
             "mlp": (neural_network.MLPClassifier((128,), max_iter=400, random_state=seed),
                     {"alpha": [1e-4, 1e-2]}),
         }
@@ -46,8 +46,6 @@ def candidates(task: str, seed: int) -> dict[str, tuple[Any, dict[str, list]]]:
         "ridge": (linear_model.Ridge(), {"alpha": [0.1, 1.0, 10.0]}),
         "random_forest": (ensemble.RandomForestRegressor(n_estimators=150, random_state=seed),
                           {"max_depth": [None, 8]}),
-        "gradient_boosting": (ensemble.HistGradientBoostingRegressor(random_state=seed),
-                              {"learning_rate": [0.05, 0.1]}),
     }
 
 

@@ -136,7 +136,7 @@ def _train(model, split: Split, epochs: int, cfg: TrainConfig) -> None:
 
 def _save_program(model, path: Path, n_features: int) -> None:
     torch = require("torch")
-    example = (torch.zeros(3, n_features),)  # batch 3: avoids 0/1 specialisation
+    example = (torch.zeros(16, n_features),)  # see formats/torch_program.EXAMPLE_BATCH
     batch = torch.export.Dim("batch")
     program = torch.export.export(model, example, dynamic_shapes=({0: batch},))
     torch.export.save(program, path)

@@ -1,0 +1,63 @@
+"""Small models built in the tests themselves (random weights), one per source kind.
+
+They are not trained by deploykit: exporting them proves the API takes a user's own model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+N_FEATURES, N_CLASSES = 12, 3
+
+
+def sample(n: int = 40) -> np.ndarray:
+    return np.random.default_rng(1).normal(size=(n, N_FEATURES)).astype(np.float32)
+
+
+def torch_model():
+    import torch
+
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(N_FEATURES, 16), torch.nn.ReLU(),
+                               torch.nn.Linear(16, N_CLASSES), torch.nn.Softmax(dim=1)).eval()
+
+
+def keras_model():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    x = keras.Input((N_FEATURES,), name="x")
+    z = keras.layers.Dense(16, activation="relu")(x)
+    out = keras.layers.Dense(N_CLASSES, activation="softmax", name="probabilities")(z)
+    return keras.Model(x, out)
+
+
+def tf_module():
+    import tensorflow as tf
+
+    class Tiny(tf.Module):
+        def __init__(self):
+            super().__init__()
+            rng = np.random.default_rng(0)
+            self.w = tf.Variable(rng.normal(size=(N_FEATURES, N_CLASSES)).astype(np.float32))
+            self.b = tf.Variable(np.zeros(N_CLASSES, np.float32))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, N_FEATURES], tf.float32)])
+        def serve(self, x):
+            return {"probabilities": tf.nn.softmax(x @ self.w + self.b)}
+
+    return Tiny()
+
+
+def sklearn_model():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X = sample(120)
+    y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0.5).astype(int)
+    return Pipeline([("scale", StandardScaler()), ("model", LogisticRegression())]).fit(X, y)
+
+
+BUILDERS = {"torch": torch_model, "keras": keras_model, "saved_model": tf_module,
+            "sklearn": sklearn_model}

@@ -1,0 +1,169 @@
+"""Bundles: atomic writes, hash checks, and planted faults that parity must catch."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import run_cli
+from sources_for_tests import sample, torch_model
+
+import deploykit
+from deploykit.bundle import MANIFEST, file_hashes, load_bundle
+from deploykit.errors import BundleError, ExportError
+
+
+@pytest.fixture(scope="module")
+def torch_bundle(tmp_path_factory):
+    out = tmp_path_factory.mktemp("b") / "bundle"
+    r = deploykit.export(torch_model(), ["onnx", "torchscript"], out=out, sample=sample(),
+                         quiet=True)
+    assert r.ok, [c.reason for c in r.cells]
+    return out
+
+
+def _copy(bundle: Path, tmp_path: Path) -> Path:
+    dest = tmp_path / "copy"
+    shutil.copytree(bundle, dest)
+    return dest
+
+
+def _replant(bundle: Path, target: str) -> None:
+    """Re-hash an artifact we modified on purpose, as a buggy converter would have written it."""
+    m = json.loads((bundle / MANIFEST).read_text())
+    art = next(a for a in m["artifacts"] if a["target"] == target)
+    art["files"] = file_hashes(bundle, art["path"])
+    (bundle / MANIFEST).write_text(json.dumps(m))
+
+
+def _verify_fails(bundle: Path, target: str, words: str) -> None:
+    r = run_cli("verify", str(bundle))
+    assert r.returncode == 1, r.stdout + r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith(f"FAIL {target}:")]
+    assert lines and any(words in ln for ln in lines), r.stderr
+    others = [ln for ln in r.stderr.splitlines() if ln.startswith("FAIL ")
+              and not ln.startswith(f"FAIL {target}:")]
+    assert not others, others
+
+
+def test_fresh_bundle_verifies(torch_bundle):
+    r = run_cli("verify", str(torch_bundle))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count("PASS") == 2
+
+
+def _onnx(bundle: Path):
+    import onnx
+
+    art = load_bundle(bundle).artifact("onnx")
+    return onnx, bundle / art["path"]
+
+
+def test_perturbed_onnx_weights_fail_parity(torch_bundle, tmp_path):
+    b = _copy(torch_bundle, tmp_path)
+    onnx, path = _onnx(b)
+    model = onnx.load(path)
+    from onnx import numpy_helper
+
+    init = max(model.graph.initializer, key=lambda t: np.prod(t.dims))
+    w = numpy_helper.to_array(init).copy()
+    w.flat[0] += 0.05  # one weight, slightly
+    init.CopyFrom(numpy_helper.from_array(w, init.name))
+    onnx.save(model, path)
+    _replant(b, "onnx")
+    _verify_fails(b, "onnx", "max_abs")
+
+
+def test_swapped_outputs_fail_parity(torch_bundle, tmp_path):
+    b = _copy(torch_bundle, tmp_path)
+    onnx, path = _onnx(b)
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(path)
+    out = model.graph.output[0]
+    old = out.name
+    swapped = old + "_swapped"
+    idx = numpy_helper.from_array(np.array([1, 0, 2], dtype=np.int64), "swap_idx")
+    model.graph.initializer.append(idx)
+    for node in model.graph.node:  # rename the producer's output, then gather classes 1,0,2
+        node.output[:] = [swapped if o == old else o for o in node.output]
+    model.graph.node.append(helper.make_node("Gather", [swapped, "swap_idx"], [old], axis=1))
+    onnx.save(model, path)
+    _replant(b, "onnx")
+    _verify_fails(b, "onnx", "max_abs")
+
+
+def test_fixed_batch_size_fails_parity(torch_bundle, tmp_path):
+    import torch
+
+    b = _copy(torch_bundle, tmp_path)
+    _, path = _onnx(b)
+    torch.onnx.export(torch_model(), (torch.zeros(7, 12),), str(path), dynamo=False,
+                      input_names=["x"], output_names=["probabilities"])  # batch baked to 7
+    _replant(b, "onnx")
+    _verify_fails(b, "onnx", "batch size 1")
+
+
+def test_perturbed_torchscript_fails_parity(torch_bundle, tmp_path):
+    import torch
+
+    b = _copy(torch_bundle, tmp_path)
+    path = b / load_bundle(b).artifact("torchscript")["path"]
+    m = torch.jit.load(str(path))
+    with torch.no_grad():
+        next(iter(m.parameters())).add_(0.05)
+    torch.jit.save(m, str(path))
+    _replant(b, "torchscript")
+    _verify_fails(b, "torchscript", "max_abs")
+
+
+def test_tampered_or_truncated_artifact_is_refused(torch_bundle, tmp_path):
+    b = _copy(torch_bundle, tmp_path)
+    _, path = _onnx(b)
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(BundleError, match="does not match its sha256"):
+        load_bundle(b)
+    r = run_cli("verify", str(b))
+    assert r.returncode == 2 and "does not match its sha256" in r.stderr
+
+
+def test_unknown_target_and_missing_route(tmp_path):
+    from sources_for_tests import sklearn_model
+
+    with pytest.raises(ExportError, match="unknown target"):
+        deploykit.export(sklearn_model(), ["tfjs-nope"], out=tmp_path / "x", quiet=True)
+    r = deploykit.export(sklearn_model(), ["onnx", "tflite"], out=tmp_path / "b", quiet=True)
+    cells = {c.target: c for c in r.cells}
+    assert cells["onnx"].status == "pass"
+    assert cells["tflite"].status == "n/a" and "reachable from 'sklearn': onnx" in \
+        cells["tflite"].reason
+    assert deploykit.verify(tmp_path / "b").ok
+
+
+def test_killed_export_leaves_no_bundle(tmp_path):
+    out = tmp_path / "bundle"
+    np.save(tmp_path / "x.npy", sample())
+    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+            "import deploykit, numpy as np; from sources_for_tests import keras_model; "
+            f"deploykit.export(keras_model(), 'all', out={str(out)!r}, "
+            f"sample=np.load({str(tmp_path / 'x.npy')!r}), quiet=True)")
+    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(tmp_path.glob(".bundle.partial-*/artifacts")):
+        time.sleep(0.2)
+    assert list(tmp_path.glob(".bundle.partial-*")), "export never started writing"
+    import os
+
+    os.killpg(proc.pid, signal.SIGKILL)  # the exporter and its converter workers
+    proc.wait()
+    assert not out.exists()
+    r = run_cli("verify", str(out))
+    assert r.returncode == 2 and "not a deploykit bundle" in r.stderr
