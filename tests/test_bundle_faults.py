@@ -167,3 +167,26 @@ def test_killed_export_leaves_no_bundle(tmp_path):
     assert not out.exists()
     r = run_cli("verify", str(out))
     assert r.returncode == 2 and "not a deploykit bundle" in r.stderr
+
+
+def test_a_crashing_converter_fails_only_its_own_cells(tmp_path, monkeypatch, tests_on_path):
+    """A converter that segfaults in its worker: its cells say so, the others complete."""
+    import deploykit.exporting as ex
+    from deploykit.worker import run_in_worker
+
+    real = ex._run_edge
+
+    def crash_onnx(e, src, out, ctx, timeout):
+        if e.dst == "onnx":
+            out.mkdir(parents=True)
+            return run_in_worker("_worker_targets:segfault", timeout=60)
+        return real(e, src, out, ctx, timeout)
+
+    monkeypatch.setattr(ex, "_run_edge", crash_onnx)
+    r = deploykit.export(torch_model(), ["onnx", "torchscript"], out=tmp_path / "b",
+                         sample=sample(), quiet=True)
+    cells = {c.target: c for c in r.cells}
+    assert cells["onnx"].status == "error" and "SIGSEGV" in cells["onnx"].reason
+    assert cells["torchscript"].status == "pass"
+    assert not r.ok
+    assert [a["target"] for a in load_bundle(tmp_path / "b").artifacts] == ["torchscript"]
