@@ -23,13 +23,13 @@ import json
 import os
 import shutil
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from deploykit._fs import read_schema_json, replace_dir
 from deploykit.errors import BundleError
 from deploykit.parity import Probe
 from deploykit.signature import Signature
@@ -97,13 +97,7 @@ class BundleWriter:
         manifest["probe"]["sha256"] = {p: sha256(self.root / p)
                                        for k, p in manifest["probe"].items() if k != "sha256"}
         _write_json_durably(self.root / MANIFEST, manifest)
-        if self.out.exists():
-            old = self.out.with_name(f".{self.out.name}.old-{time.time_ns()}")
-            self.out.rename(old)
-            self.root.rename(self.out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            self.root.rename(self.out)
+        replace_dir(self.root, self.out)
         return self.out
 
     def abort(self) -> None:
@@ -187,13 +181,7 @@ def load_bundle(path: str | Path, *, check_hashes: bool = True) -> Bundle:
     if not mf.is_file():
         raise BundleError(f"{root} is not a deploykit bundle (no {MANIFEST}); an interrupted "
                           f"export leaves none, so re-run the export")
-    try:
-        manifest = json.loads(mf.read_text())
-    except json.JSONDecodeError as e:
-        raise BundleError(f"{mf} is not valid JSON ({e})") from None
-    if manifest.get("schema") != SCHEMA:
-        raise BundleError(f"{mf}: unsupported schema {manifest.get('schema')!r} "
-                          f"(this deploykit reads {SCHEMA})")
+    manifest = read_schema_json(mf, SCHEMA, BundleError)
     if check_hashes:
         expected = dict(manifest["probe"].get("sha256", {}))
         for art in manifest["artifacts"]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import platform
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from deploykit._fs import read_schema_json, replace_dir
 from deploykit.data import Split
 from deploykit.errors import ModelFolderError, TrainingError
 from deploykit.signature import Signature, TensorSpec
@@ -141,13 +141,7 @@ def check_out_dir(out: Path) -> None:
 
 def finalize(workdir: Path, out: Path) -> None:
     """Move a finished workdir into place, replacing an older model folder."""
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{time.time_ns()}")
-        out.rename(old)
-        workdir.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        workdir.rename(out)
+    replace_dir(workdir, out)
 
 
 def write_folder(workdir: Path, split: Split, fit: FitResult, *, path: str, seed: int,
@@ -191,13 +185,7 @@ def read_card(folder: str | Path) -> dict[str, Any]:
     path = folder / CARD
     if not path.is_file():
         raise ModelFolderError(f"{folder} is not a deploykit model folder (no {CARD})")
-    try:
-        card = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ModelFolderError(f"{path} is not valid JSON ({e})") from None
-    if card.get("schema") != CARD_SCHEMA:
-        raise ModelFolderError(f"{path}: unsupported schema {card.get('schema')!r} "
-                               f"(this deploykit reads {CARD_SCHEMA})")
+    card = read_schema_json(path, CARD_SCHEMA, ModelFolderError)
     missing = [f for f in card.get("files", {}).values() if not (folder / f).exists()]
     if missing:
         raise ModelFolderError(f"{folder}: missing model files {missing}")

@@ -1,0 +1,35 @@
+"""Small file-system helpers shared by model folders and bundles."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+
+def replace_dir(workdir: Path, out: Path) -> None:
+    """Move a finished work folder to ``out``, replacing an older one there.
+
+    The old folder is renamed aside first, so ``out`` is never half old, half new.
+    """
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{time.time_ns()}")
+        out.rename(old)
+        workdir.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        workdir.rename(out)
+
+
+def read_schema_json(path: Path, schema: str, error: type[Exception]) -> dict[str, Any]:
+    """Read a JSON file that must carry ``"schema": schema``; raise ``error`` otherwise."""
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise error(f"{path} is not valid JSON ({e})") from None
+    if not isinstance(data, dict) or data.get("schema") != schema:
+        found = data.get("schema") if isinstance(data, dict) else None
+        raise error(f"{path}: unsupported schema {found!r} (this deploykit reads {schema})")
+    return data
