@@ -34,7 +34,7 @@ EDGE_CASES = {
     "torch_to_ptl": "torch",
     "torch_to_executorch": "torch",
     "tflite_to_tflite_fp16": "torch",
-    "tflite_to_tflite_int8": "torch",
+    "torch_to_tflite_int8": "torch",
 }
 
 

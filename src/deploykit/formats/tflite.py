@@ -1,9 +1,10 @@
 """TFLite / LiteRT: fp32, fp16 and full-integer int8 nodes, their edges and the runner.
 
 From a SavedModel the TFLite converter makes all three. From a ``torch.export`` program,
-litert-torch makes the fp32 model; it cannot keep a dynamic batch here (its lowering
-rejects symbolic dimensions), so that artifact has a fixed batch of 1, recorded in the
-manifest, and parity runs it one row at a time.
+litert-torch makes the fp32 and int8 models and ai-edge-quantizer the fp16 one; litert-torch
+cannot keep a dynamic batch here (its lowering rejects symbolic dimensions), so those
+artifacts have a fixed batch of 1, recorded in the manifest, and parity runs them one row
+at a time.
 """
 
 from __future__ import annotations
@@ -92,53 +93,94 @@ def _interpreter_class():
 
 @register_runner("tflite")
 class TfliteRunner(Runner):
+    """Runs a .tflite through its default signature.
+
+    A full-integer model may take and give int8/uint8 tensors (the converter folds the edge
+    quantize/dequantize into the interface when the first/last op is quantised); the runner
+    then quantises inputs and dequantises outputs with the tensors' own scale and zero point,
+    as an app on a device would.
+    """
+
     def _load(self) -> None:
         self.interpreter = _interpreter_class()(model_path=str(self.path))
         self.runner = self.interpreter.get_signature_runner()
-        self.input_names = list(self.runner.get_input_details())
+        self.inputs = self.runner.get_input_details()
+        self.outputs = self.runner.get_output_details()
 
     def _predict(self, inputs):
-        feed = dict(zip(self.input_names, inputs.values(), strict=True))
+        feed = {name: _quantize(v, self.inputs[name])
+                for name, v in zip(self.inputs, inputs.values(), strict=True)}
         out = self.runner(**feed)
-        return {k: np.array(v) for k, v in out.items()}
+        return {k: _dequantize(np.array(v), self.outputs[k]) for k, v in out.items()}
+
+
+def _qparams(detail: dict[str, Any]) -> tuple[float, int] | None:
+    scale, zero = detail.get("quantization", (0.0, 0))
+    return (float(scale), int(zero)) if detail["dtype"] in (np.int8, np.uint8) and scale else None
+
+
+def _quantize(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    q = _qparams(detail)
+    if q is None:
+        return x
+    info = np.iinfo(detail["dtype"])
+    return np.clip(np.round(x / q[0] + q[1]), info.min, info.max).astype(detail["dtype"])
+
+
+def _dequantize(y: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    q = _qparams(detail)
+    return y if q is None else ((y.astype(np.float32) - q[1]) * q[0]).astype(np.float32)
 
 
 def _quantizer(src: Path):
-    aeq = require("ai_edge_quantizer", extra="litert", purpose="to quantise a .tflite")
+    require("ai_edge_quantizer", extra="litert", purpose="to quantise a .tflite")
     from ai_edge_quantizer import qtyping, quantizer
     from ai_edge_quantizer.algorithm_manager import AlgorithmName
 
-    return aeq, quantizer.Quantizer(str(src)), qtyping.TFLOperationName, AlgorithmName
+    return quantizer.Quantizer(str(src)), qtyping.TFLOperationName, AlgorithmName
 
 
 @edge("tflite", "tflite-fp16", requires=("ai_edge_quantizer",), cost=2.0)
 def tflite_to_tflite_fp16(src: Path, out: Path, ctx: EdgeContext) -> dict[str, Any]:
     """ai-edge-quantizer: weights stored as float16 (for models that did not come from TF)."""
-    _, qt, op, algo = _quantizer(src)
+    qt, op, algo = _quantizer(src)
     qt.add_weight_only_config(regex=".*", operation_name=op.ALL_SUPPORTED, num_bits=16,
                               algorithm_key=algo.FLOAT_CASTING)
     qt.quantize(serialize_to_path=str(out / "model_fp16.tflite"))
     return {"file": "model_fp16.tflite", **_same_batch(src), "versions": _aeq_versions()}
 
 
-@edge("tflite", "tflite-int8", requires=("ai_edge_quantizer",), cost=2.0)
-def tflite_to_tflite_int8(src: Path, out: Path, ctx: EdgeContext) -> dict[str, Any]:
-    """ai-edge-quantizer static int8 (weights and activations), float32 inputs/outputs kept."""
-    from ai_edge_quantizer import recipe
+@edge("torch", "tflite-int8", requires=("torch", "litert_torch"))
+def torch_to_tflite_int8(src: Path, out: Path, ctx: EdgeContext) -> dict[str, Any]:
+    """litert-torch PT2E static int8 (per-channel weights, histogram-calibrated activations on
+    training inputs), fixed batch 1. Inputs/outputs are float32 when the model starts/ends
+    with an op the quantiser leaves in float, int8 otherwise (the runner handles both).
 
-    _, qt, op, algo = _quantizer(src)
-    qt.load_quantization_recipe(recipe.static_wi8_ai8())
-    for io in (op.INPUT, op.OUTPUT):  # the stock recipe would make the model's I/O int8 too
-        qt.update_quantization_recipe(regex=".*", operation_name=io,
-                                      algorithm_key=algo.NO_QUANTIZE)
-    interp = _interpreter_class()(model_path=str(src))
-    key, spec = next(iter(interp.get_signature_list().items()))
-    batch = _same_batch(src).get("batch") or 1
-    rows = calibration_rows(ctx)
-    data = {key: [{spec["inputs"][0]: rows[i:i + batch]}
-                  for i in range(0, len(rows) - batch + 1, batch)]}
-    qt.quantize(qt.calibrate(data), serialize_to_path=str(out / "model_int8.tflite"))
-    return {"file": "model_int8.tflite", **_same_batch(src), "versions": _aeq_versions()}
+    Chosen over ai-edge-quantizer on the fp32 .tflite: its moving-average calibration kept
+    only 98.9 % label agreement on digits, PT2E 100 %. The quantiser has no annotator for
+    sub/div, so an input standardisation and a final softmax stay float32 around the int8 core.
+    """
+    torch = require("torch")
+    litert_torch = require("litert_torch", extra="litert", purpose="PyTorch -> TFLite int8")
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+    from litert_torch.quantize.quant_config import QuantConfig
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    from deploykit.formats.torch_program import example_input, load_program
+
+    sample = (example_input(ctx.signature, batch=1),)
+    quantizer = PT2EQuantizer().set_global(
+        get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
+    module = torch.export.export(load_program(src).module(), sample).module()
+    module = prepare_pt2e(module, quantizer)
+    with torch.no_grad():
+        for row in calibration_rows(ctx):  # the exported graph has batch 1 baked in
+            module(torch.from_numpy(row[None, :]))
+    module = convert_pt2e(module, fold_quantize=False)
+    model = litert_torch.convert(module, sample, quant_config=QuantConfig(pt2e_quantizer=quantizer))
+    model.export(str(out / "model_int8.tflite"))
+    return {"file": "model_int8.tflite", "batch": 1,
+            "versions": {"litert-torch": litert_torch.__version__}}
 
 
 def _same_batch(src: Path) -> dict[str, Any]:
