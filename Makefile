@@ -15,12 +15,14 @@ PYTEST_ARGS ?= -n 2
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt targets/web/package-lock.json
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[all,dev]'
 	@# second step on purpose: litert-torch's typing-extensions pin conflicts with cattrs
 	$(BIN)/python -m pip install --quiet 'litert-torch==0.10.0' 'ai-edge-quantizer==0.10.0'
+	cd targets/web && npm ci --no-audit --no-fund --loglevel=error
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 	@touch $@
 
 demo: setup

@@ -20,6 +20,7 @@ from deploykit.sources import detect
 # edge -> the kind of source model it is tested from (the source reaches the edge's input)
 EDGE_CASES = {
     "sklearn_to_onnx": "sklearn",
+    "onnx_to_onnx_web": "sklearn",
     "keras_to_saved_model": "keras",
     "keras_to_torch": "keras",
     "keras_to_torchscript": "keras",

@@ -18,6 +18,7 @@ checks the schema and the sha256 of every file and refuses anything tampered or 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -75,7 +76,12 @@ class BundleWriter:
         (self.root / "probe").mkdir()
         np.savez(self.root / "probe" / "inputs.npz", **probe.inputs)
         np.savez(self.root / "probe" / "reference.npz", **probe.reference)
-        paths = {"inputs": "probe/inputs.npz", "reference": "probe/reference.npz"}
+        # the same, as JSON tensors, for runtimes without numpy (the browser page)
+        web = {"inputs": {k: tensor_json(v) for k, v in probe.inputs.items()},
+               "reference": {k: tensor_json(v) for k, v in probe.reference.items()}}
+        (self.root / "probe" / "probe.json").write_text(json.dumps(web))
+        paths = {"inputs": "probe/inputs.npz", "reference": "probe/reference.npz",
+                 "json": "probe/probe.json"}
         if probe.y is not None:
             np.savez(self.root / "probe" / "targets.npz", y=probe.y)
             paths["targets"] = "probe/targets.npz"
@@ -102,6 +108,21 @@ class BundleWriter:
 
     def abort(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def tensor_json(a: np.ndarray) -> dict[str, Any]:
+    """``{"shape", "dtype", "data": base64 little-endian}``: how tensors cross into JS."""
+    a = np.asarray(a)
+    dtype = {"f": "float32", "i": "int64" if a.dtype.itemsize == 8 else "int32",
+             "u": "int32", "b": "bool"}[a.dtype.kind]
+    le = {"float32": "<f4", "int64": "<i8", "int32": "<i4", "bool": "u1"}[dtype]
+    data = np.ascontiguousarray(a, dtype=le).tobytes()
+    return {"shape": list(a.shape), "dtype": dtype, "data": base64.b64encode(data).decode()}
+
+
+def tensor_from_json(t: dict[str, Any]) -> np.ndarray:
+    le = {"float32": "<f4", "int32": "<i4", "int64": "<i8", "bool": "u1"}[t["dtype"]]
+    return np.frombuffer(base64.b64decode(t["data"]), dtype=le).reshape(t["shape"]).copy()
 
 
 def _combined(files: dict[str, str]) -> str:

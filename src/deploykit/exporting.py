@@ -64,7 +64,7 @@ class ExportReport:
 def resolve_targets(targets: str | list[str] | tuple[str, ...]) -> list[str]:
     graph.load_registry()
     if isinstance(targets, str):
-        targets = list(graph.TARGETS) if targets == "all" else \
+        targets = [t for t in graph.TARGETS if t in graph.NODES] if targets == "all" else \
             [t.strip() for t in targets.split(",") if t.strip()]
     unknown = [t for t in targets if t not in graph.NODES or not graph.NODES[t].is_target]
     if unknown or not targets:
@@ -222,6 +222,7 @@ def _manifest(source: Source, probe_paths: dict[str, str], artifacts: list[dict[
                    "node": source.node, "versions": source.versions},
         "task": {"kind": source.task, "labels": source.labels},
         "signature": source.signature.to_dict(),
+        "input_image_shape": source.image_shape,
         "metrics": source.metrics,
         "probe": probe_paths,
         "deploykit": metadata.version("deploykit"),

@@ -41,6 +41,7 @@ class Source:
     name: str = "model"
     metrics: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
+    image_shape: list[int] | None = None  # when each input row is an image (h, w, c)
 
 
 def _module_of(obj: Any) -> set[str]:
@@ -81,7 +82,7 @@ def _from_folder(folder: Path) -> Source:
     return Source(node, fw, Signature.from_dict(card["signature"]), card["task"]["kind"],
                   card["task"]["labels"], write, X, ref, y, _calibration(card, X),
                   card.get("backend"), f"{card['dataset']['name']}-{card['path']}",
-                  card["metrics"], card["versions"])
+                  card["metrics"], card["versions"], card["dataset"].get("image_shape"))
 
 
 def _calibration(card: dict[str, Any], fallback: np.ndarray) -> np.ndarray:

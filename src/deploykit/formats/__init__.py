@@ -13,4 +13,5 @@ from deploykit.formats import (  # noqa: F401  (registration on import)
     tflite,
     torch_program,
     torchscript,
+    web,
 )

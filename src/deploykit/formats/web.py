@@ -1,0 +1,93 @@
+"""Browser runtimes driven from Python through Node: ``onnx-web`` (onnxruntime-web, wasm) and
+``tfjs`` (see tfjs.py). The JS side lives in ``targets/web`` (run.mjs); a runner keeps one
+Node process per artifact and talks JSON lines to it, so parity for these targets is checked
+by the same engines a browser runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from deploykit.bundle import tensor_from_json, tensor_json
+from deploykit.errors import MissingDependencyError, RunnerError
+from deploykit.formats.base import Runner, register_runner
+from deploykit.graph import EdgeContext, edge, node
+
+node("onnx-web", "onnx-web", description="ONNX for the web, run by onnxruntime-web (wasm)")
+
+
+def web_dir() -> Path:
+    """``targets/web`` of this checkout (or ``$DEPLOYKIT_WEB_DIR``), with its npm packages."""
+    env = os.environ.get("DEPLOYKIT_WEB_DIR")
+    here = Path(env) if env else Path(__file__).resolve().parents[3] / "targets" / "web"
+    if not (here / "run.mjs").is_file() or not (here / "node_modules").is_dir():
+        raise MissingDependencyError("@tensorflow/tfjs / onnxruntime-web", "web",
+                                     f"(run `npm ci` in {here}, or set DEPLOYKIT_WEB_DIR)")
+    return here
+
+
+@edge("onnx", "onnx-web", requires=("node",))
+def onnx_to_onnx_web(src: Path, out: Path, ctx: EdgeContext) -> dict[str, Any]:
+    """The same ONNX file, shipped for onnxruntime-web; parity is re-checked in wasm."""
+    shutil.copy2(src, out / "model.onnx")
+    return {"file": "model.onnx", "versions": {"onnxruntime-web": _npm_version("onnxruntime-web")}}
+
+
+def _npm_version(package: str) -> str:
+    try:
+        meta = json.loads((web_dir() / "node_modules" / package / "package.json").read_text())
+        return meta["version"]
+    except (OSError, MissingDependencyError):
+        return "unknown"
+
+
+class NodeRunner(Runner):
+    """A Runner whose runtime is a long-lived ``node run.mjs serve`` process."""
+
+    def _load(self) -> None:
+        if shutil.which("node") is None:
+            raise MissingDependencyError("node", "web", "(install Node.js to run browser targets)")
+        self.proc = subprocess.Popen(["node", "run.mjs", "serve"], cwd=web_dir(),
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, text=True)
+        info = self._call({"op": "load", "runtime": self.runtime, "path": str(self.path)})
+        self.input_names, self.node_outputs = info["inputs"], info["outputs"]
+
+    def _call(self, request: dict[str, Any]) -> dict[str, Any]:
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RunnerError(f"{self.runtime}: the node process exited "
+                              f"(status {self.proc.poll()})")
+        reply = json.loads(line)
+        if not reply["ok"]:
+            raise RunnerError(f"{self.runtime}: {reply['error']}")
+        return reply
+
+    def _predict(self, inputs):
+        feed = {name: tensor_json(v) for name, v in zip(self.input_names, inputs.values(),
+                                                   strict=True)}
+        out = self._call({"op": "predict", "inputs": feed})["outputs"]
+        return {k: tensor_from_json(out[k]) for k in self.node_outputs}
+
+    def close(self) -> None:
+        if getattr(self, "proc", None) and self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+    def __del__(self) -> None:
+        self.close()
+
+
+@register_runner("onnx-web")
+class OnnxWebRunner(NodeRunner):
+    pass
