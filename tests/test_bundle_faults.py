@@ -39,7 +39,7 @@ def _replant(bundle: Path, target: str) -> None:
     """Re-hash an artifact we modified on purpose, as a buggy converter would have written it."""
     m = json.loads((bundle / MANIFEST).read_text())
     art = next(a for a in m["artifacts"] if a["target"] == target)
-    art["files"] = file_hashes(bundle, art["path"])
+    art["files"] = file_hashes(bundle, f"artifacts/{target}")
     (bundle / MANIFEST).write_text(json.dumps(m))
 
 

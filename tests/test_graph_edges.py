@@ -26,6 +26,8 @@ EDGE_CASES = {
     "keras_to_torchscript": "keras",
     "keras_to_ptl": "keras",
     "saved_model_to_onnx": "saved_model",
+    "saved_model_to_tfjs": "saved_model",
+    "saved_model_to_tfjs_fp16": "saved_model",
     "saved_model_to_tflite": "saved_model",
     "saved_model_to_tflite_fp16": "saved_model",
     "saved_model_to_tflite_int8": "saved_model",

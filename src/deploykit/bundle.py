@@ -97,9 +97,10 @@ class BundleWriter:
     def commit(self, manifest: dict[str, Any]) -> Path:
         """Hash everything, write the manifest last, fsync, and rename into place."""
         for art in manifest["artifacts"]:
-            art["files"] = file_hashes(self.root, art["path"])
+            folder = f"artifacts/{art['target']}"  # the whole folder: shards, variables, ...
+            art["files"] = file_hashes(self.root, folder)
             art["sha256"] = _combined(art["files"])
-            art["bytes"] = tree_size(self.root / art["path"])
+            art["bytes"] = tree_size(self.root / folder)
         manifest["probe"]["sha256"] = {p: sha256(self.root / p)
                                        for k, p in manifest["probe"].items() if k != "sha256"}
         _write_json_durably(self.root / MANIFEST, manifest)

@@ -152,7 +152,7 @@ def _one_target(source, target, produced, failed, ctx, work, writer, probe, time
     reason = None if result else "; ".join(result.failures)[:600]
     from deploykit.bundle import tree_size
     return Cell(target, status, names, reason, result.to_dict(),
-                tree_size(writer.root / rel), latency), art
+                tree_size(writer.root / "artifacts" / target), latency), art
 
 
 def _run_edge(e: graph.Edge, src: tuple[Path, dict[str, Any]], out: Path,

@@ -68,7 +68,7 @@ EDGES: dict[str, Edge] = {}
 
 # The matrix's columns, in order.
 TARGETS = ("saved_model", "tflite", "tflite-fp16", "tflite-int8", "onnx", "torchscript", "ptl",
-           "executorch", "tfjs", "onnx-web")
+           "executorch", "tfjs", "tfjs-fp16", "onnx-web")
 
 
 def node(name: str, runtime: str, *, profile: str = "fp32", is_target: bool = True,

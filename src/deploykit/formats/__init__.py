@@ -10,6 +10,7 @@ from deploykit.formats import (  # noqa: F401  (registration on import)
     onnx,
     saved_model,
     sklearn,
+    tfjs,
     tflite,
     torch_program,
     torchscript,

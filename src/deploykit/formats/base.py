@@ -70,6 +70,9 @@ class Runner(ABC):
             order = self.output_names or [n for n in names if n in raw] or list(raw)
             if len(order) < len(names):
                 order = list(raw)
+            lost = [k for k in order if k not in raw]
+            if lost:
+                raise RunnerError(f"{self.runtime}: outputs {lost} missing (has {list(raw)})")
             values = [raw[k] for k in order]
         else:
             values = list(raw)

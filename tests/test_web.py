@@ -1,0 +1,102 @@
+"""Browser targets: TF.js graph models and ONNX on onnxruntime-web, checked in Node (by the
+runners, during export) and in a real headless Chromium (by the page itself)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import deploykit
+from deploykit.bundle import tensor_from_json, tensor_json
+from deploykit.formats.web import web_dir
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+WEB = ["tfjs", "tfjs-fp16", "onnx-web"]
+
+
+@pytest.fixture(scope="module")
+def digits_bundles(tmp_path_factory):
+    """TF core, Keras on both backends, scikit-learn and PyTorch, trained on digits and exported
+    to the browser targets (Node parity is checked by export itself)."""
+    root = tmp_path_factory.mktemp("web")
+    bundles = {}
+    for path in ("tensorflow", "keras-tensorflow", "keras-torch", "sklearn", "torch"):
+        deploykit.train(path, "digits", root / "models" / path, quiet=True, epochs=8)
+        r = deploykit.export(root / "models" / path, WEB, out=root / path, quiet=True)
+        bundles[path] = r
+    return bundles
+
+
+@pytest.mark.parametrize("path", ["tensorflow", "keras-tensorflow", "keras-torch"])
+def test_tfjs_matches_the_original_in_node(digits_bundles, path):
+    cells = {c.target: c for c in digits_bundles[path].cells}
+    for target in ("tfjs", "tfjs-fp16", "onnx-web"):
+        c = cells[target]
+        assert c.status == "pass", (target, c.reason)
+        assert set(c.parity["batches"]) == {"1", "7", "360"}
+    assert cells["tfjs"].parity["profile"] == "fp32"
+    assert max(o["max_abs"] for o in cells["tfjs"].parity["outputs"]) < 1e-4
+
+
+@pytest.mark.parametrize("path", ["sklearn", "torch"])
+def test_onnx_web_for_sources_without_savedmodel(digits_bundles, path):
+    cells = {c.target: c for c in digits_bundles[path].cells}
+    assert cells["onnx-web"].status == "pass", cells["onnx-web"].reason
+    assert cells["tfjs"].status == "n/a" and "reachable" in cells["tfjs"].reason
+
+
+@pytest.mark.parametrize("path", ["tensorflow", "keras-tensorflow", "keras-torch", "sklearn",
+                                  "torch"])
+def test_page_computes_parity_in_headless_chromium(digits_bundles, path):
+    from deploykit.browser import check
+
+    bundle = digits_bundles[path].bundle
+    shot = ARTIFACTS / f"browser-{path}.png"
+    results = check(bundle, screenshot=shot)
+    want = {c.target for c in digits_bundles[path].cells if c.status == "pass"}
+    assert {r["target"] for r in results} == want and want
+    for r in results:
+        assert r["pass"], r
+        assert set(r["batches"]) == {"1", "7", "360"} and set(r["batches"].values()) == {"ok"}
+        assert r["labelAgreement"] >= (1.0 if r["profile"] == "fp32" else 0.99)
+        assert r["maxAbs"] < (1e-4 if r["profile"] == "fp32" else 1e-2)
+    assert shot.stat().st_size > 10_000  # a real rendered page
+
+
+def test_node_one_shot_cli_writes_outputs(digits_bundles, tmp_path):
+    bundle = digits_bundles["keras-tensorflow"].bundle
+    x = np.load(bundle / "probe" / "inputs.npz")["x"][:5]
+    (tmp_path / "in.json").write_text(json.dumps({"inputs": {"x": tensor_json(x)}}))
+    r = subprocess.run(["node", "run.mjs", str(bundle), "tfjs", str(tmp_path / "in.json"),
+                        str(tmp_path / "out.json")], cwd=web_dir(), capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    out = json.loads((tmp_path / "out.json").read_text())["outputs"]
+    got = tensor_from_json(next(iter(out.values())))
+    ref = np.load(bundle / "probe" / "reference.npz")["probabilities"][:5]
+    np.testing.assert_allclose(got, ref, atol=1e-5, rtol=1e-4)
+
+
+def test_op_tfjs_lacks_is_refused_by_name(tmp_path):
+    import tensorflow as tf
+
+    class Odd(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = tf.Variable(np.ones((4, 2), np.float32))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32)])
+        def serve(self, x):
+            return {"predictions": tf.math.lgamma(tf.abs(x @ self.w) + 1.0)}
+
+    x = np.random.default_rng(0).normal(size=(9, 4)).astype(np.float32)
+    r = deploykit.export(Odd(), ["tfjs", "onnx"], out=tmp_path / "b", sample=x, task="regression",
+                         quiet=True)
+    cells = {c.target: c for c in r.cells}
+    assert cells["tfjs"].status == "error"
+    assert "tfjs cannot run op(s) Lgamma" in cells["tfjs"].reason
+    assert not (tmp_path / "b" / "artifacts" / "tfjs").exists()  # no broken model.json shipped
