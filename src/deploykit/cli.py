@@ -69,6 +69,18 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=_cmd_inspect)
 
+    s = sub.add_parser("serve", help="serve bundles over HTTP (Open Inference Protocol v2)")
+    s.add_argument("bundles", nargs="+", help="bundle folders")
+    s.add_argument("--targets", help="comma-separated targets to serve (default: every "
+                                     "passing server-side artifact)")
+    s.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--threads", type=int, default=4, help="waitress worker threads")
+    s.add_argument("--max-batch", type=int, default=1024, help="rows per request (default 1024)")
+    s.add_argument("--max-body-mb", type=float, default=8.0, help="request body limit in MB")
+    s.add_argument("--dev", action="store_true", help="Flask's development server instead")
+    s.set_defaults(func=_cmd_serve)
+
     f = sub.add_parser("formats", help="print the conversion graph")
     f.set_defaults(func=_cmd_formats)
 
@@ -190,6 +202,23 @@ def _cmd_inspect(a: argparse.Namespace) -> int:
              _ms(x.get("latency_ms")), str(x.get("batch") or "dynamic")] for x in b.artifacts]
     _print_table("artifacts", ["target", "format", "route", "size", "parity", "worst",
                                "batch-1", "batch"], rows)
+    return 0
+
+
+def _cmd_serve(a: argparse.Namespace) -> int:
+    from deploykit.serve import create_app
+
+    targets = [t.strip() for t in a.targets.split(",")] if a.targets else None
+    app = create_app(a.bundles, targets=targets, max_batch=a.max_batch,
+                     max_body_bytes=int(a.max_body_mb * 1024 * 1024))
+    served = {n: list(m.served) for n, m in app.extensions["deploykit"]["models"].items()}
+    print(f"serving {served} on http://{a.host}:{a.port}/", flush=True)
+    if a.dev:
+        app.run(host=a.host, port=a.port, threaded=True)
+    else:
+        import waitress
+
+        waitress.serve(app, host=a.host, port=a.port, threads=a.threads, ident="deploykit")
     return 0
 
 

@@ -1,0 +1,241 @@
+"""The server, run for real (waitress, loopback), and its Flask app in-process."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from conftest import HEAVY, run_cli
+
+import deploykit
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serve")
+    deploykit.train("sklearn", "digits", root / "m-sk", quiet=True)
+    deploykit.train("torch", "digits", root / "m-torch", quiet=True, epochs=5)
+    sk = deploykit.export(root / "m-sk", ["onnx", "onnx-web"], out=root / "sk", quiet=True)
+    tt = deploykit.export(root / "m-torch", ["onnx", "tflite", "torchscript"], out=root / "torch",
+                          quiet=True)
+    assert sk.ok and tt.ok
+    return {"sk": root / "sk", "torch": root / "torch"}
+
+
+@pytest.fixture(scope="module")
+def server(bundles, tmp_path_factory):
+    """`deploykit serve` on a copy of both bundles (so a test may tamper with the copy)."""
+    root = tmp_path_factory.mktemp("served")
+    copies = [shutil.copytree(b, root / b.name) for b in bundles.values()]
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "deploykit", "serve", *map(str, copies),
+                             "--port", str(port), "--max-batch", "500", "--max-body-mb", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            if requests.get(url + "/v2/health/ready", timeout=1).ok:
+                break
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    else:
+        proc.kill()
+        pytest.fail(f"server did not start: {proc.stderr.read()}")
+    yield {"url": url, "copies": copies, "proc": proc}
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def _probe(bundle: Path):
+    b = deploykit.load_bundle(bundle)
+    p = b.probe()
+    return p.inputs["x"], p.reference, b.manifest["name"]
+
+
+def test_binds_to_loopback_by_default(server):
+    line = server["proc"].stdout.readline()
+    assert "on http://127.0.0.1:" in line
+
+
+def test_v2_metadata_health_and_infer(server, bundles):
+    url = server["url"]
+    assert requests.get(url + "/v2").json()["name"] == "deploykit"
+    assert requests.get(url + "/v2/health/live").json() == {"live": True}
+    x, ref, name = _probe(bundles["torch"])
+    meta = requests.get(f"{url}/v2/models/{name}").json()
+    assert set(meta["versions"]) == {"onnx", "tflite", "torchscript"}
+    assert meta["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 64]}]
+    assert requests.get(f"{url}/v2/models/{name}/ready").json()["ready"]
+    for target in meta["versions"]:
+        body = {"inputs": [{"name": "x", "shape": [5, 64], "datatype": "FP32",
+                            "data": x[:5].reshape(-1).tolist()}]}
+        r = requests.post(f"{url}/v2/models/{name}/versions/{target}/infer", json=body)
+        assert r.status_code == 200, r.text
+        out = r.json()["outputs"][0]
+        assert out["name"] == "probabilities" and out["shape"] == [5, 10]
+        np.testing.assert_allclose(np.array(out["data"]).reshape(5, 10), ref["probabilities"][:5],
+                                   atol=1e-5, rtol=1e-4)
+
+
+def test_official_triton_client_gets_correct_predictions(server, bundles):
+    import tritonclient.http as httpclient
+
+    x, ref, name = _probe(bundles["sk"])
+    client = httpclient.InferenceServerClient(server["url"].removeprefix("http://"))
+    assert client.is_server_live() and client.is_model_ready(name)
+    inp = httpclient.InferInput("x", [7, 64], "FP32")
+    inp.set_data_from_numpy(x[:7])
+    res = client.infer(name, [inp], outputs=[httpclient.InferRequestedOutput("label"),
+                                             httpclient.InferRequestedOutput("probabilities")])
+    np.testing.assert_array_equal(res.as_numpy("label"), ref["label"][:7])
+    np.testing.assert_allclose(res.as_numpy("probabilities"), ref["probabilities"][:7], atol=1e-5)
+
+
+def test_predict_gives_labels(server, bundles):
+    x, ref, name = _probe(bundles["torch"])
+    r = requests.post(f"{server['url']}/predict?model={name}&target=tflite",
+                      json={"instances": x[:9].tolist()})
+    assert r.status_code == 200, r.text
+    assert r.json()["labels"] == [str(i) for i in ref["probabilities"][:9].argmax(axis=1)]
+    assert r.json()["target"] == "tflite"  # a fixed-batch-1 artifact, run row by row
+
+
+@pytest.mark.parametrize("method, path, body, status, words", [
+    ("post", "/predict?model={sk}", b"{not json", 400, "must be a JSON object"),
+    ("post", "/predict?model={sk}", b'{"rows": []}', 400, 'expected {"instances"'),
+    ("post", "/predict?model={sk}", b'{"instances": []}', 400, "empty batch"),
+    ("post", "/predict?model={sk}", b'{"instances": [[1, 2, 3]]}', 400, "expected shape"),
+    ("post", "/predict?model={sk}", b'{"instances": [["a"]]}', 400, "list of numbers"),
+    ("post", "/predict?model={sk}", b'{"instances": [[1], [1, 2]]}', 400, "list of numbers"),
+    ("post", "/predict?model={sk}", b'{"instances": [[NaN]]}', 400, "NaN or Inf"),
+    ("post", "/predict?model={sk}&target=tfjs", b'{"instances": [[0]]}', 404, "no served target"),
+    ("post", "/predict", b'{"instances": [[0]]}', 400, "several models are served"),
+    ("post", "/v2/models/nope/infer", b"{}", 404, "unknown model 'nope'"),
+    ("post", "/v2/models/{sk}/versions/../../etc/infer", b"{}", 404, ""),
+    ("post", "/v2/models/{sk}/infer", b'{"inputs": [{"name": "y", "shape": [1, 64], '
+     b'"datatype": "FP32", "data": []}]}', 400, "unknown input 'y'"),
+    ("post", "/v2/models/{sk}/infer", b'{"inputs": [{"name": "x", "shape": [1, 64], '
+     b'"datatype": "FP16", "data": []}]}', 400, "datatype 'FP16'"),
+    ("post", "/v2/models/{sk}/infer", b'{"inputs": [{"name": "x", "shape": [2, 64], '
+     b'"datatype": "FP32", "data": [1, 2]}]}', 400, "do not fill shape"),
+    ("get", "/bundles/{sk}/../manifest.json", None, 404, ""),
+    ("get", "/bundles/{sk}/artifacts/onnx/model.onnx", None, 404, "not a browser artifact"),
+])
+def test_bad_input_is_a_4xx_json_error(server, bundles, method, path, body, status, words):
+    _, _, name = _probe(bundles["sk"])
+    r = requests.request(method, server["url"] + path.replace("{sk}", name), data=body,
+                         headers={"Content-Type": "application/json"})
+    assert r.status_code == status, r.text
+    if words:
+        assert words in r.json()["error"]
+    assert requests.get(server["url"] + "/v2/health/live").ok
+
+
+def test_batch_and_body_limits(server, bundles):
+    _, _, name = _probe(bundles["sk"])
+    big = {"instances": np.zeros((501, 64)).tolist()}
+    r = requests.post(f"{server['url']}/predict?model={name}", json=big)
+    assert r.status_code == 413 and "exceeds the limit of 500" in r.json()["error"]
+    huge = b'{"instances": [' + b"[" + b"0," * 600_000 + b"0]]}"
+    r = requests.post(f"{server['url']}/predict?model={name}", data=huge,
+                      headers={"Content-Type": "application/json"})
+    assert r.status_code == 413 and "larger than the limit" in r.json()["error"]
+
+
+def test_concurrent_mixed_clients_get_no_5xx_and_correct_answers(server, bundles):
+    x, ref, name = _probe(bundles["torch"])
+    url = f"{server['url']}/predict?model={name}"
+    want = ref["probabilities"].argmax(axis=1)
+    problems: list[str] = []
+    deadline = time.time() + 60
+
+    def client(k: int) -> None:
+        s = requests.Session()
+        for i in range(40):
+            if time.time() > deadline:
+                return
+            row = (k * 40 + i) % len(x)
+            if i % 3 == 2:  # every third request is bad
+                r = s.post(url, json={"instances": [[1.0, 2.0]]})
+                if r.status_code != 400:
+                    problems.append(f"bad request got {r.status_code}")
+                continue
+            r = s.post(url, json={"instances": x[row:row + 2].tolist()})
+            if r.status_code != 200:
+                problems.append(f"valid request got {r.status_code}: {r.text[:200]}")
+            elif r.json()["labels"] != [str(v) for v in want[row:row + 2]]:
+                problems.append(f"wrong answer for rows {row}")
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=90)
+    assert not problems, problems[:5]
+
+
+def test_validate_passes_then_catches_an_artifact_tampered_after_start(server, bundles):
+    _, _, name = _probe(bundles["torch"])
+    r = requests.post(f"{server['url']}/validate?model={name}").json()
+    assert r["passed"] and {a["target"] for a in r["artifacts"]} == {"onnx", "tflite",
+                                                                     "torchscript"}
+    copy = next(c for c in server["copies"] if json.loads((c / "manifest.json").read_text())[
+        "name"] == name)
+    onnx = copy / "artifacts" / "onnx" / "model.onnx"
+    onnx.write_bytes(onnx.read_bytes()[:-1] + b"\x00")
+    r = requests.post(f"{server['url']}/validate?model={name}").json()
+    by = {a["target"]: a for a in r["artifacts"]}
+    assert not r["passed"] and not by["onnx"]["passed"]
+    assert "changed since start" in by["onnx"]["failures"][0]
+    assert by["tflite"]["passed"] and by["torchscript"]["passed"]
+    assert requests.get(server["url"] + "/v2/health/live").ok
+
+
+def test_tampered_bundle_is_refused_at_start(bundles, tmp_path):
+    b = shutil.copytree(bundles["sk"], tmp_path / "b")
+    f = b / "artifacts" / "onnx" / "model.onnx"
+    f.write_bytes(f.read_bytes() + b"x")
+    r = run_cli("serve", str(b), "--port", str(_free_port()), timeout=60)
+    assert r.returncode == 2 and "does not match its sha256" in r.stderr
+
+
+def test_onnx_only_server_imports_no_framework(bundles):
+    code = f"""
+import sys, time
+t = time.perf_counter()
+from deploykit.serve import create_app
+app = create_app([{str(bundles['sk'])!r}])
+r = app.test_client().post('/predict', json={{'instances': [[0.0] * 64]}})
+assert r.status_code == 200, r.json
+heavy = sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})
+assert not heavy, heavy
+print(round(time.perf_counter() - t, 3))
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    float(r.stdout)  # start-up to first answer, reported by the benchmark, not asserted
+
+
+def test_page_and_openapi(server, bundles):
+    html = requests.get(server["url"] + "/").text
+    assert "digits-sklearn" in html and "onnx-web" in html and "PASS" in html
+    doc = requests.get(server["url"] + "/openapi.json").json()
+    assert doc["openapi"].startswith("3.") and "/v2/models/{model}/infer" in doc["paths"]
+    r = requests.get(server["url"] + "/web/engines.mjs")
+    assert r.status_code == 200 and "loadArtifact" in r.text
