@@ -37,6 +37,9 @@ class Runner(ABC):
     """
 
     runtime: ClassVar[str] = ""
+    # Whether one loaded artifact may serve concurrent predict() calls (the server locks the
+    # others: a TFLite interpreter or a Node pipe must not be entered twice at once).
+    thread_safe: ClassVar[bool] = False
 
     def __init__(self, path: str | Path, signature: Signature,
                  outputs: Sequence[str] | None = None) -> None:

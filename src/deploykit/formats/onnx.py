@@ -97,6 +97,8 @@ def torch_to_onnx(src: Path, out: Path, ctx: EdgeContext) -> dict[str, Any]:
 
 @register_runner("onnx")
 class OnnxRunner(Runner):
+    thread_safe = True  # InferenceSession.run is safe to call concurrently
+
     def _load(self) -> None:
         ort = require("onnxruntime", purpose="to run ONNX")
         opts = ort.SessionOptions()
