@@ -16,7 +16,7 @@ from conftest import run_cli
 from sources_for_tests import sample, torch_model
 
 import deploykit
-from deploykit.bundle import MANIFEST, file_hashes, load_bundle
+from deploykit.bundle import MANIFEST, _combined, file_hashes, load_bundle
 from deploykit.errors import BundleError, ExportError
 
 
@@ -40,6 +40,7 @@ def _replant(bundle: Path, target: str) -> None:
     m = json.loads((bundle / MANIFEST).read_text())
     art = next(a for a in m["artifacts"] if a["target"] == target)
     art["files"] = file_hashes(bundle, f"artifacts/{target}")
+    art["sha256"] = _combined(art["files"])
     (bundle / MANIFEST).write_text(json.dumps(m))
 
 
@@ -190,3 +191,10 @@ def test_a_crashing_converter_fails_only_its_own_cells(tmp_path, monkeypatch, te
     assert cells["torchscript"].status == "pass"
     assert not r.ok
     assert [a["target"] for a in load_bundle(tmp_path / "b").artifacts] == ["torchscript"]
+
+
+def test_manifest_that_leaves_files_out_is_refused(torch_bundle, tmp_path):
+    b = _copy(torch_bundle, tmp_path)
+    (b / "artifacts" / "onnx" / "extra.js").write_text("alert(1)")
+    with pytest.raises(BundleError, match="unlisted: \\['artifacts/onnx/extra.js'\\]"):
+        load_bundle(b)

@@ -138,6 +138,18 @@ def test_predict_gives_labels(server, bundles):
     ("post", "/v2/models/{sk}/infer", b'{"inputs": [{"name": "x", "shape": [2, 64], '
      b'"datatype": "FP32", "data": [1, 2]}]}', 400, "do not fill shape"),
     ("get", "/bundles/{sk}/../manifest.json", None, 404, ""),
+    ("get", "/bundles/{sk}/artifacts/onnx-web/%2e%2e/onnx/model.onnx", None, 404,
+     "not a browser artifact"),
+    ("post", "/predict?model={sk}", b'{"instances":' + b"[" * 50000 + b"]" * 50000 + b"}", 400,
+     "nested too deeply"),
+    ("post", "/v2/models/{sk}/infer", b'{"inputs": [{"name": "x", "shape": [true, 64], '
+     b'"datatype": "FP32", "data": []}]}', 400, "shape must be a list"),
+    ("post", "/v2/models/{sk}/infer", b'{"inputs": [{"name": "x", "shape": [1, 64], '
+     b'"datatype": ["FP32"], "data": []}]}', 400, "datatype"),
+    ("post", "/v2/models/{sk}/infer", b'{"inputs": [{"name": "x", "shape": [1, 1], '
+     b'"datatype": "FP32", "data": [1], "parameters": [1]}]}', 400, "parameters must be"),
+    ("post", "/v2/models/{sk}/infer", b'{"inputs": [{"name": "x", "shape": [1, 1], '
+     b'"datatype": "INT64", "data": [1.5]}]}', 400, "must be integers"),
     ("get", "/bundles/{sk}/artifacts/onnx/model.onnx", None, 404, "not a browser artifact"),
 ])
 def test_bad_input_is_a_4xx_json_error(server, bundles, method, path, body, status, words):
@@ -148,6 +160,14 @@ def test_bad_input_is_a_4xx_json_error(server, bundles, method, path, body, stat
     if words:
         assert words in r.json()["error"]
     assert requests.get(server["url"] + "/v2/health/live").ok
+
+
+def test_nan_outputs_are_an_error_not_invalid_json(server, bundles):
+    _, _, name = _probe(bundles["torch"])
+    r = requests.post(f"{server['url']}/predict?model={name}&target=onnx",
+                      json={"instances": [[3e38] * 64]})
+    assert r.status_code == 422 and "NaN or Inf" in r.json()["error"]
+    assert "NaN" not in r.text.replace("NaN or Inf", "")
 
 
 def test_batch_and_body_limits(server, bundles):

@@ -205,12 +205,35 @@ def load_bundle(path: str | Path, *, check_hashes: bool = True) -> Bundle:
                           f"export leaves none, so re-run the export")
     manifest = read_schema_json(mf, SCHEMA, BundleError)
     if check_hashes:
-        expected = dict(manifest["probe"].get("sha256", {}))
-        for art in manifest["artifacts"]:
-            expected.update(art["files"])
+        expected = _listed_files(root, manifest)
         for rel, digest in expected.items():
             _check_file(root, rel, digest)
     return Bundle(root, manifest)
+
+
+def _listed_files(root: Path, manifest: dict[str, Any]) -> dict[str, str]:
+    """Every file the manifest vouches for; refuses a manifest that leaves files out."""
+    probe = manifest["probe"]
+    expected = dict(probe.get("sha256", {}))
+    unhashed = [p for k, p in probe.items() if k != "sha256" and p not in expected]
+    if unhashed:
+        raise BundleError(f"{root}: probe files {unhashed} have no sha256 in the manifest")
+    for art in manifest["artifacts"]:
+        folder = root / "artifacts" / art["target"]
+        present = {str(f.relative_to(root)) for f in folder.rglob("*") if f.is_file()} \
+            if folder.is_dir() else set()
+        listed = set(art.get("files", {}))
+        if present != listed or art["path"] not in listed and not any(
+                f.startswith(art["path"] + "/") for f in listed):
+            extra, missing = sorted(present - listed), sorted(listed - present)
+            raise BundleError(f"{root}: artifact '{art['target']}' files do not match the "
+                              f"manifest (unlisted: {extra or 'none'}, missing: "
+                              f"{missing or 'none'}); re-export the bundle")
+        if art.get("sha256") != _combined(art["files"]):
+            raise BundleError(f"{root}: artifact '{art['target']}' sha256 does not match its "
+                              f"file hashes; re-export the bundle")
+        expected.update(art["files"])
+    return expected
 
 
 def _check_file(root: Path, rel: str, digest: str) -> None:

@@ -194,8 +194,11 @@ def _verify(root: Path, signature, art: dict[str, Any], probe: Probe
                              art.get("outputs"))
     except DeploykitError as e:
         return ParityResult(art["target"], art["profile"], False, failures=[str(e)]), None
-    result = check(art["target"], art["profile"], runner.predict, probe, art.get("batch"))
-    return result, _latency(runner, probe) if result.batches else None
+    try:
+        result = check(art["target"], art["profile"], runner.predict, probe, art.get("batch"))
+        return result, _latency(runner, probe) if result else None
+    finally:
+        runner.close()
 
 
 def _latency(runner, probe: Probe) -> float | None:

@@ -70,19 +70,32 @@ class Runner(ABC):
                       ) -> dict[str, np.ndarray]:
         names = [s.name for s in self.signature.outputs]
         if isinstance(raw, Mapping):
-            order = self.output_names or [n for n in names if n in raw] or list(raw)
-            if len(order) < len(names):
-                order = list(raw)
-            lost = [k for k in order if k not in raw]
-            if lost:
-                raise RunnerError(f"{self.runtime}: outputs {lost} missing (has {list(raw)})")
-            values = [raw[k] for k in order]
+            values = self._by_name(raw, names)
         else:
             values = list(raw)
         if len(values) != len(names):
             raise RunnerError(f"{self.runtime}: artifact gives {len(values)} outputs, the "
                               f"signature expects {len(names)} ({names})")
         return {n: np.asarray(v) for n, v in zip(names, values, strict=True)}
+
+    def _by_name(self, raw: Mapping[str, np.ndarray], names: list[str]) -> list[np.ndarray]:
+        """Recorded names first; else exact names, then the rest by position among the rest."""
+        if self.output_names:
+            lost = [k for k in self.output_names if k not in raw]
+            if lost:
+                raise RunnerError(f"{self.runtime}: outputs {lost} missing (has {list(raw)})")
+            return [raw[k] for k in self.output_names]
+        rest = [k for k in raw if k not in names]
+        values = []
+        for n in names:
+            if n in raw:
+                values.append(raw[n])
+            elif rest:
+                values.append(raw[rest.pop(0)])
+        return values
+
+    def close(self) -> None:  # noqa: B027  (an optional hook, not an abstract method)
+        """Release the runtime (a no-op unless the runner holds a process or handle)."""
 
     # -- for subclasses ---------------------------------------------------------------
     @abstractmethod

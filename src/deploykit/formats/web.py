@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +49,13 @@ def _npm_version(package: str) -> str:
 
 
 class NodeRunner(Runner):
-    """A Runner whose runtime is a long-lived ``node run.mjs serve`` process."""
+    """A Runner whose runtime is a long-lived ``node run.mjs serve`` process.
+
+    Replies are read by a thread into a queue, so a wedged node process becomes a
+    :class:`RunnerError` after :attr:`timeout` seconds (and is killed) instead of a hang.
+    """
+
+    timeout: float = 120.0
 
     def _load(self) -> None:
         if shutil.which("node") is None:
@@ -55,13 +63,29 @@ class NodeRunner(Runner):
         self.proc = subprocess.Popen(["node", "run.mjs", "serve"], cwd=web_dir(),
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL, text=True)
-        info = self._call({"op": "load", "runtime": self.runtime, "path": str(self.path)})
+        self.replies: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        try:
+            info = self._call({"op": "load", "runtime": self.runtime, "path": str(self.path)})
+        except BaseException:
+            self.close()
+            raise
         self.input_names, self.node_outputs = info["inputs"], info["outputs"]
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.replies.put(line)
+        self.replies.put("")  # end of stream
 
     def _call(self, request: dict[str, Any]) -> dict[str, Any]:
         self.proc.stdin.write(json.dumps(request) + "\n")
         self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
+        try:
+            line = self.replies.get(timeout=self.timeout)
+        except queue.Empty:
+            self.close()
+            raise RunnerError(f"{self.runtime}: node did not answer within {self.timeout:g} s; "
+                              f"killed it") from None
         if not line:
             raise RunnerError(f"{self.runtime}: the node process exited "
                               f"(status {self.proc.poll()})")
@@ -72,17 +96,20 @@ class NodeRunner(Runner):
 
     def _predict(self, inputs):
         feed = {name: tensor_json(v) for name, v in zip(self.input_names, inputs.values(),
-                                                   strict=True)}
+                                                        strict=True)}
         out = self._call({"op": "predict", "inputs": feed})["outputs"]
         return {k: tensor_from_json(out[k]) for k in self.node_outputs}
 
     def close(self) -> None:
-        if getattr(self, "proc", None) and self.proc.poll() is None:
-            self.proc.stdin.close()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        proc = getattr(self, "proc", None)
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            proc.stdin.close()
+            proc.wait(timeout=5)
+        except (OSError, subprocess.TimeoutExpired):
+            proc.kill()
+            proc.wait()
 
     def __del__(self) -> None:
         self.close()

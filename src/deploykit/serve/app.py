@@ -76,7 +76,10 @@ def _body() -> dict[str, Any]:
     """The JSON object of the request (whatever its Content-Type says)."""
     from flask import request
 
-    data = request.get_json(force=True, silent=True)
+    try:
+        data = request.get_json(force=True, silent=True)
+    except RecursionError:
+        raise ApiError(400, "request body is nested too deeply") from None
     if not isinstance(data, dict):
         raise ApiError(400, "request body must be a JSON object")
     return data
@@ -105,8 +108,8 @@ def _parse_json(raw: bytes) -> dict[str, Any]:
 
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "request body must be a JSON object") from None
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise ApiError(400, "request body must be a JSON object (of sane depth)") from None
     if not isinstance(data, dict):
         raise ApiError(400, "request body must be a JSON object")
     return data
@@ -130,11 +133,16 @@ def _as_array(values: Any, dtype: str, shape: list[int] | None, what: str,
     if values is None:
         raise ApiError(400, f"{what}: missing data")
     try:
-        arr = np.asarray(values, dtype=dtype)
-    except (ValueError, TypeError, OverflowError):
+        arr = np.asarray(values)
+        if arr.dtype.kind not in "biuf":
+            raise ValueError
+        if np.dtype(dtype).kind in "biu" and arr.dtype.kind == "f":
+            raise ApiError(400, f"{what}: {dtype} data must be integers, got decimals")
+        arr = arr.astype(dtype)
+    except (ValueError, TypeError, OverflowError, RecursionError):
         raise ApiError(400, f"{what}: data must be a (nested) list of numbers") from None
     if shape is not None:
-        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
             raise ApiError(400, f"{what}: shape must be a list of non-negative integers")
         if arr.size != math.prod(shape):
             raise ApiError(400, f"{what}: {arr.size} values do not fill shape {shape}")
@@ -153,8 +161,14 @@ def _run(served, model: ServedModel, x: np.ndarray) -> dict[str, np.ndarray]:
     if fixed and len(x) != fixed:  # a fixed-batch artifact (e.g. litert-torch) runs row by row
         parts = [served.predict({k: v[i:i + fixed] for k, v in arrays.items()})
                  for i in range(0, len(x), fixed)]
-        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    return served.predict(arrays)
+        out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    else:
+        out = served.predict(arrays)
+    for k, v in out.items():
+        if v.dtype.kind == "f" and not np.isfinite(v).all():
+            raise ApiError(422, f"the model produced NaN or Inf in '{k}' for these inputs "
+                                f"(inputs far outside the training range?)")
+    return out
 
 
 # -- Open Inference Protocol v2 -------------------------------------------------------------------
@@ -212,11 +226,14 @@ def _v2(app, models: dict[str, ServedModel], max_batch: int) -> None:
         spec = m.signature.inputs[0]
         if t.get("name") != spec.name:
             raise ApiError(400, f"unknown input '{t.get('name')}' (expected '{spec.name}')")
-        if t.get("datatype") not in V2_TYPES:
+        if not isinstance(t.get("datatype"), str) or t["datatype"] not in V2_TYPES:
             raise ApiError(400, f"input '{spec.name}': datatype {t.get('datatype')!r} is not one "
                                 f"of {list(V2_TYPES)}")
         data = t.get("data")
-        size = (t.get("parameters") or {}).get("binary_data_size")
+        params = t.get("parameters") or {}
+        if not isinstance(params, dict):
+            raise ApiError(400, f"input '{spec.name}': parameters must be an object")
+        size = params.get("binary_data_size")
         if size is not None:  # binary tensor extension
             if not isinstance(size, int) or size != len(binary):
                 raise ApiError(400, f"input '{spec.name}': binary_data_size {size} does not "
@@ -229,8 +246,11 @@ def _v2(app, models: dict[str, ServedModel], max_batch: int) -> None:
         x = _as_array(data, V2_TYPES[t["datatype"]], t.get("shape"),
                       f"input '{spec.name}'", max_batch)
         out = _run(served, m, x)
-        wanted = [o.get("name") for o in body.get("outputs", []) if isinstance(o, dict)] or \
-            list(out)
+        requested = body.get("outputs", [])
+        if not isinstance(requested, list) or not all(
+                isinstance(o, dict) and isinstance(o.get("name"), str) for o in requested):
+            raise ApiError(400, "'outputs' must be a list of {\"name\": \"...\"} objects")
+        wanted = [o["name"] for o in requested] or list(out)
         missing = [w for w in wanted if w not in out]
         if missing:
             raise ApiError(400, f"unknown output(s) {missing} (has {list(out)})")
@@ -316,7 +336,11 @@ def _simple(app, models: dict[str, ServedModel], max_batch: int) -> None:
         allowed = {a["path"].split("/")[1] for a in m.bundle.artifacts
                    if a["runtime"] in ("tfjs", "onnx-web")}
         parts = rel.split("/")
-        if len(parts) < 3 or parts[0] != "artifacts" or parts[1] not in allowed:
+        if len(parts) < 3 or parts[0] != "artifacts" or parts[1] not in allowed or \
+                any(p in ("", ".", "..") for p in parts):
+            raise ApiError(404, f"not a browser artifact of '{name}': {rel}")
+        folder = (m.bundle.root / "artifacts" / parts[1]).resolve()
+        if folder not in (m.bundle.root / rel).resolve().parents:
             raise ApiError(404, f"not a browser artifact of '{name}': {rel}")
         return send_from_directory(m.bundle.root, rel)
 

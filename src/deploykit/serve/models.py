@@ -80,9 +80,10 @@ class ServedModel:
             with s.lock:
                 r = check(t, s.artifact["profile"], s.runner.predict, probe,
                           s.artifact.get("batch"))
+            worst = max((o.max_abs for o in r.outputs), default=None)
             rows.append({"target": t, "passed": bool(r), "profile": r.profile,
                          "label_agreement": r.label_agreement, "batches": r.batches,
-                         "max_abs": max((o.max_abs for o in r.outputs), default=None),
+                         "max_abs": worst if worst is None or np.isfinite(worst) else None,
                          "failures": r.failures})
         return rows
 
@@ -98,11 +99,13 @@ def _changed_files(bundle: Bundle, art: dict[str, Any]) -> list[str]:
 
 def _probe_from_default(model: ServedModel, x: np.ndarray):
     """Posted inputs: the default artifact's answers are the reference for the others."""
-    from deploykit.parity import Probe
+    from deploykit.parity import Probe, run_batched
 
     arrays = model.signature.validate(x)
+    default = model.get(None)
+    probe = Probe(arrays, {}, None, model.task)
     try:
-        ref = model.get(None).predict(arrays)
+        ref = run_batched(default.predict, probe, default.artifact.get("batch") or len(x))
     except DeploykitError as e:
         raise InputError(str(e)) from e
     return Probe(arrays, ref, None, model.task)
