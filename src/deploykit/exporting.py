@@ -164,7 +164,7 @@ def _run_edge(e: graph.Edge, src: tuple[Path, dict[str, Any]], out: Path,
     return run_in_worker("deploykit.exporting:run_edge",
                          {"edge": e.name, "src": str(src[0] / src[1]["file"]), "out": str(out),
                           "ctx": asdict(ctx)}, env=env, timeout=min(timeout, e.timeout),
-                         forward_stderr=False)
+                         forward_output=False)
 
 
 def run_edge(edge: str, src: str, out: str, ctx: dict[str, Any]) -> dict[str, Any]:

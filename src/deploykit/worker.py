@@ -33,11 +33,11 @@ STDERR_TAIL = 2000  # characters of the worker's stderr quoted in an error
 
 def run_in_worker(target: str, kwargs: dict[str, Any] | None = None, *,
                   env: dict[str, str] | None = None, timeout: float = 600.0,
-                  forward_stderr: bool = True) -> Any:
+                  forward_output: bool = True) -> Any:
     """Call ``target(**kwargs)`` in a new process and return its JSON result.
 
-    ``forward_stderr=False`` keeps the worker's stderr (converter chatter) out of the
-    caller's; its tail still appears in errors.
+    ``forward_output=False`` keeps the worker's stdout and stderr (converter chatter) out of
+    the caller's; the tail of its stderr still appears in errors.
 
     Raises:
         WorkerError: the function raised (message and type carried over).
@@ -49,8 +49,9 @@ def run_in_worker(target: str, kwargs: dict[str, Any] | None = None, *,
         (job / "request.json").write_text(json.dumps({"target": target, "kwargs": kwargs or {}}))
         proc = subprocess.Popen([sys.executable, "-m", "deploykit.worker", str(job)],
                                 env=_child_env(env), stdin=subprocess.DEVNULL,
+                                stdout=None if forward_output else subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, start_new_session=True)
-        tail = _Tee(proc.stderr, forward_stderr)
+        tail = _Tee(proc.stderr, forward_output)
         try:
             code = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
