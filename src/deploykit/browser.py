@@ -45,8 +45,8 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         self.send_header("Cache-Control", "no-store")
         super().end_headers()
 
-    def log_message(self, *args: Any) -> None:  # keep test output clean
-        pass
+    def log_message(self, *args: Any) -> None:
+        """Silence per-request logging (it would flood test output)."""
 
 
 _Handler.extensions_map = {**_Handler.extensions_map, ".mjs": "text/javascript",

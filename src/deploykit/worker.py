@@ -14,6 +14,7 @@ quoted in the error when the job fails.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -94,10 +95,8 @@ class _Tee(threading.Thread):
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):  # the group may be gone already
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     proc.wait()
 
 

@@ -188,4 +188,4 @@ def saved_model_to_tfjs_fp16(src: Path, out: Path, ctx: EdgeContext) -> dict[str
 
 @register_runner("tfjs")
 class TfjsRunner(NodeRunner):
-    pass
+    """model.json + shards on @tensorflow/tfjs (pure-JS CPU backend) in Node."""

@@ -117,4 +117,4 @@ class NodeRunner(Runner):
 
 @register_runner("onnx-web")
 class OnnxWebRunner(NodeRunner):
-    pass
+    """An ONNX file on onnxruntime-web's wasm backend in Node."""
