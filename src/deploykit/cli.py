@@ -81,6 +81,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--dev", action="store_true", help="Flask's development server instead")
     s.set_defaults(func=_cmd_serve)
 
+    k = sub.add_parser("package", help="a small self-verifying package for one kind of device")
+    k.add_argument("bundle")
+    k.add_argument("--for", dest="device", required=True, choices=("edge", "android", "ios", "web"))
+    k.add_argument("--out", required=True, help="package folder (a .zip is written beside it)")
+    k.set_defaults(func=_cmd_package)
+
     f = sub.add_parser("formats", help="print the conversion graph")
     f.set_defaults(func=_cmd_formats)
 
@@ -219,6 +225,19 @@ def _cmd_serve(a: argparse.Namespace) -> int:
         import waitress
 
         waitress.serve(app, host=a.host, port=a.port, threads=a.threads, ident="deploykit")
+    return 0
+
+
+def _cmd_package(a: argparse.Namespace) -> int:
+    import json
+
+    from deploykit.package import package
+
+    out = package(a.bundle, a.device, a.out)
+    meta = json.loads((out / "package.json").read_text())
+    for art in meta["artifacts"]:
+        print(f"{art['target']:12s} {art['bytes'] / 1024:8.0f} KB  {art['path']}")
+    print(f"package: {out}  zip: {out.with_suffix('.zip')}")
     return 0
 
 

@@ -1,0 +1,155 @@
+"""Device packages: only what one kind of device needs, self-verifying, deterministic.
+
+``deploykit package BUNDLE --for edge|android|ios|web --out DIR`` copies the chosen
+artifacts, the labels, the signature, the probe set and a README for the device engineer
+into ``DIR`` and writes ``DIR.zip``. ``package.json`` carries the sha256 of every file (the
+edge runner checks them before loading). Nothing time- or machine-dependent is written, and
+the zip has fixed timestamps and order, so the same bundle gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from deploykit._fs import replace_dir
+from deploykit.bundle import Bundle, load_bundle, sha256
+from deploykit.errors import BundleError
+
+SCHEMA = "deploykit.package/1"
+# device kind -> targets it takes, in order of preference
+DEVICES = {
+    "edge": ("tflite", "tflite-int8", "tflite-fp16", "onnx"),
+    "android": ("tflite", "tflite-int8", "executorch"),
+    "ios": ("executorch", "tflite"),
+    "web": ("tfjs", "tfjs-fp16", "onnx-web"),
+}
+EDGE_RUNNER = Path(__file__).resolve().parents[2] / "targets" / "edge"
+ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+
+
+def package(bundle: str | Path, device: str, out: str | Path) -> Path:
+    """Write the package folder ``out`` (atomically) and ``out.zip``; return the folder."""
+    if device not in DEVICES:
+        raise BundleError(f"unknown device '{device}': use one of {', '.join(DEVICES)}")
+    b = load_bundle(bundle)
+    chosen = [a for a in b.artifacts if a["target"] in DEVICES[device] and a["parity"]["passed"]]
+    if not chosen:
+        have = [a["target"] for a in b.artifacts]
+        raise BundleError(f"{bundle} has no passing artifact for {device} (needs one of "
+                          f"{', '.join(DEVICES[device])}; has {', '.join(have) or 'none'})")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    work.chmod(0o755)
+    try:
+        meta = _fill(b, device, chosen, work)
+        (work / "package.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        (work / "README.md").write_text(_readme(meta))
+        meta["sha256"]["README.md"] = sha256(work / "README.md")
+        (work / "package.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        replace_dir(work, out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    _zip(out, out.with_suffix(".zip"))
+    return out
+
+
+def _fill(b: Bundle, device: str, chosen: list[dict], root: Path) -> dict[str, Any]:
+    files: dict[str, str] = {}
+    arts = []
+    fp32 = {a["format"]: a["bytes"] for a in chosen if a["profile"] == "fp32"}
+    for a in chosen:
+        src = b.root / "artifacts" / a["target"]
+        dest = root / "models" / a["target"]
+        shutil.copytree(src, dest)
+        rel_path = "models/" + a["path"].split("/", 1)[1]
+        metric = a["parity"].get("metric") or {}
+        arts.append({"target": a["target"], "runtime": a["runtime"], "profile": a["profile"],
+                     "path": rel_path, "batch": a.get("batch"), "bytes": a["bytes"],
+                     "size_vs_fp32": round(a["bytes"] / fp32[a["format"]], 3)
+                     if a["format"] in fp32 else None,
+                     "metric_change": None if not metric else round(-metric["drop"], 4) + 0.0,
+                     "label_agreement": a["parity"].get("label_agreement")})
+    (root / "probe").mkdir()
+    for key in ("inputs", "reference"):
+        shutil.copy2(b.root / b.manifest["probe"][key], root / "probe" / f"{key}.npz")
+    labels = b.manifest["task"]["labels"]
+    (root / "labels.txt").write_text("".join(f"{label}\n" for label in labels))
+    if device == "edge":
+        for f in ("run.py", "requirements.txt"):
+            shutil.copy2(EDGE_RUNNER / f, root / f)
+    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+        files[str(f.relative_to(root))] = sha256(f)
+    outputs = [s["name"] for s in b.manifest["signature"]["outputs"]]
+    return {
+        "schema": SCHEMA, "for": device, "name": b.manifest["name"],
+        "task": b.task, "labels": labels, "signature": b.manifest["signature"],
+        "main_output": "probabilities" if "probabilities" in outputs else outputs[-1],
+        "preprocessing": {"where": "inside the model (raw features in)",
+                          "input_image_shape": b.manifest.get("input_image_shape")},
+        "probe": {"inputs": "probe/inputs.npz", "reference": "probe/reference.npz"},
+        "artifacts": arts, "sha256": files,
+    }
+
+
+def _zip(folder: Path, dest: Path) -> None:
+    tmp = dest.with_suffix(".zip.partial")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+        for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+            info = zipfile.ZipInfo(f"{folder.name}/{f.relative_to(folder)}", ZIP_DATE)
+            info.external_attr = 0o644 << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            z.writestr(info, f.read_bytes())
+    tmp.replace(dest)
+
+
+def _row(a: dict[str, Any]) -> str:
+    ratio = "" if a["size_vs_fp32"] is None else f"{a['size_vs_fp32']:.2f}x"
+    change = "" if a["metric_change"] is None else f"{a['metric_change']:+.4f}"
+    batch = a["batch"] or "dynamic"
+    return (f"| {a['target']} | `{a['path']}` | {a['bytes'] / 1024:.0f} KB | {ratio} | "
+            f"{change} | {batch} |")
+
+
+def _readme(meta: dict[str, Any]) -> str:
+    rows = "\n".join(_row(a) for a in meta["artifacts"])
+    sig = meta["signature"]["inputs"][0]
+    return f"""# {meta['name']} for {meta['for']}
+
+Made by deploykit from a verified bundle. Every file's sha256 is in `package.json`.
+
+Input `{sig['name']}`: {sig['dtype']} {sig['shape']} (null = any batch), raw features —
+preprocessing is {meta['preprocessing']['where']}. Output: `{meta['main_output']}`.
+Labels, one per line in class order: `labels.txt`.
+
+| target | file | size | size vs fp32 | task metric change | batch |
+|---|---|---|---|---|---|
+{rows}
+
+## Check it on the device
+
+```
+pip install numpy ai-edge-litert      # or: tflite-runtime, or onnxruntime
+python run.py . --verify              # re-runs the probe set, prints parity
+python run.py . --input x.npy         # predictions for the rows of x.npy
+python run.py . --serve --port 8080   # POST /predict {{"instances": [[...]]}}
+```
+
+## Android
+
+LiteRT (`.tflite`): `implementation("com.google.ai.edge.litert:litert:1.0.1")`, then
+`Interpreter(loadModelFile("model.tflite")).run(input, output)`; fixed-batch models take one
+row at a time. ExecuTorch (`.pte`): `implementation("org.pytorch:executorch-android:0.5.0")`,
+then `Module.load(path).forward(EValue.from(Tensor.fromBlob(data, longArrayOf(1, n))))`.
+
+## iOS
+
+ExecuTorch: add the `executorch` Swift package and link the `xnnpack` backend; load with
+`Module(filePath:)` and call `forward`. LiteRT: pod `TensorFlowLiteSwift`, `Interpreter(modelPath:)`.
+"""
