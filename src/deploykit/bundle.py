@@ -168,6 +168,17 @@ class Bundle:
         raise BundleError(f"bundle has no '{target}' artifact (has "
                           f"{', '.join(a['target'] for a in self.artifacts) or 'none'})")
 
+    def tradeoff(self, art: dict[str, Any]) -> dict[str, Any]:
+        """Size against the fp32 artifact of the same format, and the task-metric change on
+        the held-out probe set (artifact minus original; None when the truth is unknown)."""
+        fp32 = next((a["bytes"] for a in self.artifacts
+                     if a["format"] == art["format"] and a["profile"] == "fp32"), None)
+        metric = art["parity"].get("metric") or {}
+        return {"bytes": art["bytes"],
+                "size_vs_fp32": round(art["bytes"] / fp32, 3) if fp32 else None,
+                "metric": metric.get("name"),
+                "metric_change": round(-metric["drop"], 4) + 0.0 if metric else None}
+
     def artifact_signature(self, art: dict[str, Any]) -> Signature:
         """The bundle signature with the artifact's fixed batch size, if it has one."""
         sig = self.signature.to_dict()

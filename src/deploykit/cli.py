@@ -203,11 +203,17 @@ def _cmd_inspect(a: argparse.Namespace) -> int:
     print(f"{m['name']}: {m['source']['framework']}"
           f"{' (' + m['source']['backend'] + ')' if m['source'].get('backend') else ''}, "
           f"{m['task']['kind']}, input {m['signature']['inputs'][0]['shape']}")
-    rows = [[x["target"], x["format"], " → ".join(x["route"]), _size(x["bytes"]),
-             "PASS" if x["parity"]["passed"] else "FAIL", _parity_short(x["parity"]),
-             _ms(x.get("latency_ms")), str(x.get("batch") or "dynamic")] for x in b.artifacts]
-    _print_table("artifacts", ["target", "format", "route", "size", "parity", "worst",
-                               "batch-1", "batch"], rows)
+    rows = []
+    for x in b.artifacts:
+        t = b.tradeoff(x)
+        ratio = "" if t["size_vs_fp32"] is None else f"{t['size_vs_fp32']:.2f}x"
+        change = "" if t["metric_change"] is None else f"{t['metric']} {t['metric_change']:+.4f}"
+        rows.append([x["target"], x["format"], " → ".join(x["route"]), _size(x["bytes"]), ratio,
+                     change, "PASS" if x["parity"]["passed"] else "FAIL",
+                     _parity_short(x["parity"]), _ms(x.get("latency_ms")),
+                     str(x.get("batch") or "dynamic")])
+    _print_table("artifacts", ["target", "format", "route", "size", "vs fp32", "metric Δ (held-out)",
+                               "parity", "worst",                                "batch-1", "batch"], rows)
     return 0
 
 
@@ -237,6 +243,10 @@ def _cmd_package(a: argparse.Namespace) -> int:
     meta = json.loads((out / "package.json").read_text())
     for art in meta["artifacts"]:
         print(f"{art['target']:12s} {art['bytes'] / 1024:8.0f} KB  {art['path']}")
+        for rt, lacks in art.get("older_runtimes", {}).items():
+            if lacks:
+                print(f"warning: {art['target']} will not load on {rt}: it needs "
+                      f"{'; '.join(lacks)}", file=sys.stderr)
     print(f"package: {out}  zip: {out.with_suffix('.zip')}")
     return 0
 

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from deploykit._fs import replace_dir
-from deploykit.bundle import Bundle, load_bundle, sha256
+from deploykit.bundle import Bundle, load_bundle, sha256, tree_size
 from deploykit.errors import BundleError
+from deploykit.formats import tflite_compat, tflite_metadata
 
 SCHEMA = "deploykit.package/1"
 # device kind -> targets it takes, in order of preference
@@ -63,39 +64,63 @@ def package(bundle: str | Path, device: str, out: str | Path) -> Path:
 def _fill(b: Bundle, device: str, chosen: list[dict], root: Path) -> dict[str, Any]:
     files: dict[str, str] = {}
     arts = []
-    fp32 = {a["format"]: a["bytes"] for a in chosen if a["profile"] == "fp32"}
+    labels = b.manifest["task"]["labels"]
+    outputs = [s["name"] for s in b.manifest["signature"]["outputs"]]
+    main_output = "probabilities" if "probabilities" in outputs else outputs[-1]
+    (root / "labels.txt").write_text("".join(f"{label}\n" for label in labels))
     for a in chosen:
-        src = b.root / "artifacts" / a["target"]
-        dest = root / "models" / a["target"]
-        shutil.copytree(src, dest)
+        shutil.copytree(b.root / "artifacts" / a["target"], root / "models" / a["target"])
         rel_path = "models/" + a["path"].split("/", 1)[1]
-        metric = a["parity"].get("metric") or {}
-        arts.append({"target": a["target"], "runtime": a["runtime"], "profile": a["profile"],
-                     "path": rel_path, "batch": a.get("batch"), "bytes": a["bytes"],
-                     "size_vs_fp32": round(a["bytes"] / fp32[a["format"]], 3)
-                     if a["format"] in fp32 else None,
-                     "metric_change": None if not metric else round(-metric["drop"], 4) + 0.0,
-                     "label_agreement": a["parity"].get("label_agreement")})
+        t = b.tradeoff(a)
+        entry = {"target": a["target"], "runtime": a["runtime"], "profile": a["profile"],
+                 "path": rel_path, "batch": a.get("batch"), "bytes": t["bytes"],
+                 "size_vs_fp32": t["size_vs_fp32"], "metric": t["metric"],
+                 "metric_change": t["metric_change"],
+                 "label_agreement": a["parity"].get("label_agreement")}
+        if a["format"] == "tflite":
+            entry.update(_finish_tflite(b, root / rel_path, root / "labels.txt", main_output))
+            entry["bytes"] = tree_size(root / "models" / a["target"])
+        arts.append(entry)
     (root / "probe").mkdir()
     for key in ("inputs", "reference"):
         shutil.copy2(b.root / b.manifest["probe"][key], root / "probe" / f"{key}.npz")
-    labels = b.manifest["task"]["labels"]
-    (root / "labels.txt").write_text("".join(f"{label}\n" for label in labels))
     if device == "edge":
         for f in ("run.py", "requirements.txt"):
             shutil.copy2(EDGE_RUNNER / f, root / f)
     for f in sorted(p for p in root.rglob("*") if p.is_file()):
         files[str(f.relative_to(root))] = sha256(f)
-    outputs = [s["name"] for s in b.manifest["signature"]["outputs"]]
     return {
         "schema": SCHEMA, "for": device, "name": b.manifest["name"],
         "task": b.task, "labels": labels, "signature": b.manifest["signature"],
-        "main_output": "probabilities" if "probabilities" in outputs else outputs[-1],
+        "main_output": main_output,
         "preprocessing": {"where": "inside the model (raw features in)",
                           "input_image_shape": b.manifest.get("input_image_shape")},
         "probe": {"inputs": "probe/inputs.npz", "reference": "probe/reference.npz"},
         "artifacts": arts, "sha256": files,
     }
+
+
+def _finish_tflite(b: Bundle, model: Path, labels: Path, main_output: str) -> dict[str, Any]:
+    """Embed TFLite metadata (labels, normalization, input range) for Android's libraries,
+    then say which older runtimes lack an op the model needs (before a device finds out)."""
+    x = next(iter(b.probe().inputs.values()))
+    raw = model.read_bytes()
+    ins, outs = tflite_metadata.io_names(raw)
+    sig_in = b.manifest["signature"]["inputs"][0]["name"]
+    inputs = [tflite_metadata.TensorInfo(
+        sig_in if len(ins) == 1 else n,
+        f"raw features {b.manifest['signature']['inputs'][0]['shape'][1:]}; normalization "
+        f"happens inside the model, so mean 0 / std 1 here", (0.0,), (1.0,),
+        (float(x.min()),), (float(x.max()),)) for n in ins]
+    outputs = [tflite_metadata.TensorInfo(
+        main_output if len(outs) == 1 else n, "model output",
+        labels_file=labels.name if len(outs) == 1 or n == main_output else None) for n in outs]
+    meta = tflite_metadata.build(b.manifest["name"], f"{b.task} model made by deploykit",
+                                 f"bundle of {b.manifest.get('created', '?')}", inputs, outputs)
+    model.write_bytes(tflite_metadata.embed(raw, meta, {labels.name: labels.read_bytes()}))
+    return {"metadata": "TFLITE_METADATA (labels, normalization, input range)",
+            "older_runtimes": {rt: tflite_compat.missing_ops(model, rt)
+                               for rt in tflite_compat.RUNTIMES}}
 
 
 def _zip(folder: Path, dest: Path) -> None:
@@ -111,10 +136,12 @@ def _zip(folder: Path, dest: Path) -> None:
 
 def _row(a: dict[str, Any]) -> str:
     ratio = "" if a["size_vs_fp32"] is None else f"{a['size_vs_fp32']:.2f}x"
-    change = "" if a["metric_change"] is None else f"{a['metric_change']:+.4f}"
+    change = "" if a["metric_change"] is None else f"{a['metric']} {a['metric_change']:+.4f}"
     batch = a["batch"] or "dynamic"
+    old = "; ".join(f"{rt}: " + ("loads" if not lacks else "needs " + ", ".join(lacks))
+                    for rt, lacks in a.get("older_runtimes", {}).items())
     return (f"| {a['target']} | `{a['path']}` | {a['bytes'] / 1024:.0f} KB | {ratio} | "
-            f"{change} | {batch} |")
+            f"{change} | {batch} | {old} |")
 
 
 def _readme(meta: dict[str, Any]) -> str:
@@ -128,8 +155,8 @@ Input `{sig['name']}`: {sig['dtype']} {sig['shape']} (null = any batch), raw fea
 preprocessing is {meta['preprocessing']['where']}. Output: `{meta['main_output']}`.
 Labels, one per line in class order: `labels.txt`.
 
-| target | file | size | size vs fp32 | task metric change | batch |
-|---|---|---|---|---|---|
+| target | file | size | size vs fp32 | task metric change (held-out) | batch | older runtimes |
+|---|---|---|---|---|---|---|
 {rows}
 
 ## Check it on the device

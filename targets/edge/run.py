@@ -101,6 +101,31 @@ def available(artifact: dict) -> bool:
     return False
 
 
+def runtime_name(artifact: dict) -> str:
+    import importlib.metadata as md
+
+    for dist in {"tflite": ("ai-edge-litert", "tflite-runtime"), "onnx": ("onnxruntime",)}[
+            artifact["runtime"]]:
+        try:
+            return f"{dist} {md.version(dist)}"
+        except md.PackageNotFoundError:
+            continue
+    return artifact["runtime"]
+
+
+def first_loadable(root: Path, meta: dict):
+    """The first artifact whose runtime is installed and loads it, with its model."""
+    errors = []
+    for art in meta["artifacts"]:
+        if available(art):
+            try:
+                return art, open_model(root, art)
+            except Exception as e:
+                errors.append(f"{art['target']}: {' '.join(str(e).split())[:200]}")
+    sys.exit("error: no artifact of this package loads here (install ai-edge-litert, "
+             "tflite-runtime or onnxruntime)" + "".join(f"\n  {m}" for m in errors))
+
+
 def open_model(root: Path, artifact: dict):
     cls = {"tflite": TfliteModel, "onnx": OnnxModel}[artifact["runtime"]]
     return cls(root / artifact["path"])
@@ -125,7 +150,17 @@ def verify(root: Path, meta: dict) -> bool:
             print(f"{art['target']:12s} skipped: its runtime is not installed here")
             continue
         ran += 1
-        got = predict(open_model(root, art), art, x)
+        try:
+            model = open_model(root, art)
+        except Exception as e:  # the runtime refuses the model: say why, and what was known
+            ok = False
+            print(f"{art['target']:12s} FAIL  {runtime_name(art)} cannot load it: "
+                  f"{' '.join(str(e).split())[:300]}")
+            for rt, lacks in art.get("older_runtimes", {}).items():
+                if lacks:
+                    print(f"{'':12s}      flagged by deploykit package for {rt}: needs {'; '.join(lacks)}")
+            continue
+        got = predict(model, art, x)
         err = np.abs(got - ref)
         agree = float(np.mean(got.argmax(1) == ref.argmax(1))) if ref.shape[1] > 1 else None
         if art["profile"] == "int8":
@@ -145,8 +180,7 @@ def verify(root: Path, meta: dict) -> bool:
 
 
 def serve(root: Path, meta: dict, port: int) -> None:
-    art = next(a for a in meta["artifacts"] if available(a))
-    model = open_model(root, art)
+    art, model = first_loadable(root, meta)
     labels = meta.get("labels", [])
 
     class Handler(BaseHTTPRequestHandler):
@@ -193,11 +227,8 @@ def main() -> int:
     if a.serve:
         serve(a.package, meta, a.port)
         return 0
-    art = next((x for x in meta["artifacts"] if available(x)), None)
-    if art is None:
-        print("error: no runtime for this package's artifacts is installed", file=sys.stderr)
-        return 2
-    y = predict(open_model(a.package, art), art, np.load(a.input).astype(np.float32))
+    art, model = first_loadable(a.package, meta)
+    y = predict(model, art, np.load(a.input, allow_pickle=False).astype(np.float32))
     print(json.dumps({"target": art["target"], "predictions": y.tolist()}))
     return 0
 
