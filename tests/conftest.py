@@ -25,3 +25,18 @@ def tests_on_path(monkeypatch):
     """Let worker processes import helper modules from tests/."""
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
         [str(TESTS), *filter(None, [os.environ.get("PYTHONPATH")])]))
+
+
+DEVICE_VENVS = TESTS.parent / "test-artifacts" / "device-venvs.txt"
+
+
+def pytest_sessionstart(session):
+    if not hasattr(session.config, "workerinput"):  # the controller, once per run
+        DEVICE_VENVS.unlink(missing_ok=True)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Report the device-like virtual environments' sizes the package tests measured."""
+    if DEVICE_VENVS.exists():
+        terminalreporter.section("device environments")
+        terminalreporter.write(DEVICE_VENVS.read_text())

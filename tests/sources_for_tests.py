@@ -61,3 +61,27 @@ def sklearn_model():
 
 BUILDERS = {"torch": torch_model, "keras": keras_model, "saved_model": tf_module,
             "sklearn": sklearn_model}
+
+
+def log_features_module():
+    """A digits classifier on log1p(pixel) features, as a tf.Module: a common tabular trick
+    whose int8 conversion uses LOG version 2, an op version tflite-runtime 2.14 lacks."""
+    import tensorflow as tf
+    from sklearn.linear_model import LogisticRegression
+
+    from deploykit.data import load_dataset
+
+    ds = load_dataset("digits")
+    clf = LogisticRegression(max_iter=3000).fit(np.log1p(ds.X), ds.y)
+
+    class LogFeatures(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = tf.Variable(clf.coef_.T.astype(np.float32))
+            self.b = tf.Variable(clf.intercept_.astype(np.float32))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 64], tf.float32)])
+        def serve(self, x):
+            return {"probabilities": tf.nn.softmax(tf.math.log1p(x) @ self.w + self.b)}
+
+    return LogFeatures(), ds.X[:400].astype(np.float32)

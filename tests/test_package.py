@@ -1,18 +1,31 @@
 """Device packages, checked in device-like virtual environments that hold only numpy and one
-runtime (no deploykit, TensorFlow or PyTorch)."""
+runtime (no deploykit, TensorFlow or PyTorch), in tflite-runtime 2.14, and in the phone
+runtimes' Python builds."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from conftest import run_cli
+from sources_for_tests import log_features_module
 
 import deploykit
 from deploykit.errors import BundleError
+from deploykit.formats import tflite_compat
 from deploykit.package import package
+
+pytestmark = pytest.mark.xdist_group("package")  # one worker builds the bundles once
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts"
+PATHS = ("sklearn", "tensorflow", "torch", "keras-tensorflow", "keras-torch")
+TFLITE_PATHS = PATHS[1:]  # scikit-learn has no route to TFLite (see `deploykit formats`)
+TFLITE = ("tflite", "tflite-fp16", "tflite-int8")
 
 
 def _venv(root: Path, *packages: str) -> Path:
@@ -24,21 +37,36 @@ def _venv(root: Path, *packages: str) -> Path:
              "sys.exit(any(u.find_spec(m) for m in ('deploykit', 'tensorflow', 'torch')))")
     assert subprocess.run([str(root / "bin" / "python"), "-c", probe]).returncode == 0
     size = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
-    print(f"device venv {packages}: {size / 2**20:.0f} MB on disk")  # reported, not asserted
+    ARTIFACTS.mkdir(exist_ok=True)  # reported at the end of the run (conftest), not asserted
+    with (ARTIFACTS / "device-venvs.txt").open("a") as f:
+        f.write(f"{' + '.join(packages)}: {size / 2**20:.0f} MB on disk\n")
     return root / "bin" / "python"
 
 
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory):
+    """A digits bundle from each of the five paths, plus a user model tflite-runtime 2.14
+    cannot fully run (its int8 variant needs LOG version 2)."""
     root = tmp_path_factory.mktemp("pkg")
     out = {}
-    for path in ("torch", "keras-tensorflow"):
+    for path in PATHS:
         deploykit.train(path, "digits", root / f"m-{path}", quiet=True)
-        r = deploykit.export(root / f"m-{path}", ["tflite", "tflite-int8", "onnx", "executorch"],
-                             out=root / path, quiet=True)
+        targets = ["onnx"] if path == "sklearn" else [*TFLITE, "onnx", "executorch"]
+        r = deploykit.export(root / f"m-{path}", targets, out=root / path, quiet=True)
         assert r.ok, [c.reason for c in r.cells]
         out[path] = r.bundle
+    module, sample = log_features_module()
+    r = deploykit.export(module, ["tflite", "tflite-int8"], sample=sample, out=root / "logfeat",
+                         quiet=True)
+    assert r.ok, [c.reason for c in r.cells]
+    out["logfeat"] = r.bundle
     return out
+
+
+@pytest.fixture(scope="module")
+def edge_packages(bundles, tmp_path_factory):
+    root = tmp_path_factory.mktemp("edge")
+    return {name: package(b, "edge", root / name) for name, b in bundles.items()}
 
 
 @pytest.fixture(scope="module")
@@ -51,28 +79,187 @@ def ort_python(tmp_path_factory):
     return _venv(tmp_path_factory.mktemp("venv") / "ort", "numpy", "onnxruntime")
 
 
-def _verify(python: Path, pkg: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(python), str(pkg / "run.py"), str(pkg), "--verify"],
-                          capture_output=True, text=True, timeout=300)
+@pytest.fixture(scope="module")
+def tflite214_python(tmp_path_factory):
+    return _venv(tmp_path_factory.mktemp("venv") / "tfl214", "numpy<2", "tflite-runtime==2.14.0")
 
 
-@pytest.mark.parametrize("path", ["torch", "keras-tensorflow"])
-def test_edge_package_verifies_with_only_litert(bundles, litert_python, tmp_path, path):
-    pkg = package(bundles[path], "edge", tmp_path / "pkg")
+def _verify(python: Path, pkg: Path, script: str = "run.py") -> subprocess.CompletedProcess:
+    return subprocess.run([str(python), str(pkg / script), str(pkg), "--verify"],
+                          capture_output=True, text=True, timeout=600)
+
+
+def _lines(r: subprocess.CompletedProcess) -> dict[str, str]:
+    return {ln.split()[0]: ln for ln in r.stdout.splitlines() if ln.strip() and ln[0] != " "}
+
+
+def _targets(pkg: Path) -> dict[str, dict]:
+    return {a["target"]: a for a in json.loads((pkg / "package.json").read_text())["artifacts"]}
+
+
+@pytest.mark.parametrize("path", TFLITE_PATHS)
+def test_every_tflite_artifact_verifies_with_only_litert(edge_packages, litert_python, path):
+    pkg = edge_packages[path]
+    assert set(TFLITE) <= set(_targets(pkg))
     r = _verify(litert_python, pkg)
     assert r.returncode == 0, r.stdout + r.stderr
-    lines = {ln.split()[0]: ln for ln in r.stdout.splitlines() if ln.strip()}
-    assert "PASS" in lines["tflite"] and "PASS" in lines["tflite-int8"]
-    assert "skipped" in lines["onnx"]  # no onnxruntime in this device
+    lines = _lines(r)
+    for t in TFLITE:
+        assert lines[t].split()[1] == "PASS", lines[t]
+    assert "skipped" in lines["onnx"]  # no onnxruntime on this device
 
 
-@pytest.mark.parametrize("path", ["torch", "keras-tensorflow"])
-def test_edge_package_verifies_with_only_onnxruntime(bundles, ort_python, tmp_path, path):
-    pkg = package(bundles[path], "edge", tmp_path / "pkg")
+@pytest.mark.parametrize("path", PATHS)
+def test_every_onnx_artifact_verifies_with_only_onnxruntime(edge_packages, ort_python, path):
+    pkg = edge_packages[path]
     r = _verify(ort_python, pkg)
     assert r.returncode == 0, r.stdout + r.stderr
-    lines = {ln.split()[0]: ln for ln in r.stdout.splitlines() if ln.strip()}
-    assert "PASS" in lines["onnx"] and "skipped" in lines["tflite"]
+    lines = _lines(r)
+    assert lines["onnx"].split()[1] == "PASS"
+    assert all("skipped" in lines[t] for t in _targets(pkg) if t != "onnx")
+
+
+def test_tflite_runtime_2_14_loads_each_model_or_package_flagged_it(edge_packages,
+                                                                    tflite214_python):
+    outcomes = {"passed": [], "flagged": []}
+    for name, pkg in edge_packages.items():
+        arts = {t: a for t, a in _targets(pkg).items() if a["runtime"] == "tflite"}
+        if not arts:
+            continue
+        r = _verify(tflite214_python, pkg)
+        lines, out = _lines(r), r.stdout
+        for t, a in arts.items():
+            lacks = a["older_runtimes"]["tflite-runtime 2.14"]
+            if lacks:  # flagged at package time: the real runtime must indeed refuse it
+                assert lines[t].split()[1] == "FAIL", out
+                assert "cannot load it" in lines[t] and lacks[0] in out, out
+                outcomes["flagged"].append((name, t, lacks))
+            else:
+                assert lines[t].split()[1] == "PASS", out
+                outcomes["passed"].append((name, t))
+    assert len(outcomes["passed"]) >= 4 * 3  # every digits model of the four TFLite paths
+    assert outcomes["flagged"] == [("logfeat", "tflite-int8",
+                                    ["LOG version 2 (tflite-runtime 2.14 has up to version 1)"])]
+
+
+def test_package_command_warns_before_the_device_finds_out(bundles, tmp_path):
+    r = run_cli("package", str(bundles["logfeat"]), "--for", "edge", "--out",
+                str(tmp_path / "p"))
+    assert r.returncode == 0, r.stderr
+    assert ("warning: tflite-int8 will not load on tflite-runtime 2.14: it needs LOG version 2 "
+            "(tflite-runtime 2.14 has up to version 1)") in r.stderr
+    assert "tflite-runtime 2.14: needs LOG version 2" in (tmp_path / "p" / "README.md").read_text()
+
+
+def test_op_table_is_what_tflite_runtime_2_14_loads(tflite214_python):
+    """Re-measure the committed table on the real runtime binary."""
+    spec = importlib.util.spec_from_file_location("measure", ROOT / "tools" / "measure_tflite_ops.py")
+    measure = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(measure)
+    committed = json.loads((Path(tflite_compat.__file__).with_name(
+        tflite_compat.RUNTIMES["tflite-runtime 2.14"])).read_text())["ops"]
+    assert measure.measure(str(tflite214_python)) == committed
+    assert committed["FULLY_CONNECTED"]["max"] >= 1 and committed["STABLEHLO_SORT"]["max"] == 0
+
+
+def test_operator_codes_agree_with_the_schema_reader(edge_packages):
+    from ai_edge_litert import schema_py_generated as s
+
+    for pkg in edge_packages.values():
+        for a in _targets(pkg).values():
+            if a["runtime"] != "tflite":
+                continue
+            data = (pkg / a["path"]).read_bytes()
+            m = s.Model.GetRootAs(data, 0)
+            expected = [(max(m.OperatorCodes(i).BuiltinCode(),
+                             m.OperatorCodes(i).DeprecatedBuiltinCode()),
+                         m.OperatorCodes(i).Version()) for i in range(m.OperatorCodesLength())]
+            assert [(o.code, o.version) for o in tflite_compat.operator_codes(data)] == expected
+    with pytest.raises(BundleError, match="not a TFLite flatbuffer"):
+        tflite_compat.operator_codes(b"\x00" * 64)
+    with pytest.raises(BundleError, match="damaged TFLite flatbuffer"):
+        tflite_compat.operator_codes(data[:40])
+
+
+def test_tflite_metadata_is_read_back_by_tflite_support(edge_packages, bundles, tmp_path_factory):
+    """tflite-support's MetadataDisplayer (the reference reader) sees labels and normalization."""
+    python = _venv(tmp_path_factory.mktemp("venv") / "tfls", "tflite-support==0.4.4")
+    pkg = edge_packages["keras-torch"]
+    script = ("import json, sys\nfrom tflite_support import metadata as m\n"
+              "d = m.MetadataDisplayer.with_model_file(sys.argv[1])\n"
+              "print(json.dumps({'meta': json.loads(d.get_metadata_json()), "
+              "'files': d.get_packed_associated_file_list(), "
+              "'labels': d.get_associated_file_buffer('labels.txt').decode()}))")
+    x = np.load(bundles["keras-torch"] / "probe" / "inputs.npz")
+    x = x[x.files[0]]
+    for t in TFLITE:
+        r = subprocess.run([str(python), "-c", script, str(pkg / _targets(pkg)[t]["path"])],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        got = json.loads(r.stdout)
+        assert got["files"] == ["labels.txt"]
+        assert got["labels"] == (pkg / "labels.txt").read_text()
+        assert got["labels"].splitlines() == [str(i) for i in range(10)]
+        sub = got["meta"]["subgraph_metadata"][0]
+        (inp,), (out,) = sub["input_tensor_metadata"], sub["output_tensor_metadata"]
+        norm = inp["process_units"][0]
+        assert norm["options_type"] == "NormalizationOptions"
+        assert norm["options"] == {"mean": [0.0], "std": [1.0]}
+        assert inp["stats"]["min"] == [pytest.approx(float(x.min()))]
+        assert inp["stats"]["max"] == [pytest.approx(float(x.max()))]
+        assert out["associated_files"][0]["type"] == "TENSOR_AXIS_LABELS"
+
+
+@pytest.mark.parametrize("device", ["android", "ios"])
+def test_phone_package_passes_probe_set_in_the_mobile_runners(bundles, tmp_path, device):
+    pkg = package(bundles["torch"], device, tmp_path / device)
+    assert {"tflite", "executorch"} <= set(_targets(pkg))
+    # phone.py must not lean on deploykit: run it and check what it imported
+    code = ("import runpy, sys\nsys.argv = ['phone.py', sys.argv[1], '--verify']\n"
+            "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+            "except SystemExit as e:\n    code = e.code\n"
+            "print('DEPLOYKIT IMPORTED' if 'deploykit' in sys.modules else 'standalone')\n"
+            "sys.exit(code)")
+    r = subprocess.run([sys.executable, "-c", code, str(pkg)], cwd=pkg, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr[-3000:]
+    assert "standalone" in r.stdout
+    lines = _lines(r)
+    for t in _targets(pkg):
+        assert lines[t].split()[1] == "PASS", r.stdout
+    assert "labels from model metadata" in lines["tflite"]
+    readme = (pkg / "README.md").read_text()
+    assert 'org.pytorch:executorch-android:' in readme and "swiftpm-" in readme
+
+
+def test_size_and_metric_change_match_an_independent_count(bundles, edge_packages, litert_python):
+    """The int8 metric change in package.json and `deploykit inspect` equals the accuracy
+    change measured here: the original model and the packaged int8 file on the held-out split."""
+    from deploykit.training import load_model, read_test_split
+
+    folder = Path(bundles["torch"]).parent / "m-torch"
+    X, y, _ = read_test_split(folder)
+    original = float(np.mean(load_model(folder).predict(X)["probabilities"].argmax(1) == y))
+    pkg = edge_packages["torch"]
+    int8 = _targets(pkg)["tflite-int8"]
+    script = ("import sys, numpy as np\nsys.path.insert(0, sys.argv[1])\nimport run, json\n"
+              "meta = run.load_package(__import__('pathlib').Path(sys.argv[1]))\n"
+              "art = [a for a in meta['artifacts'] if a['target'] == 'tflite-int8'][0]\n"
+              "m = run.open_model(__import__('pathlib').Path(sys.argv[1]), art)\n"
+              "print(json.dumps(run.predict(m, art, np.load(sys.argv[2])).argmax(1).tolist()))")
+    np.save(pkg.parent / "x.npy", X.astype(np.float32))
+    r = subprocess.run([str(litert_python), "-c", script, str(pkg), str(pkg.parent / "x.npy")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    quantized = float(np.mean(np.array(json.loads(r.stdout)) == y))
+    assert int8["metric"] == "accuracy"
+    assert int8["metric_change"] == pytest.approx(quantized - original, abs=1e-4)
+    fp32 = (Path(bundles["torch"]) / "artifacts" / "tflite" / "model.tflite").stat().st_size
+    q = (Path(bundles["torch"]) / "artifacts" / "tflite-int8" / "model_int8.tflite").stat().st_size
+    assert int8["size_vs_fp32"] == pytest.approx(q / fp32, abs=1e-3) and q / fp32 < 0.5
+    shown = run_cli("inspect", str(bundles["torch"]))
+    row = next(ln for ln in shown.stdout.splitlines() if ln.startswith("│ tflite-int8"))
+    assert f"{q / fp32:.2f}x" in row and f"accuracy {quantized - original:+.4f}" in row
 
 
 def test_packages_are_deterministic_and_carry_checked_hashes(bundles, litert_python, tmp_path):
@@ -81,20 +268,15 @@ def test_packages_are_deterministic_and_carry_checked_hashes(bundles, litert_pyt
     assert a.with_suffix(".zip").read_bytes() == b.with_suffix(".zip").read_bytes()
     meta = json.loads((a / "package.json").read_text())
     assert set(meta["sha256"]) >= {"run.py", "labels.txt", "models/tflite/model.tflite"}
-    int8 = next(x for x in meta["artifacts"] if x["target"] == "tflite-int8")
-    assert int8["size_vs_fp32"] < 0.5 and int8["metric_change"] is not None
     model = a / "models" / "tflite" / "model.tflite"
     model.write_bytes(model.read_bytes()[:-4])
     r = _verify(litert_python, a)
     assert r.returncode != 0 and "does not match its sha256" in r.stderr
 
 
-def test_android_package_and_bad_requests(bundles, tmp_path):
-    pkg = package(bundles["torch"], "android", tmp_path / "android")
-    meta = json.loads((pkg / "package.json").read_text())
-    assert {a["target"] for a in meta["artifacts"]} == {"tflite", "tflite-int8", "executorch"}
-    assert "executorch-android" in (pkg / "README.md").read_text()
+def test_bad_package_requests(bundles, tmp_path):
     with pytest.raises(BundleError, match="unknown device"):
         package(bundles["torch"], "watch", tmp_path / "w")
     with pytest.raises(BundleError, match="no passing artifact for web"):
         package(bundles["torch"], "web", tmp_path / "w")
+    assert not (tmp_path / "w").exists()

@@ -29,7 +29,14 @@ DEVICES = {
     "ios": ("executorch", "tflite"),
     "web": ("tfjs", "tfjs-fp16", "onnx-web"),
 }
-EDGE_RUNNER = Path(__file__).resolve().parents[2] / "targets" / "edge"
+TARGETS = Path(__file__).resolve().parents[2] / "targets"
+# device kind -> runner files copied into its package (phone.py imports helpers from run.py)
+RUNNERS = {
+    "edge": ("edge/run.py", "edge/requirements.txt"),
+    "android": ("edge/run.py", "mobile/phone.py"),
+    "ios": ("edge/run.py", "mobile/phone.py"),
+    "web": (),
+}
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 
@@ -84,9 +91,8 @@ def _fill(b: Bundle, device: str, chosen: list[dict], root: Path) -> dict[str, A
     (root / "probe").mkdir()
     for key in ("inputs", "reference"):
         shutil.copy2(b.root / b.manifest["probe"][key], root / "probe" / f"{key}.npz")
-    if device == "edge":
-        for f in ("run.py", "requirements.txt"):
-            shutil.copy2(EDGE_RUNNER / f, root / f)
+    for f in RUNNERS[device]:
+        shutil.copy2(TARGETS / f, root / Path(f).name)
     for f in sorted(p for p in root.rglob("*") if p.is_file()):
         files[str(f.relative_to(root))] = sha256(f)
     return {
@@ -96,8 +102,25 @@ def _fill(b: Bundle, device: str, chosen: list[dict], root: Path) -> dict[str, A
         "preprocessing": {"where": "inside the model (raw features in)",
                           "input_image_shape": b.manifest.get("input_image_shape")},
         "probe": {"inputs": "probe/inputs.npz", "reference": "probe/reference.npz"},
-        "artifacts": arts, "sha256": files,
+        "artifacts": arts, "sha256": files, "runtime_versions": _runtime_versions(b, chosen),
     }
+
+
+def _runtime_versions(b: Bundle, chosen: list[dict]) -> dict[str, str]:
+    """The ExecuTorch that wrote the .pte (a phone needs the matching runtime) and the
+    LiteRT that verified the .tflite files."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for a in chosen:
+        if a["format"] == "executorch":
+            out["executorch"] = a.get("converter_versions", {}).get("executorch")
+        if a["format"] == "tflite":
+            try:
+                out["ai-edge-litert"] = version("ai-edge-litert")
+            except PackageNotFoundError:
+                pass
+    return {k: v for k, v in out.items() if v}
 
 
 def _finish_tflite(b: Bundle, model: Path, labels: Path, main_output: str) -> dict[str, Any]:
@@ -159,24 +182,50 @@ Labels, one per line in class order: `labels.txt`.
 |---|---|---|---|---|---|---|
 {rows}
 
-## Check it on the device
+{_how_to(meta)}"""
+
+
+def _how_to(meta: dict[str, Any]) -> str:
+    if meta["for"] == "edge":
+        return """## Check it on the device
 
 ```
 pip install numpy ai-edge-litert      # or: tflite-runtime, or onnxruntime
 python run.py . --verify              # re-runs the probe set, prints parity
 python run.py . --input x.npy         # predictions for the rows of x.npy
-python run.py . --serve --port 8080   # POST /predict {{"instances": [[...]]}}
+python run.py . --serve --port 8080   # POST /predict {"instances": [[...]]}
+```
+"""
+    if meta["for"] == "web":
+        return "## In the browser\n\nSee deploykit's `targets/web` page and `engines.mjs`.\n"
+    n = meta["signature"]["inputs"][0]["shape"][1]
+    v = meta["runtime_versions"]
+    et, lite = v.get("executorch", "1.5.1"), v.get("ai-edge-litert", "2.3.0")
+    spm = ".".join(et.split(".")[:2]) + ".0"
+    return f"""## Load it in the app
+
+Same steps as `python phone.py . --verify` (which re-runs the probe set on the phone
+runtimes' Python builds); full notes: deploykit's `targets/mobile/README.md`. Feed one row
+as float32 `[1, {n}]`; the top index of the output names the class in `labels.txt` (the
+`.tflite` files also carry the labels and input normalization as TFLite metadata).
+
+Android, `build.gradle.kts`:
+
+```kotlin
+implementation("com.google.ai.edge.litert:litert:{lite}")    // .tflite, verified with this version
+implementation("org.pytorch:executorch-android:{et}")      // .pte: same release as its writer
 ```
 
-## Android
+```kotlin
+val tflite = Interpreter(File(filesDir, "model.tflite"))           // org.tensorflow.lite.Interpreter
+val out = Array(1) {{ FloatArray(labels.size) }}; tflite.run(arrayOf(row), out)
+val pte = Module.load(File(filesDir, "model.pte").absolutePath)    // org.pytorch.executorch
+val probs = pte.forward(EValue.from(Tensor.fromBlob(row, longArrayOf(1, {n}))))[0].toTensor().dataAsFloatArray
+```
 
-LiteRT (`.tflite`): `implementation("com.google.ai.edge.litert:litert:1.0.1")`, then
-`Interpreter(loadModelFile("model.tflite")).run(input, output)`; fixed-batch models take one
-row at a time. ExecuTorch (`.pte`): `implementation("org.pytorch:executorch-android:0.5.0")`,
-then `Module.load(path).forward(EValue.from(Tensor.fromBlob(data, longArrayOf(1, n))))`.
-
-## iOS
-
-ExecuTorch: add the `executorch` Swift package and link the `xnnpack` backend; load with
-`Module(filePath:)` and call `forward`. LiteRT: pod `TensorFlowLiteSwift`, `Interpreter(modelPath:)`.
+iOS: Swift package `https://github.com/pytorch/executorch.git`, branch `swiftpm-{spm}` (the
+release branch matching the executorch that wrote the `.pte`), products `executorch`,
+`backend_xnnpack`, `kernels_optimized`, linker flag `-all_load`; then
+`Module(filePath:)` and `forward(Tensor<Float>(row, shape: [1, {n}]))`. LiteRT on iOS:
+CocoaPods `pod 'TensorFlowLiteSwift', '~> 2.17.0'`, `Interpreter(modelPath:)`.
 """
