@@ -19,7 +19,6 @@ import deploykit
 from deploykit.bundle import MANIFEST, _combined, file_hashes, load_bundle
 from deploykit.errors import BundleError, ExportError
 
-pytestmark = pytest.mark.xdist_group("bundle_faults")  # one worker builds the module fixtures once
 
 @pytest.fixture(scope="module")
 def torch_bundle(tmp_path_factory):

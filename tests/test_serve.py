@@ -18,7 +18,6 @@ from conftest import HEAVY, run_cli
 
 import deploykit
 
-pytestmark = pytest.mark.xdist_group("serve")  # one worker builds the module fixtures once
 
 def _free_port() -> int:
     with socket.socket() as s:

@@ -14,8 +14,6 @@ import deploykit
 from deploykit.bundle import tensor_from_json, tensor_json
 from deploykit.formats.web import web_dir
 
-pytestmark = pytest.mark.xdist_group("web")  # one worker builds the module fixtures once
-
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 WEB = ["tfjs", "tfjs-fp16", "onnx-web"]
 

@@ -1,4 +1,4 @@
-"""Measure which builtin ops (and up to which version) a TFLite runtime can load.
+"""Measure which builtin op versions a TFLite runtime can load.
 
     python tools/measure_tflite_ops.py --runtime-python VENV/bin/python --label "tflite-runtime 2.14.0" \
         --out src/deploykit/formats/tflite_runtime_2_14.json
@@ -21,6 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+CUSTOM = 32  # BuiltinOperator.CUSTOM: resolved by name, not by version
+
 MAX_VERSION = 20
 PROBE = r"""
 import json, sys
@@ -40,7 +42,9 @@ print(json.dumps(ok))
 """
 
 
-def _model(code: int, version: int) -> bytes:
+def model(code: int, version: int) -> bytes:
+    """A model holding one operator code and an empty subgraph (a builtin op code is
+    resolved when the model loads, used or not)."""
     import flatbuffers
     from ai_edge_litert import schema_py_generated as s
 
@@ -63,25 +67,21 @@ def builtin_names() -> dict[int, str]:
     return {v: k for k, v in vars(s.BuiltinOperator).items() if not k.startswith("_")}
 
 
-def measure(runtime_python: str) -> dict[str, dict[str, int]]:
+def measure(runtime_python: str) -> dict[str, dict]:
+    """builtin op name -> {"code", "versions" the runtime loads}."""
     names = builtin_names()
     with tempfile.TemporaryDirectory() as d:
         for code in names:
-            if code == 32:  # CUSTOM: resolved by name, not by version
+            if code == CUSTOM:
                 continue
             for v in range(1, MAX_VERSION + 1):
-                Path(d, f"{code}_{v}.tflite").write_bytes(_model(code, v))
+                Path(d, f"{code}_{v}.tflite").write_bytes(model(code, v))
         r = subprocess.run([runtime_python, "-c", PROBE, d], capture_output=True, text=True,
                            timeout=1800, check=True)
-        loaded = {tuple(map(int, s.split("_"))) for s in json.loads(r.stdout.splitlines()[-1])}
-    table = {}
-    for code, name in sorted(names.items()):
-        versions = sorted(v for c, v in loaded if c == code)
-        top = 0
-        while top + 1 in versions:
-            top += 1
-        table[name] = {"code": code, "max": top}
-    return table
+        loaded = json.loads(r.stdout.splitlines()[-1])
+    pairs = {tuple(map(int, x.split("_"))) for x in loaded}
+    return {name: {"code": code, "versions": sorted(v for c, v in pairs if c == code)}
+            for code, name in sorted(names.items()) if code != CUSTOM}
 
 
 def main() -> None:
@@ -90,12 +90,12 @@ def main() -> None:
     ap.add_argument("--label", required=True, help='e.g. "tflite-runtime 2.14.0"')
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
-    table = measure(args.runtime_python)
-    how = ("measured by tools/measure_tflite_ops.py: per builtin op its code and the highest "
-           "version the runtime loads (0 = it does not have the op)")
-    ops = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in sorted(table.items()))
+    ops = measure(args.runtime_python)
+    how = ("measured by tools/measure_tflite_ops.py: per builtin op its code and the versions "
+           "the runtime loads ([] = it does not have the op)")
+    lines = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in ops.items())
     text = (f'{{\n "runtime": {json.dumps(args.label)},\n "how": {json.dumps(how)},\n'
-            f' "ops": {{\n{ops}\n }}\n}}\n')
+            f' "ops": {{\n{lines}\n }}\n}}\n')
     if args.out:
         args.out.write_text(text)
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -33,3 +34,11 @@ def read_schema_json(path: Path, schema: str, error: type[Exception]) -> dict[st
         found = data.get("schema") if isinstance(data, dict) else None
         raise error(f"{path}: unsupported schema {found!r} (this deploykit reads {schema})")
     return data
+
+
+def fixed_zip_entry(name: str, compress_type: int) -> zipfile.ZipInfo:
+    """A zip entry with a fixed date and mode, so the same files give the same zip bytes."""
+    info = zipfile.ZipInfo(name, (1980, 1, 1, 0, 0, 0))
+    info.external_attr = 0o644 << 16
+    info.compress_type = compress_type
+    return info

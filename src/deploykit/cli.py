@@ -212,8 +212,8 @@ def _cmd_inspect(a: argparse.Namespace) -> int:
                      change, "PASS" if x["parity"]["passed"] else "FAIL",
                      _parity_short(x["parity"]), _ms(x.get("latency_ms")),
                      str(x.get("batch") or "dynamic")])
-    _print_table("artifacts", ["target", "format", "route", "size", "vs fp32", "metric Δ (held-out)",
-                               "parity", "worst",                                "batch-1", "batch"], rows)
+    _print_table("artifacts", ["target", "format", "route", "size", "vs fp32",
+                               "metric Δ (held-out)", "parity", "worst", "batch-1", "batch"], rows)
     return 0
 
 
@@ -246,7 +246,8 @@ def _cmd_package(a: argparse.Namespace) -> int:
         for rt, lacks in art.get("older_runtimes", {}).items():
             if lacks:
                 print(f"warning: {art['target']} will not load on {rt}: it needs "
-                      f"{'; '.join(lacks)}", file=sys.stderr)
+                      f"{'; '.join(lacks)}. Devices with that runtime need a newer one, or "
+                      f"ship a target that loads there (see the package README)", file=sys.stderr)
     print(f"package: {out}  zip: {out.with_suffix('.zip')}")
     return 0
 

@@ -148,6 +148,7 @@ def _one_target(source, target, produced, failed, ctx, work, writer, probe, time
            "converter_versions": info.get("versions", {}), "profile": node.profile}
     result, latency = _verify(writer.root, source.signature, art, probe)
     art["parity"], art["latency_ms"] = result.to_dict(), latency
+    art["verified_with"] = _runtime_version(art["runtime"])
     status = "pass" if result else "fail"
     reason = None if result else "; ".join(result.failures)[:600]
     from deploykit.bundle import tree_size
@@ -199,6 +200,24 @@ def _verify(root: Path, signature, art: dict[str, Any], probe: Probe
         return result, _latency(runner, probe) if result else None
     finally:
         runner.close()
+
+
+# runtime -> the Python distribution that ran the parity check (Node runtimes: see targets/web)
+RUNTIME_DISTRIBUTIONS = {"tflite": ("ai-edge-litert",), "onnx": ("onnxruntime",),
+                         "executorch": ("executorch",), "torch_program": ("torch",),
+                         "torchscript": ("torch",), "ptl": ("torch",),
+                         "saved_model": ("tensorflow", "tensorflow-cpu")}
+
+
+def _runtime_version(runtime: str) -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    for dist in RUNTIME_DISTRIBUTIONS.get(runtime, ()):
+        try:
+            return {dist: version(dist)}
+        except PackageNotFoundError:
+            continue
+    return {}
 
 
 def _latency(runner, probe: Probe) -> float | None:

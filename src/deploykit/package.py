@@ -16,7 +16,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from deploykit._fs import replace_dir
+from deploykit._fs import fixed_zip_entry, replace_dir
 from deploykit.bundle import Bundle, load_bundle, sha256, tree_size
 from deploykit.errors import BundleError
 from deploykit.formats import tflite_compat, tflite_metadata
@@ -37,7 +37,6 @@ RUNNERS = {
     "ios": ("edge/run.py", "mobile/phone.py"),
     "web": (),
 }
-ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 
 def package(bundle: str | Path, device: str, out: str | Path) -> Path:
@@ -69,32 +68,23 @@ def package(bundle: str | Path, device: str, out: str | Path) -> Path:
 
 
 def _fill(b: Bundle, device: str, chosen: list[dict], root: Path) -> dict[str, Any]:
-    files: dict[str, str] = {}
-    arts = []
     labels = b.manifest["task"]["labels"]
     outputs = [s["name"] for s in b.manifest["signature"]["outputs"]]
     main_output = "probabilities" if "probabilities" in outputs else outputs[-1]
     (root / "labels.txt").write_text("".join(f"{label}\n" for label in labels))
-    for a in chosen:
-        shutil.copytree(b.root / "artifacts" / a["target"], root / "models" / a["target"])
-        rel_path = "models/" + a["path"].split("/", 1)[1]
-        t = b.tradeoff(a)
-        entry = {"target": a["target"], "runtime": a["runtime"], "profile": a["profile"],
-                 "path": rel_path, "batch": a.get("batch"), "bytes": t["bytes"],
-                 "size_vs_fp32": t["size_vs_fp32"], "metric": t["metric"],
-                 "metric_change": t["metric_change"],
-                 "label_agreement": a["parity"].get("label_agreement")}
-        if a["format"] == "tflite":
-            entry.update(_finish_tflite(b, root / rel_path, root / "labels.txt", main_output))
-            entry["bytes"] = tree_size(root / "models" / a["target"])
-        arts.append(entry)
+    arts = [_add_artifact(b, a, root, main_output) for a in chosen]
+    packaged_fp32 = {a["format"]: e["bytes"] for a, e in zip(chosen, arts, strict=True)
+                     if a["profile"] == "fp32"}
+    for a, e in zip(chosen, arts, strict=True):  # sizes as packaged, metadata included
+        if a["format"] in packaged_fp32:
+            e["size_vs_fp32"] = round(e["bytes"] / packaged_fp32[a["format"]], 3)
     (root / "probe").mkdir()
     for key in ("inputs", "reference"):
         shutil.copy2(b.root / b.manifest["probe"][key], root / "probe" / f"{key}.npz")
     for f in RUNNERS[device]:
         shutil.copy2(TARGETS / f, root / Path(f).name)
-    for f in sorted(p for p in root.rglob("*") if p.is_file()):
-        files[str(f.relative_to(root))] = sha256(f)
+    files = {str(f.relative_to(root)): sha256(f)
+             for f in sorted(p for p in root.rglob("*") if p.is_file())}
     return {
         "schema": SCHEMA, "for": device, "name": b.manifest["name"],
         "task": b.task, "labels": labels, "signature": b.manifest["signature"],
@@ -102,57 +92,73 @@ def _fill(b: Bundle, device: str, chosen: list[dict], root: Path) -> dict[str, A
         "preprocessing": {"where": "inside the model (raw features in)",
                           "input_image_shape": b.manifest.get("input_image_shape")},
         "probe": {"inputs": "probe/inputs.npz", "reference": "probe/reference.npz"},
-        "artifacts": arts, "sha256": files, "runtime_versions": _runtime_versions(b, chosen),
+        "artifacts": arts, "sha256": files, "runtime_versions": _runtime_versions(chosen),
     }
 
 
-def _runtime_versions(b: Bundle, chosen: list[dict]) -> dict[str, str]:
-    """The ExecuTorch that wrote the .pte (a phone needs the matching runtime) and the
-    LiteRT that verified the .tflite files."""
-    from importlib.metadata import PackageNotFoundError, version
+def _add_artifact(b: Bundle, a: dict[str, Any], root: Path, main_output: str) -> dict[str, Any]:
+    shutil.copytree(b.root / "artifacts" / a["target"], root / "models" / a["target"])
+    rel_path = "models/" + a["path"].split("/", 1)[1]
+    t = b.tradeoff(a)
+    entry = {"target": a["target"], "runtime": a["runtime"], "profile": a["profile"],
+             "path": rel_path, "batch": a.get("batch"), "size_vs_fp32": t["size_vs_fp32"],
+             "metric": t["metric"], "metric_change": t["metric_change"],
+             "label_agreement": a["parity"].get("label_agreement")}
+    if a["format"] == "tflite":
+        entry.update(_finish_tflite(b, root / rel_path, root / "labels.txt", main_output))
+    entry["bytes"] = tree_size(root / "models" / a["target"])
+    return entry
 
+
+def _runtime_versions(chosen: list[dict]) -> dict[str, str]:
+    """From the bundle: the ExecuTorch that wrote the .pte (a phone needs a runtime of the
+    same release) and the LiteRT that verified the .tflite files."""
     out = {}
     for a in chosen:
         if a["format"] == "executorch":
-            out["executorch"] = a.get("converter_versions", {}).get("executorch")
-        if a["format"] == "tflite":
-            try:
-                out["ai-edge-litert"] = version("ai-edge-litert")
-            except PackageNotFoundError:
-                pass
-    return {k: v for k, v in out.items() if v}
+            out.update(a.get("converter_versions", {}))
+        out.update(a.get("verified_with", {}))
+    return {k: v for k, v in sorted(out.items()) if k in ("executorch", "ai-edge-litert")}
 
 
 def _finish_tflite(b: Bundle, model: Path, labels: Path, main_output: str) -> dict[str, Any]:
     """Embed TFLite metadata (labels, normalization, input range) for Android's libraries,
     then say which older runtimes lack an op the model needs (before a device finds out)."""
-    x = next(iter(b.probe().inputs.values()))
     raw = model.read_bytes()
+    try:
+        model.write_bytes(_with_metadata(b, raw, labels, main_output))
+        embedded = "TFLITE_METADATA (labels, normalization, input range)"
+    except BundleError as e:  # the model is still usable; say why it carries no metadata
+        embedded = f"none: {e}"
+    if tflite_compat.operator_codes(model) != tflite_compat.operator_codes(raw):
+        raise BundleError(f"adding metadata changed the operators of {model.name}; "
+                          "please report this with the bundle")
+    return {"metadata": embedded,
+            "older_runtimes": {rt: tflite_compat.missing_ops(model, rt)
+                               for rt in tflite_compat.RUNTIMES}}
+
+
+def _with_metadata(b: Bundle, raw: bytes, labels: Path, main_output: str) -> bytes:
+    x = next(iter(b.probe().inputs.values()))
     ins, outs = tflite_metadata.io_names(raw)
-    sig_in = b.manifest["signature"]["inputs"][0]["name"]
+    sig = b.manifest["signature"]["inputs"][0]
     inputs = [tflite_metadata.TensorInfo(
-        sig_in if len(ins) == 1 else n,
-        f"raw features {b.manifest['signature']['inputs'][0]['shape'][1:]}; normalization "
-        f"happens inside the model, so mean 0 / std 1 here", (0.0,), (1.0,),
-        (float(x.min()),), (float(x.max()),)) for n in ins]
+        sig["name"] if len(ins) == 1 else n,
+        f"raw features {sig['shape'][1:]}; normalization happens inside the model, so mean 0 "
+        f"and std 1 here", (0.0,), (1.0,), (float(x.min()),), (float(x.max()),)) for n in ins]
     outputs = [tflite_metadata.TensorInfo(
         main_output if len(outs) == 1 else n, "model output",
         labels_file=labels.name if len(outs) == 1 or n == main_output else None) for n in outs]
     meta = tflite_metadata.build(b.manifest["name"], f"{b.task} model made by deploykit",
                                  f"bundle of {b.manifest.get('created', '?')}", inputs, outputs)
-    model.write_bytes(tflite_metadata.embed(raw, meta, {labels.name: labels.read_bytes()}))
-    return {"metadata": "TFLITE_METADATA (labels, normalization, input range)",
-            "older_runtimes": {rt: tflite_compat.missing_ops(model, rt)
-                               for rt in tflite_compat.RUNTIMES}}
+    return tflite_metadata.embed(raw, meta, {labels.name: labels.read_bytes()})
 
 
 def _zip(folder: Path, dest: Path) -> None:
     tmp = dest.with_suffix(".zip.partial")
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
         for f in sorted(p for p in folder.rglob("*") if p.is_file()):
-            info = zipfile.ZipInfo(f"{folder.name}/{f.relative_to(folder)}", ZIP_DATE)
-            info.external_attr = 0o644 << 16
-            info.compress_type = zipfile.ZIP_DEFLATED
+            info = fixed_zip_entry(f"{folder.name}/{f.relative_to(folder)}", zipfile.ZIP_DEFLATED)
             z.writestr(info, f.read_bytes())
     tmp.replace(dest)
 
@@ -198,34 +204,57 @@ python run.py . --serve --port 8080   # POST /predict {"instances": [[...]]}
 """
     if meta["for"] == "web":
         return "## In the browser\n\nSee deploykit's `targets/web` page and `engines.mjs`.\n"
+    return _phone_notes(meta)
+
+
+def _phone_notes(meta: dict[str, Any]) -> str:
+    """Load steps and build-file lines for the formats this package holds, with the versions
+    the bundle recorded (the ExecuTorch that wrote the .pte, the LiteRT that verified)."""
     n = meta["signature"]["inputs"][0]["shape"][1]
     v = meta["runtime_versions"]
-    et, lite = v.get("executorch", "1.5.1"), v.get("ai-edge-litert", "2.3.0")
-    spm = ".".join(et.split(".")[:2]) + ".0"
+    runtimes = {a["runtime"] for a in meta["artifacts"]}
+    gradle, kotlin, ios = [], [], []
+    if "tflite" in runtimes:
+        lite = v.get("ai-edge-litert", "VERSION")
+        gradle.append(f'implementation("com.google.ai.edge.litert:litert:{lite}")  '
+                      f'// verified with ai-edge-litert {lite}')
+        kotlin += ['val tflite = Interpreter(File(filesDir, "model.tflite"))  '
+                   '// org.tensorflow.lite.Interpreter',
+                   "val out = Array(1) { FloatArray(labels.size) }; tflite.run(arrayOf(row), out)"]
+        ios.append("LiteRT: CocoaPods `pod 'TensorFlowLiteSwift', '~> 2.17.0'` (newest pod seen "
+                   "in public projects; not checked against the registry), "
+                   "`Interpreter(modelPath:)`.")
+    if "executorch" in runtimes:
+        et = v.get("executorch", "VERSION")
+        gradle.append(f'implementation("org.pytorch:executorch-android:{et}")  '
+                      f'// the .pte was written by executorch {et}')
+        kotlin += ['val pte = Module.load(File(filesDir, "model.pte").absolutePath)  '
+                   '// org.pytorch.executorch',
+                   f"val probs = pte.forward(EValue.from(Tensor.fromBlob(row, longArrayOf(1, {n}))))"
+                   "[0].toTensor().dataAsFloatArray"]
+        ios.append("ExecuTorch: Swift package `https://github.com/pytorch/executorch.git`, the "
+                   f"`swiftpm-` release branch of the executorch {et} line (e.g. `swiftpm-"
+                   f"{'.'.join(et.split('.')[:2])}.0`; check the branch exists), products "
+                   "`executorch`, `backend_xnnpack`, `kernels_optimized`, linker flag "
+                   f"`-all_load`; `Module(filePath:)`, `forward(Tensor<Float>(row, shape: [1, {n}]))`.")
+    nl = "\n"
     return f"""## Load it in the app
 
-Same steps as `python phone.py . --verify` (which re-runs the probe set on the phone
-runtimes' Python builds); full notes: deploykit's `targets/mobile/README.md`. Feed one row
+Same steps as `python phone.py . --verify`, which re-runs the probe set on the phone
+runtimes' Python builds; full notes: deploykit's `targets/mobile/README.md`. Feed one row
 as float32 `[1, {n}]`; the top index of the output names the class in `labels.txt` (the
 `.tflite` files also carry the labels and input normalization as TFLite metadata).
 
 Android, `build.gradle.kts`:
 
 ```kotlin
-implementation("com.google.ai.edge.litert:litert:{lite}")    // .tflite, verified with this version
-implementation("org.pytorch:executorch-android:{et}")      // .pte: same release as its writer
+{nl.join(gradle)}
 ```
 
 ```kotlin
-val tflite = Interpreter(File(filesDir, "model.tflite"))           // org.tensorflow.lite.Interpreter
-val out = Array(1) {{ FloatArray(labels.size) }}; tflite.run(arrayOf(row), out)
-val pte = Module.load(File(filesDir, "model.pte").absolutePath)    // org.pytorch.executorch
-val probs = pte.forward(EValue.from(Tensor.fromBlob(row, longArrayOf(1, {n}))))[0].toTensor().dataAsFloatArray
+{nl.join(kotlin)}
 ```
 
-iOS: Swift package `https://github.com/pytorch/executorch.git`, branch `swiftpm-{spm}` (the
-release branch matching the executorch that wrote the `.pte`), products `executorch`,
-`backend_xnnpack`, `kernels_optimized`, linker flag `-all_load`; then
-`Module(filePath:)` and `forward(Tensor<Float>(row, shape: [1, {n}]))`. LiteRT on iOS:
-CocoaPods `pod 'TensorFlowLiteSwift', '~> 2.17.0'`, `Interpreter(modelPath:)`.
+iOS:
+{nl.join("- " + line for line in ios)}
 """

@@ -121,7 +121,7 @@ def first_loadable(root: Path, meta: dict):
             try:
                 return art, open_model(root, art)
             except Exception as e:
-                errors.append(f"{art['target']}: {' '.join(str(e).split())[:200]}")
+                errors.append(f"{art['target']}: {one_line(e, 200)}")
     sys.exit("error: no artifact of this package loads here (install ai-edge-litert, "
              "tflite-runtime or onnxruntime)" + "".join(f"\n  {m}" for m in errors))
 
@@ -138,11 +138,33 @@ def predict(model, artifact: dict, x: np.ndarray) -> np.ndarray:
     return np.concatenate([np.asarray(p).reshape(len(p), -1) for p in parts])
 
 
-def verify(root: Path, meta: dict) -> bool:
-    with np.load(root / meta["probe"]["inputs"]) as z:
+def one_line(e: BaseException, limit: int = 300) -> str:
+    return " ".join(str(e).split())[:limit]
+
+
+def read_probe(root: Path, meta: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The probe inputs and the original framework's main output for them."""
+    with np.load(root / meta["probe"]["inputs"], allow_pickle=False) as z:
         x = z[z.files[0]].astype(np.float32)
-    with np.load(root / meta["probe"]["reference"]) as z:
-        ref = z[meta["main_output"]].reshape(len(x), -1)
+    with np.load(root / meta["probe"]["reference"], allow_pickle=False) as z:
+        return x, z[meta["main_output"]].reshape(len(x), -1)
+
+
+def compare(got: np.ndarray, ref: np.ndarray, profile: str) -> tuple[bool, str]:
+    """Parity verdict by the artifact's profile, and a one-line summary."""
+    err = np.abs(got - ref)
+    agree = float(np.mean(got.argmax(1) == ref.argmax(1))) if ref.shape[1] > 1 else None
+    if profile == "int8":
+        passed = agree is not None and agree >= 0.99
+    else:
+        atol, rtol = FP16 if profile == "fp16" else FP32
+        passed = bool(np.all(err <= atol + rtol * np.abs(ref)))
+    agree_s = "" if agree is None else f"  label agreement {agree:.2%}"
+    return passed, f"max|d| {err.max():.2e}{agree_s}  ({profile})"
+
+
+def verify(root: Path, meta: dict) -> bool:
+    x, ref = read_probe(root, meta)
     ok = True
     ran = 0
     for art in meta["artifacts"]:
@@ -154,24 +176,15 @@ def verify(root: Path, meta: dict) -> bool:
             model = open_model(root, art)
         except Exception as e:  # the runtime refuses the model: say why, and what was known
             ok = False
-            print(f"{art['target']:12s} FAIL  {runtime_name(art)} cannot load it: "
-                  f"{' '.join(str(e).split())[:300]}")
+            print(f"{art['target']:12s} FAIL  {runtime_name(art)} cannot load it: {one_line(e)}")
             for rt, lacks in art.get("older_runtimes", {}).items():
                 if lacks:
-                    print(f"{'':12s}      flagged by deploykit package for {rt}: needs {'; '.join(lacks)}")
+                    print(f"{'':12s}      flagged by deploykit package for {rt}: needs "
+                          f"{'; '.join(lacks)}")
             continue
-        got = predict(model, art, x)
-        err = np.abs(got - ref)
-        agree = float(np.mean(got.argmax(1) == ref.argmax(1))) if ref.shape[1] > 1 else None
-        if art["profile"] == "int8":
-            passed = agree is None or agree >= 0.99
-        else:
-            atol, rtol = FP16 if art["profile"] == "fp16" else FP32
-            passed = bool(np.all(err <= atol + rtol * np.abs(ref)))
+        passed, summary = compare(predict(model, art, x), ref, art["profile"])
         ok &= passed
-        agree_s = "" if agree is None else f"  label agreement {agree:.2%}"
-        print(f"{art['target']:12s} {'PASS' if passed else 'FAIL'}  max|d| {err.max():.2e}"
-              f"{agree_s}  ({art['profile']})")
+        print(f"{art['target']:12s} {'PASS' if passed else 'FAIL'}  {summary}")
     if ran == 0:
         print("no artifact of this package can run here: install ai-edge-litert, "
               "tflite-runtime or onnxruntime")

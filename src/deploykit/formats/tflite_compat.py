@@ -20,6 +20,10 @@ from deploykit.errors import BundleError
 CUSTOM = 32  # BuiltinOperator.CUSTOM: resolved by name, not by version
 # runtime label -> measured table next to this module
 RUNTIMES = {"tflite-runtime 2.14": "tflite_runtime_2_14.json"}
+# Custom ops the stock op resolver registers by name (tflite/core/kernels/register.cc,
+# AddCustom). They cannot be measured like builtins: a custom op is looked up only when a
+# node uses it, so the table holds builtins only.
+BUILT_IN_CUSTOM = {"Mfcc", "AudioSpectrogram", "TFLite_Detection_PostProcess"}
 
 
 @dataclass(frozen=True)
@@ -29,52 +33,68 @@ class OpCode:
     custom: str | None = None
 
 
-def _u32(buf: bytes, at: int) -> int:
-    return struct.unpack_from("<I", buf, at)[0]
+class _Reader:
+    """Bounds-checked little-endian reads from a flatbuffer; any bad offset is a BundleError."""
 
+    def __init__(self, buf: bytes) -> None:
+        self.buf = buf
 
-def _field(buf: bytes, table: int, slot: int) -> int | None:
-    """Absolute position of a table field, or None when the field is absent."""
-    vtable = table - struct.unpack_from("<i", buf, table)[0]
-    vsize = struct.unpack_from("<H", buf, vtable)[0]
-    if 4 + 2 * slot >= vsize:
-        return None
-    off = struct.unpack_from("<H", buf, vtable + 4 + 2 * slot)[0]
-    return table + off if off else None
+    def read(self, fmt: str, at: int) -> int:
+        if at < 0 or at + struct.calcsize(fmt) > len(self.buf):
+            raise BundleError(f"damaged TFLite flatbuffer: offset {at} is outside the "
+                              f"{len(self.buf)}-byte file")
+        return struct.unpack_from("<" + fmt, self.buf, at)[0]
 
+    def field(self, table: int, slot: int) -> int | None:
+        """Absolute position of a table field, or None when the field is absent."""
+        vtable = table - self.read("i", table)
+        if 4 + 2 * slot >= self.read("H", vtable):
+            return None
+        off = self.read("H", vtable + 4 + 2 * slot)
+        return table + off if off else None
 
-def _deref(buf: bytes, at: int) -> int:
-    return at + _u32(buf, at)
+    def deref(self, at: int) -> int:
+        return at + self.read("I", at)
+
+    def string(self, at: int) -> str:
+        start = self.deref(at)
+        n = self.read("I", start)
+        if start + 4 + n > len(self.buf):
+            raise BundleError("damaged TFLite flatbuffer: a string runs past the end")
+        try:
+            return self.buf[start + 4:start + 4 + n].decode()
+        except UnicodeDecodeError:
+            raise BundleError("damaged TFLite flatbuffer: a name is not UTF-8") from None
 
 
 def operator_codes(model: bytes | str | Path) -> list[OpCode]:
     """The operator codes of a TFLite flatbuffer (schema fields per tflite/schema.fbs)."""
-    buf = model if isinstance(model, bytes) else Path(model).read_bytes()
+    try:
+        buf = model if isinstance(model, bytes) else Path(model).read_bytes()
+    except OSError as e:
+        raise BundleError(f"cannot read {model}: {e.strerror}") from None
     if len(buf) < 8 or buf[4:8] != b"TFL3":
         raise BundleError("not a TFLite flatbuffer (no 'TFL3' identifier)")
-    try:
-        root = _u32(buf, 0)
-        codes_at = _field(buf, root, 1)  # Model.operator_codes
-        if codes_at is None:
-            return []
-        vec = _deref(buf, codes_at)
-        out = []
-        for i in range(_u32(buf, vec)):
-            t = _deref(buf, vec + 4 + 4 * i)
-            dep = _field(buf, t, 0)  # deprecated_builtin_code: byte
-            ver = _field(buf, t, 2)  # version: int = 1
-            new = _field(buf, t, 3)  # builtin_code: int = 0
-            custom = _field(buf, t, 1)  # custom_code: string
-            code = max(struct.unpack_from("<b", buf, dep)[0] if dep else 0,
-                       struct.unpack_from("<i", buf, new)[0] if new else 0)
-            name = None
-            if custom is not None:
-                s = _deref(buf, custom)
-                name = buf[s + 4:s + 4 + _u32(buf, s)].decode()
-            out.append(OpCode(code, struct.unpack_from("<i", buf, ver)[0] if ver else 1, name))
-        return out
-    except struct.error as e:
-        raise BundleError(f"damaged TFLite flatbuffer: {e}") from None
+    r = _Reader(buf)
+    codes_at = r.field(r.read("I", 0), 1)  # Model.operator_codes
+    if codes_at is None:
+        return []
+    vec = r.deref(codes_at)
+    n = r.read("I", vec)
+    if vec + 4 + 4 * n > len(buf):
+        raise BundleError("damaged TFLite flatbuffer: the operator code list runs past the end")
+    return [_opcode(r, r.deref(vec + 4 + 4 * i)) for i in range(n)]
+
+
+def _opcode(r: _Reader, t: int) -> OpCode:
+    dep = r.field(t, 0)  # deprecated_builtin_code: byte (int8), default 0
+    custom = r.field(t, 1)  # custom_code: string
+    ver = r.field(t, 2)  # version: int = 1
+    new = r.field(t, 3)  # builtin_code: int = 0
+    code = max(r.read("b", dep) if dep is not None else 0,
+               r.read("i", new) if new is not None else 0)
+    return OpCode(code, r.read("i", ver) if ver is not None else 1,
+                  r.string(custom) if custom is not None else None)
 
 
 @cache
@@ -82,7 +102,7 @@ def _table(runtime: str) -> dict:
     if runtime not in RUNTIMES:
         raise BundleError(f"no op table for '{runtime}': known are {', '.join(RUNTIMES)}")
     doc = json.loads((Path(__file__).with_name(RUNTIMES[runtime])).read_text())
-    doc["by_code"] = {v["code"]: (k, v["max"]) for k, v in doc["ops"].items()}
+    doc["by_code"] = {v["code"]: (k, v["versions"]) for k, v in doc["ops"].items()}
     return doc
 
 
@@ -92,11 +112,20 @@ def missing_ops(model: bytes | str | Path, runtime: str = "tflite-runtime 2.14")
     problems = []
     for op in operator_codes(model):
         if op.code == CUSTOM:
-            problems.append(f"custom op '{op.custom}' (not built into {runtime})")
+            if op.custom not in BUILT_IN_CUSTOM:
+                problems.append(f"custom op '{op.custom or '(unnamed)'}' ({runtime} does not "
+                                f"build it in; the app would have to register it)")
             continue
-        name, top = by_code.get(op.code, (f"builtin op code {op.code}", 0))
-        if top == 0:
+        name, versions = by_code.get(op.code, (f"builtin op code {op.code}", []))
+        if not versions:
             problems.append(f"{name} version {op.version} ({runtime} does not have {name})")
-        elif op.version > top:
-            problems.append(f"{name} version {op.version} ({runtime} has up to version {top})")
+        elif op.version not in versions:
+            problems.append(f"{name} version {op.version} ({runtime} has version "
+                            f"{_ranges(versions)})")
     return problems
+
+
+def _ranges(versions: list[int]) -> str:
+    lo, hi = versions[0], versions[-1]
+    return f"{lo}" if lo == hi else f"{lo} to {hi}" if versions == list(range(lo, hi + 1)) \
+        else ", ".join(map(str, versions))

@@ -14,11 +14,11 @@ import io
 import zipfile
 from dataclasses import dataclass
 
+from deploykit._fs import fixed_zip_entry
 from deploykit._lazy import require
 from deploykit.errors import BundleError
 
 NAME = "TFLITE_METADATA"
-ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 # enum values from metadata_schema.fbs
 FEATURE_PROPERTIES = 1  # ContentProperties union
 NORMALIZATION_OPTIONS = 1  # ProcessUnitOptions union
@@ -123,9 +123,7 @@ def embed(model: bytes, metadata: bytes, files: dict[str, bytes]) -> bytes:
     out.seek(0, io.SEEK_END)
     with zipfile.ZipFile(out, "a", compression=zipfile.ZIP_STORED) as z:
         for fname, data in sorted(files.items()):
-            info = zipfile.ZipInfo(fname, ZIP_DATE)
-            info.external_attr = 0o644 << 16
-            z.writestr(info, data)
+            z.writestr(fixed_zip_entry(fname, zipfile.ZIP_STORED), data)  # readers want STORED
     return out.getvalue()
 
 
