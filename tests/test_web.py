@@ -100,3 +100,15 @@ def test_op_tfjs_lacks_is_refused_by_name(tmp_path):
     assert cells["tfjs"].status == "error"
     assert "tfjs cannot run op(s) Lgamma" in cells["tfjs"].reason
     assert not (tmp_path / "b" / "artifacts" / "tfjs").exists()  # no broken model.json shipped
+
+
+def test_web_package_holds_the_browser_artifacts(digits_bundles, tmp_path):
+    from deploykit.package import package
+
+    pkg = package(digits_bundles["keras-tensorflow"].bundle, "web", tmp_path / "web")
+    meta = json.loads((pkg / "package.json").read_text())
+    assert {a["target"] for a in meta["artifacts"]} == {"tfjs", "tfjs-fp16", "onnx-web"}
+    assert "models/tfjs/model.json" in meta["sha256"]
+    assert not (pkg / "run.py").exists()  # a browser gets no Python runner
+    fp16 = next(a for a in meta["artifacts"] if a["target"] == "tfjs-fp16")
+    assert fp16["size_vs_fp32"] < 0.75 and fp16["metric"] == "accuracy"
