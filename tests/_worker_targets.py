@@ -21,3 +21,15 @@ def segfault():
 
 def hang():
     time.sleep(600)
+
+
+def pid():
+    return os.getpid()
+
+
+def noisy():
+    """Print the way frameworks do: Python stdout and stderr, and C-level writes to fd 2."""
+    print("python stdout line", flush=True)
+    print("python stderr line", file=sys.stderr, flush=True)
+    os.write(2, b"I0000 c-level stderr line\n")
+    return "quiet result"

@@ -20,6 +20,16 @@ def run_cli(*args: str, timeout: float = 600, env: dict | None = None
                           text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shared_workers():
+    """Worker processes live for the whole test process, as they do for one what-if run:
+    each edge test then pays for its framework imports once, not once per edge."""
+    from deploykit import worker
+
+    with worker.pool():
+        yield
+
+
 @pytest.fixture
 def tests_on_path(monkeypatch):
     """Let worker processes import helper modules from tests/."""

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from deploykit import _runlog, worker
 from deploykit.errors import WorkerCrashed, WorkerError, WorkerTimeout
 from deploykit.worker import run_in_worker
 
@@ -17,12 +18,13 @@ def test_worker_exception_comes_back_typed(tests_on_path):
     assert e.value.error_type == "ValueError"
     assert "bad value from worker" in str(e.value)
     assert "Traceback" in e.value.traceback
+    assert "bad value from worker" in e.value.log_tail  # the traceback is in its output too
 
 
-def test_worker_crash_is_reported_with_signal_and_stderr(tests_on_path):
+def test_worker_crash_is_reported_with_signal_and_its_output(tests_on_path):
     with pytest.raises(WorkerCrashed) as e:
         run_in_worker("_worker_targets:segfault")
-    assert "SIGSEGV" in str(e.value) and "about to crash" in str(e.value)
+    assert "SIGSEGV" in str(e.value) and "about to crash" in e.value.log_tail
 
 
 def test_worker_timeout_kills_it(tests_on_path):
@@ -33,3 +35,46 @@ def test_worker_timeout_kills_it(tests_on_path):
 def test_worker_unknown_target_is_an_error():
     with pytest.raises(WorkerError, match="ModuleNotFoundError"):
         run_in_worker("deploykit_nonexistent_module:f")
+
+
+def test_pool_reuses_a_worker_per_environment(tests_on_path):
+    with worker.pool():
+        first = worker.run("_worker_targets:pid")
+        assert worker.run("_worker_targets:pid") == first  # the same process, imports kept
+        other = worker.run("_worker_targets:pid", env={"KERAS_BACKEND": "torch"})
+        assert other != first
+        assert worker.run("_worker_targets:add", {"a": 1, "b": 1},
+                          env={"KERAS_BACKEND": "torch"})["backend"] == "torch"
+        with worker.pool():  # a nested block shares the outer pool's workers
+            assert worker.run("_worker_targets:pid") == first
+    assert run_in_worker("_worker_targets:pid") not in (first, other)  # a process of its own
+
+
+@pytest.mark.parametrize("job, error", [("segfault", WorkerCrashed), ("hang", WorkerTimeout)])
+def test_pool_crash_or_hang_costs_only_that_job(tests_on_path, job, error):
+    with worker.pool():
+        before = worker.run("_worker_targets:pid")
+        with pytest.raises(error):
+            worker.run(f"_worker_targets:{job}", timeout=3)
+        after = worker.run("_worker_targets:pid")  # a fresh worker answers the next job
+        assert after != before
+        assert worker.run("_worker_targets:add", {"a": 2, "b": 2})["sum"] == 4
+
+
+def test_pool_error_keeps_the_worker(tests_on_path):
+    with worker.pool():
+        before = worker.run("_worker_targets:pid")
+        with pytest.raises(WorkerError, match="bad value"):
+            worker.run("_worker_targets:fail")
+        assert worker.run("_worker_targets:pid") == before
+
+
+def test_worker_output_goes_to_the_run_log_with_its_label(tests_on_path, tmp_path, capfd):
+    log = tmp_path / "run.log"
+    with _runlog.capture(log, verbose=False), worker.pool():
+        assert worker.run("_worker_targets:noisy", label="edge_x") == "quiet result"
+    out, err = capfd.readouterr()
+    text = log.read_text()
+    for line in ("python stdout line", "python stderr line", "I0000 c-level stderr line"):
+        assert f"[edge_x] {line}" in text
+        assert line not in out + err  # nothing reached the terminal

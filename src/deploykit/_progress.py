@@ -1,7 +1,8 @@
 """Progress and messages for long work, silenced by ``quiet``.
 
 Thin wrapper over rich so the rest of the code says *what* progresses, not how it is drawn.
-Progress goes to stderr, so stdout stays clean for tables and JSON.
+Progress goes to the user's stderr (also from worker processes, and while framework output is
+redirected to the run log: see :mod:`deploykit._runlog`), so stdout stays clean for tables.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ class Reporter:
         if self._console is None:
             from rich.console import Console
 
-            self._console = Console(stderr=True, highlight=False)
+            from deploykit._runlog import terminal_err
+
+            self._console = Console(file=terminal_err(), highlight=False)
         return self._console
 
     def info(self, message: str) -> None:

@@ -63,11 +63,19 @@ class InputError(DeploykitError, ValueError):
 
 
 class WorkerError(DeploykitError):
-    """A function run in a worker process raised; the message carries its error."""
+    """A function run in a worker process raised; the message carries its error.
 
-    def __init__(self, message: str, *, error_type: str = "", traceback: str = "") -> None:
-        self.error_type = error_type
+    Attributes:
+        error_type: the exception's type name in the worker.
+        traceback: the worker's traceback, when the function raised.
+        log_tail: the last lines the job printed (framework messages included).
+    """
+
+    def __init__(self, message: str, *, error_type: str = "", traceback: str = "",
+                 log_tail: str = "") -> None:
+        self.error_type = error_type or type(self).__name__
         self.traceback = traceback
+        self.log_tail = log_tail
         super().__init__(message)
 
 
