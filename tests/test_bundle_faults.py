@@ -188,9 +188,40 @@ def test_a_crashing_converter_fails_only_its_own_cells(tmp_path, monkeypatch, te
                          sample=sample(), quiet=True)
     cells = {c.target: c for c in r.cells}
     assert cells["onnx"].status == "error" and "SIGSEGV" in cells["onnx"].reason
+    assert "about to crash" in cells["onnx"].log_tail  # what the converter printed is kept
     assert cells["torchscript"].status == "pass"
     assert not r.ok
-    assert [a["target"] for a in load_bundle(tmp_path / "b").artifacts] == ["torchscript"]
+    b = load_bundle(tmp_path / "b")
+    assert [a["target"] for a in b.artifacts] == ["torchscript"]
+    failed = b.manifest["failed"]  # the bundle keeps the whole reason, beside its artifacts
+    assert [f["target"] for f in failed] == ["onnx"]
+    assert failed[0]["reason"] == cells["onnx"].reason and "about to crash" in failed[0]["log_tail"]
+    shown = run_cli("inspect", str(tmp_path / "b"))
+    assert "ERROR onnx" in shown.stdout and "SIGSEGV" in shown.stdout and "about to crash" in \
+        shown.stdout
+
+
+def test_a_hanging_converter_fails_only_its_own_cells(tmp_path, monkeypatch, tests_on_path):
+    """A converter that never returns is killed at its time limit; the others complete."""
+    import deploykit.exporting as ex
+    from deploykit import worker
+
+    real = ex._run_edge
+
+    def hang_onnx(e, src, out, ctx, timeout):
+        if e.dst == "onnx":
+            out.mkdir(parents=True)
+            return worker.run("_worker_targets:hang", timeout=3, label=e.name)
+        return real(e, src, out, ctx, timeout)
+
+    monkeypatch.setattr(ex, "_run_edge", hang_onnx)
+    r = deploykit.export(torch_model(), ["onnx", "onnx-web", "torchscript"], out=tmp_path / "b",
+                         sample=sample(), quiet=True)
+    cells = {c.target: c for c in r.cells}
+    assert cells["onnx"].status == "error" and "timed out after 3 s" in cells["onnx"].reason
+    assert cells["onnx-web"].status == "error"  # it needed the ONNX file
+    assert cells["onnx-web"].reason == cells["onnx"].reason
+    assert cells["torchscript"].status == "pass"
 
 
 def test_manifest_that_leaves_files_out_is_refused(torch_bundle, tmp_path):

@@ -63,7 +63,7 @@ class BundleWriter:
     """Builds a bundle in a hidden work folder; :meth:`commit` moves it into place."""
 
     def __init__(self, out: str | Path) -> None:
-        self.out = Path(out)
+        self.out = Path(out).resolve()
         if self.out.exists() and not (self.out / MANIFEST).is_file() and (
                 not self.out.is_dir() or any(self.out.iterdir())):
             raise BundleError(f"{self.out} exists and is not a deploykit bundle; "
@@ -209,7 +209,7 @@ class Bundle:
 
 def load_bundle(path: str | Path, *, check_hashes: bool = True) -> Bundle:
     """Open a bundle, refusing one that is incomplete, tampered with or truncated."""
-    root = Path(path)
+    root = Path(path).resolve()  # its files are handed to runtimes with other working dirs
     mf = root / MANIFEST
     if not mf.is_file():
         raise BundleError(f"{root} is not a deploykit bundle (no {MANIFEST}); an interrupted "

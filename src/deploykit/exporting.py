@@ -8,9 +8,11 @@ its own runtime on the probe set, and writes the bundle atomically with the pari
 
 from __future__ import annotations
 
+import os
 import shutil
 import statistics
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -20,7 +22,7 @@ import numpy as np
 
 from deploykit import graph
 from deploykit._progress import Reporter
-from deploykit.bundle import SCHEMA, BundleWriter, load_bundle
+from deploykit.bundle import SCHEMA, BundleWriter, load_bundle, tree_size
 from deploykit.errors import DeploykitError, ExportError, NoRouteError
 from deploykit.parity import ParityResult, Probe, check
 from deploykit.sources import Source, detect
@@ -30,7 +32,11 @@ LATENCY_RUNS = 30
 
 @dataclass
 class Cell:
-    """One target's outcome: ``pass``, ``fail`` (parity), ``error`` (conversion) or ``n/a``."""
+    """One target's outcome: ``pass``, ``fail`` (parity), ``error`` (conversion) or ``n/a``.
+
+    ``reason`` is kept whole (exception type and message, or every parity failure);
+    ``log_tail`` holds the last lines the failing converter printed.
+    """
 
     target: str
     status: str
@@ -39,10 +45,17 @@ class Cell:
     parity: dict[str, Any] | None = None
     bytes: int | None = None
     latency_ms: float | None = None
+    log_tail: str | None = None
+    seconds: dict[str, float] = field(default_factory=dict)  # convert, verify, latency
 
     @property
     def summary(self) -> str:
         return self.reason or ""
+
+    def failure(self) -> dict[str, Any]:
+        """The manifest's record of a failed or errored cell."""
+        return {"target": self.target, "status": self.status, "route": self.route,
+                "reason": self.reason, "log_tail": self.log_tail}
 
 
 @dataclass
@@ -50,6 +63,7 @@ class ExportReport:
     bundle: Path | None
     source: dict[str, Any]
     cells: list[Cell]
+    timings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -58,7 +72,7 @@ class ExportReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"bundle": str(self.bundle) if self.bundle else None, "source": self.source,
-                "cells": [asdict(c) for c in self.cells]}
+                "cells": [asdict(c) for c in self.cells], "timings": self.timings}
 
 
 def resolve_targets(targets: str | list[str] | tuple[str, ...]) -> list[str]:
@@ -74,98 +88,227 @@ def resolve_targets(targets: str | list[str] | tuple[str, ...]) -> list[str]:
     return list(targets)
 
 
+def default_lanes() -> int:
+    """Cells converted and verified at once: one per core, at most two (memory)."""
+    return max(1, min(2, os.cpu_count() or 1))
+
+
 def export(model: Any, targets: str | list[str] = "all", *, out: str | Path,
            sample: np.ndarray | None = None, task: str | None = None,
-           labels: list[str] | None = None, quiet: bool = False, timeout: float = 600.0
-           ) -> ExportReport:
+           labels: list[str] | None = None, quiet: bool = False, timeout: float = 600.0,
+           lanes: int | None = None) -> ExportReport:
     """Export ``model`` to ``targets``, verify every artifact, and write the bundle ``out``.
 
+    Converters run in reused worker processes, ``lanes`` cells at a time (default: one per
+    core, at most two); latency is measured afterwards, one artifact at a time.
+
     Returns the :class:`ExportReport`; targets without a route are ``n/a`` cells naming
-    what is reachable, failed conversions are ``error`` cells with the reason.
+    what is reachable, failed conversions are ``error`` cells with the whole reason.
     """
+    from deploykit.worker import pool
+
     wanted = resolve_targets(targets)
     report = Reporter(quiet)
-    source = detect(model, sample=sample, task=task, labels=labels)
+    t0 = time.perf_counter()
+    source = detect(model if not isinstance(model, (str, Path)) else Path(model).resolve(),
+                    sample=sample, task=task, labels=labels)
     probe = Probe({source.signature.inputs[0].name: source.probe_inputs}, source.reference,
                   source.y, source.task)
-    writer = BundleWriter(out)
+    writer = BundleWriter(Path(out).resolve())
+    timings: dict[str, Any] = {"source": time.perf_counter() - t0}
     try:
-        cells, artifacts = _build(source, wanted, writer, probe, report, timeout)
-        manifest = _manifest(source, writer.add_probe(probe), artifacts)
+        with pool():
+            cells, artifacts = _Build(source, wanted, writer, probe, timeout,
+                                      lanes or default_lanes()).run(report, timings)
+        t = time.perf_counter()
+        manifest = _manifest(source, writer.add_probe(probe), artifacts,
+                             [c.failure() for c in cells if c.status in ("fail", "error")])
         bundle = writer.commit(manifest)
+        timings["write"] = time.perf_counter() - t
     except BaseException:
         writer.abort()
         raise
-    return ExportReport(bundle, manifest["source"], cells)
+    timings["total"] = time.perf_counter() - t0
+    return ExportReport(bundle, manifest["source"], cells,
+                        {k: round(v, 3) if isinstance(v, float) else v for k, v in timings.items()})
 
 
-def _build(source: Source, wanted: list[str], writer: BundleWriter, probe: Probe,
-           report: Reporter, timeout: float):
-    work = writer.root / ".work"
-    (work / source.node).mkdir(parents=True)
-    produced: dict[str, tuple[Path, dict[str, Any]]] = {
-        source.node: (work / source.node, {"file": source.write(work / source.node)})}
-    failed: dict[str, str] = {}
-    calib = work / "calibration.npy"
-    np.save(calib, (source.calibration if source.calibration is not None
-                    else source.probe_inputs).astype(np.float32))
-    ctx = graph.EdgeContext(source.signature.to_dict(), str(calib))
-    cells, artifacts = [], []
-    with report.task(f"export {source.name}", total=len(wanted)) as advance:
-        for target in wanted:
-            cell, art = _one_target(source, target, produced, failed, ctx, work, writer, probe,
-                                    timeout)
-            cells.append(cell)
-            if art:
-                artifacts.append(art)
-            advance(status=f"{target}: {cell.status}")
-    shutil.rmtree(work)
-    return cells, artifacts
+class _Build:
+    """Converts along every route (each edge once, ``lanes`` at a time, an edge as soon as its
+    input exists), verifies each artifact as it arrives, then measures latency serially."""
 
+    def __init__(self, source: Source, wanted: list[str], writer: BundleWriter, probe: Probe,
+                 timeout: float, lanes: int) -> None:
+        self.source, self.wanted, self.writer, self.probe = source, wanted, writer, probe
+        self.timeout, self.lanes = timeout, lanes
+        self.work = writer.root / ".work"
+        self.routes: dict[str, list[graph.Edge]] = {}
+        self.cells: dict[str, Cell] = {}
+        self.runners: dict[str, Any] = {}
+        self.arts: dict[str, dict[str, Any]] = {}
+        self.edge_seconds: dict[str, float] = {}
 
-def _one_target(source, target, produced, failed, ctx, work, writer, probe, timeout):
-    try:
-        route = graph.plan(source.node, target)
-    except NoRouteError as e:
-        return Cell(target, "n/a", reason=str(e)), None
-    names = [source.node, *[e.dst for e in route]]
-    for e in route:
-        if e.dst in produced or e.dst in failed or e.src in failed:
-            continue
+    def run(self, report: Reporter, timings: dict[str, Any]):
+        for t in self.wanted:
+            try:
+                self.routes[t] = graph.plan(self.source.node, t)
+            except NoRouteError as e:
+                self.cells[t] = Cell(t, "n/a", reason=str(e))
+        ctx = self._context()
         try:
-            produced[e.dst] = (work / e.dst, _run_edge(e, produced[e.src], work / e.dst, ctx,
-                                                       timeout))
+            with report.task(f"export {self.source.name}", total=len(self.wanted)) as advance:
+                advance(len(self.cells))
+                start = time.perf_counter()
+                self._convert_all(ctx, advance)
+                timings["convert_verify"] = time.perf_counter() - start
+                start = time.perf_counter()
+                self._measure_latency()
+                timings["latency"] = time.perf_counter() - start
+        finally:
+            for runner in self.runners.values():  # left open only when something raised
+                runner.close()
+        timings["edges"] = {e.name: round(self.edge_seconds[e.dst], 3)
+                            for e in {e for r in self.routes.values() for e in r}
+                            if e.dst in self.edge_seconds}
+        shutil.rmtree(self.work)
+        cells = [self.cells[t] for t in self.wanted]
+        return cells, [self.arts[t] for t in self.wanted if t in self.arts]
+
+    def _context(self) -> graph.EdgeContext:
+        (self.work / self.source.node).mkdir(parents=True)
+        self.produced: dict[str, tuple[Path, dict[str, Any]]] = {self.source.node: (
+            self.work / self.source.node, {"file": self.source.write(self.work / self.source.node)})}
+        self.failed: dict[str, tuple[str, str | None]] = {}  # node -> (reason, log tail)
+        calib = self.work / "calibration.npy"
+        src = self.source
+        np.save(calib, (src.calibration if src.calibration is not None
+                        else src.probe_inputs).astype(np.float32))
+        return graph.EdgeContext(src.signature.to_dict(), str(calib))
+
+    def _convert_all(self, ctx: graph.EdgeContext, advance) -> None:
+        needed: dict[str, graph.Edge] = {}
+        for route in self.routes.values():
+            for e in route:
+                needed.setdefault(e.dst, e)
+        started: set[str] = set()
+        with ThreadPoolExecutor(self.lanes, thread_name_prefix="deploykit-cell") as ex:
+            running: dict[Future, str] = {  # a target that is the source itself: verify it
+                ex.submit(self._verify_cell, t): t for t, r in self.routes.items() if not r}
+            while True:
+                for e in self._ready(needed, started, advance):
+                    running[ex.submit(self._convert, e, ctx)] = ""
+                if not running:
+                    break
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for f in done:
+                    verified = running.pop(f)
+                    node = f.result()  # a bug in deploykit itself surfaces here
+                    if verified:
+                        advance(status=f"{verified}: {self.cells[verified].status}")
+                    elif node in self.failed:
+                        self._finish_failed(node, advance)
+                    elif node in self.wanted:
+                        running[ex.submit(self._verify_cell, node)] = node
+
+    def _ready(self, needed, started, advance) -> list[graph.Edge]:
+        """Edges whose input exists; those whose input failed fail too (transitively)."""
+        ready, changed = [], True
+        while changed:
+            changed = False
+            for dst, e in needed.items():
+                if dst in started:
+                    continue
+                if e.src in self.produced:
+                    started.add(dst)
+                    ready.append(e)
+                elif e.src in self.failed:
+                    started.add(dst)
+                    self.failed[dst] = self.failed[e.src]
+                    self._finish_failed(dst, advance)
+                    changed = True
+        return ready
+
+    def _convert(self, e: graph.Edge, ctx: graph.EdgeContext) -> str:
+        start = time.perf_counter()
+        try:
+            info = _run_edge(e, self.produced[e.src], self.work / e.dst, ctx, self.timeout)
+            self.produced[e.dst] = (self.work / e.dst, info)
         except DeploykitError as err:
-            failed[e.dst] = f"{e.name} failed: {str(err).splitlines()[0][:400]}"
-    bad = next((failed[n] for n in names if n in failed), None)
-    if bad:
-        return Cell(target, "error", names, bad), None
-    folder, info = produced[target]
-    rel = writer.add_artifact(target, folder, info["file"])
-    node = graph.NODES[target]
-    art = {"target": target, "format": node.runtime, "runtime": node.runtime, "path": rel,
-           "route": names, "batch": info.get("batch"), "outputs": info.get("outputs"),
-           "converter_versions": info.get("versions", {}), "profile": node.profile}
-    result, latency = _verify(writer.root, source.signature, art, probe)
-    art["parity"], art["latency_ms"] = result.to_dict(), latency
-    art["verified_with"] = _runtime_version(art["runtime"])
-    status = "pass" if result else "fail"
-    reason = None if result else "; ".join(result.failures)[:600]
-    from deploykit.bundle import tree_size
-    return Cell(target, status, names, reason, result.to_dict(),
-                tree_size(writer.root / "artifacts" / target), latency), art
+            why = _reason(err)
+            self.failed[e.dst] = (why if e.name in why else f"{e.name}: {why}",
+                                  getattr(err, "log_tail", None) or None)
+        finally:
+            self.edge_seconds[e.dst] = time.perf_counter() - start
+        return e.dst
+
+    def _finish_failed(self, node: str, advance) -> None:
+        if node in self.wanted and node not in self.cells:
+            reason, tail = self.failed[node]
+            names = [self.source.node, *[e.dst for e in self.routes[node]]]
+            self.cells[node] = Cell(node, "error", names, reason, log_tail=tail)
+            advance(status=f"{node}: error")
+
+    def _verify_cell(self, target: str) -> str:
+        info = self.produced[target][1]
+        names = [self.source.node, *[e.dst for e in self.routes[target]]]
+        rel = self.writer.add_artifact(target, self.produced[target][0], info["file"])
+        node = graph.NODES[target]
+        art = {"target": target, "format": node.runtime, "runtime": node.runtime, "path": rel,
+               "route": names, "batch": info.get("batch"), "outputs": info.get("outputs"),
+               "converter_versions": info.get("versions", {}), "profile": node.profile}
+        start = time.perf_counter()
+        result, runner = _check(self.writer.root, self.source.signature, art, self.probe)
+        art["parity"], art["latency_ms"] = result.to_dict(), None
+        art["verified_with"] = _runtime_version(art["runtime"])
+        self.arts[target] = art
+        if runner is not None:
+            self.runners[target] = runner
+        status = "pass" if result else "fail"
+        reason = None if result else "; ".join(result.failures)
+        self.cells[target] = Cell(
+            target, status, names, reason, result.to_dict(),
+            tree_size(self.writer.root / "artifacts" / target), None,
+            seconds={"convert": round(self.edge_seconds.get(target, 0.0), 3),
+                     "verify": round(time.perf_counter() - start, 3)})
+        return target
+
+    def _measure_latency(self) -> None:
+        """Batch-1 latency of each passing artifact, one at a time (nothing else runs)."""
+        for target in self.wanted:
+            runner = self.runners.pop(target, None)
+            if runner is None:
+                continue
+            try:
+                start = time.perf_counter()
+                if self.cells[target].status == "pass":
+                    ms = _latency(runner, self.probe)
+                    self.arts[target]["latency_ms"] = self.cells[target].latency_ms = ms
+                    self.cells[target].seconds["latency"] = round(time.perf_counter() - start, 3)
+            finally:
+                runner.close()
+
+
+def _reason(err: BaseException) -> str:
+    """The whole message, led by the exception type (the worker's, for a worker's error)."""
+    text = str(err).strip()
+    kind = getattr(err, "error_type", None) or type(err).__name__
+    return text if text.startswith(kind) else f"{kind}: {text}"
 
 
 def _run_edge(e: graph.Edge, src: tuple[Path, dict[str, Any]], out: Path,
               ctx: graph.EdgeContext, timeout: float) -> dict[str, Any]:
-    from deploykit.worker import run_in_worker
+    from deploykit import worker
 
     out.mkdir(parents=True)
-    env = {"KERAS_BACKEND": e.keras_backend} if e.keras_backend else {}
-    return run_in_worker("deploykit.exporting:run_edge",
-                         {"edge": e.name, "src": str(src[0] / src[1]["file"]), "out": str(out),
-                          "ctx": asdict(ctx)}, env=env, timeout=min(timeout, e.timeout),
-                         forward_output=False)
+    # Two cells convert at once on two cores: OpenMP threads that spin on oversubscribed cores
+    # made one int8 calibration 8x slower (55 s against 7 s); converters gain nothing from them.
+    env = {"OMP_NUM_THREADS": "1"}
+    if e.keras_backend:
+        env["KERAS_BACKEND"] = e.keras_backend
+    return worker.run("deploykit.exporting:run_edge",
+                      {"edge": e.name, "src": str((src[0] / src[1]["file"]).resolve()),
+                       "out": str(out.resolve()), "ctx": asdict(ctx)}, env=env,
+                      timeout=min(timeout, e.timeout), label=e.name)
 
 
 def run_edge(edge: str, src: str, out: str, ctx: dict[str, Any]) -> dict[str, Any]:
@@ -183,9 +326,8 @@ def run_edge(edge: str, src: str, out: str, ctx: dict[str, Any]) -> dict[str, An
     return info
 
 
-def _verify(root: Path, signature, art: dict[str, Any], probe: Probe
-            ) -> tuple[ParityResult, float | None]:
-    """Parity of one artifact in its runtime, plus its median batch-1 latency in ms."""
+def _check(root: Path, signature, art: dict[str, Any], probe: Probe):
+    """Parity of one artifact in its runtime; the open runner too when it loaded."""
     from deploykit.bundle import Bundle
     from deploykit.formats.base import open_runner
 
@@ -194,12 +336,13 @@ def _verify(root: Path, signature, art: dict[str, Any], probe: Probe
         runner = open_runner(art["runtime"], root / art["path"], b.artifact_signature(art),
                              art.get("outputs"))
     except DeploykitError as e:
-        return ParityResult(art["target"], art["profile"], False, failures=[str(e)]), None
+        return ParityResult(art["target"], art["profile"], False, failures=[_reason(e)]), None
     try:
-        result = check(art["target"], art["profile"], runner.predict, probe, art.get("batch"))
-        return result, _latency(runner, probe) if result else None
-    finally:
+        return check(art["target"], art["profile"], runner.predict, probe, art.get("batch")), \
+            runner
+    except BaseException:
         runner.close()
+        raise
 
 
 # runtime -> the Python distribution that ran the parity check (Node runtimes: see targets/web)
@@ -234,8 +377,8 @@ def _latency(runner, probe: Probe) -> float | None:
         return None
 
 
-def _manifest(source: Source, probe_paths: dict[str, str], artifacts: list[dict[str, Any]]
-              ) -> dict[str, Any]:
+def _manifest(source: Source, probe_paths: dict[str, str], artifacts: list[dict[str, Any]],
+              failed: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "schema": SCHEMA,
         "name": source.name,
@@ -249,6 +392,7 @@ def _manifest(source: Source, probe_paths: dict[str, str], artifacts: list[dict[
         "probe": probe_paths,
         "deploykit": metadata.version("deploykit"),
         "artifacts": artifacts,
+        "failed": failed,
     }
 
 
@@ -264,7 +408,12 @@ class VerifyReport:
 
 def verify(bundle: str | Path) -> VerifyReport:
     """Re-check every artifact of a bundle using only the bundle (hashes, then parity)."""
-    b = load_bundle(bundle)
+    b = load_bundle(Path(bundle).resolve())
     probe = b.probe()
-    results = [_verify(b.root, b.signature, art, probe)[0] for art in b.artifacts]
+    results = []
+    for art in b.artifacts:
+        result, runner = _check(b.root, b.signature, art, probe)
+        if runner is not None:
+            runner.close()
+        results.append(result)
     return VerifyReport(b.root, results)

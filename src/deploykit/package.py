@@ -49,7 +49,7 @@ def package(bundle: str | Path, device: str, out: str | Path) -> Path:
         have = [a["target"] for a in b.artifacts]
         raise BundleError(f"{bundle} has no passing artifact for {device} (needs one of "
                           f"{', '.join(DEVICES[device])}; has {', '.join(have) or 'none'})")
-    out = Path(out)
+    out = Path(out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     work.chmod(0o755)

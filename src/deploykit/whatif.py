@@ -32,42 +32,87 @@ class PathRow:
     bytes: int | None = None
     error: str | None = None
     cells: list[dict[str, Any]] | None = None
+    export_seconds: dict[str, Any] | None = None
+    log_tail: str | None = None
 
 
 def what_if(data: str = "digits", out: str | Path = "whatif-out", *,
             paths: tuple[str, ...] = MATRIX_PATHS, seed: int = 0, epochs: int | None = None,
             quiet: bool = False, target: str | None = None,
             targets: str | list[str] = "all") -> dict[str, Any]:
-    """Train every path on ``data``, export each to ``targets``; return (and write) the report."""
-    from deploykit.exporting import export
-    from deploykit.training import train
+    """Train every path on ``data``, export each to ``targets``; return (and write) the report.
 
-    out = Path(out)
+    Worker processes are shared by the whole run (one per Keras backend, reused by every
+    path), and each export converts two cells at a time on a machine with two cores.
+    """
+    from deploykit.worker import pool
+
+    out = Path(out).resolve()
     report = Reporter(quiet)
     rows = []
-    for path in paths:
-        report.info(f"[bold]── {path}[/bold]")
-        start = time.perf_counter()
-        try:
-            name = f"{Path(str(data)).stem}-{path}"
-            r = train(path, data, out / "models" / name, seed=seed, epochs=epochs, quiet=quiet,
-                      target=target)
-            seconds = round(time.perf_counter() - start, 2)
-            cells = [asdict(c) for c in export(r.folder, targets, out=out / "bundles" / name,
-                                                quiet=quiet).cells] if targets else []
-        except DeploykitError as e:
-            rows.append(PathRow(path, False, error=str(e).splitlines()[0]))
-            report.info(f"[red]{path} failed:[/red] {e}")
-            continue
-        rows.append(PathRow(path, True, str(r.folder), _model_name(r.card),
-                            r.metrics["test"], r.metrics["validation"], seconds,
-                            _size(r.folder, r.card), cells=cells))
+    start = time.perf_counter()
+    with pool():
+        for path in paths:
+            report.info(f"[bold]── {path}[/bold]")
+            rows.append(_one_path(path, data, out, seed, epochs, quiet, target, targets, report))
     result = {"schema": "deploykit.whatif/1", "data": str(data), "seed": seed,
-              "targets": _columns(rows), "rows": [asdict(r) for r in rows]}
+              "targets": _columns(rows), "rows": [asdict(r) for r in rows],
+              "seconds": round(time.perf_counter() - start, 2)}
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "report.md").write_text(markdown(result))
     return result
+
+
+def _one_path(path, data, out: Path, seed, epochs, quiet, target, targets, report) -> PathRow:
+    from deploykit.exporting import export
+    from deploykit.training import train
+
+    start = time.perf_counter()
+    try:
+        name = f"{Path(str(data)).stem}-{path}"
+        r = train(path, data, out / "models" / name, seed=seed, epochs=epochs, quiet=quiet,
+                  target=target)
+        seconds = round(time.perf_counter() - start, 2)
+        exported = export(r.folder, targets, out=out / "bundles" / name, quiet=quiet) \
+            if targets else None
+    except DeploykitError as e:
+        report.info(f"[red]{path} failed:[/red] {str(e).splitlines()[0]}")
+        return PathRow(path, False, error=f"{type(e).__name__}: {e}",
+                       log_tail=getattr(e, "log_tail", None) or None)
+    return PathRow(path, True, str(r.folder), _model_name(r.card), r.metrics["test"],
+                   r.metrics["validation"], seconds, _size(r.folder, r.card),
+                   cells=[asdict(c) for c in exported.cells] if exported else [],
+                   export_seconds=exported.timings if exported else None)
+
+
+def failures(result: dict[str, Any]) -> tuple[int, list[tuple[str, str, str]]]:
+    """``(reachable cells, [(path, target, reason)])``: what failed, in matrix order.
+
+    A path that failed to train counts as one failure (its cells were never reached).
+    """
+    reachable, failed = 0, []
+    for r in result["rows"]:
+        if not r["ok"]:
+            reachable += 1
+            failed.append((r["path"], "training", r["error"] or ""))
+            continue
+        for c in r.get("cells") or []:
+            if c["status"] != "n/a":
+                reachable += 1
+            if c["status"] in ("fail", "error"):
+                failed.append((r["path"], c["target"], c["reason"] or ""))
+    return reachable, failed
+
+
+def failure_line(result: dict[str, Any]) -> str | None:
+    """One line for the terminal when any reachable cell failed, else None."""
+    reachable, failed = failures(result)
+    if not failed:
+        return None
+    named = ", ".join(f"{p} → {t} ({why.split(':')[0]})" for p, t, why in failed[:4])
+    more = f" and {len(failed) - 4} more" if len(failed) > 4 else ""
+    return f"{len(failed)} of {reachable} reachable cells failed: {named}{more}"
 
 
 def _model_name(card: dict[str, Any]) -> str:
@@ -100,6 +145,8 @@ def cell_text(c: dict[str, Any]) -> str:
     if c["status"] == "error":
         return "ERROR: " + (c["reason"] or "")[:80]
     p = c["parity"] or {}
+    if c["status"] == "fail" and not p.get("outputs"):
+        return "FAIL: " + (c["reason"] or "")[:80]
     if p.get("profile") == "int8" and p.get("label_agreement") is not None:
         q = f"agree {p['label_agreement']:.1%}"
     else:
@@ -150,11 +197,22 @@ def markdown(result: dict[str, Any]) -> str:
                   "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in cells]
         lines.append("")
-    reasons = [(r["path"], c["target"], c["reason"]) for r in result["rows"]
-               for c in r.get("cells") or [] if c["status"] in ("fail", "error")]
-    if reasons:
-        lines += ["## Failures", ""] + [f"- **{p} → {t}**: {why}" for p, t, why in reasons]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _failures_md(result)) + "\n"
+
+
+def _failures_md(result: dict[str, Any]) -> list[str]:
+    """Every failure with its whole reason and the tail of the converter's output."""
+    lines = []
+    for r in result["rows"]:
+        items = [("training", r["error"], r.get("log_tail"))] if not r["ok"] else [
+            (c["target"], c["reason"], c.get("log_tail")) for c in r.get("cells") or []
+            if c["status"] in ("fail", "error")]
+        for target, why, tail in items:
+            lines += [f"### {r['path']} → {target}", "", (why or "").strip(), ""]
+            if tail:
+                lines += ["<details><summary>last lines of its output</summary>", "", "~~~",
+                          tail, "~~~", "", "</details>", ""]
+    return ["## Failures", "", *lines] if lines else []
 
 
 def _human(n: int) -> str:

@@ -43,7 +43,7 @@ class Runner(ABC):
 
     def __init__(self, path: str | Path, signature: Signature,
                  outputs: Sequence[str] | None = None) -> None:
-        self.path = Path(path)
+        self.path = Path(path).resolve()  # runtimes in other processes have other cwds
         self.signature = signature
         self.output_names = list(outputs) if outputs else None
         try:

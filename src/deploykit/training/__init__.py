@@ -118,7 +118,7 @@ def train(path: str, data: str | Path | Dataset, out: str | Path, *, target: str
     """
     if path not in PATHS:
         raise TrainingError(f"unknown path '{path}': use one of {', '.join(PATHS)}")
-    out = Path(out)
+    out = Path(out).resolve()  # workers may see it from elsewhere
     check_out_dir(out)
     ds = data if isinstance(data, Dataset) else load_dataset(data, target=target, task=task)
     split = split_dataset(ds, seed=seed)
@@ -185,16 +185,16 @@ def predict_in_worker(folder: str | Path, X: np.ndarray, *, timeout: float = 600
     """Predict with a model folder in a fresh process, Keras on the backend it was trained on."""
     import tempfile
 
-    from deploykit.worker import run_in_worker
+    from deploykit import worker
 
     card = read_card(folder)
     env = {"KERAS_BACKEND": card["backend"]} if card["framework"] == "keras" else {}
     with tempfile.TemporaryDirectory(prefix="deploykit-predict-") as tmp:
         xin, yout = Path(tmp) / "x.npy", Path(tmp) / "y.npz"
         np.save(xin, np.asarray(X, dtype=np.float32))
-        run_in_worker("deploykit.training:_predict_files",
-                      {"folder": str(folder), "x": str(xin), "out": str(yout)},
-                      env=env, timeout=timeout)
+        worker.run("deploykit.training:_predict_files",
+                   {"folder": str(Path(folder).resolve()), "x": str(xin), "out": str(yout)},
+                   env=env, timeout=timeout, label="predict")
         with np.load(yout) as z:
             return {k: z[k] for k in z.files}
 

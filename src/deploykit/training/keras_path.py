@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from deploykit import worker
 from deploykit._lazy import require
 from deploykit._progress import Reporter
 from deploykit.data import Split
@@ -27,7 +28,6 @@ from deploykit.training.common import (
     scaling,
     use_cnn,
 )
-from deploykit.worker import run_in_worker
 
 MODEL_FILE = "model.keras"
 BACKENDS = ("tensorflow", "torch")
@@ -75,12 +75,12 @@ def fit(split: Split, workdir: Path, cfg: TrainConfig, backend: str) -> FitResul
         sc = scaling(split)
         np.savez(data, X_train=split.X_train, y_train=split.y_train, X_val=split.X_val,
                  y_val=split.y_val, X_test=split.X_test, mean=sc["mean"], std=sc["std"])
-        info = run_in_worker(
+        info = worker.run(
             "deploykit.training.keras_path:fit_in_worker",
             {"data": str(data), "workdir": str(workdir), "arch": arch, "epochs": epochs,
              "seed": cfg.seed, "quiet": cfg.quiet, "backend": backend,
              "y_mean": float(sc["y_mean"]), "y_std": float(sc["y_std"])},
-            env={"KERAS_BACKEND": backend}, timeout=cfg.timeout)
+            env={"KERAS_BACKEND": backend}, timeout=cfg.timeout, label=f"train keras-{backend}")
     with np.load(workdir / _OUTPUTS) as z:
         val, test = {k[4:]: z[k] for k in z.files if k.startswith("val.")}, \
             {k[5:]: z[k] for k in z.files if k.startswith("test.")}
