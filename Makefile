@@ -15,14 +15,23 @@ PYTEST_ARGS ?= -n 2 --dist loadfile
 
 setup: $(STAMP)
 
+# A setup step's output goes to $(SETUP_LOG) (pip, npm and apt are chatty); it is shown only
+# when the step fails.
+SETUP_LOG := $(VENV)/setup.log
+QUIETLY = bash -c '"$$@" >>$(SETUP_LOG) 2>&1 || { tail -n 30 $(SETUP_LOG); \
+	echo "setup step failed: $$*  (whole log: $(SETUP_LOG))"; exit 1; }' --
+
 $(STAMP): pyproject.toml constraints.txt targets/web/package-lock.json
+	@echo "setup: the pinned stack into $(VENV), npm packages, chromium (first run: a few minutes; log: $(SETUP_LOG))"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[all,dev]'
-	@# second step on purpose: litert-torch's typing-extensions pin conflicts with cattrs
-	$(BIN)/python -m pip install --quiet 'litert-torch==0.10.0' 'ai-edge-quantizer==0.10.0'
-	cd targets/web && npm ci --no-audit --no-fund --loglevel=error
-	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+	@$(QUIETLY) $(BIN)/python -m pip install --upgrade pip
+	@$(QUIETLY) $(BIN)/python -m pip install -c constraints.txt -e '.[all,dev]'
+	@# second step on purpose: litert-torch's typing-extensions pin conflicts with cattrs, and
+	@# pip reports that conflict (README: expected)
+	@$(QUIETLY) $(BIN)/python -m pip install 'litert-torch==0.10.0' 'ai-edge-quantizer==0.10.0'
+	@$(QUIETLY) npm ci --prefix targets/web --no-audit --no-fund --loglevel=error
+	@command -v chromium >/dev/null || $(QUIETLY) sh -c 'apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium'
 	@touch $@
 
 demo: setup

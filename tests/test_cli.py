@@ -1,9 +1,13 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import TESTS, run_cli
 
 
 def test_train_auto_on_iris_explains_its_choice(tmp_path):
@@ -73,3 +77,45 @@ def test_whatif_trains_every_path_exports_and_writes_reports(tmp_path):
     for p in paths:
         assert (tmp_path / "w" / "bundles" / f"iris-{p}" / "manifest.json").is_file()
         assert p in r.stdout
+
+
+CRASH_ONNX = """
+import sys
+import deploykit.exporting as ex
+from deploykit import worker
+real = ex._run_edge
+def crash(e, src, out, ctx, timeout):  # the ONNX converter segfaults in its worker
+    if e.dst == "onnx":
+        out.mkdir(parents=True)
+        return worker.run("_worker_targets:segfault", timeout=60, label=e.name)
+    return real(e, src, out, ctx, timeout)
+ex._run_edge = crash
+from deploykit.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_whatif_with_failed_cells_exits_1_and_keeps_whole_reasons(tmp_path):
+    out = tmp_path / "w"
+    r = subprocess.run([sys.executable, "-c", CRASH_ONNX, "what-if", "--data", "iris",
+                        "--paths", "sklearn", "--to", "onnx,onnx-web,tflite", "--out", str(out)],
+                       capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "PYTHONPATH": str(TESTS)})
+    assert r.returncode == 1, r.stderr
+    assert ("2 of 2 reachable cells failed: sklearn → onnx (WorkerCrashed), sklearn → onnx-web "
+            "(WorkerCrashed)") in r.stderr
+    assert "about to crash" not in r.stdout + r.stderr  # the converter's output: in the log
+    details = [ln for ln in r.stderr.splitlines() if ln.startswith("details: ")]
+    log = Path(details[0].removeprefix("details: "))
+    assert "[sklearn_to_onnx] about to crash" in log.read_text()
+    report = json.loads((out / "report.json").read_text())
+    cells = {c["target"]: c for c in report["rows"][0]["cells"]}
+    assert cells["tflite"]["status"] == "n/a"
+    assert cells["onnx"]["reason"].startswith("WorkerCrashed: sklearn_to_onnx was killed by "
+                                              "SIGSEGV")
+    assert "about to crash" in cells["onnx"]["log_tail"]
+    md = (out / "report.md").read_text()
+    assert "### sklearn → onnx-web" in md and cells["onnx"]["reason"] in md
+    assert "about to crash" in md
+    manifest = json.loads((out / "bundles" / "iris-sklearn" / "manifest.json").read_text())
+    assert {f["target"] for f in manifest["failed"]} == {"onnx", "onnx-web"}

@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from deploykit import __version__
+from deploykit._runlog import capture, current, new_log_path, terminal_err, terminal_out
 from deploykit.errors import DeploykitError
 
 PATHS = ("sklearn", "tensorflow", "torch", "keras-tensorflow", "keras-torch", "auto")
@@ -38,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--deep-path", default="keras-tensorflow",
                    choices=PATHS[1:5], help="auto: the deep path to try")
     t.add_argument("--json", action="store_true", help="print the model card as JSON")
+    _verbose_arg(t)
     t.set_defaults(func=_cmd_train)
 
     w = sub.add_parser("what-if", help="train along every path and compare (the main job)")
@@ -46,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--epochs", type=int, help="deep paths: epochs (default per path)")
     w.add_argument("--to", default="all", help="targets: 'all', a comma-separated list, "
                                                "or 'none' to only train")
+    w.add_argument("--paths", help="comma-separated flowchart paths (default: all five)")
+    _verbose_arg(w)
     w.set_defaults(func=_cmd_whatif)
 
     e = sub.add_parser("export", help="export a model to deployment targets and verify each")
@@ -58,10 +63,12 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--task", choices=("classification", "regression"))
     e.add_argument("--timeout", type=float, default=600.0, help="seconds per converter")
     e.add_argument("--quiet", action="store_true")
+    _verbose_arg(e)
     e.set_defaults(func=_cmd_export)
 
     v = sub.add_parser("verify", help="re-check a bundle's artifacts using only the bundle")
     v.add_argument("bundle")
+    _verbose_arg(v)
     v.set_defaults(func=_cmd_verify)
 
     i = sub.add_parser("inspect", help="show a bundle's manifest: artifacts, sizes, parity")
@@ -95,6 +102,11 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _verbose_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--verbose", action="store_true",
+                   help="show the frameworks' own output live (it goes to a run log otherwise)")
+
+
 def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="digits",
                    help="builtin dataset (digits, iris, wine, breast_cancer, diabetes) "
@@ -116,32 +128,35 @@ def _cmd_train(a: argparse.Namespace) -> int:
     r = train(a.path, a.data, a.out, target=a.target, task=a.task, seed=a.seed,
               epochs=a.epochs, arch=a.arch, quiet=a.quiet, **auto)
     if a.json:
-        print(json.dumps(r.card, indent=2))
+        _say(json.dumps(r.card, indent=2))
         return 0
     if r.decision:
-        print(f"auto chose {r.decision['chosen']}: {r.decision['reason']}.")
-        print(f"  rule: {r.decision['rule']}")
+        _say(f"auto chose {r.decision['chosen']}: {r.decision['reason']}.")
+        _say(f"  rule: {r.decision['rule']}")
     test = ", ".join(f"{k} {v:.4f}" for k, v in r.metrics["test"].items())
     sel = r.card.get("selection") or {}
     cv = f" (cv {sel['metric']} {sel['cv_score']:.4f})" if "cv_score" in sel else ""
-    print(f"{r.card['path']}: {r.card['model']['kind']}{cv}; test {test}; "
+    _say(f"{r.card['path']}: {r.card['model']['kind']}{cv}; test {test}; "
           f"trained in {r.card['train_seconds']:.1f} s -> {r.folder}")
     return 0
 
 
 def _cmd_whatif(a: argparse.Namespace) -> int:
-    from deploykit.whatif import matrix_rows, table_rows, what_if
+    from deploykit.whatif import MATRIX_PATHS, failure_line, matrix_rows, table_rows, what_if
 
-    result = what_if(a.data, a.out, seed=a.seed, epochs=a.epochs, quiet=a.quiet,
+    paths = tuple(p.strip() for p in a.paths.split(",")) if a.paths else MATRIX_PATHS
+    result = what_if(a.data, a.out, paths=paths, seed=a.seed, epochs=a.epochs, quiet=a.quiet,
                      target=a.target, targets="" if a.to == "none" else a.to)
     _print_table(f"What-if on {a.data}: training", *table_rows(result))
     if result["targets"]:
         _print_table(f"What-if on {a.data}: every path × every target "
                      f"(parity, size, batch-1 latency)", *matrix_rows(result))
-    print(f"report: {a.out}/report.md, {a.out}/report.json; bundles in {a.out}/bundles/")
-    ok = all(r["ok"] and all(c["status"] in ("pass", "n/a") for c in r.get("cells") or [])
-             for r in result["rows"])
-    return 0 if ok else 1
+    _say(f"report: {a.out}/report.md, {a.out}/report.json; bundles in {a.out}/bundles/ "
+         f"({result['seconds']:.0f} s)")
+    failed = failure_line(result)
+    if failed:
+        _say(f"{failed}. Whole reasons: {a.out}/report.md (Failures)", err=True)
+    return 1 if failed else 0
 
 
 def _load_sample(path: str | None):
@@ -172,7 +187,13 @@ def _cmd_export(a: argparse.Namespace) -> int:
              _ms(c.latency_ms), (c.reason or _parity_short(c.parity))[:90]] for c in r.cells]
     _print_table(f"Export {a.model}", ["target", "status", "route", "size", "batch-1",
                                         "parity / reason"], rows)
-    print(f"bundle: {r.bundle}")
+    _say(f"bundle: {a.out}")
+    failed = [c for c in r.cells if c.status in ("fail", "error")]
+    if failed:
+        reachable = sum(c.status != "n/a" for c in r.cells)
+        named = ", ".join(f"{c.target} ({(c.reason or '').split(':')[0]})" for c in failed)
+        _say(f"{len(failed)} of {reachable} reachable targets failed: {named}. "
+             f"Whole reasons: deploykit inspect {a.out}", err=True)
     return 0 if r.ok else 1
 
 
@@ -186,7 +207,7 @@ def _cmd_verify(a: argparse.Namespace) -> int:
                  rows)
     for p in r.results:
         for f in p.failures:
-            print(f"FAIL {p.target}: {f}", file=sys.stderr)
+            _say(f"FAIL {p.target}: {f}", err=True)
     return 0 if r.ok else 1
 
 
@@ -197,10 +218,10 @@ def _cmd_inspect(a: argparse.Namespace) -> int:
 
     b = load_bundle(a.bundle)
     if a.json:
-        print(json.dumps(b.manifest, indent=2))
+        _say(json.dumps(b.manifest, indent=2))
         return 0
     m = b.manifest
-    print(f"{m['name']}: {m['source']['framework']}"
+    _say(f"{m['name']}: {m['source']['framework']}"
           f"{' (' + m['source']['backend'] + ')' if m['source'].get('backend') else ''}, "
           f"{m['task']['kind']}, input {m['signature']['inputs'][0]['shape']}")
     rows = []
@@ -214,6 +235,10 @@ def _cmd_inspect(a: argparse.Namespace) -> int:
                      str(x.get("batch") or "dynamic")])
     _print_table("artifacts", ["target", "format", "route", "size", "vs fp32",
                                "metric Δ (held-out)", "parity", "worst", "batch-1", "batch"], rows)
+    for f in m.get("failed", []):
+        _say(f"\n{f['status'].upper()} {f['target']} ({' → '.join(f['route'])}): {f['reason']}")
+        if f.get("log_tail"):
+            _say("  last lines of its output:\n    " + f["log_tail"].replace("\n", "\n    "))
     return 0
 
 
@@ -224,7 +249,7 @@ def _cmd_serve(a: argparse.Namespace) -> int:
     app = create_app(a.bundles, targets=targets, max_batch=a.max_batch,
                      max_body_bytes=int(a.max_body_mb * 1024 * 1024))
     served = {n: list(m.served) for n, m in app.extensions["deploykit"]["models"].items()}
-    print(f"serving {served} on http://{a.host}:{a.port}/", flush=True)
+    _say(f"serving {served} on http://{a.host}:{a.port}/")
     if a.dev:
         app.run(host=a.host, port=a.port, threaded=True)
     else:
@@ -242,20 +267,20 @@ def _cmd_package(a: argparse.Namespace) -> int:
     out = package(a.bundle, a.device, a.out)
     meta = json.loads((out / "package.json").read_text())
     for art in meta["artifacts"]:
-        print(f"{art['target']:12s} {art['bytes'] / 1024:8.0f} KB  {art['path']}")
+        _say(f"{art['target']:12s} {art['bytes'] / 1024:8.0f} KB  {art['path']}")
         for rt, lacks in art.get("older_runtimes", {}).items():
             if lacks:
-                print(f"warning: {art['target']} will not load on {rt}: it needs "
-                      f"{'; '.join(lacks)}. Devices with that runtime need a newer one, or "
-                      f"ship a target that loads there (see the package README)", file=sys.stderr)
-    print(f"package: {out}  zip: {out.with_suffix('.zip')}")
+                _say(f"warning: {art['target']} will not load on {rt}: it needs "
+                     f"{'; '.join(lacks)}. Devices with that runtime need a newer one, or "
+                     f"ship a target that loads there (see the package README)", err=True)
+    _say(f"package: {a.out}  zip: {Path(a.out).with_suffix('.zip')}")
     return 0
 
 
 def _cmd_formats(a: argparse.Namespace) -> int:
     from deploykit.graph import describe
 
-    print(describe())
+    _say(describe())
     return 0
 
 
@@ -282,7 +307,7 @@ def _cmd_datasets(a: argparse.Namespace) -> int:
     from deploykit.data import describe_builtins
 
     for name, task in describe_builtins():
-        print(f"{name:15s} {task}")
+        _say(f"{name:15s} {task}")
     return 0
 
 
@@ -295,19 +320,66 @@ def _print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
         table.add_column(h)
     for r in rows:
         table.add_row(*r)
-    Console(width=max(120, 24 * len(header))).print(table)
+    Console(file=terminal_out(), width=max(120, 24 * len(header))).print(table)
+
+
+def _say(text: str = "", err: bool = False) -> None:
+    """A line for the user's terminal (never the run log)."""
+    stream = terminal_err() if err else terminal_out()
+    stream.write(text + "\n")
+    stream.flush()
+
+
+# command -> the folder whose logs/ subfolder gets the run log (from the parsed arguments)
+LOG_FOLDERS = {
+    "train": lambda a: Path(a.out).resolve().parent,
+    "what-if": lambda a: Path(a.out),
+    "export": lambda a: Path(a.out).resolve().parent,
+    "verify": lambda a: Path(a.bundle).resolve().parent,
+    "serve": lambda a: Path(a.bundles[0]).resolve().parent,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    folder = LOG_FOLDERS.get(args.command)
+    if folder is None:
+        return _run(args, None)
+    log = new_log_path(folder(args), args.command)
+    with capture(log, verbose=getattr(args, "verbose", False)):
+        code = _run(args, log)
+        if code not in (0, 130) and not getattr(args, "verbose", False):
+            _say(f"details: {_shown(log)}", err=True)
+        return code
+
+
+def _run(args: argparse.Namespace, log: Path | None) -> int:
+    """Run a command; errors become one line (the traceback goes to the run log)."""
     try:
         return args.func(args)
     except DeploykitError as e:
-        print(f"error: {e}", file=sys.stderr)
+        _say(f"error: {e}", err=True)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        _say("interrupted", err=True)
         return 130
+    except Exception as e:  # a bug in deploykit: one line here, the traceback in the log
+        if log is None:
+            raise
+        import traceback
+
+        current().write(traceback.format_exc())
+        _say(f"error: internal error in deploykit ({type(e).__name__}: {e}); please report "
+             f"it with the log", err=True)
+        return 3
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory when it is inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,10 @@ before it is loaded.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
+import os
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -45,20 +47,40 @@ def load_package(root: Path) -> dict:
     return meta
 
 
+@contextlib.contextmanager
+def native_stderr_quiet():
+    """Hide what a runtime's C++ code prints while it loads ("INFO: Created TensorFlow Lite
+    XNNPACK delegate for CPU."); a load that fails still raises with its own message."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    os.close(null)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 class TfliteModel:
     def __init__(self, path: Path) -> None:
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError:
             from tflite_runtime.interpreter import Interpreter
-        self.interpreter = Interpreter(model_path=str(path))
-        self.runner = self.interpreter.get_signature_runner()
+        with native_stderr_quiet():
+            self.interpreter = Interpreter(model_path=str(path))
+            self.runner = self.interpreter.get_signature_runner()
         self.inputs = self.runner.get_input_details()
         self.outputs = self.runner.get_output_details()
+        self.quiet = native_stderr_quiet  # the delegate is applied (and announced) on first run
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
         name, detail = next(iter(self.inputs.items()))
-        out = self.runner(**{name: _quantize(x, detail)})
+        with self.quiet():
+            out = self.runner(**{name: _quantize(x, detail)})
+        self.quiet = contextlib.nullcontext
         return [_dequantize(np.asarray(out[k]), self.outputs[k]) for k in self.outputs]
 
 
