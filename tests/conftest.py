@@ -9,6 +9,12 @@ from pathlib import Path
 
 import pytest
 
+# Two test processes run at once (xdist -n 2) and each export converts two cells at once, on
+# two cores: OpenMP threads spinning on oversubscribed cores made a 5 s torch training take
+# 300 s. One math thread per process (set before any test imports torch or TensorFlow).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+
 HEAVY = ("tensorflow", "torch", "keras", "executorch", "jax")
 TESTS = Path(__file__).parent
 
