@@ -83,7 +83,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         deploykit.train("sklearn", "digits", f"{tmp}/m", quiet=True)
         bundle = deploykit.export(f"{tmp}/m", ["onnx"], out=f"{tmp}/b", quiet=True).bundle
-        onnx = bundle / deploykit.load_bundle(bundle).artifact("onnx")["path"]
+        onnx = bundle / deploykit.load_bundle(bundle).artifact("onnx").path
         rows = deploykit.load_bundle(bundle).probe().inputs["x"]
         apps = {
             "deploykit serve": lambda p: [sys.executable, "-m", "deploykit", "serve", str(bundle),

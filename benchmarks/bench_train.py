@@ -13,8 +13,8 @@ import statistics
 import tempfile
 import time
 
+from deploykit.flows import FLOWS
 from deploykit.training import train
-from deploykit.whatif import MATRIX_PATHS
 
 
 def main() -> None:
@@ -22,10 +22,10 @@ def main() -> None:
     ap.add_argument("--data", default="digits")
     ap.add_argument("--repeat", type=int, default=1)
     args = ap.parse_args()
-    seconds: dict[str, list[float]] = {p: [] for p in MATRIX_PATHS}
+    seconds: dict[str, list[float]] = {p: [] for p in FLOWS}
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.repeat):
-            for path in MATRIX_PATHS:
+            for path in FLOWS:
                 start = time.perf_counter()
                 r = train(path, args.data, f"{tmp}/{path}-{i}", quiet=True)
                 seconds[path].append(time.perf_counter() - start)

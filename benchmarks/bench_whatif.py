@@ -46,7 +46,7 @@ def main() -> int:
 
 def split(report: dict, wall: float) -> str:
     rows = report["rows"]
-    train = {r["path"]: r["train_seconds"] or 0.0 for r in rows}
+    train = {r["flow"]: r["train_seconds"] or 0.0 for r in rows}
     ex = [r.get("export_seconds") or {} for r in rows]
     convert_wall = sum(e.get("convert_verify", 0.0) for e in ex)
     latency = sum(e.get("latency", 0.0) for e in ex)

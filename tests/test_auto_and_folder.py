@@ -15,7 +15,7 @@ from deploykit.training.common import CARD
 def test_auto_keeps_classical_when_it_meets_the_target(tmp_path):
     r = train("auto", "iris", tmp_path / "m", quiet=True)
     d = r.decision
-    assert d["chosen"] == "sklearn" and r.card["path"] == "sklearn"
+    assert d["chosen"] == "sklearn" and r.card["flow"] == "sklearn"
     assert d["validation_scores"]["sklearn"] >= 0.95
     assert "deep learning is not needed" in d["reason"]
     assert list(d["validation_scores"]) == ["sklearn"]  # no deep model was trained
@@ -24,7 +24,7 @@ def test_auto_keeps_classical_when_it_meets_the_target(tmp_path):
 def test_auto_picks_deep_when_it_beats_classical(tmp_path):
     # An unreachable target and a negative margin force the deep branch deterministically.
     r = train("auto", "iris", tmp_path / "m", quiet=True, target_score=1.01, margin=-1.0,
-              deep_path="torch", epochs=3)
+              deep_flow="torch", epochs=3)
     assert r.decision["chosen"] == "torch" and r.card["framework"] == "torch"
     assert set(r.decision["validation_scores"]) == {"sklearn", "torch"}
     assert not list(tmp_path.glob(".m.partial-*")), "the losing model's folder was left behind"
@@ -32,15 +32,15 @@ def test_auto_picks_deep_when_it_beats_classical(tmp_path):
 
 def test_auto_keeps_classical_when_deep_does_not_beat_it_by_the_margin(tmp_path):
     r = train("auto", "diabetes", tmp_path / "m", quiet=True, margin=0.5,
-              deep_path="torch", epochs=3)
+              deep_flow="torch", epochs=3)
     d = r.decision
     assert d["chosen"] == "sklearn" and set(d["validation_scores"]) == {"sklearn", "torch"}
     assert "simpler classical model is kept" in d["reason"]
 
 
-def test_auto_rejects_unknown_deep_path(tmp_path):
-    with pytest.raises(TrainingError, match="--deep-path"):
-        train("auto", "iris", tmp_path / "m", deep_path="jax")
+def test_auto_rejects_unknown_deep_flow(tmp_path):
+    with pytest.raises(TrainingError, match="--deep-flow"):
+        train("auto", "iris", tmp_path / "m", deep_flow="jax")
 
 
 def test_failed_training_leaves_nothing_behind(tmp_path, monkeypatch):

@@ -64,7 +64,7 @@ def _onnx(bundle: Path):
     import onnx
 
     art = load_bundle(bundle).artifact("onnx")
-    return onnx, bundle / art["path"]
+    return onnx, bundle / art.path
 
 
 def test_perturbed_onnx_weights_fail_parity(torch_bundle, tmp_path):
@@ -116,7 +116,7 @@ def test_perturbed_torchscript_fails_parity(torch_bundle, tmp_path):
     import torch
 
     b = _copy(torch_bundle, tmp_path)
-    path = b / load_bundle(b).artifact("torchscript")["path"]
+    path = b / load_bundle(b).artifact("torchscript").path
     m = torch.jit.load(str(path))
     with torch.no_grad():
         next(iter(m.parameters())).add_(0.05)
@@ -172,10 +172,10 @@ def test_killed_export_leaves_no_bundle(tmp_path):
 
 def test_a_crashing_converter_fails_only_its_own_cells(tmp_path, monkeypatch, tests_on_path):
     """A converter that segfaults in its worker: its cells say so, the others complete."""
-    import deploykit.exporting as ex
+    import deploykit.building as ex
     from deploykit.worker import run_in_worker
 
-    real = ex._run_edge
+    real = ex.run_edge_in_worker
 
     def crash_onnx(e, src, out, ctx, timeout):
         if e.dst == "onnx":
@@ -183,7 +183,7 @@ def test_a_crashing_converter_fails_only_its_own_cells(tmp_path, monkeypatch, te
             return run_in_worker("_worker_targets:segfault", timeout=60)
         return real(e, src, out, ctx, timeout)
 
-    monkeypatch.setattr(ex, "_run_edge", crash_onnx)
+    monkeypatch.setattr(ex, "run_edge_in_worker", crash_onnx)
     r = deploykit.export(torch_model(), ["onnx", "torchscript"], out=tmp_path / "b",
                          sample=sample(), quiet=True)
     cells = {c.target: c for c in r.cells}
@@ -192,7 +192,7 @@ def test_a_crashing_converter_fails_only_its_own_cells(tmp_path, monkeypatch, te
     assert cells["torchscript"].status == "pass"
     assert not r.ok
     b = load_bundle(tmp_path / "b")
-    assert [a["target"] for a in b.artifacts] == ["torchscript"]
+    assert [a.target for a in b.artifacts] == ["torchscript"]
     failed = b.manifest["failed"]  # the bundle keeps the whole reason, beside its artifacts
     assert [f["target"] for f in failed] == ["onnx"]
     assert failed[0]["reason"] == cells["onnx"].reason and "about to crash" in failed[0]["log_tail"]
@@ -203,10 +203,10 @@ def test_a_crashing_converter_fails_only_its_own_cells(tmp_path, monkeypatch, te
 
 def test_a_hanging_converter_fails_only_its_own_cells(tmp_path, monkeypatch, tests_on_path):
     """A converter that never returns is killed at its time limit; the others complete."""
-    import deploykit.exporting as ex
+    import deploykit.building as ex
     from deploykit import worker
 
-    real = ex._run_edge
+    real = ex.run_edge_in_worker
 
     def hang_onnx(e, src, out, ctx, timeout):
         if e.dst == "onnx":
@@ -214,7 +214,7 @@ def test_a_hanging_converter_fails_only_its_own_cells(tmp_path, monkeypatch, tes
             return worker.run("_worker_targets:hang", timeout=3, label=e.name)
         return real(e, src, out, ctx, timeout)
 
-    monkeypatch.setattr(ex, "_run_edge", hang_onnx)
+    monkeypatch.setattr(ex, "run_edge_in_worker", hang_onnx)
     r = deploykit.export(torch_model(), ["onnx", "onnx-web", "torchscript"], out=tmp_path / "b",
                          sample=sample(), quiet=True)
     cells = {c.target: c for c in r.cells}

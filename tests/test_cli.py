@@ -11,7 +11,7 @@ from conftest import TESTS, run_cli
 
 
 def test_train_auto_on_iris_explains_its_choice(tmp_path):
-    r = run_cli("train", "--path", "auto", "--data", "iris", "--out", str(tmp_path / "m"),
+    r = run_cli("train", "--flow", "auto", "--data", "iris", "--out", str(tmp_path / "m"),
                 "--quiet")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
@@ -21,7 +21,7 @@ def test_train_auto_on_iris_explains_its_choice(tmp_path):
 
 
 def test_train_json_output(tmp_path):
-    r = run_cli("train", "--path", "sklearn", "--data", "wine", "--out", str(tmp_path / "m"),
+    r = run_cli("train", "--flow", "sklearn", "--data", "wine", "--out", str(tmp_path / "m"),
                 "--quiet", "--json")
     assert r.returncode == 0, r.stderr
     card = json.loads(r.stdout)
@@ -29,16 +29,16 @@ def test_train_json_output(tmp_path):
 
 
 @pytest.mark.parametrize("args, words", [
-    (["--data", "nope.csv", "--target", "y"], "data file not found: nope.csv"),
+    (["--data", "nope.csv", "--label-column", "y"], "data file not found: nope.csv"),
     (["--data", "mnist"], "unknown dataset 'mnist'"),
-    (["--data", "{csv}", "--target", "price"], "no column 'price'"),
+    (["--data", "{csv}", "--label-column", "price"], "no column 'price'"),
     (["--data", "{csv}", "--target", "y", "--arch", "cnn"], "is not image data"),
 ])
 def test_bad_input_is_an_error_line_not_a_traceback(tmp_path, args, words):
     csv = tmp_path / "d.csv"
     csv.write_text("a,y\n" + "\n".join(f"{i},{i % 2}" for i in range(30)))
     args = [a.replace("{csv}", str(csv)) for a in args]
-    r = run_cli("train", "--path", "torch", "--out", str(tmp_path / "m"), "--quiet", *args)
+    r = run_cli("train", "--flow", "torch", "--out", str(tmp_path / "m"), "--quiet", *args)
     assert r.returncode == 2
     assert r.stderr.startswith("error: ") and words in r.stderr
     assert "Traceback" not in r.stderr
@@ -46,7 +46,7 @@ def test_bad_input_is_an_error_line_not_a_traceback(tmp_path, args, words):
 
 
 def test_unknown_path_is_rejected_by_the_parser(tmp_path):
-    r = run_cli("train", "--path", "jax", "--out", str(tmp_path / "m"))
+    r = run_cli("train", "--flow", "jax", "--out", str(tmp_path / "m"))
     assert r.returncode == 2 and "invalid choice: 'jax'" in r.stderr
 
 
@@ -60,11 +60,11 @@ def test_whatif_trains_every_path_exports_and_writes_reports(tmp_path):
     r = run_cli("what-if", "--data", "iris", "--out", str(tmp_path / "w"), "--epochs", "3",
                 "--to", "onnx,torchscript", "--quiet")
     report = json.loads((tmp_path / "w" / "report.json").read_text())
-    paths = [row["path"] for row in report["rows"]]
+    paths = [row["flow"] for row in report["rows"]]
     assert paths == ["sklearn", "tensorflow", "torch", "keras-tensorflow", "keras-torch"]
     assert all(row["ok"] and row["metrics"]["accuracy"] > 0.3 for row in report["rows"])
     assert report["targets"] == ["onnx", "torchscript"]
-    cells = {(row["path"], c["target"]): c for row in report["rows"] for c in row["cells"]}
+    cells = {(row["flow"], c["target"]): c for row in report["rows"] for c in row["cells"]}
     for p in paths:  # every path reaches ONNX and its artifact passes fp32 parity
         assert cells[(p, "onnx")]["status"] == "pass", cells[(p, "onnx")]["reason"]
     assert cells[("sklearn", "torchscript")]["status"] == "n/a"
@@ -81,15 +81,15 @@ def test_whatif_trains_every_path_exports_and_writes_reports(tmp_path):
 
 CRASH_ONNX = """
 import sys
-import deploykit.exporting as ex
+import deploykit.building as ex
 from deploykit import worker
-real = ex._run_edge
+real = ex.run_edge_in_worker
 def crash(e, src, out, ctx, timeout):  # the ONNX converter segfaults in its worker
     if e.dst == "onnx":
         out.mkdir(parents=True)
         return worker.run("_worker_targets:segfault", timeout=60, label=e.name)
     return real(e, src, out, ctx, timeout)
-ex._run_edge = crash
+ex.run_edge_in_worker = crash
 from deploykit.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -98,7 +98,7 @@ sys.exit(main(sys.argv[1:]))
 def test_whatif_with_failed_cells_exits_1_and_keeps_whole_reasons(tmp_path):
     out = tmp_path / "w"
     r = subprocess.run([sys.executable, "-c", CRASH_ONNX, "what-if", "--data", "iris",
-                        "--paths", "sklearn", "--to", "onnx,onnx-web,tflite", "--out", str(out)],
+                        "--flows", "sklearn", "--to", "onnx,onnx-web,tflite", "--out", str(out)],
                        capture_output=True, text=True, timeout=600,
                        env={**os.environ, "PYTHONPATH": str(TESTS)})
     assert r.returncode == 1, r.stderr

@@ -49,7 +49,7 @@ def _csv(tmp_path, text, name="d.csv"):
 
 def test_csv_classification_with_string_labels(tmp_path):
     rows = "\n".join(f"{i},{i * 2.5},{'cat' if i % 2 else 'dog'}" for i in range(30))
-    ds = load_dataset(_csv(tmp_path, "a,b,kind\n" + rows + "\n"), target="kind")
+    ds = load_dataset(_csv(tmp_path, "a,b,kind\n" + rows + "\n"), label_column="kind")
     assert ds.task == "classification" and ds.labels == ("cat", "dog")
     assert ds.feature_names == ("a", "b") and ds.X.shape == (30, 2)
     assert ds.y[0] == 1 and ds.y[1] == 0  # row 0 is 'dog'
@@ -57,13 +57,13 @@ def test_csv_classification_with_string_labels(tmp_path):
 
 def test_csv_numeric_target_is_regression_when_continuous(tmp_path):
     rows = "\n".join(f"{i},{i * 0.37 + 0.1}" for i in range(40))
-    ds = load_dataset(_csv(tmp_path, "x,y\n" + rows), target="y")
+    ds = load_dataset(_csv(tmp_path, "x,y\n" + rows), label_column="y")
     assert ds.task == "regression" and ds.y.dtype == np.float32
-    ds2 = load_dataset(_csv(tmp_path, "x,y\n" + rows), target="y", task="classification")
+    ds2 = load_dataset(_csv(tmp_path, "x,y\n" + rows), label_column="y", task="classification")
     assert ds2.task == "classification" and len(ds2.labels) == 40
 
 
-@pytest.mark.parametrize("content, target, words", [
+@pytest.mark.parametrize("content, label_column, words", [
     ("", "y", "the file is empty"),
     ("a,b,y\n", "y", "no data rows"),
     ("a,b,y\n1,2,0\n3,4,1\n", "z", "no column 'z' (columns: a, b, y)"),
@@ -71,18 +71,18 @@ def test_csv_numeric_target_is_regression_when_continuous(tmp_path):
     ("a,b,y\n1,,0\n3,4,1\n", "y", "column 'b', line 2 is empty"),
     ("a,b,y\n1,2,0\n3,4\n", "y", "line 3 has 2 fields"),
     ("a,b,y\n1,2,same\n3,4,same\n", "y", "only one class"),
-    ("a,b,y\n1,2,0\n3,4,1\n", None, "say which column is the target"),
+    ("a,b,y\n1,2,0\n3,4,1\n", None, "say which column holds the labels with --label-column"),
     ("a,b,y\n1,nan,0\n3,4,1\n", "y", "NaN or Inf"),
 ])
-def test_bad_csv_gives_clear_errors(tmp_path, content, target, words):
+def test_bad_csv_gives_clear_errors(tmp_path, content, label_column, words):
     with pytest.raises(DataError) as e:
-        load_dataset(_csv(tmp_path, content), target=target)
+        load_dataset(_csv(tmp_path, content), label_column=label_column)
     assert words in str(e.value)
 
 
 def test_missing_and_unknown_data(tmp_path):
     with pytest.raises(DataError, match="data file not found"):
-        load_dataset(tmp_path / "nope.csv", target="y")
+        load_dataset(tmp_path / "nope.csv", label_column="y")
     with pytest.raises(DataError, match="unknown dataset 'mnist'"):
         load_dataset("mnist")
     with pytest.raises(DataError, match="regression dataset, not classification"):
@@ -108,6 +108,6 @@ def test_npz_round_trip_and_errors(tmp_path):
 
 def test_too_few_per_class_for_a_stratified_split(tmp_path):
     rows = "\n".join(f"{i},{'a' if i < 20 else 'b'}" for i in range(22))
-    ds = load_dataset(_csv(tmp_path, "x,y\n" + rows), target="y")
+    ds = load_dataset(_csv(tmp_path, "x,y\n" + rows), label_column="y")
     with pytest.raises(DataError, match="class 'b' has 2 samples"):
         split_dataset(ds)

@@ -9,6 +9,7 @@ from conftest import run_cli
 from sources_for_tests import keras_model, sample, tf_module, torch_model
 
 import deploykit
+from deploykit import formats
 
 
 def test_user_keras_model_exports_to_every_runtime_and_verifies(tmp_path):
@@ -18,7 +19,7 @@ def test_user_keras_model_exports_to_every_runtime_and_verifies(tmp_path):
     assert r.ok, {c.target: c.reason for c in r.cells}
     assert deploykit.verify(tmp_path / "b").ok
     m = json.loads((tmp_path / "b" / "manifest.json").read_text())
-    assert m["schema"] == "deploykit.bundle/1" and m["source"]["framework"] == "keras"
+    assert m["schema"] == "deploykit.bundle/2" and m["source"]["framework"] == "keras"
     for a in m["artifacts"]:
         assert a["sha256"] and a["bytes"] > 0 and a["route"][0] == "keras"
         assert a["parity"]["passed"] and set(a["parity"]["batches"]) == {"1", "7", "40"}
@@ -38,14 +39,14 @@ def test_user_torch_module_needs_a_sample_then_exports(tmp_path):
                          sample=sample(), quiet=True)
     assert r.ok, {c.target: c.reason for c in r.cells}
     tfl = next(c for c in r.cells if c.target == "tflite")
-    assert tfl.parity["batches"] == {"1": "ok"}  # litert-torch: fixed batch 1, run row by row
+    assert tfl.parity.batches == {"1": "ok"}  # litert-torch: fixed batch 1, run row by row
     b = deploykit.load_bundle(tmp_path / "b")
     x = sample(5)
     import torch
 
     with torch.no_grad():
         want = torch_model()(torch.from_numpy(x)).numpy()  # the original framework, here
-    got = b.runner("onnx").predict(x)["probabilities"]
+    got = formats.open_artifact(b, "onnx").predict(x)["probabilities"]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
@@ -58,7 +59,7 @@ def test_tf_core_module_exports_and_cli_inspect(tmp_path):
 
 
 def test_export_cli_on_a_model_folder(tmp_path):
-    t = run_cli("train", "--path", "sklearn", "--data", "iris", "--out", str(tmp_path / "m"),
+    t = run_cli("train", "--flow", "sklearn", "--data", "iris", "--out", str(tmp_path / "m"),
                 "--quiet")
     assert t.returncode == 0, t.stderr
     r = run_cli("export", str(tmp_path / "m"), "--to", "onnx", "--out", str(tmp_path / "b"),

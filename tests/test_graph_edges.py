@@ -7,12 +7,12 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sources_for_tests import BUILDERS, sample
 
-from deploykit import graph
-from deploykit.exporting import _run_edge
-from deploykit.formats.base import open_runner
+from deploykit import formats, graph
+from deploykit.building import run_edge_in_worker
 from deploykit.parity import Probe, check
 from deploykit.signature import Signature
 from deploykit.sources import detect
@@ -42,41 +42,72 @@ EDGE_CASES = {
 
 
 def test_every_edge_has_a_case():
-    graph.load_registry()
+    formats.load()
     assert set(EDGE_CASES) == set(graph.EDGES), "add a case for each new edge"
 
 
-def _produce(source, node: str, work: Path, ctx) -> tuple[Path, dict]:
-    """Materialise the source and walk the cheapest route to ``node``."""
-    (work / source.node).mkdir(parents=True)
-    made = {source.node: (work / source.node, {"file": source.write(work / source.node)})}
-    for e in graph.plan(source.node, node):
-        made[e.dst] = (work / e.dst, _run_edge(e, made[e.src], work / e.dst, ctx, 600))
-    return made[node]
+class Made:
+    """Sources and intermediates per source kind, each converted once for the module: the
+    keras source's SavedModel serves every saved_model edge test that starts from keras, the
+    torch program's .tflite the fp16 edge, and so on."""
+
+    def __init__(self, root: Path) -> None:
+        self.root, self.sources, self.cache = root, {}, {}
+
+    def source(self, kind: str):
+        if kind not in self.sources:
+            source = detect(BUILDERS[kind](), sample=sample())
+            np.save(self.root / f"{kind}-calib.npy", sample(200))
+            ctx = graph.EdgeContext(source.signature.to_dict(),
+                                    str(self.root / f"{kind}-calib.npy"))
+            folder = self.root / kind / source.node
+            folder.mkdir(parents=True)
+            self.cache[(kind, source.node)] = (folder, {"file": source.write(folder)})
+            self.sources[kind] = (source, ctx)
+        return self.sources[kind]
+
+    def node(self, kind: str, node: str) -> tuple[Path, dict]:
+        """``node`` made from the ``kind`` source along the cheapest route."""
+        source, _ = self.source(kind)
+        if (kind, node) not in self.cache:
+            self.through(kind, graph.plan(source.node, node)[-1])
+        return self.cache[(kind, node)]
+
+    def through(self, kind: str, e: graph.Edge) -> tuple[Path, dict]:
+        """Run edge ``e`` itself on its input made from the ``kind`` source."""
+        source, ctx = self.source(kind)
+        src = self.node(kind, e.src)
+        out = self.root / kind / e.name
+        if not out.exists():
+            info = run_edge_in_worker(e, src, out, ctx, 600)
+            if graph.plan(source.node, e.dst)[-1] == e:
+                self.cache.setdefault((kind, e.dst), (out, info))
+            self.cache[(kind, e.name)] = (out, info)
+        return self.cache[(kind, e.name)]
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory) -> Made:
+    formats.load()
+    return Made(tmp_path_factory.mktemp("edges"))
 
 
 @pytest.mark.parametrize("name", sorted(EDGE_CASES))
-def test_edge_converts_and_keeps_parity(name, tmp_path):
+def test_edge_converts_and_keeps_parity(name, made):
     e = graph.EDGES[name]
-    model = BUILDERS[EDGE_CASES[name]]()
-    source = detect(model, sample=sample())
-    calib = tmp_path / "calib.npy"
-    import numpy as np
-
-    np.save(calib, sample(200))
-    ctx = graph.EdgeContext(source.signature.to_dict(), str(calib))
-    src = _produce(source, e.src, tmp_path / "work", ctx)
-    info = _run_edge(e, src, tmp_path / "out", ctx, 600)
-    assert (tmp_path / "out" / info["file"]).exists()
+    source, _ = made.source(EDGE_CASES[name])
+    out, info = made.through(EDGE_CASES[name], e)
+    assert (out / info["file"]).exists()
     sig = source.signature.to_dict()
     if info.get("batch"):
         for spec in sig["inputs"] + sig["outputs"]:
             spec["shape"][0] = info["batch"]
     dst = graph.NODES[e.dst]
-    runner = open_runner(dst.runtime, tmp_path / "out" / info["file"], Signature.from_dict(sig),
-                         info.get("outputs"))
+    runner = formats.open_runner(dst.runtime, out / info["file"], Signature.from_dict(sig),
+                                 info.get("outputs"))
     probe = Probe({"x": source.probe_inputs}, source.reference, None, source.task)
     result = check(e.dst, dst.profile, runner.predict, probe, info.get("batch"))
+    runner.close()
     assert result, (name, result.failures, asdict(result)["outputs"])
     if not info.get("batch"):
         assert set(result.batches) == {"1", "7", str(len(source.probe_inputs))}

@@ -17,8 +17,7 @@ from sources_for_tests import log_features_module
 
 import deploykit
 from deploykit.errors import BundleError
-from deploykit.formats import tflite_compat
-from deploykit.package import package
+from deploykit.package import package, tflite_compat
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -345,7 +344,7 @@ def test_packages_are_deterministic_and_carry_checked_hashes(bundles, litert_pyt
 
 
 def test_failed_packaging_leaves_nothing_half_written(bundles, tmp_path, monkeypatch):
-    import deploykit.package as pk
+    import deploykit.package.device as pk
 
     out = package(bundles["torch"], "edge", tmp_path / "pkg")
     before = (out / "package.json").read_bytes()

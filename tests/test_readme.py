@@ -70,7 +70,7 @@ def test_every_command_runs_verbatim_from_the_root(root):
         assert r.returncode == 0, f"{command}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
         _quiet(command, r.stdout + r.stderr)
     report = json.loads((root / "whatif-iris" / "report.json").read_text())
-    cells = {(row["path"], c["target"]): c for row in report["rows"] for c in row["cells"]}
+    cells = {(row["flow"], c["target"]): c for row in report["rows"] for c in row["cells"]}
     for path_target in [("keras-torch", "tfjs"), ("keras-torch", "onnx-web"),
                         ("sklearn", "onnx-web"), ("keras-torch", "tflite")]:
         assert cells[path_target]["status"] == "pass", cells[path_target]["reason"]

@@ -7,10 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from deploykit.training import PATHS, load_model, predict_in_worker, read_test_split, train
+from deploykit.flows import FLOWS
+from deploykit.training import load_model, predict_in_worker, read_test_split, train
 from deploykit.training.common import CARD
 
-MATRIX = [p for p in PATHS if p != "auto"]
+MATRIX = list(FLOWS)
 # Acceptance bars from the foundation issue: every path >= 0.95, sklearn and Keras >= 0.97.
 BAR = {"sklearn": 0.97, "keras-tensorflow": 0.97, "keras-torch": 0.97,
        "tensorflow": 0.95, "torch": 0.95}
@@ -24,7 +25,7 @@ def test_every_path_has_a_case():
 def test_path_trains_on_digits_saves_and_reloads(path, tmp_path):
     r = train(path, "digits", tmp_path / "m", quiet=True)
     card = json.loads((tmp_path / "m" / CARD).read_text())
-    assert card == r.card and card["path"] == path
+    assert card == r.card and card["flow"] == path
     acc = card["metrics"]["test"]["accuracy"]
     assert acc >= BAR[path], f"{path}: test accuracy {acc:.4f} < {BAR[path]}"
     assert card["task"]["labels"] == [str(i) for i in range(10)]

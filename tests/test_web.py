@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import deploykit
-from deploykit.bundle import tensor_from_json, tensor_json
+from deploykit._tensors import tensor_from_json, tensor_json
 from deploykit.formats.web import web_dir
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -37,9 +37,9 @@ def test_tfjs_matches_the_original_in_node(digits_bundles, path):
     for target in ("tfjs", "tfjs-fp16", "onnx-web"):
         c = cells[target]
         assert c.status == "pass", (target, c.reason)
-        assert set(c.parity["batches"]) == {"1", "7", "360"}
-    assert cells["tfjs"].parity["profile"] == "fp32"
-    assert max(o["max_abs"] for o in cells["tfjs"].parity["outputs"]) < 1e-4
+        assert set(c.parity.batches) == {"1", "7", "360"}
+    assert cells["tfjs"].parity.profile == "fp32"
+    assert cells["tfjs"].parity.max_abs < 1e-4
 
 
 @pytest.mark.parametrize("path", ["sklearn", "torch"])

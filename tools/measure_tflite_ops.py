@@ -1,7 +1,7 @@
 """Measure which builtin op versions a TFLite runtime can load.
 
     python tools/measure_tflite_ops.py --runtime-python VENV/bin/python --label "tflite-runtime 2.14.0" \
-        --out src/deploykit/formats/tflite_runtime_2_14.json
+        --out src/deploykit/package/tflite_runtime_2_14.json
 
 Run with deploykit's own Python (it needs the TFLite flatbuffer schema that ai-edge-litert
 ships). For every builtin operator code of the current schema and every version 1..MAX it

@@ -24,15 +24,19 @@ def replace_dir(workdir: Path, out: Path) -> None:
         workdir.rename(out)
 
 
-def read_schema_json(path: Path, schema: str, error: type[Exception]) -> dict[str, Any]:
-    """Read a JSON file that must carry ``"schema": schema``; raise ``error`` otherwise."""
+def read_schema_json(path: Path, schema: str | tuple[str, ...], error: type[Exception]
+                     ) -> dict[str, Any]:
+    """Read a JSON file that must carry ``"schema": schema`` (one of them, given several);
+    raise ``error`` otherwise."""
+    schemas = (schema,) if isinstance(schema, str) else schema
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise error(f"{path} is not valid JSON ({e})") from None
-    if not isinstance(data, dict) or data.get("schema") != schema:
+    if not isinstance(data, dict) or data.get("schema") not in schemas:
         found = data.get("schema") if isinstance(data, dict) else None
-        raise error(f"{path}: unsupported schema {found!r} (this deploykit reads {schema})")
+        raise error(f"{path}: unsupported schema {found!r} (this deploykit reads "
+                    f"{', '.join(schemas)})")
     return data
 
 
@@ -42,3 +46,15 @@ def fixed_zip_entry(name: str, compress_type: int) -> zipfile.ZipInfo:
     info.external_attr = 0o644 << 16
     info.compress_type = compress_type
     return info
+
+
+def human_bytes(n: int | None) -> str:
+    """``1.5 MB``-style sizes, the one format every table and report uses."""
+    if n is None:
+        return ""
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"

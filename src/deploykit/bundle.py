@@ -3,10 +3,14 @@
 ::
 
     BUNDLE/
-      manifest.json          schema deploykit.bundle/1: source, task, signature, metrics,
-                             probe, and per artifact: target, format, path, route, batch,
-                             converter versions, bytes, sha256 of every file, parity
+      manifest.json          schema deploykit.bundle/2: source, task, signature, metrics,
+                             probe, the parity profiles' rules, "artifacts" (one
+                             deploykit.artifact.Artifact each: target, runtime, where it
+                             runs, path, route, batch, converter and runtime versions,
+                             bytes, sha256 of every file, parity) and "failed" (targets
+                             that produced no artifact or failed parity, with the reason)
       probe/inputs.npz       probe inputs (held-out data or the given sample)
+      probe/probe.json       the same inputs and outputs as JSON tensors (for the browser)
       probe/reference.npz    the original model's outputs on them
       probe/targets.npz      true targets, when known
       artifacts/<target>/... one folder per artifact
@@ -18,24 +22,26 @@ checks the schema and the sha256 of every file and refuses anything tampered or 
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from deploykit._fs import read_schema_json, replace_dir
+from deploykit._tensors import tensor_json
+from deploykit.artifact import Artifact, Failure
 from deploykit.errors import BundleError
 from deploykit.parity import Probe
 from deploykit.signature import Signature
 
-SCHEMA = "deploykit.bundle/1"
+SCHEMA = "deploykit.bundle/2"
+READS = ("deploykit.bundle/1", SCHEMA)  # /1 also carried each runtime as "format"
 MANIFEST = "manifest.json"
 
 
@@ -94,13 +100,16 @@ class BundleWriter:
         shutil.copytree(produced, dest)
         return f"artifacts/{target}/{file}"
 
-    def commit(self, manifest: dict[str, Any]) -> Path:
+    def commit(self, manifest: dict[str, Any], artifacts: list[Artifact],
+               failed: list[Failure]) -> Path:
         """Hash everything, write the manifest last, fsync, and rename into place."""
-        for art in manifest["artifacts"]:
-            folder = f"artifacts/{art['target']}"  # the whole folder: shards, variables, ...
-            art["files"] = file_hashes(self.root, folder)
-            art["sha256"] = _combined(art["files"])
-            art["bytes"] = tree_size(self.root / folder)
+        hashed = []
+        for art in artifacts:  # the whole folder: shards, variables, ...
+            files = file_hashes(self.root, art.folder)
+            hashed.append(art.replace(files=files, sha256=_combined(files),
+                                      bytes=tree_size(self.root / art.folder)))
+        manifest = {**manifest, "artifacts": [a.to_dict() for a in hashed],
+                    "failed": [f.to_dict() for f in failed]}
         manifest["probe"]["sha256"] = {p: sha256(self.root / p)
                                        for k, p in manifest["probe"].items() if k != "sha256"}
         _write_json_durably(self.root / MANIFEST, manifest)
@@ -109,21 +118,6 @@ class BundleWriter:
 
     def abort(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
-
-
-def tensor_json(a: np.ndarray) -> dict[str, Any]:
-    """``{"shape", "dtype", "data": base64 little-endian}``: how tensors cross into JS."""
-    a = np.asarray(a)
-    dtype = {"f": "float32", "i": "int64" if a.dtype.itemsize == 8 else "int32",
-             "u": "int32", "b": "bool"}[a.dtype.kind]
-    le = {"float32": "<f4", "int64": "<i8", "int32": "<i4", "bool": "u1"}[dtype]
-    data = np.ascontiguousarray(a, dtype=le).tobytes()
-    return {"shape": list(a.shape), "dtype": dtype, "data": base64.b64encode(data).decode()}
-
-
-def tensor_from_json(t: dict[str, Any]) -> np.ndarray:
-    le = {"float32": "<f4", "int32": "<i4", "int64": "<i8", "bool": "u1"}[t["dtype"]]
-    return np.frombuffer(base64.b64decode(t["data"]), dtype=le).reshape(t["shape"]).copy()
 
 
 def _combined(files: dict[str, str]) -> str:
@@ -144,10 +138,17 @@ def _write_json_durably(path: Path, data: dict[str, Any]) -> None:
 
 @dataclass
 class Bundle:
-    """A loaded, hash-checked bundle."""
+    """A loaded, hash-checked bundle. Opening its artifacts' runtimes is
+    :func:`deploykit.formats.open_artifact`'s job: a bundle is data."""
 
     root: Path
     manifest: dict[str, Any]
+    artifacts: list[Artifact] = field(default_factory=list)
+    failed: list[Failure] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.manifest["name"]
 
     @property
     def signature(self) -> Signature:
@@ -158,41 +159,31 @@ class Bundle:
         return self.manifest["task"]["kind"]
 
     @property
-    def artifacts(self) -> list[dict[str, Any]]:
-        return self.manifest["artifacts"]
+    def labels(self) -> list[str]:
+        return list(self.manifest["task"]["labels"])
 
-    def artifact(self, target: str) -> dict[str, Any]:
+    def artifact(self, target: str) -> Artifact:
+        """The artifact made for ``target``.
+
+        Raises:
+            BundleError: the bundle has none (the message lists what it has).
+        """
         for a in self.artifacts:
-            if a["target"] == target:
+            if a.target == target:
                 return a
         raise BundleError(f"bundle has no '{target}' artifact (has "
-                          f"{', '.join(a['target'] for a in self.artifacts) or 'none'})")
+                          f"{', '.join(a.target for a in self.artifacts) or 'none'})")
 
-    def tradeoff(self, art: dict[str, Any]) -> dict[str, Any]:
-        """Size against the fp32 artifact of the same format, and the task-metric change on
+    def tradeoff(self, art: Artifact) -> dict[str, Any]:
+        """Size against the fp32 artifact of the same runtime, and the task-metric change on
         the held-out probe set (artifact minus original; None when the truth is unknown)."""
-        fp32 = next((a["bytes"] for a in self.artifacts
-                     if a["format"] == art["format"] and a["profile"] == "fp32"), None)
-        metric = art["parity"].get("metric") or {}
-        return {"bytes": art["bytes"],
-                "size_vs_fp32": round(art["bytes"] / fp32, 3) if fp32 else None,
+        fp32 = next((a.bytes for a in self.artifacts
+                     if a.runtime == art.runtime and a.profile == "fp32"), None)
+        metric = art.parity.metric or {}
+        return {"bytes": art.bytes,
+                "size_vs_fp32": round(art.bytes / fp32, 3) if fp32 else None,
                 "metric": metric.get("name"),
                 "metric_change": round(-metric["drop"], 4) + 0.0 if metric else None}
-
-    def artifact_signature(self, art: dict[str, Any]) -> Signature:
-        """The bundle signature with the artifact's fixed batch size, if it has one."""
-        sig = self.signature.to_dict()
-        if art.get("batch"):
-            for spec in sig["inputs"] + sig["outputs"]:
-                spec["shape"][0] = art["batch"]
-        return Signature.from_dict(sig)
-
-    def runner(self, target: str):
-        from deploykit.formats.base import open_runner
-
-        art = self.artifact(target)
-        return open_runner(art["runtime"], self.root / art["path"], self.artifact_signature(art),
-                           art.get("outputs"))
 
     def probe(self) -> Probe:
         p = self.manifest["probe"]
@@ -214,36 +205,42 @@ def load_bundle(path: str | Path, *, check_hashes: bool = True) -> Bundle:
     if not mf.is_file():
         raise BundleError(f"{root} is not a deploykit bundle (no {MANIFEST}); an interrupted "
                           f"export leaves none, so re-run the export")
-    manifest = read_schema_json(mf, SCHEMA, BundleError)
+    manifest = read_schema_json(mf, READS, BundleError)
+    try:
+        artifacts = [Artifact.from_dict(a) for a in manifest["artifacts"]]
+        failed = [Failure.from_dict(f) for f in manifest.get("failed", [])]
+    except (KeyError, TypeError, ValueError) as e:
+        raise BundleError(f"{mf}: malformed artifact record ({type(e).__name__}: {e}); "
+                          f"re-export the bundle") from None
     if check_hashes:
-        expected = _listed_files(root, manifest)
+        expected = _listed_files(root, manifest["probe"], artifacts)
         for rel, digest in expected.items():
             _check_file(root, rel, digest)
-    return Bundle(root, manifest)
+    return Bundle(root, manifest, artifacts, failed)
 
 
-def _listed_files(root: Path, manifest: dict[str, Any]) -> dict[str, str]:
+def _listed_files(root: Path, probe: dict[str, Any], artifacts: list[Artifact]
+                  ) -> dict[str, str]:
     """Every file the manifest vouches for; refuses a manifest that leaves files out."""
-    probe = manifest["probe"]
     expected = dict(probe.get("sha256", {}))
     unhashed = [p for k, p in probe.items() if k != "sha256" and p not in expected]
     if unhashed:
         raise BundleError(f"{root}: probe files {unhashed} have no sha256 in the manifest")
-    for art in manifest["artifacts"]:
-        folder = root / "artifacts" / art["target"]
+    for art in artifacts:
+        folder = root / art.folder
         present = {str(f.relative_to(root)) for f in folder.rglob("*") if f.is_file()} \
             if folder.is_dir() else set()
-        listed = set(art.get("files", {}))
-        if present != listed or art["path"] not in listed and not any(
-                f.startswith(art["path"] + "/") for f in listed):
+        listed = set(art.files)
+        if present != listed or art.path not in listed and not any(
+                f.startswith(art.path + "/") for f in listed):
             extra, missing = sorted(present - listed), sorted(listed - present)
-            raise BundleError(f"{root}: artifact '{art['target']}' files do not match the "
+            raise BundleError(f"{root}: artifact '{art.target}' files do not match the "
                               f"manifest (unlisted: {extra or 'none'}, missing: "
                               f"{missing or 'none'}); re-export the bundle")
-        if art.get("sha256") != _combined(art["files"]):
-            raise BundleError(f"{root}: artifact '{art['target']}' sha256 does not match its "
+        if art.sha256 != _combined(art.files):
+            raise BundleError(f"{root}: artifact '{art.target}' sha256 does not match its "
                               f"file hashes; re-export the bundle")
-        expected.update(art["files"])
+        expected.update(art.files)
     return expected
 
 

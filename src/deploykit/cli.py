@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from deploykit import __version__
+from deploykit._fs import human_bytes
 from deploykit._runlog import capture, current, new_log_path, terminal_err, terminal_out
 from deploykit.errors import DeploykitError
-
-PATHS = ("sklearn", "tensorflow", "torch", "keras-tensorflow", "keras-torch", "auto")
+from deploykit.flows import DEEP_FLOWS, FLOWS, TRAINABLE
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -25,34 +25,48 @@ def _parser() -> argparse.ArgumentParser:
                     "deployment artifact, and prove each one predicts like the original.")
     p.add_argument("--version", action="version", version=f"deploykit {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_train_args, _whatif_args, _export_args, _bundle_args, _serve_args,
+                _package_args):
+        add(sub)
+    sub.add_parser("formats", help="print the conversion graph").set_defaults(func=_cmd_formats)
+    sub.add_parser("datasets", help="list the builtin datasets").set_defaults(
+        func=_cmd_datasets)
+    return p
 
-    t = sub.add_parser("train", help="train a model along one path and write a model folder")
-    t.add_argument("--path", required=True, choices=PATHS, help="flowchart path")
+
+def _train_args(sub) -> None:
+    t = sub.add_parser("train", help="train a model along one flow and write a model folder")
+    t.add_argument("--flow", "--path", dest="flow", required=True, choices=TRAINABLE,
+                   help="the flowchart path to train along (--path is the old name)")
     _data_args(t)
     t.add_argument("--out", required=True, help="model folder to write")
-    t.add_argument("--epochs", type=int, help="deep paths: epochs (default per path)")
+    t.add_argument("--epochs", type=int, help="deep flows: epochs (default per flow)")
     t.add_argument("--arch", default="auto", choices=("auto", "mlp", "cnn"),
-                   help="deep paths: CNN for image data by default, else MLP")
+                   help="deep flows: CNN for image data by default, else MLP")
     t.add_argument("--target-score", type=float,
                    help="auto: validation score at which classical ML is enough")
     t.add_argument("--margin", type=float, default=0.01,
                    help="auto: how much a deep model must beat classical by (default 0.01)")
-    t.add_argument("--deep-path", default="keras-tensorflow",
-                   choices=PATHS[1:5], help="auto: the deep path to try")
+    t.add_argument("--deep-flow", "--deep-path", dest="deep_flow", default="keras-tensorflow",
+                   choices=DEEP_FLOWS, help="auto: the deep flow to try")
     t.add_argument("--json", action="store_true", help="print the model card as JSON")
     _verbose_arg(t)
     t.set_defaults(func=_cmd_train)
 
-    w = sub.add_parser("what-if", help="train along every path and compare (the main job)")
+
+def _whatif_args(sub) -> None:
+    w = sub.add_parser("what-if", help="train along every flow and compare (the main job)")
     _data_args(w)
     w.add_argument("--out", default="whatif-out", help="folder for models and reports")
-    w.add_argument("--epochs", type=int, help="deep paths: epochs (default per path)")
+    w.add_argument("--epochs", type=int, help="deep flows: epochs (default per flow)")
     w.add_argument("--to", default="all", help="targets: 'all', a comma-separated list, "
                                                "or 'none' to only train")
-    w.add_argument("--paths", help="comma-separated flowchart paths (default: all five)")
+    w.add_argument("--flows", help="comma-separated flows (default: all five)")
     _verbose_arg(w)
     w.set_defaults(func=_cmd_whatif)
 
+
+def _export_args(sub) -> None:
     e = sub.add_parser("export", help="export a model to deployment targets and verify each")
     e.add_argument("model", help="a deploykit model folder, or a .keras/.skops/.pt2/.onnx file "
                                  "or SavedModel folder")
@@ -66,16 +80,19 @@ def _parser() -> argparse.ArgumentParser:
     _verbose_arg(e)
     e.set_defaults(func=_cmd_export)
 
+
+def _bundle_args(sub) -> None:
     v = sub.add_parser("verify", help="re-check a bundle's artifacts using only the bundle")
     v.add_argument("bundle")
     _verbose_arg(v)
     v.set_defaults(func=_cmd_verify)
-
     i = sub.add_parser("inspect", help="show a bundle's manifest: artifacts, sizes, parity")
     i.add_argument("bundle")
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=_cmd_inspect)
 
+
+def _serve_args(sub) -> None:
     s = sub.add_parser("serve", help="serve bundles over HTTP (Open Inference Protocol v2)")
     s.add_argument("bundles", nargs="+", help="bundle folders")
     s.add_argument("--targets", help="comma-separated targets to serve (default: every "
@@ -88,18 +105,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--dev", action="store_true", help="Flask's development server instead")
     s.set_defaults(func=_cmd_serve)
 
+
+def _package_args(sub) -> None:
     k = sub.add_parser("package", help="a small self-verifying package for one kind of device")
     k.add_argument("bundle")
     k.add_argument("--for", dest="device", required=True, choices=("edge", "android", "ios", "web"))
     k.add_argument("--out", required=True, help="package folder (a .zip is written beside it)")
     k.set_defaults(func=_cmd_package)
-
-    f = sub.add_parser("formats", help="print the conversion graph")
-    f.set_defaults(func=_cmd_formats)
-
-    d = sub.add_parser("datasets", help="list the builtin datasets")
-    d.set_defaults(func=_cmd_datasets)
-    return p
 
 
 def _verbose_arg(p: argparse.ArgumentParser) -> None:
@@ -111,7 +123,8 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="digits",
                    help="builtin dataset (digits, iris, wine, breast_cancer, diabetes) "
                         "or a .csv / .npz file (default: digits)")
-    p.add_argument("--target", help="CSV: the target column")
+    p.add_argument("--label-column", "--target", dest="label_column",
+                   help="CSV: the column holding what to predict (--target is the old name)")
     p.add_argument("--task", choices=("classification", "regression"),
                    help="CSV/NPZ: the task, when it should not be inferred")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -123,9 +136,9 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
     from deploykit.training import train
 
-    auto = {"target_score": a.target_score, "margin": a.margin, "deep_path": a.deep_path} \
-        if a.path == "auto" else {}
-    r = train(a.path, a.data, a.out, target=a.target, task=a.task, seed=a.seed,
+    auto = {"target_score": a.target_score, "margin": a.margin, "deep_flow": a.deep_flow} \
+        if a.flow == "auto" else {}
+    r = train(a.flow, a.data, a.out, label_column=a.label_column, task=a.task, seed=a.seed,
               epochs=a.epochs, arch=a.arch, quiet=a.quiet, **auto)
     if a.json:
         _say(json.dumps(r.card, indent=2))
@@ -136,20 +149,23 @@ def _cmd_train(a: argparse.Namespace) -> int:
     test = ", ".join(f"{k} {v:.4f}" for k, v in r.metrics["test"].items())
     sel = r.card.get("selection") or {}
     cv = f" (cv {sel['metric']} {sel['cv_score']:.4f})" if "cv_score" in sel else ""
-    _say(f"{r.card['path']}: {r.card['model']['kind']}{cv}; test {test}; "
-          f"trained in {r.card['train_seconds']:.1f} s -> {r.folder}")
+    _say(f"{r.card['flow']}: {r.card['model']['kind']}{cv}; test {test}; "
+         f"trained in {r.card['train_seconds']:.1f} s -> {a.out}")
     return 0
 
 
 def _cmd_whatif(a: argparse.Namespace) -> int:
-    from deploykit.whatif import MATRIX_PATHS, failure_line, matrix_rows, table_rows, what_if
+    from deploykit.whatif import failure_line, matrix_rows, table_rows, what_if
 
-    paths = tuple(p.strip() for p in a.paths.split(",")) if a.paths else MATRIX_PATHS
-    result = what_if(a.data, a.out, paths=paths, seed=a.seed, epochs=a.epochs, quiet=a.quiet,
-                     target=a.target, targets="" if a.to == "none" else a.to)
+    flows = tuple(f.strip() for f in a.flows.split(",")) if a.flows else FLOWS
+    unknown = [f for f in flows if f not in FLOWS]
+    if unknown:
+        raise DeploykitError(f"unknown flow(s) {unknown}: use some of {', '.join(FLOWS)}")
+    result = what_if(a.data, a.out, flows=flows, seed=a.seed, epochs=a.epochs, quiet=a.quiet,
+                     label_column=a.label_column, targets="" if a.to == "none" else a.to)
     _print_table(f"What-if on {a.data}: training", *table_rows(result))
     if result["targets"]:
-        _print_table(f"What-if on {a.data}: every path × every target "
+        _print_table(f"What-if on {a.data}: every flow × every target "
                      f"(parity, size, batch-1 latency)", *matrix_rows(result))
     _say(f"report: {a.out}/report.md, {a.out}/report.json; bundles in {a.out}/bundles/ "
          f"({result['seconds']:.0f} s)")
@@ -183,8 +199,9 @@ def _cmd_export(a: argparse.Namespace) -> int:
 
     r = export(a.model, a.to, out=a.out, sample=_load_sample(a.sample), task=a.task,
                quiet=a.quiet, timeout=a.timeout)
-    rows = [[c.target, c.status, " → ".join(c.route), _size(c.bytes),
-             _ms(c.latency_ms), (c.reason or _parity_short(c.parity))[:90]] for c in r.cells]
+    rows = [[c.target, c.status, " → ".join(c.route), human_bytes(c.bytes),
+             _ms(c.latency_ms), (c.reason or (c.parity.worst if c.parity else ""))[:90]]
+            for c in r.cells]
     _print_table(f"Export {a.model}", ["target", "status", "route", "size", "batch-1",
                                         "parity / reason"], rows)
     _say(f"bundle: {a.out}")
@@ -201,7 +218,7 @@ def _cmd_verify(a: argparse.Namespace) -> int:
     from deploykit.exporting import verify
 
     r = verify(a.bundle)
-    rows = [[p.target, p.profile, "PASS" if p else "FAIL", _parity_short(p.to_dict()),
+    rows = [[p.target, p.profile, "PASS" if p else "FAIL", p.worst,
              "; ".join(p.failures)[:100]] for p in r.results]
     _print_table(f"Verify {a.bundle}", ["target", "profile", "verdict", "parity", "failures"],
                  rows)
@@ -221,24 +238,23 @@ def _cmd_inspect(a: argparse.Namespace) -> int:
         _say(json.dumps(b.manifest, indent=2))
         return 0
     m = b.manifest
-    _say(f"{m['name']}: {m['source']['framework']}"
-          f"{' (' + m['source']['backend'] + ')' if m['source'].get('backend') else ''}, "
-          f"{m['task']['kind']}, input {m['signature']['inputs'][0]['shape']}")
+    _say(f"{b.name}: {m['source']['framework']}"
+         f"{' (' + m['source']['backend'] + ')' if m['source'].get('backend') else ''}, "
+         f"{b.task}, input {m['signature']['inputs'][0]['shape']}")
     rows = []
     for x in b.artifacts:
         t = b.tradeoff(x)
         ratio = "" if t["size_vs_fp32"] is None else f"{t['size_vs_fp32']:.2f}x"
         change = "" if t["metric_change"] is None else f"{t['metric']} {t['metric_change']:+.4f}"
-        rows.append([x["target"], x["format"], " → ".join(x["route"]), _size(x["bytes"]), ratio,
-                     change, "PASS" if x["parity"]["passed"] else "FAIL",
-                     _parity_short(x["parity"]), _ms(x.get("latency_ms")),
-                     str(x.get("batch") or "dynamic")])
-    _print_table("artifacts", ["target", "format", "route", "size", "vs fp32",
+        rows.append([x.target, x.runtime, " → ".join(x.route), human_bytes(x.bytes), ratio,
+                     change, "PASS" if x.passed else "FAIL", x.parity.worst, _ms(x.latency_ms),
+                     str(x.batch or "dynamic")])
+    _print_table("artifacts", ["target", "runtime", "route", "size", "vs fp32",
                                "metric Δ (held-out)", "parity", "worst", "batch-1", "batch"], rows)
-    for f in m.get("failed", []):
-        _say(f"\n{f['status'].upper()} {f['target']} ({' → '.join(f['route'])}): {f['reason']}")
-        if f.get("log_tail"):
-            _say("  last lines of its output:\n    " + f["log_tail"].replace("\n", "\n    "))
+    for f in b.failed:
+        _say(f"\n{f.status.upper()} {f.target} ({' → '.join(f.route)}): {f.reason}")
+        if f.log_tail:
+            _say("  last lines of its output:\n    " + f.log_tail.replace("\n", "\n    "))
     return 0
 
 
@@ -278,25 +294,12 @@ def _cmd_package(a: argparse.Namespace) -> int:
 
 
 def _cmd_formats(a: argparse.Namespace) -> int:
+    from deploykit import formats
     from deploykit.graph import describe
 
+    formats.load()
     _say(describe())
     return 0
-
-
-def _parity_short(p) -> str:
-    if not p:
-        return ""
-    if p.get("profile") == "int8" and p.get("label_agreement") is not None:
-        return f"agree {p['label_agreement']:.1%}"
-    worst = max((o["max_abs"] for o in p.get("outputs", [])), default=None)
-    return "" if worst is None else f"max|Δ| {worst:.1e}"
-
-
-def _size(n) -> str:
-    if n is None:
-        return ""
-    return f"{n / 1024:.0f} KB" if n < 1 << 20 else f"{n / (1 << 20):.1f} MB"
 
 
 def _ms(x) -> str:

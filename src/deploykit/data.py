@@ -1,7 +1,7 @@
 """Datasets: scikit-learn's bundled ones (no downloads), user CSV and NPZ files, splits.
 
 ``load_dataset("digits")`` returns a :class:`Dataset`; ``load_dataset("my.csv",
-target="price")`` reads a CSV with a header row; ``load_dataset("arrays.npz")`` reads
+label_column="price")`` reads a CSV with a header row; ``load_dataset("arrays.npz")`` reads
 arrays ``X`` and ``y``. :func:`split_dataset` makes a stratified (for classification)
 train/validation/test split with a fixed seed. Anything unusable raises
 :class:`~deploykit.errors.DataError` saying what and where.
@@ -79,14 +79,14 @@ class Split:
     seed: int
 
 
-def load_dataset(spec: str | Path, *, target: str | None = None,
+def load_dataset(spec: str | Path, *, label_column: str | None = None,
                  task: str | None = None) -> Dataset:
     """Load a builtin dataset by name, or a ``.csv`` / ``.npz`` file.
 
     Args:
         spec: ``digits``, ``iris``, ``wine``, ``breast_cancer``, ``diabetes``, or a path.
-        target: the target column of a CSV file (required for CSV).
-        task: ``classification`` or ``regression``; inferred from the target when omitted.
+        label_column: the CSV column holding what to predict (required for CSV).
+        task: ``classification`` or ``regression``; inferred from that column when omitted.
     """
     if task is not None and task not in TASKS:
         raise DataError(f"unknown task '{task}': use one of {', '.join(TASKS)}")
@@ -100,7 +100,7 @@ def load_dataset(spec: str | Path, *, target: str | None = None,
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
     if path.suffix.lower() == ".csv":
-        return _check(_load_csv(path, target, task))
+        return _check(_load_csv(path, label_column, task))
     return _check(_load_npz(path, task))
 
 
@@ -123,7 +123,7 @@ def _load_builtin(name: str, task: str | None) -> Dataset:
     return Dataset(name, X, y, default_task, names, labels, image_shape, f"builtin:{name}")
 
 
-def _load_csv(path: Path, target: str | None, task: str | None) -> Dataset:
+def _load_csv(path: Path, label_column: str | None, task: str | None) -> Dataset:
     with path.open(newline="", encoding="utf-8-sig") as f:
         rows = [r for r in csv.reader(f) if any(c.strip() for c in r)]
     if not rows:
@@ -131,22 +131,22 @@ def _load_csv(path: Path, target: str | None, task: str | None) -> Dataset:
     header, body = [c.strip() for c in rows[0]], rows[1:]
     if not body:
         raise DataError(f"{path}: has a header row but no data rows")
-    if target is None:
-        raise DataError(f"{path}: say which column is the target with --target "
+    if label_column is None:
+        raise DataError(f"{path}: say which column holds the labels with --label-column "
                         f"(columns: {', '.join(header)})")
-    if target not in header:
-        raise DataError(f"{path}: no column '{target}' (columns: {', '.join(header)})")
+    if label_column not in header:
+        raise DataError(f"{path}: no column '{label_column}' (columns: {', '.join(header)})")
     for i, row in enumerate(body, start=2):
         if len(row) != len(header):
             raise DataError(f"{path}: line {i} has {len(row)} fields, the header has {len(header)}")
-    t = header.index(target)
+    t = header.index(label_column)
     features = [c for j, c in enumerate(header) if j != t]
     if not features:
-        raise DataError(f"{path}: no feature columns besides the target '{target}'")
+        raise DataError(f"{path}: no feature columns besides the label column '{label_column}'")
     X = np.empty((len(body), len(features)), dtype=np.float32)
     for j_out, j in enumerate(j for j in range(len(header)) if j != t):
         X[:, j_out] = _numeric_column(path, header[j], [r[j] for r in body])
-    y, labels, task = _target(path, target, [r[t].strip() for r in body], task)
+    y, labels, task = _labels(path, label_column, [r[t].strip() for r in body], task)
     return Dataset(path.stem, X, y, task, tuple(features), labels, None, str(path))
 
 
@@ -161,10 +161,10 @@ def _numeric_column(path: Path, name: str, cells: list[str]) -> np.ndarray:
     return out
 
 
-def _target(path: Path, name: str, cells: list[str], task: str | None):
-    """Encode a target column; returns ``(y, labels, task)``."""
+def _labels(path: Path, name: str, cells: list[str], task: str | None):
+    """Encode the label column; returns ``(y, labels, task)``."""
     if any(not c for c in cells):
-        raise DataError(f"{path}: target column '{name}' has empty cells")
+        raise DataError(f"{path}: label column '{name}' has empty cells")
     try:
         values = np.array([float(c) for c in cells])
     except ValueError:
@@ -175,7 +175,7 @@ def _target(path: Path, name: str, cells: list[str], task: str | None):
         task = "classification" if values is None or few_ints else "regression"
     if task == "regression":
         if values is None:
-            raise DataError(f"{path}: target '{name}' is not numeric, so it can't be regressed "
+            raise DataError(f"{path}: label column '{name}' is not numeric, so it can't be regressed "
                             f"(use --task classification)")
         return values.astype(np.float32), (), task
     keys = sorted(set(cells), key=(lambda c: float(c)) if values is not None else str)
@@ -205,7 +205,7 @@ def _load_npz(path: Path, task: str | None) -> Dataset:
     if y_raw.ndim != 1 or len(y_raw) != len(X):
         raise DataError(f"{path}: 'y' must be 1-D with one value per row of X "
                         f"(X has {len(X)} rows, y has shape {y_raw.shape})")
-    y, labels, task = _target(path, "y", [str(v) for v in y_raw.tolist()], task)
+    y, labels, task = _labels(path, "y", [str(v) for v in y_raw.tolist()], task)
     if "labels" in arrays and task == "classification":
         given = tuple(str(v) for v in arrays["labels"].tolist())
         labels = given if len(given) == len(labels) else labels

@@ -37,13 +37,12 @@ class MissingDependencyError(DeploykitError, ImportError):
         extra: the deploykit extra that installs it (e.g. ``"tf"``).
     """
 
-    def __init__(self, module: str, extra: str, purpose: str = "") -> None:
+    def __init__(self, module: str, extra: str, purpose: str = "", install: str = "") -> None:
         self.module = module
         self.extra = extra
         why = f" (needed {purpose})" if purpose else ""
-        super().__init__(
-            f"'{module}' is not installed{why}. Install it with: pip install 'deploykit[{extra}]'"
-        )
+        how = install or f"Install it with: pip install 'deploykit[{extra}]'"
+        super().__init__(f"'{module}' is not installed{why}. {how}")
 
 
 class DataError(DeploykitError, ValueError):

@@ -1,8 +1,11 @@
 """The conversion graph: formats are nodes, converters are registered edges.
 
-A converter registers itself with :func:`edge`; :func:`plan` finds the cheapest route from a
-source node to a target node; ``deploykit formats`` prints the graph. Adding a format is
-adding a module under :mod:`deploykit.formats` — nothing here changes.
+A format module (see :mod:`deploykit.formats`) declares its node with :func:`node`, the
+facts every consumer needs included: its column in the what-if matrix, where it runs, which
+device packages take it, the Python distribution that runs it, its parity profile. Converters
+register with :func:`edge`. Everything else derives its lists from here (``--to all``, the
+server's defaults, the package step, the report columns), so adding a format is adding a
+module. This module holds the registry only; :func:`deploykit.formats.load` fills it.
 
 An edge function has the signature ``fn(src: Path, out: Path, ctx: EdgeContext) -> dict``:
 it reads the artifact at ``src``, writes its own artifact under the empty folder ``out``,
@@ -22,16 +25,43 @@ from typing import Any
 
 from deploykit.errors import NoRouteError
 
+SERVER, BROWSER = "server", "browser"  # where a node's runtime runs when served
+
 
 @dataclass(frozen=True)
 class Node:
-    """A format in the graph. ``runtime`` names the runner format; ``profile`` the parity rule."""
+    """A format in the graph, and what the rest of deploykit needs to know about it.
+
+    Attributes:
+        name: the node's name (a target name when ``column`` is set).
+        runtime: the name its runner is registered under (several nodes may share one).
+        profile: the parity profile its artifacts are held to (``fp32``, ``fp16``, ``int8``).
+        column: its position among the matrix's columns; ``None`` for sources and
+            intermediates, which are not targets.
+        runs: ``"server"`` (the server may load it) or ``"browser"`` (the page runs it).
+        serve_rank: the server's preference for it as a model's default artifact (lower
+            first); ``None``: never the default.
+        devices: the device packages (``deploykit package --for``) that take it.
+        distributions: the Python distributions that run it, first installed one wins
+            (recorded as the verifying runtime's version).
+        extra: the deploykit extra that installs its runtime.
+        description: one line for ``deploykit formats``.
+    """
 
     name: str
     runtime: str
     profile: str = "fp32"
-    is_target: bool = True
+    column: int | None = None
+    runs: str = SERVER
+    serve_rank: int | None = None
+    devices: tuple[str, ...] = ()
+    distributions: tuple[str, ...] = ()
+    extra: str = ""
     description: str = ""
+
+    @property
+    def is_target(self) -> bool:
+        return self.column is not None
 
 
 @dataclass(frozen=True)
@@ -57,33 +87,28 @@ class Edge:
     def name(self) -> str:
         return f"{self.src}_to_{self.dst}".replace("-", "_")
 
-    @property
-    def target(self) -> str:
-        """``module:function`` for the worker."""
-        return f"{self.fn.__module__}:{self.fn.__name__}"
-
 
 NODES: dict[str, Node] = {}
 EDGES: dict[str, Edge] = {}
 
-# The matrix's columns, in order.
-TARGETS = ("saved_model", "tflite", "tflite-fp16", "tflite-int8", "onnx", "torchscript", "ptl",
-           "executorch", "tfjs", "tfjs-fp16", "onnx-web")
 
-
-def node(name: str, runtime: str, *, profile: str = "fp32", is_target: bool = True,
-         description: str = "") -> Node:
-    NODES[name] = Node(name, runtime, profile, is_target, description)
+def node(name: str, runtime: str, **facts: Any) -> Node:
+    """Register (or re-register, on a module reload) the node ``name``; see :class:`Node`."""
+    NODES[name] = Node(name, runtime, **facts)
     return NODES[name]
 
 
 def edge(src: str, dst: str, *, requires: tuple[str, ...] = (), keras_backend: str | None = None,
          cost: float = 1.0, timeout: float = 600.0):
-    """Register a converter from node ``src`` to node ``dst`` (a decorator)."""
+    """Register a converter from node ``src`` to node ``dst`` (a decorator).
+
+    Raises:
+        ValueError: an edge between the same nodes is registered already.
+    """
 
     def register(fn):
         e = Edge(src, dst, fn, tuple(requires), keras_backend, cost, timeout)
-        if e.name in EDGES:
+        if e.name in EDGES and EDGES[e.name].fn.__qualname__ != fn.__qualname__:
             raise ValueError(f"edge {e.name} registered twice")
         EDGES[e.name] = e
         return fn
@@ -91,9 +116,10 @@ def edge(src: str, dst: str, *, requires: tuple[str, ...] = (), keras_backend: s
     return register
 
 
-def load_registry() -> None:
-    """Import every format module so its nodes and edges are registered."""
-    import deploykit.formats  # noqa: F401  (registration happens on import)
+def targets() -> list[str]:
+    """Every target node, in the matrix's column order."""
+    return [n.name for n in sorted((n for n in NODES.values() if n.is_target),
+                                   key=lambda n: (n.column, n.name))]
 
 
 def plan(src: str, dst: str) -> list[Edge]:
@@ -102,7 +128,6 @@ def plan(src: str, dst: str) -> list[Edge]:
     Raises:
         NoRouteError: naming the targets that *are* reachable from ``src``.
     """
-    load_registry()
     if src == dst:
         return []
     best: dict[str, float] = {src: 0.0}
@@ -124,8 +149,7 @@ def plan(src: str, dst: str) -> list[Edge]:
 
 
 def reachable(src: str) -> list[str]:
-    """Target nodes reachable from ``src``, in matrix order."""
-    load_registry()
+    """Target nodes reachable from ``src``, in column order."""
     seen, todo = {src}, [src]
     while todo:
         at = todo.pop()
@@ -133,17 +157,19 @@ def reachable(src: str) -> list[str]:
             if e.src == at and e.dst not in seen:
                 seen.add(e.dst)
                 todo.append(e.dst)
-    return [t for t in TARGETS if t in seen] + sorted(
-        n for n in seen if n not in TARGETS and n != src and NODES.get(n, Node(n, n)).is_target)
+    return [t for t in targets() if t in seen]
 
 
 def describe() -> str:
     """The graph as text, for ``deploykit formats``."""
-    load_registry()
     lines = ["nodes:"]
-    for n in NODES.values():
-        kind = f"target, {n.profile}" if n.is_target else "source/intermediate"
-        lines.append(f"  {n.name:13s} runtime {n.runtime:12s} ({kind}) {n.description}")
+    for n in sorted(NODES.values(), key=lambda n: (n.column is None, n.column or 0, n.name)):
+        if n.is_target:
+            where = n.runs + (f", packages {'/'.join(n.devices)}" if n.devices else "")
+            kind = f"target, {n.profile}, {where}"
+        else:
+            kind = "source/intermediate"
+        lines.append(f"  {n.name:13s} runtime {n.runtime:13s} ({kind}) {n.description}")
     lines.append("edges:")
     for e in EDGES.values():
         env = f"  [worker: KERAS_BACKEND={e.keras_backend}]" if e.keras_backend else ""

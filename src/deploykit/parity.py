@@ -86,13 +86,34 @@ class ParityResult:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ParityResult:
+        return cls(d["target"], d["profile"], bool(d["passed"]),
+                   [OutputStats(**o) for o in d.get("outputs") or []], d.get("label_agreement"),
+                   d.get("top_k"), d.get("metric"), dict(d.get("batches") or {}),
+                   list(d.get("failures") or []))
+
+    @property
+    def max_abs(self) -> float | None:
+        """The largest element-wise error over every output (None when nothing ran)."""
+        return max((o.max_abs for o in self.outputs), default=None)
+
     @property
     def worst(self) -> str:
-        """A short summary for a matrix cell."""
+        """The one-line summary used everywhere a result is shown: label agreement for
+        int8, else the largest error; why it failed when nothing could be compared."""
         if self.profile == "int8" and self.label_agreement is not None:
             return f"agree {self.label_agreement:.1%}"
-        m = max((o.max_abs for o in self.outputs), default=0.0)
-        return f"max|Δ| {m:.1e}"
+        if self.max_abs is None:
+            return "did not run" if not self.passed else ""
+        return f"max|Δ| {self.max_abs:.1e}"
+
+
+def profile_rules() -> dict[str, dict[str, float | None]]:
+    """The element-wise and label rules of each profile, for runtimes outside Python (the
+    browser page, the device runners), written into manifests and packages."""
+    return {p.name: {"atol": p.atol, "rtol": p.rtol, "min_label_agreement": p.min_label_agreement}
+            for p in PROFILES.values()}
 
 
 def batch_sizes(n: int, fixed: int | None = None) -> list[int]:

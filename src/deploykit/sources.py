@@ -81,7 +81,7 @@ def _from_folder(folder: Path) -> Source:
     write = _copier(folder / rel, "model/1" if node == "saved_model" else Path(rel).name)
     return Source(node, fw, Signature.from_dict(card["signature"]), card["task"]["kind"],
                   card["task"]["labels"], write, X, ref, y, _calibration(card, X),
-                  card.get("backend"), f"{card['dataset']['name']}-{card['path']}",
+                  card.get("backend"), f"{card['dataset']['name']}-{card['flow']}",
                   card["metrics"], card["versions"], card["dataset"].get("image_shape"))
 
 

@@ -1,8 +1,8 @@
-"""The what-if matrix: every flowchart path × every deployment target, on one dataset.
+"""The what-if matrix: every flow (flowchart path) × every deployment target, on one dataset.
 
-Each path trains into ``OUT/models/<dataset>-<path>/`` and is exported to every target into
-the bundle ``OUT/bundles/<dataset>-<path>/``; every artifact is verified in its own runtime.
-A path or a converter that fails is reported with its reason and the rest still run. The
+Each flow trains into ``OUT/models/<dataset>-<flow>/`` and is exported to every target into
+the bundle ``OUT/bundles/<dataset>-<flow>/``; every artifact is verified in its own runtime.
+A flow or a converter that fails is reported with its reason and the rest still run. The
 matrix is written as ``report.json`` and ``report.md`` in ``OUT`` and returned.
 """
 
@@ -14,15 +14,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from deploykit._fs import human_bytes
 from deploykit._progress import Reporter
 from deploykit.errors import DeploykitError
+from deploykit.flows import FLOWS
+from deploykit.parity import ParityResult
 
-MATRIX_PATHS = ("sklearn", "tensorflow", "torch", "keras-tensorflow", "keras-torch")
+SCHEMA = "deploykit.whatif/2"
 
 
 @dataclass(frozen=True)
-class PathRow:
-    path: str
+class FlowRow:
+    """One row of the matrix: a flow's training result and its cells."""
+
+    flow: str
     ok: bool
     folder: str | None = None
     model: str = ""
@@ -36,72 +41,94 @@ class PathRow:
     log_tail: str | None = None
 
 
+@dataclass(frozen=True)
+class _Run:
+    data: str
+    out: Path
+    seed: int
+    epochs: int | None
+    quiet: bool
+    label_column: str | None
+    targets: str | list[str]
+
+
 def what_if(data: str = "digits", out: str | Path = "whatif-out", *,
-            paths: tuple[str, ...] = MATRIX_PATHS, seed: int = 0, epochs: int | None = None,
-            quiet: bool = False, target: str | None = None,
+            flows: tuple[str, ...] = FLOWS, seed: int = 0, epochs: int | None = None,
+            quiet: bool = False, label_column: str | None = None,
             targets: str | list[str] = "all") -> dict[str, Any]:
-    """Train every path on ``data``, export each to ``targets``; return (and write) the report.
+    """Train every flow on ``data``, export each to ``targets``; return (and write) the report.
 
     Worker processes are shared by the whole run (one per Keras backend, reused by every
-    path), and each export converts two cells at a time on a machine with two cores.
+    flow), and each export converts two cells at a time on a machine with two cores.
+
+    Args:
+        data: a builtin dataset name or a CSV/NPZ file.
+        out: the folder for models, bundles, reports and logs.
+        flows: the flows to train (default: all five).
+        seed, epochs, label_column: as for :func:`deploykit.train`.
+        quiet: no progress output.
+        targets: ``"all"``, a list, or an empty value to only train.
+
+    Returns:
+        The report (also written as ``OUT/report.json`` and ``OUT/report.md``).
     """
     from deploykit.worker import pool
 
-    out = Path(out).resolve()
+    run = _Run(str(data), Path(out).resolve(), seed, epochs, quiet, label_column, targets)
     report = Reporter(quiet)
     rows = []
     start = time.perf_counter()
     with pool():
-        for path in paths:
-            report.info(f"[bold]── {path}[/bold]")
-            rows.append(_one_path(path, data, out, seed, epochs, quiet, target, targets, report))
-    result = {"schema": "deploykit.whatif/1", "data": str(data), "seed": seed,
+        for flow in flows:
+            report.info(f"[bold]── {flow}[/bold]")
+            rows.append(_one_flow(flow, run, report))
+    result = {"schema": SCHEMA, "data": str(data), "seed": seed,
               "targets": _columns(rows), "rows": [asdict(r) for r in rows],
               "seconds": round(time.perf_counter() - start, 2)}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "report.md").write_text(markdown(result))
+    run.out.mkdir(parents=True, exist_ok=True)
+    (run.out / "report.json").write_text(json.dumps(result, indent=2) + "\n")
+    (run.out / "report.md").write_text(markdown(result))
     return result
 
 
-def _one_path(path, data, out: Path, seed, epochs, quiet, target, targets, report) -> PathRow:
+def _one_flow(flow: str, run: _Run, report: Reporter) -> FlowRow:
     from deploykit.exporting import export
     from deploykit.training import train
 
     start = time.perf_counter()
     try:
-        name = f"{Path(str(data)).stem}-{path}"
-        r = train(path, data, out / "models" / name, seed=seed, epochs=epochs, quiet=quiet,
-                  target=target)
+        name = f"{Path(run.data).stem}-{flow}"
+        r = train(flow, run.data, run.out / "models" / name, seed=run.seed, epochs=run.epochs,
+                  quiet=run.quiet, label_column=run.label_column)
         seconds = round(time.perf_counter() - start, 2)
-        exported = export(r.folder, targets, out=out / "bundles" / name, quiet=quiet) \
-            if targets else None
+        exported = export(r.folder, run.targets, out=run.out / "bundles" / name,
+                          quiet=run.quiet) if run.targets else None
     except DeploykitError as e:
-        report.info(f"[red]{path} failed:[/red] {str(e).splitlines()[0]}")
-        return PathRow(path, False, error=f"{type(e).__name__}: {e}",
+        report.info(f"[red]{flow} failed:[/red] {str(e).splitlines()[0]}")
+        return FlowRow(flow, False, error=f"{type(e).__name__}: {e}",
                        log_tail=getattr(e, "log_tail", None) or None)
-    return PathRow(path, True, str(r.folder), _model_name(r.card), r.metrics["test"],
+    return FlowRow(flow, True, str(r.folder), _model_name(r.card), r.metrics["test"],
                    r.metrics["validation"], seconds, _size(r.folder, r.card),
                    cells=[asdict(c) for c in exported.cells] if exported else [],
                    export_seconds=exported.timings if exported else None)
 
 
 def failures(result: dict[str, Any]) -> tuple[int, list[tuple[str, str, str]]]:
-    """``(reachable cells, [(path, target, reason)])``: what failed, in matrix order.
+    """``(reachable cells, [(flow, target, reason)])``: what failed, in matrix order.
 
-    A path that failed to train counts as one failure (its cells were never reached).
+    A flow that failed to train counts as one failure (its cells were never reached).
     """
     reachable, failed = 0, []
     for r in result["rows"]:
         if not r["ok"]:
             reachable += 1
-            failed.append((r["path"], "training", r["error"] or ""))
+            failed.append((r["flow"], "training", r["error"] or ""))
             continue
         for c in r.get("cells") or []:
             if c["status"] != "n/a":
                 reachable += 1
             if c["status"] in ("fail", "error"):
-                failed.append((r["path"], c["target"], c["reason"] or ""))
+                failed.append((r["flow"], c["target"], c["reason"] or ""))
     return reachable, failed
 
 
@@ -129,7 +156,7 @@ def _size(folder: Path, card: dict[str, Any]) -> int:
     return total
 
 
-def _columns(rows: list[PathRow]) -> list[str]:
+def _columns(rows: list[FlowRow]) -> list[str]:
     seen: list[str] = []
     for r in rows:
         for c in r.cells or []:
@@ -144,29 +171,25 @@ def cell_text(c: dict[str, Any]) -> str:
         return "n/a (no route)"
     if c["status"] == "error":
         return "ERROR: " + (c["reason"] or "")[:80]
-    p = c["parity"] or {}
-    if c["status"] == "fail" and not p.get("outputs"):
+    p = ParityResult.from_dict(c["parity"])
+    if c["status"] == "fail" and p.max_abs is None:
         return "FAIL: " + (c["reason"] or "")[:80]
-    if p.get("profile") == "int8" and p.get("label_agreement") is not None:
-        q = f"agree {p['label_agreement']:.1%}"
-    else:
-        q = f"{max((o['max_abs'] for o in p.get('outputs', [])), default=0):.0e}"
     lat = f" {c['latency_ms']:.2f}ms" if c.get("latency_ms") is not None else ""
     verdict = "PASS" if c["status"] == "pass" else "FAIL"
-    return f"{verdict} {q} {_human(c['bytes'] or 0)}{lat}"
+    return f"{verdict} {p.worst} {human_bytes(c['bytes'])}{lat}"
 
 
 def matrix_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """Rows = paths, columns = targets."""
+    """Rows = flows, columns = targets."""
     targets = result.get("targets", [])
-    header = ["path", *targets]
+    header = ["flow", *targets]
     cells = []
     for r in result["rows"]:
         by = {c["target"]: c for c in r.get("cells") or []}
         if not r["ok"]:
-            cells.append([r["path"], *[f"FAILED: {r['error']}"[:60]] * len(targets)])
+            cells.append([r["flow"], *[f"FAILED: {r['error']}"[:60]] * len(targets)])
             continue
-        cells.append([r["path"], *[cell_text(by[t]) if t in by else "" for t in targets]])
+        cells.append([r["flow"], *[cell_text(by[t]) if t in by else "" for t in targets]])
     return header, cells
 
 
@@ -177,19 +200,19 @@ def table_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         for k in r["metrics"] or {}:
             if k not in metric_names:
                 metric_names.append(k)
-    header = ["path", "model", *[f"test {m}" for m in metric_names], "train s", "model size"]
+    header = ["flow", "model", *[f"test {m}" for m in metric_names], "train s", "model size"]
     cells = []
     for r in result["rows"]:
         if not r["ok"]:
-            cells.append([r["path"], f"FAILED: {r['error']}", *[""] * (len(header) - 2)])
+            cells.append([r["flow"], f"FAILED: {r['error']}", *[""] * (len(header) - 2)])
             continue
-        cells.append([r["path"], r["model"], *[f"{r['metrics'][m]:.4f}" for m in metric_names],
-                      f"{r['train_seconds']:.1f}", _human(r["bytes"])])
+        cells.append([r["flow"], r["model"], *[f"{r['metrics'][m]:.4f}" for m in metric_names],
+                      f"{r['train_seconds']:.1f}", human_bytes(r["bytes"])])
     return header, cells
 
 
 def markdown(result: dict[str, Any]) -> str:
-    lines = [f"# What-if: every path on `{result['data']}`", ""]
+    lines = [f"# What-if: every flow on `{result['data']}`", ""]
     for title, (header, cells) in (("Training", table_rows(result)),
                                    ("Deployment targets (parity, size, batch-1 latency)",
                                     matrix_rows(result))):
@@ -208,16 +231,8 @@ def _failures_md(result: dict[str, Any]) -> list[str]:
             (c["target"], c["reason"], c.get("log_tail")) for c in r.get("cells") or []
             if c["status"] in ("fail", "error")]
         for target, why, tail in items:
-            lines += [f"### {r['path']} → {target}", "", (why or "").strip(), ""]
+            lines += [f"### {r['flow']} → {target}", "", (why or "").strip(), ""]
             if tail:
                 lines += ["<details><summary>last lines of its output</summary>", "", "~~~",
                           tail, "~~~", "", "</details>", ""]
     return ["## Failures", "", *lines] if lines else []
-
-
-def _human(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"

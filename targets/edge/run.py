@@ -25,9 +25,6 @@ from pathlib import Path
 
 import numpy as np
 
-FP32 = (1e-5, 1e-4)
-FP16 = (1e-2, 1e-2)
-
 
 def sha256(path: Path) -> str:
     h = hashlib.sha256()
@@ -172,15 +169,15 @@ def read_probe(root: Path, meta: dict) -> tuple[np.ndarray, np.ndarray]:
         return x, z[meta["main_output"]].reshape(len(x), -1)
 
 
-def compare(got: np.ndarray, ref: np.ndarray, profile: str) -> tuple[bool, str]:
-    """Parity verdict by the artifact's profile, and a one-line summary."""
+def compare(got: np.ndarray, ref: np.ndarray, profile: str, meta: dict) -> tuple[bool, str]:
+    """Parity verdict by the artifact's profile, with the rules package.json carries (written
+    by deploykit from its own parity profiles), and a one-line summary."""
+    rule = meta["profiles"][profile]
     err = np.abs(got - ref)
     agree = float(np.mean(got.argmax(1) == ref.argmax(1))) if ref.shape[1] > 1 else None
-    if profile == "int8":
-        passed = agree is not None and agree >= 0.99
-    else:
-        atol, rtol = FP16 if profile == "fp16" else FP32
-        passed = bool(np.all(err <= atol + rtol * np.abs(ref)))
+    passed = rule["atol"] is None or bool(np.all(err <= rule["atol"] + rule["rtol"] * np.abs(ref)))
+    if rule["min_label_agreement"] is not None:
+        passed = passed and (agree is None or agree >= rule["min_label_agreement"])
     agree_s = "" if agree is None else f"  label agreement {agree:.2%}"
     return passed, f"max|d| {err.max():.2e}{agree_s}  ({profile})"
 
@@ -204,7 +201,7 @@ def verify(root: Path, meta: dict) -> bool:
                     print(f"{'':12s}      flagged by deploykit package for {rt}: needs "
                           f"{'; '.join(lacks)}")
             continue
-        passed, summary = compare(predict(model, art, x), ref, art["profile"])
+        passed, summary = compare(predict(model, art, x), ref, art["profile"], meta)
         ok &= passed
         print(f"{art['target']:12s} {'PASS' if passed else 'FAIL'}  {summary}")
     if ran == 0:

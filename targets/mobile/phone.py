@@ -114,7 +114,7 @@ def verify(root: Path, meta: dict, runtime: str | None) -> bool:
             print(f"{art['target']:12s} FAIL  {name} cannot load it: {one_line(e)}")
             continue
         got = np.stack([first, *[phone(row).reshape(-1) for row in x[1:]]])
-        passed, summary = compare(got, ref, art["profile"])
+        passed, summary = compare(got, ref, art["profile"], meta)
         labels = phone.labels or app_labels
         if labels != app_labels:
             passed = False

@@ -2,6 +2,7 @@
 
 Subclasses implement ``_load`` and ``_predict`` only; validation against the artifact's
 signature and the mapping of the runtime's outputs onto the signature's names live here.
+:func:`deploykit.formats.open_runner` finds the runner registered for a runtime.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ RUNNERS: dict[str, str] = {}  # runtime name -> "module:Class", filled by format
 
 
 def register_runner(runtime: str):
+    """Register a Runner subclass for ``runtime`` (a class decorator)."""
+
     def deco(cls):
         RUNNERS[runtime] = f"{cls.__module__}:{cls.__name__}"
         cls.runtime = runtime
@@ -106,19 +109,3 @@ class Runner(ABC):
     def _predict(self, inputs: dict[str, np.ndarray]
                  ) -> Mapping[str, np.ndarray] | Sequence[np.ndarray]:
         """Run validated inputs; return outputs by runtime name or in signature order."""
-
-
-def runner_class(runtime: str) -> type[Runner]:
-    import importlib
-
-    import deploykit.formats  # noqa: F401  (fills RUNNERS)
-
-    if runtime not in RUNNERS:
-        raise RunnerError(f"no runner for runtime '{runtime}' (known: {sorted(RUNNERS)})")
-    module, _, name = RUNNERS[runtime].partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
-def open_runner(runtime: str, path: str | Path, signature: Signature,
-                outputs: Sequence[str] | None = None) -> Runner:
-    return runner_class(runtime)(path, signature, outputs)

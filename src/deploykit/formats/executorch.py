@@ -15,7 +15,9 @@ from deploykit._lazy import require
 from deploykit.formats.base import Runner, register_runner
 from deploykit.graph import EdgeContext, edge, node
 
-node("executorch", "executorch", description="ExecuTorch program (.pte), XNNPACK")
+node("executorch", "executorch", column=7, serve_rank=3, devices=("android", "ios"),
+     extra="mobile", distributions=("executorch",),
+     description="ExecuTorch program (.pte), XNNPACK")
 
 
 @edge("torch", "executorch", requires=("torch", "executorch"))

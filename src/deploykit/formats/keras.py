@@ -13,7 +13,7 @@ from typing import Any
 from deploykit._lazy import require
 from deploykit.graph import EdgeContext, edge, node
 
-node("keras", "keras", is_target=False, description="Keras 3 model (.keras)")
+node("keras", "keras", description="Keras 3 model (.keras)")
 
 
 def _load(src: Path):

@@ -11,7 +11,8 @@ from deploykit._lazy import require
 from deploykit.formats.base import Runner, register_runner
 from deploykit.graph import EdgeContext, edge, node
 
-node("onnx", "onnx", description="ONNX model, run by onnxruntime")
+node("onnx", "onnx", column=4, serve_rank=0, devices=("edge",), extra="onnx",
+     distributions=("onnxruntime",), description="ONNX model, run by onnxruntime")
 
 OPSET = 17
 

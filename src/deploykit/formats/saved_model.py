@@ -7,7 +7,9 @@ from deploykit._lazy import require
 from deploykit.formats.base import Runner, register_runner
 from deploykit.graph import node
 
-node("saved_model", "saved_model", description="TensorFlow SavedModel, TF Serving layout NAME/1/")
+node("saved_model", "saved_model", column=0, serve_rank=7, extra="tf",
+     distributions=("tensorflow", "tensorflow-cpu"),
+     description="TensorFlow SavedModel, TF Serving layout NAME/1/")
 
 SIGNATURE_KEY = "serving_default"
 

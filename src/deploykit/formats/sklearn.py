@@ -2,4 +2,4 @@
 
 from deploykit.graph import node
 
-node("sklearn", "sklearn", is_target=False, description="scikit-learn estimator (.skops)")
+node("sklearn", "sklearn", description="scikit-learn estimator (.skops)")

@@ -24,10 +24,12 @@ from deploykit._lazy import require
 from deploykit.errors import ExportError
 from deploykit.formats.base import register_runner
 from deploykit.formats.web import NodeRunner, web_dir
-from deploykit.graph import EdgeContext, edge, node
+from deploykit.graph import BROWSER, EdgeContext, edge, node
 
-node("tfjs", "tfjs", description="TensorFlow.js graph model (model.json + shards)")
-node("tfjs-fp16", "tfjs", profile="fp16", description="TensorFlow.js, float16 weights")
+node("tfjs", "tfjs", column=8, runs=BROWSER, serve_rank=9, devices=("web",),
+     description="TensorFlow.js graph model (model.json + shards)")
+node("tfjs-fp16", "tfjs", profile="fp16", column=9, runs=BROWSER, serve_rank=10,
+     devices=("web",), description="TensorFlow.js, float16 weights")
 
 SHARD_BYTES = 4 * 1024 * 1024
 GRAPPLER = ["function", "pruning", "constfold", "arithmetic", "dependency", "debug_stripper"]

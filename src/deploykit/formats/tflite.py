@@ -18,9 +18,13 @@ from deploykit._lazy import require
 from deploykit.formats.base import Runner, register_runner
 from deploykit.graph import EdgeContext, edge, node
 
-node("tflite", "tflite", description="LiteRT flatbuffer, float32")
-node("tflite-fp16", "tflite", profile="fp16", description="LiteRT, float16 weights")
-node("tflite-int8", "tflite", profile="int8",
+LITERT = {"extra": "edge", "distributions": ("ai-edge-litert", "tflite-runtime")}
+node("tflite", "tflite", column=1, serve_rank=1, devices=("edge", "android", "ios"), **LITERT,
+     description="LiteRT flatbuffer, float32")
+node("tflite-fp16", "tflite", profile="fp16", column=2, serve_rank=5, devices=("edge",),
+     **LITERT, description="LiteRT, float16 weights")
+node("tflite-int8", "tflite", profile="int8", column=3, serve_rank=6,
+     devices=("edge", "android"), **LITERT,
      description="LiteRT, full integer int8 (calibrated), float I/O")
 
 CALIBRATION_ROWS = 2000

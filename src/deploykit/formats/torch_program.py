@@ -15,8 +15,7 @@ from deploykit._lazy import require
 from deploykit.formats.base import Runner, register_runner
 from deploykit.graph import node
 
-node("torch", "torch_program", is_target=False,
-     description="PyTorch torch.export program (.pt2)")
+node("torch", "torch_program", description="PyTorch torch.export program (.pt2)")
 
 MAX_BATCH = 1024  # upper bound of the dynamic batch; ExecuTorch plans memory for it
 # Example batch for torch.export. Not 0/1 (they specialise), and >= 16: with a smaller one a

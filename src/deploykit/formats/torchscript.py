@@ -15,8 +15,10 @@ from deploykit._lazy import require
 from deploykit.formats.base import Runner, register_runner
 from deploykit.graph import EdgeContext, edge, node
 
-node("torchscript", "torchscript", description="TorchScript module (.pt)")
-node("ptl", "ptl", description="PyTorch mobile lite interpreter (.ptl, legacy)")
+node("torchscript", "torchscript", column=5, serve_rank=2, extra="torch",
+     distributions=("torch",), description="TorchScript module (.pt)")
+node("ptl", "ptl", column=6, serve_rank=4, extra="torch", distributions=("torch",),
+     description="PyTorch mobile lite interpreter (.ptl, legacy)")
 
 
 def _trace(module, ctx: EdgeContext):

@@ -15,21 +15,32 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from deploykit.bundle import tensor_from_json, tensor_json
+from deploykit._tensors import tensor_from_json, tensor_json
 from deploykit.errors import MissingDependencyError, RunnerError
 from deploykit.formats.base import Runner, register_runner
-from deploykit.graph import EdgeContext, edge, node
+from deploykit.graph import BROWSER, EdgeContext, edge, node
 
-node("onnx-web", "onnx-web", description="ONNX for the web, run by onnxruntime-web (wasm)")
+node("onnx-web", "onnx-web", column=10, runs=BROWSER, serve_rank=8, devices=("web",),
+     description="ONNX for the web, run by onnxruntime-web (wasm)")
 
 
 def web_dir() -> Path:
-    """``targets/web`` of this checkout (or ``$DEPLOYKIT_WEB_DIR``), with its npm packages."""
+    """``targets/web`` as shipped with deploykit (or ``$DEPLOYKIT_WEB_DIR``), with its npm
+    packages installed.
+
+    Raises:
+        MissingDependencyError: its npm packages are not installed (says where to run
+            ``npm ci``).
+    """
+    from deploykit import targets
+
     env = os.environ.get("DEPLOYKIT_WEB_DIR")
-    here = Path(env) if env else Path(__file__).resolve().parents[3] / "targets" / "web"
+    here = Path(env) if env else targets.folder() / "web"
     if not (here / "run.mjs").is_file() or not (here / "node_modules").is_dir():
-        raise MissingDependencyError("@tensorflow/tfjs / onnxruntime-web", "web",
-                                     f"(run `npm ci` in {here}, or set DEPLOYKIT_WEB_DIR)")
+        raise MissingDependencyError(
+            "@tensorflow/tfjs / onnxruntime-web", "", "to run browser targets",
+            f"Run `npm ci` in {here}, or set DEPLOYKIT_WEB_DIR to a copy of deploykit's "
+            f"targets/web where it ran.")
     return here
 
 
@@ -59,7 +70,8 @@ class NodeRunner(Runner):
 
     def _load(self) -> None:
         if shutil.which("node") is None:
-            raise MissingDependencyError("node", "web", "(install Node.js to run browser targets)")
+            raise MissingDependencyError("node", "", "to run browser targets",
+                                         "Install Node.js 18 or newer.")
         self.proc = subprocess.Popen(["node", "run.mjs", "serve"], cwd=web_dir(),
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL, text=True)

@@ -14,6 +14,7 @@ import numpy as np
 
 from deploykit import __version__
 from deploykit.errors import DeploykitError, InputError
+from deploykit.graph import BROWSER
 from deploykit.serve.models import ServedModel
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -157,7 +158,7 @@ def _as_array(values: Any, dtype: str, shape: list[int] | None, what: str,
 def _run(served, model: ServedModel, x: np.ndarray) -> dict[str, np.ndarray]:
     """Predict with one artifact; its runner validates the input (InputError -> 400)."""
     arrays = {model.signature.inputs[0].name: x}
-    fixed = served.artifact.get("batch")
+    fixed = served.artifact.batch
     if fixed and len(x) != fixed:  # a fixed-batch artifact (e.g. litert-torch) runs row by row
         parts = [served.predict({k: v[i:i + fixed] for k, v in arrays.items()})
                  for i in range(0, len(x), fixed)]
@@ -333,8 +334,7 @@ def _simple(app, models: dict[str, ServedModel], max_batch: int) -> None:
         from flask import send_from_directory
 
         m = _model(models, name)
-        allowed = {a["path"].split("/")[1] for a in m.bundle.artifacts
-                   if a["runtime"] in ("tfjs", "onnx-web")}
+        allowed = {a.target for a in m.bundle.artifacts if a.runs == BROWSER}
         parts = rel.split("/")
         if len(parts) < 3 or parts[0] != "artifacts" or parts[1] not in allowed or \
                 any(p in ("", ".", "..") for p in parts):

@@ -10,14 +10,24 @@ from typing import Any
 
 import numpy as np
 
+from deploykit import formats, graph
+from deploykit.artifact import Artifact
 from deploykit.bundle import Bundle, load_bundle, sha256
 from deploykit.errors import BundleError, DeploykitError, InputError
 from deploykit.parity import check
 
-# Preferred default artifact for requests that do not name one: light runtimes first.
-PREFERENCE = ("onnx", "tflite", "torchscript", "executorch", "ptl", "tflite-fp16", "tflite-int8",
-              "saved_model", "onnx-web", "tfjs", "tfjs-fp16")
-SERVER_SIDE = {"saved_model", "tflite", "onnx", "torchscript", "ptl", "executorch"}
+
+def preference() -> list[str]:
+    """Targets in the order the server picks a model's default artifact (the nodes'
+    ``serve_rank``: light runtimes first)."""
+    formats.load()
+    ranked = [n for n in graph.NODES.values() if n.serve_rank is not None]
+    return [n.name for n in sorted(ranked, key=lambda n: n.serve_rank)]
+
+
+def served_by_default(art: Artifact) -> bool:
+    """A passing artifact whose runtime runs on the server (browser ones are the page's)."""
+    return art.passed and art.runs == graph.SERVER
 
 
 @dataclass
@@ -26,7 +36,7 @@ class Served:
 
     target: str
     runner: Any
-    artifact: dict[str, Any]
+    artifact: Artifact
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def predict(self, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -42,20 +52,19 @@ class ServedModel:
 
     def __init__(self, path: str | Path, targets: list[str] | None = None) -> None:
         self.bundle: Bundle = load_bundle(path)  # refuses tampered bundles at start
-        self.name = self.bundle.manifest["name"]
-        available = [a["target"] for a in self.bundle.artifacts if a["parity"]["passed"]]
-        wanted = targets or [t for t in available if
-                             self.bundle.artifact(t)["runtime"] in SERVER_SIDE]
+        self.name = self.bundle.name
+        available = [a.target for a in self.bundle.artifacts if a.passed]
+        wanted = targets or [a.target for a in self.bundle.artifacts if served_by_default(a)]
         unknown = [t for t in wanted if t not in available]
         if unknown:
             raise BundleError(f"{path}: no passing artifact for {unknown} (has {available})")
-        self.served = {t: Served(t, self.bundle.runner(t), self.bundle.artifact(t))
-                       for t in wanted}
+        self.served = {t: Served(t, formats.open_artifact(self.bundle, t),
+                                 self.bundle.artifact(t)) for t in wanted}
         if not self.served:
             raise BundleError(f"{path}: nothing to serve (artifacts: {available})")
-        self.default = next(t for t in (*PREFERENCE, *self.served) if t in self.served)
+        self.default = next(t for t in (*preference(), *self.served) if t in self.served)
         self.signature = self.bundle.signature
-        self.labels = self.bundle.manifest["task"]["labels"]
+        self.labels = self.bundle.labels
         self.task = self.bundle.task
 
     def get(self, target: str | None) -> Served:
@@ -78,9 +87,8 @@ class ServedModel:
                              "failures": [f"artifact file changed since start: {changed}"]})
                 continue
             with s.lock:
-                r = check(t, s.artifact["profile"], s.runner.predict, probe,
-                          s.artifact.get("batch"))
-            worst = max((o.max_abs for o in r.outputs), default=None)
+                r = check(t, s.artifact.profile, s.runner.predict, probe, s.artifact.batch)
+            worst = r.max_abs
             rows.append({"target": t, "passed": bool(r), "profile": r.profile,
                          "label_agreement": r.label_agreement, "batches": r.batches,
                          "max_abs": worst if worst is None or np.isfinite(worst) else None,
@@ -88,9 +96,9 @@ class ServedModel:
         return rows
 
 
-def _changed_files(bundle: Bundle, art: dict[str, Any]) -> list[str]:
+def _changed_files(bundle: Bundle, art: Artifact) -> list[str]:
     out = []
-    for rel, digest in art["files"].items():
+    for rel, digest in art.files.items():
         p = bundle.root / rel
         if not p.is_file() or sha256(p) != digest:
             out.append(rel)
@@ -105,7 +113,7 @@ def _probe_from_default(model: ServedModel, x: np.ndarray):
     default = model.get(None)
     probe = Probe(arrays, {}, None, model.task)
     try:
-        ref = run_batched(default.predict, probe, default.artifact.get("batch") or len(x))
+        ref = run_batched(default.predict, probe, default.artifact.batch or len(x))
     except DeploykitError as e:
         raise InputError(str(e)) from e
     return Probe(arrays, ref, None, model.task)

@@ -8,35 +8,34 @@ import html
 import json
 from typing import Any
 
+from deploykit._fs import human_bytes
+from deploykit.graph import BROWSER
+
 
 def _rows(m) -> str:
     out = []
     for a in m.bundle.artifacts:
-        p = a["parity"]
-        worst = max((o["max_abs"] for o in p.get("outputs", [])), default=None)
-        served = "server" if a["target"] in m.served else \
-            ("browser" if a["runtime"] in ("tfjs", "onnx-web") else "-")
+        served = "server" if a.target in m.served else (a.runs if a.runs == BROWSER else "-")
         out.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in (
-            a["target"], a["runtime"], served, "PASS" if p["passed"] else "FAIL",
-            "" if worst is None else f"{worst:.1e}", f"{a['bytes'] / 1024:.0f} KB",
-            "" if a.get("latency_ms") is None else f"{a['latency_ms']:.3f} ms")) + "</tr>")
+            a.target, a.runtime, served, "PASS" if a.passed else "FAIL", a.parity.worst,
+            human_bytes(a.bytes), "" if a.latency_ms is None else f"{a.latency_ms:.3f} ms"))
+            + "</tr>")
     return "\n".join(out)
 
 
 def render(models: dict[str, Any]) -> str:
     sections = []
     for name, m in models.items():
-        web = [a for a in m.bundle.artifacts if a["runtime"] in ("tfjs", "onnx-web")
-               and a["parity"]["passed"]]
+        web = [a for a in m.bundle.artifacts if a.runs == BROWSER and a.passed]
         example = json.dumps({"instances": m.bundle.probe().rows(slice(0, 1))[
             m.signature.inputs[0].name].tolist()})
         sections.append(f"""
 <section data-model="{html.escape(name)}" data-web='{html.escape(json.dumps(
-            [{"target": a["target"], "runtime": a["runtime"], "path": a["path"]} for a in web]))}'>
+            [{"target": a.target, "runtime": a.runtime, "path": a.path} for a in web]))}'>
 <h2>{html.escape(name)}</h2>
 <p>{html.escape(m.task)}, input {html.escape(str(m.signature.inputs[0].shape))},
 default target <b>{html.escape(m.default)}</b></p>
-<table><tr><th>target</th><th>runtime</th><th>runs in</th><th>parity</th><th>max |Δ|</th>
+<table><tr><th>target</th><th>runtime</th><th>runs in</th><th>parity</th><th>worst</th>
 <th>size</th><th>batch-1</th></tr>{_rows(m)}</table>
 <textarea rows="3" cols="100">{html.escape(example)}</textarea><br>
 <button>predict on every artifact</button>

@@ -1,12 +1,12 @@
-"""The training core: one model per path of the flowchart, written as a model folder.
+"""The training core: one model per flow (flowchart path), written as a model folder.
 
 >>> from deploykit.training import train
 >>> result = train("sklearn", "digits", "out/digits-sklearn")   # doctest: +SKIP
 >>> result.metrics["test"]["accuracy"]                           # doctest: +SKIP
 
-Paths: ``sklearn``, ``tensorflow`` (TF core), ``torch`` (PyTorch core), ``keras-tensorflow``,
+Flows: ``sklearn``, ``tensorflow`` (TF core), ``torch`` (PyTorch core), ``keras-tensorflow``,
 ``keras-torch``, and ``auto`` (the flowchart's "need deep learning?" decision, see
-:mod:`deploykit.training.auto`). Framework modules are imported only by the path that uses them.
+:mod:`deploykit.training.auto`). Framework modules are imported only by the flow that uses them.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import numpy as np
 
 from deploykit.data import Dataset, Split, load_dataset, split_dataset
 from deploykit.errors import ModelFolderError, TrainingError
+from deploykit.flows import AUTO, TRAINABLE
 from deploykit.signature import Signature
 from deploykit.training.common import (
     FitResult,
@@ -35,15 +36,12 @@ from deploykit.training.common import (
     write_folder,
 )
 
-PATHS = ("sklearn", "tensorflow", "torch", "keras-tensorflow", "keras-torch", "auto")
-DEEP_PATHS = PATHS[1:5]
-
 
 @dataclass(frozen=True)
 class TrainResult:
     """A finished training run: where the model folder is and what its card says."""
 
-    path: str
+    flow: str
     folder: Path
     card: dict[str, Any]
 
@@ -56,80 +54,90 @@ class TrainResult:
         return self.card.get("decision")
 
 
-def _fitter(path: str) -> Callable[[Split, Path, TrainConfig], FitResult]:
-    if path == "sklearn":
+def _fitter(flow: str) -> Callable[[Split, Path, TrainConfig], FitResult]:
+    if flow == "sklearn":
         from deploykit.training import sklearn_path
         return sklearn_path.fit
-    if path == "tensorflow":
+    if flow == "tensorflow":
         from deploykit.training import tf_path
         return tf_path.fit
-    if path == "torch":
+    if flow == "torch":
         from deploykit.training import torch_path
         return torch_path.fit
-    if path in ("keras-tensorflow", "keras-torch"):
+    if flow in ("keras-tensorflow", "keras-torch"):
         from deploykit.training import keras_path
-        backend = path.removeprefix("keras-")
+        backend = flow.removeprefix("keras-")
         return lambda split, workdir, cfg: keras_path.fit(split, workdir, cfg, backend)
-    raise TrainingError(f"unknown path '{path}': use one of {', '.join(PATHS)}")
+    raise TrainingError(f"unknown flow '{flow}': use one of {', '.join(TRAINABLE)}")
 
 
-def signature_for(path: str, split: Split) -> Signature:
-    if path == "sklearn":
+def signature_for(flow: str, split: Split) -> Signature:
+    if flow == "sklearn":
         from deploykit.training import sklearn_path
         return sklearn_path.signature(split)
     return deep_signature(split)
 
 
-def fit_into(path: str, split: Split, cfg: TrainConfig, out: Path) -> tuple[Path, dict[str, Any]]:
-    """Train one path into a temporary folder beside ``out``; return (folder, card).
+def fit_into(flow: str, split: Split, cfg: TrainConfig, out: Path) -> tuple[Path, dict[str, Any]]:
+    """Train one flow into a temporary folder beside ``out``; return (folder, card).
 
     The caller moves the folder into place (or deletes it); on failure it is removed here.
     """
-    fitter = _fitter(path)
+    fitter = _fitter(flow)
     workdir = new_workdir(out)
     try:
         start = time.perf_counter()
         fit = fitter(split, workdir, cfg)
-        card = write_folder(workdir, split, fit, path=path, seed=cfg.seed,
+        card = write_folder(workdir, split, fit, flow=flow, seed=cfg.seed,
                             seconds=time.perf_counter() - start,
-                            signature=signature_for(path, split))
+                            signature=signature_for(flow, split))
         return workdir, card
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
 
 
-def train(path: str, data: str | Path | Dataset, out: str | Path, *, target: str | None = None,
-          task: str | None = None, seed: int = 0, epochs: int | None = None, arch: str = "auto",
-          quiet: bool = False, timeout: float = 900.0, **auto_options: Any) -> TrainResult:
-    """Train along ``path`` on ``data`` and write a model folder at ``out``.
+def train(flow: str, data: str | Path | Dataset, out: str | Path, *,
+          label_column: str | None = None, task: str | None = None, seed: int = 0,
+          epochs: int | None = None, arch: str = "auto", quiet: bool = False,
+          timeout: float = 900.0, **auto_options: Any) -> TrainResult:
+    """Train along ``flow`` on ``data`` and write a model folder at ``out``.
 
     Args:
-        path: one of :data:`PATHS`.
-        data: a builtin dataset name, a CSV/NPZ path, or a :class:`Dataset`.
+        flow: one of :data:`deploykit.flows.TRAINABLE` (a flowchart path, or ``auto``).
+        data: a builtin dataset name, a CSV/NPZ file, or a :class:`Dataset`.
         out: the model folder to write (an older model folder there is replaced).
-        target, task: for CSV files: the target column, and the task if not inferred.
+        label_column: for CSV files: the column holding the labels or values to predict.
+        task: ``classification`` or ``regression`` when it should not be inferred.
         seed: seeds the split, initialisation and shuffling.
-        epochs: deep paths only; each path has a default that reaches its accuracy bar.
+        epochs: deep flows only; each has a default that reaches its accuracy bar.
         arch: ``auto`` (CNN for image data, else MLP), ``mlp`` or ``cnn``.
         quiet: no progress output.
-        timeout: seconds allowed to a path trained in a worker process (Keras).
-        auto_options: for ``path="auto"``: ``target_score``, ``margin``, ``deep_path``.
+        timeout: seconds allowed to a flow trained in a worker process (Keras).
+        auto_options: for ``flow="auto"``: ``target_score``, ``margin``, ``deep_flow``.
+
+    Returns:
+        The :class:`TrainResult` (model folder and card).
+
+    Raises:
+        TrainingError: an unknown flow, or training failed. DataError: unusable data.
+        ModelFolderError: ``out`` exists and is not a model folder.
     """
-    if path not in PATHS:
-        raise TrainingError(f"unknown path '{path}': use one of {', '.join(PATHS)}")
+    if flow not in TRAINABLE:
+        raise TrainingError(f"unknown flow '{flow}': use one of {', '.join(TRAINABLE)}")
     out = Path(out).resolve()  # workers may see it from elsewhere
     check_out_dir(out)
-    ds = data if isinstance(data, Dataset) else load_dataset(data, target=target, task=task)
+    ds = data if isinstance(data, Dataset) else load_dataset(data, label_column=label_column,
+                                                             task=task)
     split = split_dataset(ds, seed=seed)
     cfg = TrainConfig(seed=seed, epochs=epochs, arch=arch, quiet=quiet, timeout=timeout)
-    if path == "auto":
+    if flow == AUTO:
         from deploykit.training.auto import choose
         workdir, card = choose(split, cfg, out, **auto_options)
     else:
-        workdir, card = fit_into(path, split, cfg, out)
+        workdir, card = fit_into(flow, split, cfg, out)
     finalize(workdir, out)
-    return TrainResult(card["path"] if path != "auto" else "auto", out, card)
+    return TrainResult(card["flow"] if flow != AUTO else AUTO, out, card)
 
 
 class TrainedModel:
@@ -142,7 +150,7 @@ class TrainedModel:
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
         self.card = read_card(self.folder)
-        self.path = self.card["path"]
+        self.flow = self.card["flow"]
         self.task = self.card["task"]["kind"]
         self._predict = self._loader()
 
@@ -203,5 +211,5 @@ def _predict_files(folder: str, x: str, out: str) -> None:
     np.savez(out, **load_model(folder).predict(np.load(x)))
 
 
-__all__ = ["PATHS", "DEEP_PATHS", "TrainResult", "TrainedModel", "train", "load_model",
+__all__ = ["TrainResult", "TrainedModel", "train", "load_model",
            "predict_in_worker", "read_card", "read_test_split"]

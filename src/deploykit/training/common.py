@@ -1,9 +1,9 @@
-"""What every training path shares: config, metrics, scaling constants, the model folder.
+"""What every training flow shares: config, metrics, scaling constants, the model folder.
 
 A model folder is self-describing::
 
     OUT/
-      deploykit-model.json   card: path, framework, dataset, task, labels, signature,
+      deploykit-model.json   card: flow, framework, dataset, task, labels, signature,
                              metrics, selection, seed, versions, files
       <model files>          the framework's own safe format (.skops, .keras,
                              saved_model/, state_dict.pt + model.pt2)
@@ -32,7 +32,8 @@ from deploykit.errors import ModelFolderError, TrainingError
 from deploykit.signature import Signature, TensorSpec
 
 CARD = "deploykit-model.json"
-CARD_SCHEMA = "deploykit.model/1"
+CARD_SCHEMA = "deploykit.model/2"
+CARD_READS = ("deploykit.model/1", CARD_SCHEMA)  # /1 named the flow "path"
 TEST_SPLIT = "test_split.npz"
 
 
@@ -144,14 +145,14 @@ def finalize(workdir: Path, out: Path) -> None:
     replace_dir(workdir, out)
 
 
-def write_folder(workdir: Path, split: Split, fit: FitResult, *, path: str, seed: int,
+def write_folder(workdir: Path, split: Split, fit: FitResult, *, flow: str, seed: int,
                  seconds: float, signature: Signature, extra: dict[str, Any] | None = None
                  ) -> dict[str, Any]:
     """Write the card and the test split into ``workdir``; return the card."""
     ds = split.dataset
     card = {
         "schema": CARD_SCHEMA,
-        "path": path,
+        "flow": flow,
         "framework": fit.framework,
         "backend": fit.backend,
         "model": fit.model,
@@ -185,7 +186,9 @@ def read_card(folder: str | Path) -> dict[str, Any]:
     path = folder / CARD
     if not path.is_file():
         raise ModelFolderError(f"{folder} is not a deploykit model folder (no {CARD})")
-    card = read_schema_json(path, CARD_SCHEMA, ModelFolderError)
+    card = read_schema_json(path, CARD_READS, ModelFolderError)
+    if "flow" not in card and "path" in card:  # written by deploykit.model/1
+        card["flow"] = card.pop("path")
     missing = [f for f in card.get("files", {}).values() if not (folder / f).exists()]
     if missing:
         raise ModelFolderError(f"{folder}: missing model files {missing}")

@@ -19,6 +19,7 @@ from deploykit._lazy import require
 from deploykit._progress import Reporter
 from deploykit.data import Split
 from deploykit.errors import TrainingError
+from deploykit.flows import DEFAULT_EPOCHS
 from deploykit.training.common import (
     FitResult,
     TrainConfig,
@@ -31,7 +32,6 @@ from deploykit.training.common import (
 
 MODEL_FILE = "model.keras"
 BACKENDS = ("tensorflow", "torch")
-DEFAULT_EPOCHS = {"mlp": 60, "cnn": 40}
 _OUTPUTS = "outputs.npz"
 
 

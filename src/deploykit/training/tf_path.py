@@ -15,6 +15,7 @@ import numpy as np
 from deploykit._lazy import require
 from deploykit._progress import Reporter
 from deploykit.data import Split
+from deploykit.flows import DEFAULT_EPOCHS
 from deploykit.training.common import (
     FitResult,
     TrainConfig,
@@ -27,7 +28,6 @@ from deploykit.training.common import (
 )
 
 SAVED_MODEL_DIR = "saved_model"
-DEFAULT_EPOCHS = {"mlp": 60, "cnn": 40}
 
 
 def make_module(arch: dict[str, Any], sc: dict[str, Any], seed: int):

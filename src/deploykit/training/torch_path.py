@@ -16,6 +16,7 @@ import numpy as np
 from deploykit._lazy import require
 from deploykit._progress import Reporter
 from deploykit.data import Split
+from deploykit.flows import DEFAULT_EPOCHS
 from deploykit.training.common import (
     FitResult,
     TrainConfig,
@@ -30,7 +31,6 @@ from deploykit.training.common import (
 
 STATE_FILE = "state_dict.pt"
 PROGRAM_FILE = "model.pt2"
-DEFAULT_EPOCHS = {"mlp": 60, "cnn": 40}
 
 
 def build(arch: dict[str, Any]):

@@ -54,7 +54,7 @@ async function main() {
   const sizes = [...new Set([1, Math.min(7, n) % 2 ? Math.min(7, n) : Math.max(1, Math.min(7, n) - 1), n])];
   const results = [];
   const models = {};
-  for (const art of manifest.artifacts.filter((a) => ['tfjs', 'onnx-web'].includes(a.runtime))) {
+  for (const art of manifest.artifacts.filter((a) => a.runs === 'browser')) {
     status.textContent = `running ${art.target}…`;
     const res = { target: art.target, runtime: art.runtime, profile: art.profile, batches: {} };
     try {
@@ -64,7 +64,7 @@ async function main() {
       let pass = true;
       for (const b of (art.batch ? [art.batch] : sizes)) {
         const got = await runBatched(model, inputName, x, b);
-        const c = compare(art.profile, got, ref);
+        const c = compare(manifest.profiles[art.profile], got, ref);
         res.batches[b] = c.pass ? 'ok' : 'mismatch';
         pass = pass && c.pass;
         if (b === n || art.batch) { res.maxAbs = c.maxAbs; res.labelAgreement = c.agree; }

@@ -16,21 +16,17 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from deploykit import formats, graph, targets
 from deploykit._fs import fixed_zip_entry, replace_dir
+from deploykit.artifact import Artifact
 from deploykit.bundle import Bundle, load_bundle, sha256, tree_size
 from deploykit.errors import BundleError
-from deploykit.formats import tflite_compat, tflite_metadata
+from deploykit.package import tflite_compat, tflite_metadata
+from deploykit.parity import profile_rules
 
 SCHEMA = "deploykit.package/1"
-# device kind -> targets it takes, in order of preference
-DEVICES = {
-    "edge": ("tflite", "tflite-int8", "tflite-fp16", "onnx"),
-    "android": ("tflite", "tflite-int8", "executorch"),
-    "ios": ("executorch", "tflite"),
-    "web": ("tfjs", "tfjs-fp16", "onnx-web"),
-}
-TARGETS = Path(__file__).resolve().parents[2] / "targets"
-# device kind -> runner files copied into its package (phone.py imports helpers from run.py)
+# device kind -> runner files copied into its package (phone.py imports helpers from run.py);
+# which artifacts each kind takes is a fact of the formats (graph nodes' ``devices``)
 RUNNERS = {
     "edge": ("edge/run.py", "edge/requirements.txt"),
     "android": ("edge/run.py", "mobile/phone.py"),
@@ -39,16 +35,32 @@ RUNNERS = {
 }
 
 
+def device_targets(device: str) -> list[str]:
+    """The targets a device package of kind ``device`` takes, in column order."""
+    formats.load()
+    return [t for t in graph.targets() if device in graph.NODES[t].devices]
+
+
 def package(bundle: str | Path, device: str, out: str | Path) -> Path:
-    """Write the package folder ``out`` (atomically) and ``out.zip``; return the folder."""
-    if device not in DEVICES:
-        raise BundleError(f"unknown device '{device}': use one of {', '.join(DEVICES)}")
+    """Write the package folder ``out`` (atomically) and ``out.zip``; return the folder.
+
+    Args:
+        bundle: a bundle folder.
+        device: ``edge``, ``android``, ``ios`` or ``web``.
+        out: the package folder to write (an older package there is replaced).
+
+    Raises:
+        BundleError: an unknown device, a damaged bundle, or no passing artifact for it.
+    """
+    if device not in RUNNERS:
+        raise BundleError(f"unknown device '{device}': use one of {', '.join(RUNNERS)}")
     b = load_bundle(bundle)
-    chosen = [a for a in b.artifacts if a["target"] in DEVICES[device] and a["parity"]["passed"]]
+    takes = device_targets(device)
+    chosen = [a for a in b.artifacts if a.target in takes and a.passed]
     if not chosen:
-        have = [a["target"] for a in b.artifacts]
+        have = [a.target for a in b.artifacts]
         raise BundleError(f"{bundle} has no passing artifact for {device} (needs one of "
-                          f"{', '.join(DEVICES[device])}; has {', '.join(have) or 'none'})")
+                          f"{', '.join(takes)}; has {', '.join(have) or 'none'})")
     out = Path(out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
@@ -67,28 +79,28 @@ def package(bundle: str | Path, device: str, out: str | Path) -> Path:
     return out
 
 
-def _fill(b: Bundle, device: str, chosen: list[dict], root: Path) -> dict[str, Any]:
-    labels = b.manifest["task"]["labels"]
-    outputs = [s["name"] for s in b.manifest["signature"]["outputs"]]
+def _fill(b: Bundle, device: str, chosen: list[Artifact], root: Path) -> dict[str, Any]:
+    labels = b.labels
+    outputs = [s.name for s in b.signature.outputs]
     main_output = "probabilities" if "probabilities" in outputs else outputs[-1]
     (root / "labels.txt").write_text("".join(f"{label}\n" for label in labels))
     arts = [_add_artifact(b, a, root, main_output) for a in chosen]
-    packaged_fp32 = {a["format"]: e["bytes"] for a, e in zip(chosen, arts, strict=True)
-                     if a["profile"] == "fp32"}
+    packaged_fp32 = {a.runtime: e["bytes"] for a, e in zip(chosen, arts, strict=True)
+                     if a.profile == "fp32"}
     for a, e in zip(chosen, arts, strict=True):  # sizes as packaged, metadata included
-        if a["format"] in packaged_fp32:
-            e["size_vs_fp32"] = round(e["bytes"] / packaged_fp32[a["format"]], 3)
+        if a.runtime in packaged_fp32:
+            e["size_vs_fp32"] = round(e["bytes"] / packaged_fp32[a.runtime], 3)
     (root / "probe").mkdir()
     for key in ("inputs", "reference"):
         shutil.copy2(b.root / b.manifest["probe"][key], root / "probe" / f"{key}.npz")
     for f in RUNNERS[device]:
-        shutil.copy2(TARGETS / f, root / Path(f).name)
+        shutil.copy2(targets.folder() / f, root / Path(f).name)
     files = {str(f.relative_to(root)): sha256(f)
              for f in sorted(p for p in root.rglob("*") if p.is_file())}
     return {
         "schema": SCHEMA, "for": device, "name": b.manifest["name"],
         "task": b.task, "labels": labels, "signature": b.manifest["signature"],
-        "main_output": main_output,
+        "main_output": main_output, "profiles": profile_rules(),
         "preprocessing": {"where": "inside the model (raw features in)",
                           "input_image_shape": b.manifest.get("input_image_shape")},
         "probe": {"inputs": "probe/inputs.npz", "reference": "probe/reference.npz"},
@@ -96,28 +108,28 @@ def _fill(b: Bundle, device: str, chosen: list[dict], root: Path) -> dict[str, A
     }
 
 
-def _add_artifact(b: Bundle, a: dict[str, Any], root: Path, main_output: str) -> dict[str, Any]:
-    shutil.copytree(b.root / "artifacts" / a["target"], root / "models" / a["target"])
-    rel_path = "models/" + a["path"].split("/", 1)[1]
+def _add_artifact(b: Bundle, a: Artifact, root: Path, main_output: str) -> dict[str, Any]:
+    shutil.copytree(b.root / a.folder, root / "models" / a.target)
+    rel_path = "models/" + a.path.split("/", 1)[1]
     t = b.tradeoff(a)
-    entry = {"target": a["target"], "runtime": a["runtime"], "profile": a["profile"],
-             "path": rel_path, "batch": a.get("batch"), "size_vs_fp32": t["size_vs_fp32"],
+    entry = {"target": a.target, "runtime": a.runtime, "profile": a.profile,
+             "path": rel_path, "batch": a.batch, "size_vs_fp32": t["size_vs_fp32"],
              "metric": t["metric"], "metric_change": t["metric_change"],
-             "label_agreement": a["parity"].get("label_agreement")}
-    if a["format"] == "tflite":
+             "label_agreement": a.parity.label_agreement}
+    if a.runtime == "tflite":
         entry.update(_finish_tflite(b, root / rel_path, root / "labels.txt", main_output))
-    entry["bytes"] = tree_size(root / "models" / a["target"])
+    entry["bytes"] = tree_size(root / "models" / a.target)
     return entry
 
 
-def _runtime_versions(chosen: list[dict]) -> dict[str, str]:
+def _runtime_versions(chosen: list[Artifact]) -> dict[str, str]:
     """From the bundle: the ExecuTorch that wrote the .pte (a phone needs a runtime of the
     same release) and the LiteRT that verified the .tflite files."""
     out = {}
     for a in chosen:
-        if a["format"] == "executorch":
-            out.update(a.get("converter_versions", {}))
-        out.update(a.get("verified_with", {}))
+        if a.runtime == "executorch":
+            out.update(a.converter_versions)
+        out.update(a.verified_with)
     return {k: v for k, v in sorted(out.items()) if k in ("executorch", "ai-edge-litert")}
 
 
@@ -149,7 +161,7 @@ def _with_metadata(b: Bundle, raw: bytes, labels: Path, main_output: str) -> byt
     outputs = [tflite_metadata.TensorInfo(
         main_output if len(outs) == 1 else n, "model output",
         labels_file=labels.name if len(outs) == 1 or n == main_output else None) for n in outs]
-    meta = tflite_metadata.build(b.manifest["name"], f"{b.task} model made by deploykit",
+    meta = tflite_metadata.build(b.name, f"{b.task} model made by deploykit",
                                  f"bundle of {b.manifest.get('created', '?')}", inputs, outputs)
     return tflite_metadata.embed(raw, meta, {labels.name: labels.read_bytes()})
 
