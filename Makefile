@@ -9,9 +9,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.deploykit-installed
 OUT    ?= whatif-out
-PYTEST_ARGS ?= -n 2 --dist loadfile
+PYTEST_ARGS ?= -n 2 --dist loadfile --no-loadscope-reorder
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test test-fast lint clean
 
 setup: $(STAMP)
 
@@ -40,8 +40,12 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# the edit-test loop: everything not marked slow (under 90 s)
+test-fast: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS) -m "not slow"
+
 lint: setup
-	$(BIN)/ruff check src tests examples
+	$(BIN)/ruff check src tests examples benchmarks tools targets
 
 clean:
-	rm -rf $(VENV) $(OUT) .pytest_cache
+	rm -rf $(VENV) $(OUT) .pytest_cache test-artifacts

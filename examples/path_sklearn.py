@@ -20,19 +20,21 @@ parser.add_argument("--to", default="all", help="export targets ('all' or a comm
 parser.add_argument("--out", default="models/digits-sklearn")
 args = parser.parse_args()
 
-result = deploykit.train("sklearn", args.data, args.out)
-print("test metrics:", result.metrics["test"])
+# Worker processes (Keras training, reloading, converters) are shared by the steps below.
+with deploykit.workers():
+    result = deploykit.train("sklearn", args.data, args.out)
+    print("test metrics:", result.metrics["test"])
 
-X, y, reference = read_test_split(args.out)
-reloaded = predict_in_worker(args.out, X)  # a fresh process, as a deployment would load it
-for name, ref in reference.items():
-    np.testing.assert_allclose(reloaded[name], ref, rtol=1e-5, atol=1e-6)
-print(f"reloaded {args.out}: outputs {sorted(reference)} match the trained model")
+    X, y, reference = read_test_split(args.out)
+    reloaded = predict_in_worker(args.out, X)  # loaded from its files, in a worker process
+    for name, ref in reference.items():
+        np.testing.assert_allclose(reloaded[name], ref, rtol=1e-5, atol=1e-6)
+    print(f"reloaded {args.out}: outputs {sorted(reference)} match the trained model")
 
-bundle = args.out.rstrip("/") + "-bundle"
-report = deploykit.export(args.out, args.to, out=bundle)
-for cell in report.cells:
-    print(f"{cell.target:12s} {cell.status:5s} {cell.reason or ''}")
-assert report.ok, "an artifact failed parity"
-assert deploykit.verify(bundle).ok  # re-check from the bundle alone
-print(f"bundle {bundle}: every exported artifact predicts like the original")
+    bundle = args.out.rstrip("/") + "-bundle"
+    report = deploykit.export(args.out, args.to, out=bundle)
+    for cell in report.cells:
+        print(f"{cell.target:12s} {cell.status:5s} {cell.reason or ''}")
+    assert report.ok, "an artifact failed parity"
+    assert deploykit.verify(bundle).ok  # re-check from the bundle alone
+    print(f"bundle {bundle}: every exported artifact predicts like the original")

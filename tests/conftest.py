@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).parent))  # shared.py, for the controller too
+
 # Two test processes run at once (xdist -n 2) and each export converts two cells at once, on
 # two cores: OpenMP threads spinning on oversubscribed cores made a 5 s torch training take
 # 300 s. One math thread per process (set before any test imports torch or TensorFlow).
@@ -46,9 +48,36 @@ def tests_on_path(monkeypatch):
 DEVICE_VENVS = TESTS.parent / "test-artifacts" / "device-venvs.txt"
 
 
+_prebuild = None
+
+
 def pytest_sessionstart(session):
-    if not hasattr(session.config, "workerinput"):  # the controller, once per run
-        DEVICE_VENVS.unlink(missing_ok=True)
+    """In the controller, once per run: on a full run, start the shared what-if run in the
+    background so the tests that read it find it (nearly) done."""
+    global _prebuild
+    if hasattr(session.config, "workerinput"):
+        return
+    DEVICE_VENVS.unlink(missing_ok=True)
+    full = [str(TESTS) if a == "tests" else a for a in session.config.args] in ([], [str(TESTS)])
+    if full and "slow" not in (session.config.getoption("markexpr") or ""):
+        import shared
+
+        _prebuild = shared.prebuild()
+
+
+# Files that read the shared what-if run go last, so on a full run the run started by the
+# controller (see above) is done by the time they start, instead of a worker waiting for it.
+WHATIF_READERS = ("test_cli.py", "test_package.py", "test_serve.py", "test_train_paths.py",
+                  "test_web.py", "test_wheel.py")
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: item.path.name in WHATIF_READERS)  # stable: order kept within
+
+
+def pytest_sessionfinish(session):
+    if _prebuild is not None and _prebuild.poll() is None:  # nothing asked for it after all
+        _prebuild.kill()
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -11,6 +11,8 @@ from deploykit.errors import ModelFolderError, TrainingError
 from deploykit.training import load_model, train
 from deploykit.training.common import CARD
 
+pytestmark = pytest.mark.slow  # trains along auto
+
 
 def test_auto_keeps_classical_when_it_meets_the_target(tmp_path):
     r = train("auto", "iris", tmp_path / "m", quiet=True)

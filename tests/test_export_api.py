@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from conftest import run_cli
 from sources_for_tests import keras_model, sample, tf_module, torch_model
 
 import deploykit
 from deploykit import formats
+
+pytestmark = pytest.mark.slow  # exports user models to every runtime
 
 
 def test_user_keras_model_exports_to_every_runtime_and_verifies(tmp_path):

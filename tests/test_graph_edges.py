@@ -17,6 +17,8 @@ from deploykit.parity import Probe, check
 from deploykit.signature import Signature
 from deploykit.sources import detect
 
+pytestmark = pytest.mark.slow  # every converter on a small model
+
 # edge -> the kind of source model it is tested from (the source reaches the edge's input)
 EDGE_CASES = {
     "sklearn_to_onnx": "sklearn",

@@ -12,12 +12,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import shared
 from conftest import run_cli
 from sources_for_tests import log_features_module
 
 import deploykit
 from deploykit.errors import BundleError
 from deploykit.package import package, tflite_compat
+
+pytestmark = pytest.mark.slow  # packages the shared digits bundles, builds device venvs
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -26,34 +29,26 @@ TFLITE_PATHS = PATHS[1:]  # scikit-learn has no route to TFLite (see `deploykit 
 TFLITE = ("tflite", "tflite-fp16", "tflite-int8")
 
 
-def _venv(root: Path, *packages: str) -> Path:
-    subprocess.run([sys.executable, "-m", "venv", str(root)], check=True, timeout=300)
-    r = subprocess.run([str(root / "bin" / "pip"), "install", "--quiet", *packages],
-                       capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, r.stderr[-2000:]
+def _venv(*packages: str) -> Path:
+    python = shared.venv(*packages)
     probe = ("import importlib.util as u, sys; "
              "sys.exit(any(u.find_spec(m) for m in ('deploykit', 'tensorflow', 'torch')))")
-    assert subprocess.run([str(root / "bin" / "python"), "-c", probe]).returncode == 0
+    assert subprocess.run([str(python), "-c", probe]).returncode == 0
+    root = python.parents[1]
     size = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
     ARTIFACTS.mkdir(exist_ok=True)  # reported at the end of the run (conftest), not asserted
     with (ARTIFACTS / "device-venvs.txt").open("a") as f:
         f.write(f"{' + '.join(packages)}: {size / 2**20:.0f} MB on disk\n")
-    return root / "bin" / "python"
+    return python
 
 
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory):
-    """A digits bundle from each of the five paths, plus a user model tflite-runtime 2.14
-    cannot fully run (its int8 variant needs LOG version 2)."""
-    root = tmp_path_factory.mktemp("pkg")
-    out = {}
-    for path in PATHS:
-        deploykit.train(path, "digits", root / f"m-{path}", quiet=True)
-        targets = ["onnx"] if path == "sklearn" else [*TFLITE, "onnx", "executorch"]
-        r = deploykit.export(root / f"m-{path}", targets, out=root / path, quiet=True)
-        assert r.ok, [c.reason for c in r.cells]
-        out[path] = r.bundle
+    """A digits bundle from each of the five flows (shared with the other test files), plus
+    a user model tflite-runtime 2.14 cannot fully run (its int8 variant needs LOG version 2)."""
+    out = {flow: d["bundle"] for flow, d in shared.digits().items()}
     module, sample = log_features_module()
+    root = tmp_path_factory.mktemp("pkg")
     r = deploykit.export(module, ["tflite", "tflite-int8"], sample=sample, out=root / "logfeat",
                          quiet=True)
     assert r.ok, [c.reason for c in r.cells]
@@ -68,18 +63,18 @@ def edge_packages(bundles, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def litert_python(tmp_path_factory):
-    return _venv(tmp_path_factory.mktemp("venv") / "litert", "numpy", "ai-edge-litert")
+def litert_python():
+    return _venv("numpy", "ai-edge-litert")
 
 
 @pytest.fixture(scope="module")
-def ort_python(tmp_path_factory):
-    return _venv(tmp_path_factory.mktemp("venv") / "ort", "numpy", "onnxruntime")
+def ort_python():
+    return _venv("numpy", "onnxruntime")
 
 
 @pytest.fixture(scope="module")
-def tflite214_python(tmp_path_factory):
-    return _venv(tmp_path_factory.mktemp("venv") / "tfl214", "numpy<2", "tflite-runtime==2.14.0")
+def tflite214_python():
+    return _venv("numpy<2", "tflite-runtime==2.14.0")
 
 
 def _verify(python: Path, pkg: Path, script: str = "run.py") -> subprocess.CompletedProcess:
@@ -229,7 +224,7 @@ def test_operator_code_reader_on_odd_and_damaged_files(edge_packages):
 
 def test_tflite_metadata_is_read_back_by_tflite_support(edge_packages, bundles, tmp_path_factory):
     """tflite-support's MetadataDisplayer (the reference reader) sees labels and normalization."""
-    python = _venv(tmp_path_factory.mktemp("venv") / "tfls", "tflite-support==0.4.4")
+    python = _venv("tflite-support==0.4.4")
     pkg = edge_packages["keras-torch"]
     script = ("import json, sys\nfrom tflite_support import metadata as m\n"
               "d = m.MetadataDisplayer.with_model_file(sys.argv[1])\n"
@@ -302,7 +297,7 @@ def test_size_and_metric_change_match_an_independent_count(bundles, edge_package
     change measured here: the original model and the packaged int8 file on the held-out split."""
     from deploykit.training import load_model, read_test_split
 
-    folder = Path(bundles["torch"]).parent / "m-torch"
+    folder = shared.digits(["torch"])["torch"]["model"]
     X, y, _ = read_test_split(folder)
     original = float(np.mean(load_model(folder).predict(X)["probabilities"].argmax(1) == y))
     pkg = edge_packages["torch"]
@@ -367,4 +362,4 @@ def test_bad_package_requests(bundles, tmp_path):
     with pytest.raises(BundleError, match="unknown device"):
         package(bundles["torch"], "watch", tmp_path / "w")
     with pytest.raises(BundleError, match="no passing artifact for web"):
-        package(bundles["torch"], "web", tmp_path / "w")
+        package(bundles["logfeat"], "web", tmp_path / "w")  # TFLite only

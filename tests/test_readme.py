@@ -25,10 +25,11 @@ from pathlib import Path
 
 import pytest
 import requests
+from shared import CHATTER
+
+pytestmark = pytest.mark.slow  # runs the README session (trains, exports, serves)
 
 ROOT = Path(__file__).resolve().parents[1]
-CHATTER = re.compile(r"torchao|cpuinfo|^I0000|^W\d{4} |^E\d{4} |XNNPACK delegate|oneDNN|"
-                     r"Traceback \(most recent call last\)|^WARNING|^INFO", re.M)
 
 
 def readme_session() -> list[str]:

@@ -14,9 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
+import shared
 from conftest import HEAVY, run_cli
 
 import deploykit
+
+pytestmark = pytest.mark.slow  # exports and serves the shared digits models
 
 
 def _free_port() -> int:
@@ -27,11 +30,11 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory):
+    """The shared digits models, exported to a few targets each (one of them fixed-batch)."""
     root = tmp_path_factory.mktemp("serve")
-    deploykit.train("sklearn", "digits", root / "m-sk", quiet=True)
-    deploykit.train("torch", "digits", root / "m-torch", quiet=True, epochs=5)
-    sk = deploykit.export(root / "m-sk", ["onnx", "onnx-web"], out=root / "sk", quiet=True)
-    tt = deploykit.export(root / "m-torch", ["onnx", "tflite", "torchscript"], out=root / "torch",
+    models = {flow: d["model"] for flow, d in shared.digits(["sklearn", "torch"]).items()}
+    sk = deploykit.export(models["sklearn"], ["onnx", "onnx-web"], out=root / "sk", quiet=True)
+    tt = deploykit.export(models["torch"], ["onnx", "tflite", "torchscript"], out=root / "torch",
                           quiet=True)
     assert sk.ok and tt.ok
     return {"sk": root / "sk", "torch": root / "torch"}

@@ -6,10 +6,13 @@ import json
 
 import numpy as np
 import pytest
+import shared
 
 from deploykit.flows import FLOWS
 from deploykit.training import load_model, predict_in_worker, read_test_split, train
 from deploykit.training.common import CARD
+
+pytestmark = pytest.mark.slow  # trains every flow
 
 MATRIX = list(FLOWS)
 # Acceptance bars from the foundation issue: every path >= 0.95, sklearn and Keras >= 0.97.
@@ -22,10 +25,11 @@ def test_every_path_has_a_case():
 
 
 @pytest.mark.parametrize("path", MATRIX)
-def test_path_trains_on_digits_saves_and_reloads(path, tmp_path):
-    r = train(path, "digits", tmp_path / "m", quiet=True)
-    card = json.loads((tmp_path / "m" / CARD).read_text())
-    assert card == r.card and card["flow"] == path
+def test_path_trains_on_digits_saves_and_reloads(path):
+    """On the digits model the tests share (trained by deploykit.train from this source)."""
+    folder = shared.digits([path])[path]["model"]
+    card = json.loads((folder / CARD).read_text())
+    assert card["flow"] == path and card["dataset"]["name"] == "digits"
     acc = card["metrics"]["test"]["accuracy"]
     assert acc >= BAR[path], f"{path}: test accuracy {acc:.4f} < {BAR[path]}"
     assert card["task"]["labels"] == [str(i) for i in range(10)]
@@ -38,11 +42,11 @@ def test_path_trains_on_digits_saves_and_reloads(path, tmp_path):
     else:
         assert card["model"]["kind"] == "cnn"  # digits are 8x8x1 images
     assert card["versions"]["numpy"] and card["seed"] == 0
-    assert not list(tmp_path.glob(".m.partial-*")), "work folder left behind"
-    X, y, ref = read_test_split(tmp_path / "m")
+    assert not list(folder.parent.glob(f".{folder.name}.partial-*")), "work folder left behind"
+    X, y, ref = read_test_split(folder)
     assert len(X) == card["split"]["n_test"] == len(y)
     # Reload in a fresh process (Keras under the backend it was trained with) and predict.
-    again = predict_in_worker(tmp_path / "m", X)
+    again = predict_in_worker(folder, X)
     assert set(again) == set(ref)
     for k in ref:
         np.testing.assert_allclose(again[k], ref[k], rtol=1e-5, atol=1e-6, err_msg=k)

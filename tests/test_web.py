@@ -9,44 +9,40 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import shared
 
 import deploykit
 from deploykit._tensors import tensor_from_json, tensor_json
 from deploykit.formats.web import web_dir
 
+pytestmark = pytest.mark.slow  # the shared digits bundles in Node and Chromium
+
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-WEB = ["tfjs", "tfjs-fp16", "onnx-web"]
 
 
 @pytest.fixture(scope="module")
-def digits_bundles(tmp_path_factory):
+def digits_bundles():
     """TF core, Keras on both backends, scikit-learn and PyTorch, trained on digits and exported
-    to the browser targets (Node parity is checked by export itself)."""
-    root = tmp_path_factory.mktemp("web")
-    bundles = {}
-    for path in ("tensorflow", "keras-tensorflow", "keras-torch", "sklearn", "torch"):
-        deploykit.train(path, "digits", root / "models" / path, quiet=True, epochs=8)
-        r = deploykit.export(root / "models" / path, WEB, out=root / path, quiet=True)
-        bundles[path] = r
-    return bundles
+    to every target (shared with the other test files); Node parity was checked by export."""
+    return shared.digits()
 
 
 @pytest.mark.parametrize("path", ["tensorflow", "keras-tensorflow", "keras-torch"])
 def test_tfjs_matches_the_original_in_node(digits_bundles, path):
-    cells = {c.target: c for c in digits_bundles[path].cells}
+    cells = digits_bundles[path]["cells"]
     for target in ("tfjs", "tfjs-fp16", "onnx-web"):
         c = cells[target]
-        assert c.status == "pass", (target, c.reason)
-        assert set(c.parity.batches) == {"1", "7", "360"}
-    assert cells["tfjs"].parity.profile == "fp32"
-    assert cells["tfjs"].parity.max_abs < 1e-4
+        assert c["status"] == "pass", (target, c["reason"])
+        assert set(c["parity"]["batches"]) == {"1", "7", "360"}
+    tfjs = deploykit.load_bundle(digits_bundles[path]["bundle"]).artifact("tfjs")
+    assert tfjs.profile == "fp32" and tfjs.runs == "browser" and tfjs.parity.max_abs < 1e-4
 
 
 @pytest.mark.parametrize("path", ["sklearn", "torch"])
 def test_onnx_web_for_sources_without_savedmodel(digits_bundles, path):
-    cells = {c.target: c for c in digits_bundles[path].cells}
-    assert cells["onnx-web"].status == "pass", cells["onnx-web"].reason
-    assert cells["tfjs"].status == "n/a" and "reachable" in cells["tfjs"].reason
+    cells = digits_bundles[path]["cells"]
+    assert cells["onnx-web"]["status"] == "pass", cells["onnx-web"]["reason"]
+    assert cells["tfjs"]["status"] == "n/a" and "reachable" in cells["tfjs"]["reason"]
 
 
 @pytest.mark.parametrize("path", ["tensorflow", "keras-tensorflow", "keras-torch", "sklearn",
@@ -54,10 +50,11 @@ def test_onnx_web_for_sources_without_savedmodel(digits_bundles, path):
 def test_page_computes_parity_in_headless_chromium(digits_bundles, path):
     from deploykit.browser import check
 
-    bundle = digits_bundles[path].bundle
+    bundle = digits_bundles[path]["bundle"]
     shot = ARTIFACTS / f"browser-{path}.png"
     results = check(bundle, screenshot=shot)
-    want = {c.target for c in digits_bundles[path].cells if c.status == "pass"}
+    want = {a.target for a in deploykit.load_bundle(bundle).artifacts
+            if a.passed and a.runs == "browser"}
     assert {r["target"] for r in results} == want and want
     for r in results:
         assert r["pass"], r
@@ -68,7 +65,7 @@ def test_page_computes_parity_in_headless_chromium(digits_bundles, path):
 
 
 def test_node_one_shot_cli_writes_outputs(digits_bundles, tmp_path):
-    bundle = digits_bundles["keras-tensorflow"].bundle
+    bundle = digits_bundles["keras-tensorflow"]["bundle"]
     x = np.load(bundle / "probe" / "inputs.npz")["x"][:5]
     (tmp_path / "in.json").write_text(json.dumps({"inputs": {"x": tensor_json(x)}}))
     r = subprocess.run(["node", "run.mjs", str(bundle), "tfjs", str(tmp_path / "in.json"),
@@ -105,7 +102,7 @@ def test_op_tfjs_lacks_is_refused_by_name(tmp_path):
 def test_web_package_holds_the_browser_artifacts(digits_bundles, tmp_path):
     from deploykit.package import package
 
-    pkg = package(digits_bundles["keras-tensorflow"].bundle, "web", tmp_path / "web")
+    pkg = package(digits_bundles["keras-tensorflow"]["bundle"], "web", tmp_path / "web")
     meta = json.loads((pkg / "package.json").read_text())
     assert {a["target"] for a in meta["artifacts"]} == {"tfjs", "tfjs-fp16", "onnx-web"}
     assert "models/tfjs/model.json" in meta["sha256"]

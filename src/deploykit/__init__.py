@@ -10,17 +10,18 @@ from typing import Any
 
 __version__ = "0.1.0"
 __all__ = ["train", "load_model", "load_dataset", "split_dataset", "what_if", "export",
-           "verify", "load_bundle", "__version__"]
+           "verify", "load_bundle", "workers", "__version__"]
 
-_API = {
-    "train": "deploykit.training",
-    "load_model": "deploykit.training",
-    "load_dataset": "deploykit.data",
-    "split_dataset": "deploykit.data",
-    "what_if": "deploykit.whatif",
-    "export": "deploykit.exporting",
-    "verify": "deploykit.exporting",
-    "load_bundle": "deploykit.bundle",
+_API = {  # name -> "module:attribute"
+    "train": "deploykit.training:train",
+    "load_model": "deploykit.training:load_model",
+    "load_dataset": "deploykit.data:load_dataset",
+    "split_dataset": "deploykit.data:split_dataset",
+    "what_if": "deploykit.whatif:what_if",
+    "export": "deploykit.exporting:export",
+    "verify": "deploykit.exporting:verify",
+    "load_bundle": "deploykit.bundle:load_bundle",
+    "workers": "deploykit.worker:pool",  # `with deploykit.workers():` shares worker processes
 }
 
 
@@ -28,5 +29,6 @@ def __getattr__(name: str) -> Any:  # PEP 562: resolve the API on first use
     if name in _API:
         import importlib
 
-        return getattr(importlib.import_module(_API[name]), name)
+        module, _, attr = _API[name].partition(":")
+        return getattr(importlib.import_module(module), attr)
     raise AttributeError(f"module 'deploykit' has no attribute {name!r}")

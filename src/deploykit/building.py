@@ -225,11 +225,7 @@ def run_edge_in_worker(e: graph.Edge, src: tuple[Path, dict[str, Any]], out: Pat
     from deploykit import worker
 
     out.mkdir(parents=True)
-    # Two cells convert at once on two cores: OpenMP threads that spin on oversubscribed cores
-    # made one int8 calibration 8x slower (55 s against 7 s); converters gain nothing from them.
-    env = {"OMP_NUM_THREADS": "1"}
-    if e.keras_backend:
-        env["KERAS_BACKEND"] = e.keras_backend
+    env = {"KERAS_BACKEND": e.keras_backend} if e.keras_backend else {}
     return worker.run("deploykit.exporting:run_edge",
                       {"edge": e.name, "src": str((src[0] / src[1]["file"]).resolve()),
                        "out": str(out.resolve()), "ctx": asdict(ctx)}, env=env,

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from deploykit._fs import read_schema_json, replace_dir
+from deploykit._fs import json_safe, read_schema_json, replace_dir
 from deploykit._tensors import tensor_json
 from deploykit.artifact import Artifact, Failure
 from deploykit.errors import BundleError
@@ -129,7 +129,7 @@ def _combined(files: dict[str, str]) -> str:
 def _write_json_durably(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
     with tmp.open("w") as f:
-        json.dump(data, f, indent=2)
+        json.dump(json_safe(data), f, indent=2, allow_nan=False)
         f.write("\n")
         f.flush()
         os.fsync(f.fileno())

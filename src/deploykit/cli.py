@@ -283,7 +283,7 @@ def _cmd_package(a: argparse.Namespace) -> int:
     out = package(a.bundle, a.device, a.out)
     meta = json.loads((out / "package.json").read_text())
     for art in meta["artifacts"]:
-        _say(f"{art['target']:12s} {art['bytes'] / 1024:8.0f} KB  {art['path']}")
+        _say(f"{art['target']:12s} {human_bytes(art['bytes']):>10s}  {art['path']}")
         for rt, lacks in art.get("older_runtimes", {}).items():
             if lacks:
                 _say(f"warning: {art['target']} will not load on {rt}: it needs "

@@ -65,7 +65,7 @@ class OutputStats:
     max_abs: float
     max_rel: float
     mean_abs: float
-    within_tolerance: float  # fraction of elements within the profile's rule
+    within_tolerance: float | None  # fraction of elements within the rule (None: no rule)
 
 
 @dataclass(frozen=True)
@@ -95,8 +95,12 @@ class ParityResult:
 
     @property
     def max_abs(self) -> float | None:
-        """The largest element-wise error over every output (None when nothing ran)."""
-        return max((o.max_abs for o in self.outputs), default=None)
+        """The largest element-wise error over every output (None when nothing ran; NaN when
+        an output held NaN, which a manifest stores as null)."""
+        values = [o.max_abs for o in self.outputs]
+        if not values:
+            return None
+        return float("nan") if any(v is None or v != v for v in values) else max(values)
 
     @property
     def worst(self) -> str:
@@ -209,7 +213,7 @@ def _stats(name: str, a: np.ndarray, ref: np.ndarray, prof: Profile) -> OutputSt
     tol = (prof.atol or 0.0) + prof.rtol * np.abs(r64)
     return OutputStats(name, float(err.max(initial=0)), float(rel.max(initial=0)),
                        float(err.mean()) if err.size else 0.0,
-                       float(np.mean(err <= tol)) if prof.atol is not None else float("nan"))
+                       float(np.mean(err <= tol)) if prof.atol is not None else None)
 
 
 def _predicted_labels(outputs: dict[str, np.ndarray]) -> np.ndarray | None:

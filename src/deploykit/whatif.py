@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from deploykit._fs import human_bytes
+from deploykit._fs import human_bytes, json_safe
 from deploykit._progress import Reporter
 from deploykit.errors import DeploykitError
 from deploykit.flows import FLOWS
@@ -86,7 +86,7 @@ def what_if(data: str = "digits", out: str | Path = "whatif-out", *,
               "targets": _columns(rows), "rows": [asdict(r) for r in rows],
               "seconds": round(time.perf_counter() - start, 2)}
     run.out.mkdir(parents=True, exist_ok=True)
-    (run.out / "report.json").write_text(json.dumps(result, indent=2) + "\n")
+    (run.out / "report.json").write_text(json.dumps(json_safe(result), indent=2) + "\n")
     (run.out / "report.md").write_text(markdown(result))
     return result
 

@@ -42,6 +42,11 @@ TAIL_BYTES = 6000  # of a job's output, quoted in errors and failure records
 TAIL_LINES = 40
 MAX_JOBS = 200  # a worker is replaced after this many jobs (bounds leaks in converters)
 _END = "\x00deploykit-job-end"  # written by the worker to stderr after each job
+# Workers run one math thread each: an export runs two of them at once on two cores, and
+# OpenMP threads spinning on oversubscribed cores made one int8 calibration take 55 s instead
+# of 7 s. Keras training loses about 8 % to it; one worker then serves training and the
+# conversions after it (a framework import saved each time). An ``env`` may override it.
+WORKER_ENV = {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
 class Worker:
@@ -67,8 +72,7 @@ class Worker:
         threading.Thread(target=self._read_results, daemon=True).start()
 
     def _child_env(self, term: int) -> dict[str, str]:
-        return {**os.environ, **self.env, _runlog.TERMINAL_FD_ENV: str(term),
-                "PYTHONUNBUFFERED": "1"}
+        return {**os.environ, **WORKER_ENV, **self.env, _runlog.TERMINAL_FD_ENV: str(term)}
 
     def _read_results(self) -> None:
         for line in self.proc.stdout:
@@ -232,10 +236,14 @@ class Pool:
             w.close()
 
 
+# Variables a test runner rewrites while the caller runs; they do not shape a worker.
+_VOLATILE = ("PYTEST_CURRENT_TEST",)
+
+
 def _key(env: dict[str, str] | None) -> tuple:
     """Workers are interchangeable when everything that shapes the process is equal."""
-    return (tuple(sorted({**os.environ, **(env or {})}.items())), os.getcwd(),
-            _runlog.terminal_fd())
+    full = {k: v for k, v in {**os.environ, **(env or {})}.items() if k not in _VOLATILE}
+    return tuple(sorted(full.items())), os.getcwd(), _runlog.terminal_fd()
 
 
 _active: Pool | None = None

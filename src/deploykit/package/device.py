@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from deploykit import formats, graph, targets
-from deploykit._fs import fixed_zip_entry, replace_dir
+from deploykit._fs import fixed_zip_entry, human_bytes, replace_dir
 from deploykit.artifact import Artifact
 from deploykit.bundle import Bundle, load_bundle, sha256, tree_size
 from deploykit.errors import BundleError
@@ -181,7 +181,7 @@ def _row(a: dict[str, Any]) -> str:
     batch = a["batch"] or "dynamic"
     old = "; ".join(f"{rt}: " + ("loads" if not lacks else "needs " + ", ".join(lacks))
                     for rt, lacks in a.get("older_runtimes", {}).items())
-    return (f"| {a['target']} | `{a['path']}` | {a['bytes'] / 1024:.0f} KB | {ratio} | "
+    return (f"| {a['target']} | `{a['path']}` | {human_bytes(a['bytes'])} | {ratio} | "
             f"{change} | {batch} | {old} |")
 
 

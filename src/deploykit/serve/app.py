@@ -174,6 +174,11 @@ def _run(served, model: ServedModel, x: np.ndarray) -> dict[str, np.ndarray]:
 
 # -- Open Inference Protocol v2 -------------------------------------------------------------------
 def _v2(app, models: dict[str, ServedModel], max_batch: int) -> None:
+    _v2_metadata(app, models)
+    _v2_infer(app, models, max_batch)
+
+
+def _v2_metadata(app, models: dict[str, ServedModel]) -> None:
     from flask import jsonify
 
     @app.get("/v2")
@@ -210,6 +215,10 @@ def _v2(app, models: dict[str, ServedModel], max_batch: int) -> None:
             _served(m, target)
         return jsonify(name=name, ready=True)
 
+
+def _v2_infer(app, models: dict[str, ServedModel], max_batch: int) -> None:
+    from flask import jsonify
+
     @app.post("/v2/models/<name>/infer")
     @app.post("/v2/models/<name>/versions/<target>/infer")
     def infer(name: str, target: str | None = None):
@@ -221,77 +230,96 @@ def _v2(app, models: dict[str, ServedModel], max_batch: int) -> None:
         if not isinstance(inputs, list) or len(inputs) != len(m.signature.inputs):
             raise ApiError(400, f"'inputs' must be a list of {len(m.signature.inputs)} tensor(s) "
                                 f"named {[s.name for s in m.signature.inputs]}")
-        t = inputs[0]
-        if not isinstance(t, dict):
-            raise ApiError(400, "each input must be an object with name, shape, datatype, data")
-        spec = m.signature.inputs[0]
-        if t.get("name") != spec.name:
-            raise ApiError(400, f"unknown input '{t.get('name')}' (expected '{spec.name}')")
-        if not isinstance(t.get("datatype"), str) or t["datatype"] not in V2_TYPES:
-            raise ApiError(400, f"input '{spec.name}': datatype {t.get('datatype')!r} is not one "
-                                f"of {list(V2_TYPES)}")
-        data = t.get("data")
-        params = t.get("parameters") or {}
-        if not isinstance(params, dict):
-            raise ApiError(400, f"input '{spec.name}': parameters must be an object")
-        size = params.get("binary_data_size")
-        if size is not None:  # binary tensor extension
-            if not isinstance(size, int) or size != len(binary):
-                raise ApiError(400, f"input '{spec.name}': binary_data_size {size} does not "
-                                    f"match the {len(binary)} bytes sent")
-            dtype = np.dtype(V2_TYPES[t["datatype"]]).newbyteorder("<")
-            if size % dtype.itemsize:
-                raise ApiError(400, f"input '{spec.name}': {size} bytes is not a whole number "
-                                    f"of {t['datatype']} values")
-            data = np.frombuffer(binary, dtype=dtype)
-        x = _as_array(data, V2_TYPES[t["datatype"]], t.get("shape"),
-                      f"input '{spec.name}'", max_batch)
+        x = _v2_input(inputs[0], m.signature.inputs[0], binary, max_batch)
         out = _run(served, m, x)
-        requested = body.get("outputs", [])
-        if not isinstance(requested, list) or not all(
-                isinstance(o, dict) and isinstance(o.get("name"), str) for o in requested):
-            raise ApiError(400, "'outputs' must be a list of {\"name\": \"...\"} objects")
-        wanted = [o["name"] for o in requested] or list(out)
-        missing = [w for w in wanted if w not in out]
-        if missing:
-            raise ApiError(400, f"unknown output(s) {missing} (has {list(out)})")
+        wanted = _v2_outputs(body, out)
         return jsonify(model_name=m.name, model_version=served.target, id=body.get("id", ""),
                        outputs=[{"name": k, "datatype": NP_TO_V2.get(out[k].dtype.name, "FP32"),
                                  "shape": list(out[k].shape),
                                  "data": out[k].reshape(-1).tolist()} for k in wanted])
 
 
+def _v2_input(t: Any, spec, binary: bytes, max_batch: int) -> np.ndarray:
+    """One v2 input tensor (JSON data or the binary tensor extension) as an array."""
+    if not isinstance(t, dict):
+        raise ApiError(400, "each input must be an object with name, shape, datatype, data")
+    if t.get("name") != spec.name:
+        raise ApiError(400, f"unknown input '{t.get('name')}' (expected '{spec.name}')")
+    if not isinstance(t.get("datatype"), str) or t["datatype"] not in V2_TYPES:
+        raise ApiError(400, f"input '{spec.name}': datatype {t.get('datatype')!r} is not one "
+                            f"of {list(V2_TYPES)}")
+    data = t.get("data")
+    params = t.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise ApiError(400, f"input '{spec.name}': parameters must be an object")
+    size = params.get("binary_data_size")
+    if size is not None:  # binary tensor extension
+        if not isinstance(size, int) or size != len(binary):
+            raise ApiError(400, f"input '{spec.name}': binary_data_size {size} does not "
+                                f"match the {len(binary)} bytes sent")
+        dtype = np.dtype(V2_TYPES[t["datatype"]]).newbyteorder("<")
+        if size % dtype.itemsize:
+            raise ApiError(400, f"input '{spec.name}': {size} bytes is not a whole number "
+                                f"of {t['datatype']} values")
+        data = np.frombuffer(binary, dtype=dtype)
+    return _as_array(data, V2_TYPES[t["datatype"]], t.get("shape"), f"input '{spec.name}'",
+                     max_batch)
+
+
+def _v2_outputs(body: dict[str, Any], out: dict[str, np.ndarray]) -> list[str]:
+    """The output names a v2 request asked for (all of them when it names none)."""
+    requested = body.get("outputs", [])
+    if not isinstance(requested, list) or not all(
+            isinstance(o, dict) and isinstance(o.get("name"), str) for o in requested):
+        raise ApiError(400, "'outputs' must be a list of {\"name\": \"...\"} objects")
+    wanted = [o["name"] for o in requested] or list(out)
+    missing = [w for w in wanted if w not in out]
+    if missing:
+        raise ApiError(400, f"unknown output(s) {missing} (has {list(out)})")
+    return wanted
+
+
 # -- simple endpoints -----------------------------------------------------------------------------
 def _simple(app, models: dict[str, ServedModel], max_batch: int) -> None:
-    from flask import jsonify, request
+    _predict_routes(app, models, max_batch)
+    _file_routes(app, models)
 
-    def pick(name: str | None) -> ServedModel:
-        if name is None:
-            if len(models) > 1:
-                raise ApiError(400, f"several models are served; pass ?model= one of "
-                                    f"{', '.join(models)}")
-            return next(iter(models.values()))
-        return _model(models, name)
+
+def _pick(models: dict[str, ServedModel], name: str | None) -> ServedModel:
+    if name is None:
+        if len(models) > 1:
+            raise ApiError(400, f"several models are served; pass ?model= one of "
+                                f"{', '.join(models)}")
+        return next(iter(models.values()))
+    return _model(models, name)
+
+
+def _answer(m: ServedModel, target: str, out: dict[str, np.ndarray], n: int) -> dict[str, Any]:
+    """The /predict reply: predictions, and labels for a classifier."""
+    answer: dict[str, Any] = {"model": m.name, "target": target}
+    if m.task == "classification":
+        probs = out.get("probabilities")
+        idx = out["label"].reshape(-1) if "label" in out else probs.argmax(axis=1)
+        answer["labels"] = [m.labels[i] if i < len(m.labels) else str(i) for i in idx]
+        answer["predictions"] = probs.tolist() if probs is not None else idx.tolist()
+    else:
+        answer["predictions"] = next(iter(out.values())).reshape(n, -1).tolist()
+    return answer
+
+
+def _predict_routes(app, models: dict[str, ServedModel], max_batch: int) -> None:
+    from flask import jsonify, request
 
     @app.post("/predict")
     def predict():
-        m = pick(request.args.get("model"))
+        m = _pick(models, request.args.get("model"))
         served = _served(m, request.args.get("target"))
         body = _body()
         if "instances" not in body:
             raise ApiError(400, "expected {\"instances\": [[...], ...]}")
         x = _as_array(body["instances"], m.signature.inputs[0].dtype, None, "instances",
                       max_batch)
-        out = _run(served, m, x)
-        answer: dict[str, Any] = {"model": m.name, "target": served.target}
-        if m.task == "classification":
-            probs = out.get("probabilities")
-            idx = out["label"].reshape(-1) if "label" in out else probs.argmax(axis=1)
-            answer["labels"] = [m.labels[i] if i < len(m.labels) else str(i) for i in idx]
-            answer["predictions"] = probs.tolist() if probs is not None else idx.tolist()
-        else:
-            answer["predictions"] = next(iter(out.values())).reshape(len(x), -1).tolist()
-        return jsonify(answer)
+        return jsonify(_answer(m, served.target, _run(served, m, x), len(x)))
 
     @app.get("/metadata")
     def metadata():
@@ -300,7 +328,7 @@ def _simple(app, models: dict[str, ServedModel], max_batch: int) -> None:
 
     @app.post("/validate")
     def validate():
-        m = pick(request.args.get("model"))
+        m = _pick(models, request.args.get("model"))
         body = _body() if request.get_data(cache=True).strip() else None
         x = None
         if body and "instances" in body:
@@ -316,6 +344,8 @@ def _simple(app, models: dict[str, ServedModel], max_batch: int) -> None:
 
         return jsonify(document(list(models)))
 
+
+def _file_routes(app, models: dict[str, ServedModel]) -> None:
     @app.get("/web/<path:rel>")
     def web_files(rel: str):
         from flask import send_from_directory

@@ -11,8 +11,6 @@ Flows: ``sklearn``, ``tensorflow`` (TF core), ``torch`` (PyTorch core), ``keras-
 
 from __future__ import annotations
 
-import shutil
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,21 +18,18 @@ from typing import Any
 
 import numpy as np
 
-from deploykit.data import Dataset, Split, load_dataset, split_dataset
+from deploykit.data import Dataset, load_dataset, split_dataset
 from deploykit.errors import ModelFolderError, TrainingError
 from deploykit.flows import AUTO, TRAINABLE
 from deploykit.signature import Signature
 from deploykit.training.common import (
-    FitResult,
     TrainConfig,
     check_out_dir,
-    deep_signature,
     finalize,
-    new_workdir,
     read_card,
     read_test_split,
-    write_folder,
 )
+from deploykit.training.fitting import fit_into
 
 
 @dataclass(frozen=True)
@@ -52,49 +47,6 @@ class TrainResult:
     @property
     def decision(self) -> dict[str, Any] | None:
         return self.card.get("decision")
-
-
-def _fitter(flow: str) -> Callable[[Split, Path, TrainConfig], FitResult]:
-    if flow == "sklearn":
-        from deploykit.training import sklearn_path
-        return sklearn_path.fit
-    if flow == "tensorflow":
-        from deploykit.training import tf_path
-        return tf_path.fit
-    if flow == "torch":
-        from deploykit.training import torch_path
-        return torch_path.fit
-    if flow in ("keras-tensorflow", "keras-torch"):
-        from deploykit.training import keras_path
-        backend = flow.removeprefix("keras-")
-        return lambda split, workdir, cfg: keras_path.fit(split, workdir, cfg, backend)
-    raise TrainingError(f"unknown flow '{flow}': use one of {', '.join(TRAINABLE)}")
-
-
-def signature_for(flow: str, split: Split) -> Signature:
-    if flow == "sklearn":
-        from deploykit.training import sklearn_path
-        return sklearn_path.signature(split)
-    return deep_signature(split)
-
-
-def fit_into(flow: str, split: Split, cfg: TrainConfig, out: Path) -> tuple[Path, dict[str, Any]]:
-    """Train one flow into a temporary folder beside ``out``; return (folder, card).
-
-    The caller moves the folder into place (or deletes it); on failure it is removed here.
-    """
-    fitter = _fitter(flow)
-    workdir = new_workdir(out)
-    try:
-        start = time.perf_counter()
-        fit = fitter(split, workdir, cfg)
-        card = write_folder(workdir, split, fit, flow=flow, seed=cfg.seed,
-                            seconds=time.perf_counter() - start,
-                            signature=signature_for(flow, split))
-        return workdir, card
-    except BaseException:
-        shutil.rmtree(workdir, ignore_errors=True)
-        raise
 
 
 def train(flow: str, data: str | Path | Dataset, out: str | Path, *,
@@ -190,7 +142,9 @@ def load_model(folder: str | Path) -> TrainedModel:
 
 def predict_in_worker(folder: str | Path, X: np.ndarray, *, timeout: float = 600.0
                       ) -> dict[str, np.ndarray]:
-    """Predict with a model folder in a fresh process, Keras on the backend it was trained on."""
+    """Predict with a model folder loaded from its files in a worker process, Keras on the
+    backend it was trained on (a fresh process, or a pooled one inside ``deploykit.workers()``).
+    """
     import tempfile
 
     from deploykit import worker

@@ -33,7 +33,7 @@ def choose(split: Split, cfg: TrainConfig, out: Path, *, target_score: float | N
     Raises:
         TrainingError: ``deep_flow`` is not a deep flow.
     """
-    from deploykit.training import fit_into
+    from deploykit.training.fitting import fit_into
 
     if deep_flow not in DEEP_FLOWS:
         raise TrainingError(f"--deep-flow must be one of {', '.join(DEEP_FLOWS)}")

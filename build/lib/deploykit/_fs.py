@@ -1,0 +1,72 @@
+"""Small file-system helpers shared by model folders and bundles."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+
+def replace_dir(workdir: Path, out: Path) -> None:
+    """Move a finished work folder to ``out``, replacing an older one there.
+
+    The old folder is renamed aside first, so ``out`` is never half old, half new.
+    """
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{time.time_ns()}")
+        out.rename(old)
+        workdir.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        workdir.rename(out)
+
+
+def read_schema_json(path: Path, schema: str | tuple[str, ...], error: type[Exception]
+                     ) -> dict[str, Any]:
+    """Read a JSON file that must carry ``"schema": schema`` (one of them, given several);
+    raise ``error`` otherwise."""
+    schemas = (schema,) if isinstance(schema, str) else schema
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise error(f"{path} is not valid JSON ({e})") from None
+    if not isinstance(data, dict) or data.get("schema") not in schemas:
+        found = data.get("schema") if isinstance(data, dict) else None
+        raise error(f"{path}: unsupported schema {found!r} (this deploykit reads "
+                    f"{', '.join(schemas)})")
+    return data
+
+
+def fixed_zip_entry(name: str, compress_type: int) -> zipfile.ZipInfo:
+    """A zip entry with a fixed date and mode, so the same files give the same zip bytes."""
+    info = zipfile.ZipInfo(name, (1980, 1, 1, 0, 0, 0))
+    info.external_attr = 0o644 << 16
+    info.compress_type = compress_type
+    return info
+
+
+def human_bytes(n: int | None) -> str:
+    """``1.5 MB``-style sizes, the one format every table and report uses."""
+    if n is None:
+        return ""
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def json_safe(x: Any) -> Any:
+    """JSON has no NaN or Infinity (JavaScript's JSON.parse refuses them): they become null."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_safe(v) for v in x]
+    return x

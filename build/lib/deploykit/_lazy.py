@@ -1,0 +1,56 @@
+"""Import heavy frameworks on first use, with an error naming the extra to install.
+
+``import tensorflow`` costs seconds and hundreds of MB, so no deploykit module imports a
+framework at top level; code that needs one calls :func:`require` where it is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from types import ModuleType
+
+from deploykit.errors import MissingDependencyError
+
+# import name -> deploykit extra that installs it
+EXTRAS: dict[str, str] = {
+    "tensorflow": "tf",
+    "keras": "tf",
+    "torch": "torch",
+    "executorch": "mobile",
+    "onnx": "onnx",
+    "onnxruntime": "onnx",
+    "skl2onnx": "onnx",
+    "tf2onnx": "onnx",
+    "ai_edge_litert": "edge",
+    "litert_torch": "litert",
+    "ai_edge_quantizer": "litert",
+    "flask": "serve",
+}
+
+
+def _quiet_tensorflow() -> None:
+    # TensorFlow prints C++ INFO lines on import; keep real warnings and errors.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def require(module: str, *, extra: str | None = None, purpose: str = "") -> ModuleType:
+    """Import ``module`` or raise :class:`MissingDependencyError` naming the extra.
+
+    Args:
+        module: dotted import name, e.g. ``"tensorflow"`` or ``"torch.export"``.
+        extra: the deploykit extra that provides it; looked up in :data:`EXTRAS` by the
+            top-level package name when omitted.
+        purpose: a few words on why it is needed, shown in the error.
+    """
+    top = module.split(".")[0]
+    if top in ("tensorflow", "keras"):
+        _quiet_tensorflow()
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        # Only translate the error when the package itself is missing, not when it is
+        # installed but one of *its* imports fails: that deserves the real traceback.
+        if e.name is not None and e.name.split(".")[0] != top:
+            raise
+        raise MissingDependencyError(module, extra or EXTRAS.get(top, "all"), purpose) from e

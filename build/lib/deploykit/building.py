@@ -1,0 +1,271 @@
+"""Building one bundle's cells: convert along every route, verify each artifact, time them.
+
+Each edge runs once (intermediates such as a SavedModel or a ``torch.export`` program are
+shared by every target behind them), in a reused worker process (:mod:`deploykit.worker`),
+``lanes`` at a time, as soon as its input exists; each artifact is verified in its runtime
+as it arrives. Latency is measured afterwards, one artifact at a time, so no conversion
+competes with it for the cores. A converter that raises, crashes or hangs fails the cells
+behind it, with its whole reason and the last lines it printed.
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deploykit import formats, graph
+from deploykit.artifact import Artifact, Failure
+from deploykit.bundle import BundleWriter, tree_size
+from deploykit.errors import DeploykitError, NoRouteError
+from deploykit.parity import ParityResult, Probe, check
+from deploykit.signature import Signature
+from deploykit.sources import Source
+
+LATENCY_RUNS = 30
+
+
+@dataclass
+class Cell:
+    """One target's outcome: ``pass``, ``fail`` (parity), ``error`` (conversion) or ``n/a``.
+
+    ``reason`` is kept whole (exception type and message, or every parity failure);
+    ``log_tail`` holds the last lines the failing converter printed.
+    """
+
+    target: str
+    status: str
+    route: list[str] = field(default_factory=list)
+    reason: str | None = None
+    parity: ParityResult | None = None
+    bytes: int | None = None
+    latency_ms: float | None = None
+    log_tail: str | None = None
+    seconds: dict[str, float] = field(default_factory=dict)  # convert, verify, latency
+
+    def failure(self) -> Failure:
+        """The manifest's record of a failed or errored cell."""
+        return Failure(self.target, self.status, tuple(self.route), self.reason or "",
+                       self.log_tail)
+
+
+class Build:
+    """The cells of one export; :meth:`run` returns them with the artifacts that were made."""
+
+    def __init__(self, source: Source, wanted: list[str], writer: BundleWriter, probe: Probe,
+                 timeout: float, lanes: int) -> None:
+        self.source, self.wanted, self.writer, self.probe = source, wanted, writer, probe
+        self.timeout, self.lanes = timeout, lanes
+        self.work = writer.root / ".work"
+        self.routes: dict[str, list[graph.Edge]] = {}
+        self.cells: dict[str, Cell] = {}
+        self.runners: dict[str, Any] = {}
+        self.arts: dict[str, Artifact] = {}
+        self.edge_seconds: dict[str, float] = {}
+        self.produced: dict[str, tuple[Path, dict[str, Any]]] = {}
+        self.failed: dict[str, tuple[str, str | None]] = {}  # node -> (reason, log tail)
+
+    def run(self, report, timings: dict[str, Any]) -> tuple[list[Cell], list[Artifact]]:
+        for t in self.wanted:
+            try:
+                self.routes[t] = graph.plan(self.source.node, t)
+            except NoRouteError as e:
+                self.cells[t] = Cell(t, "n/a", reason=str(e))
+        ctx = self._context()
+        try:
+            with report.task(f"export {self.source.name}", total=len(self.wanted)) as advance:
+                advance(len(self.cells))
+                start = time.perf_counter()
+                self._convert_all(ctx, advance)
+                timings["convert_verify"] = time.perf_counter() - start
+                start = time.perf_counter()
+                self._measure_latency()
+                timings["latency"] = time.perf_counter() - start
+        finally:
+            for runner in self.runners.values():  # left open only when something raised
+                runner.close()
+        timings["edges"] = {e.name: round(self.edge_seconds[e.dst], 3)
+                            for e in {e for r in self.routes.values() for e in r}
+                            if e.dst in self.edge_seconds}
+        shutil.rmtree(self.work)
+        return [self.cells[t] for t in self.wanted], \
+            [self.arts[t] for t in self.wanted if t in self.arts]
+
+    def _context(self) -> graph.EdgeContext:
+        src = self.source
+        (self.work / src.node).mkdir(parents=True)
+        self.produced[src.node] = (self.work / src.node, {"file": src.write(self.work / src.node)})
+        calib = self.work / "calibration.npy"
+        np.save(calib, (src.calibration if src.calibration is not None
+                        else src.probe_inputs).astype(np.float32))
+        return graph.EdgeContext(src.signature.to_dict(), str(calib))
+
+    def _convert_all(self, ctx: graph.EdgeContext, advance) -> None:
+        needed: dict[str, graph.Edge] = {}
+        for route in self.routes.values():
+            for e in route:
+                needed.setdefault(e.dst, e)
+        started: set[str] = set()
+        with ThreadPoolExecutor(self.lanes, thread_name_prefix="deploykit-cell") as ex:
+            running: dict[Future, str] = {  # a target that is the source itself: verify it
+                ex.submit(self._verify, t): t for t, r in self.routes.items() if not r}
+            while True:
+                for e in self._ready(needed, started, advance):
+                    running[ex.submit(self._convert, e, ctx)] = ""
+                if not running:
+                    break
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for f in done:
+                    verified = running.pop(f)
+                    node = f.result()  # a bug in deploykit itself surfaces here
+                    if verified:
+                        advance(status=f"{verified}: {self.cells[verified].status}")
+                    elif node in self.failed:
+                        self._finish_failed(node, advance)
+                    elif node in self.wanted:
+                        running[ex.submit(self._verify, node)] = node
+
+    def _ready(self, needed, started, advance) -> list[graph.Edge]:
+        """Edges whose input exists; those whose input failed fail too (transitively)."""
+        ready, changed = [], True
+        while changed:
+            changed = False
+            for dst, e in needed.items():
+                if dst in started:
+                    continue
+                if e.src in self.produced:
+                    started.add(dst)
+                    ready.append(e)
+                elif e.src in self.failed:
+                    started.add(dst)
+                    self.failed[dst] = self.failed[e.src]
+                    self._finish_failed(dst, advance)
+                    changed = True
+        return ready
+
+    def _convert(self, e: graph.Edge, ctx: graph.EdgeContext) -> str:
+        start = time.perf_counter()
+        try:
+            info = run_edge_in_worker(e, self.produced[e.src], self.work / e.dst, ctx,
+                                      self.timeout)
+            self.produced[e.dst] = (self.work / e.dst, info)
+        except DeploykitError as err:
+            why = reason(err)
+            self.failed[e.dst] = (why if e.name in why else f"{e.name}: {why}",
+                                  getattr(err, "log_tail", None) or None)
+        finally:
+            self.edge_seconds[e.dst] = time.perf_counter() - start
+        return e.dst
+
+    def _finish_failed(self, node: str, advance) -> None:
+        if node in self.wanted and node not in self.cells:
+            why, tail = self.failed[node]
+            names = [self.source.node, *[e.dst for e in self.routes[node]]]
+            self.cells[node] = Cell(node, "error", names, why, log_tail=tail)
+            advance(status=f"{node}: error")
+
+    def _verify(self, target: str) -> str:
+        folder, info = self.produced[target]
+        rel = self.writer.add_artifact(target, folder, info["file"])
+        n = graph.NODES[target]
+        art = Artifact(target, n.runtime, rel, (self.source.node, *[e.dst for e in
+                                                                    self.routes[target]]),
+                       n.profile, ParityResult(target, n.profile, False), runs=n.runs,
+                       batch=info.get("batch"), outputs=tuple(info["outputs"])
+                       if info.get("outputs") else None,
+                       converter_versions=info.get("versions", {}),
+                       verified_with=runtime_version(n))
+        start = time.perf_counter()
+        result, runner = check_artifact(self.writer.root, self.source.signature, art, self.probe)
+        self.arts[target] = art.replace(parity=result)
+        if runner is not None:
+            self.runners[target] = runner
+        self.cells[target] = Cell(
+            target, "pass" if result else "fail", list(art.route),
+            None if result else "; ".join(result.failures), result,
+            tree_size(self.writer.root / art.folder), None,
+            seconds={"convert": round(self.edge_seconds.get(target, 0.0), 3),
+                     "verify": round(time.perf_counter() - start, 3)})
+        return target
+
+    def _measure_latency(self) -> None:
+        """Batch-1 latency of each passing artifact, one at a time (nothing else runs)."""
+        for target in self.wanted:
+            runner = self.runners.pop(target, None)
+            if runner is None:
+                continue
+            try:
+                start = time.perf_counter()
+                if self.cells[target].status == "pass":
+                    ms = latency(runner, self.probe)
+                    self.arts[target] = self.arts[target].replace(latency_ms=ms)
+                    self.cells[target].latency_ms = ms
+                    self.cells[target].seconds["latency"] = round(time.perf_counter() - start, 3)
+            finally:
+                runner.close()
+
+
+def reason(err: BaseException) -> str:
+    """The whole message, led by the exception type (the worker's, for a worker's error)."""
+    text = str(err).strip()
+    kind = getattr(err, "error_type", None) or type(err).__name__
+    return text if text.startswith(kind) else f"{kind}: {text}"
+
+
+def run_edge_in_worker(e: graph.Edge, src: tuple[Path, dict[str, Any]], out: Path,
+                       ctx: graph.EdgeContext, timeout: float) -> dict[str, Any]:
+    """Run one converter in a worker (:func:`deploykit.exporting.run_edge` on that side)."""
+    from deploykit import worker
+
+    out.mkdir(parents=True)
+    env = {"KERAS_BACKEND": e.keras_backend} if e.keras_backend else {}
+    return worker.run("deploykit.exporting:run_edge",
+                      {"edge": e.name, "src": str((src[0] / src[1]["file"]).resolve()),
+                       "out": str(out.resolve()), "ctx": asdict(ctx)}, env=env,
+                      timeout=min(timeout, e.timeout), label=e.name)
+
+
+def check_artifact(root: Path, signature: Signature, art: Artifact, probe: Probe):
+    """Parity of one artifact in its runtime; the open runner too when it loaded."""
+    try:
+        runner = formats.open_runner(art.runtime, root / art.path, art.signature(signature),
+                                     art.outputs)
+    except DeploykitError as e:
+        return ParityResult(art.target, art.profile, False, failures=[reason(e)]), None
+    try:
+        return check(art.target, art.profile, runner.predict, probe, art.batch), runner
+    except BaseException:
+        runner.close()
+        raise
+
+
+def runtime_version(node: graph.Node) -> dict[str, str]:
+    """The installed distribution that runs ``node``'s artifacts (Node runtimes: none)."""
+    for dist in node.distributions:
+        try:
+            return {dist: version(dist)}
+        except PackageNotFoundError:
+            continue
+    return {}
+
+
+def latency(runner, probe: Probe) -> float | None:
+    """Median batch-1 latency in ms over :data:`LATENCY_RUNS` calls, after a warm-up."""
+    one = probe.rows(slice(0, 1))
+    try:
+        runner.predict(one)
+        times = []
+        for _ in range(LATENCY_RUNS):
+            t = time.perf_counter()
+            runner.predict(one)
+            times.append(time.perf_counter() - t)
+        return round(statistics.median(times) * 1000, 4)
+    except DeploykitError:
+        return None

@@ -1,0 +1,255 @@
+"""The bundle: a folder of verified artifacts that carries its own evidence.
+
+::
+
+    BUNDLE/
+      manifest.json          schema deploykit.bundle/2: source, task, signature, metrics,
+                             probe, the parity profiles' rules, "artifacts" (one
+                             deploykit.artifact.Artifact each: target, runtime, where it
+                             runs, path, route, batch, converter and runtime versions,
+                             bytes, sha256 of every file, parity) and "failed" (targets
+                             that produced no artifact or failed parity, with the reason)
+      probe/inputs.npz       probe inputs (held-out data or the given sample)
+      probe/probe.json       the same inputs and outputs as JSON tensors (for the browser)
+      probe/reference.npz    the original model's outputs on them
+      probe/targets.npz      true targets, when known
+      artifacts/<target>/... one folder per artifact
+
+A bundle is built in a hidden sibling folder and renamed into place after ``manifest.json``
+is written, so an interrupted export never leaves a folder that looks complete. Loading
+checks the schema and the sha256 of every file and refuses anything tampered or truncated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deploykit._fs import json_safe, read_schema_json, replace_dir
+from deploykit._tensors import tensor_json
+from deploykit.artifact import Artifact, Failure
+from deploykit.errors import BundleError
+from deploykit.parity import Probe
+from deploykit.signature import Signature
+
+SCHEMA = "deploykit.bundle/2"
+READS = ("deploykit.bundle/1", SCHEMA)  # /1 also carried each runtime as "format"
+MANIFEST = "manifest.json"
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_hashes(root: Path, rel: str) -> dict[str, str]:
+    """sha256 of an artifact's file, or of every file under an artifact folder."""
+    p = root / rel
+    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    return {str(f.relative_to(root)): sha256(f) for f in files}
+
+
+def tree_size(p: Path) -> int:
+    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() \
+        else p.stat().st_size
+
+
+class BundleWriter:
+    """Builds a bundle in a hidden work folder; :meth:`commit` moves it into place."""
+
+    def __init__(self, out: str | Path) -> None:
+        self.out = Path(out).resolve()
+        if self.out.exists() and not (self.out / MANIFEST).is_file() and (
+                not self.out.is_dir() or any(self.out.iterdir())):
+            raise BundleError(f"{self.out} exists and is not a deploykit bundle; "
+                              f"choose another --out or remove it")
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.root = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.partial-", dir=self.out.parent))
+        self.root.chmod(0o755)
+
+    def add_probe(self, probe: Probe) -> dict[str, str]:
+        (self.root / "probe").mkdir()
+        np.savez(self.root / "probe" / "inputs.npz", **probe.inputs)
+        np.savez(self.root / "probe" / "reference.npz", **probe.reference)
+        # the same, as JSON tensors, for runtimes without numpy (the browser page)
+        web = {"inputs": {k: tensor_json(v) for k, v in probe.inputs.items()},
+               "reference": {k: tensor_json(v) for k, v in probe.reference.items()}}
+        (self.root / "probe" / "probe.json").write_text(json.dumps(web))
+        paths = {"inputs": "probe/inputs.npz", "reference": "probe/reference.npz",
+                 "json": "probe/probe.json"}
+        if probe.y is not None:
+            np.savez(self.root / "probe" / "targets.npz", y=probe.y)
+            paths["targets"] = "probe/targets.npz"
+        return paths
+
+    def add_artifact(self, target: str, produced: Path, file: str) -> str:
+        """Move a converter's output folder in as ``artifacts/<target>``; return the path."""
+        dest = self.root / "artifacts" / target
+        dest.parent.mkdir(exist_ok=True)
+        shutil.copytree(produced, dest)
+        return f"artifacts/{target}/{file}"
+
+    def commit(self, manifest: dict[str, Any], artifacts: list[Artifact],
+               failed: list[Failure]) -> Path:
+        """Hash everything, write the manifest last, fsync, and rename into place."""
+        hashed = []
+        for art in artifacts:  # the whole folder: shards, variables, ...
+            files = file_hashes(self.root, art.folder)
+            hashed.append(art.replace(files=files, sha256=_combined(files),
+                                      bytes=tree_size(self.root / art.folder)))
+        manifest = {**manifest, "artifacts": [a.to_dict() for a in hashed],
+                    "failed": [f.to_dict() for f in failed]}
+        manifest["probe"]["sha256"] = {p: sha256(self.root / p)
+                                       for k, p in manifest["probe"].items() if k != "sha256"}
+        _write_json_durably(self.root / MANIFEST, manifest)
+        replace_dir(self.root, self.out)
+        return self.out
+
+    def abort(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _combined(files: dict[str, str]) -> str:
+    if len(files) == 1:
+        return next(iter(files.values()))
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+
+
+def _write_json_durably(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w") as f:
+        json.dump(json_safe(data), f, indent=2, allow_nan=False)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+
+
+@dataclass
+class Bundle:
+    """A loaded, hash-checked bundle. Opening its artifacts' runtimes is
+    :func:`deploykit.formats.open_artifact`'s job: a bundle is data."""
+
+    root: Path
+    manifest: dict[str, Any]
+    artifacts: list[Artifact] = field(default_factory=list)
+    failed: list[Failure] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.manifest["name"]
+
+    @property
+    def signature(self) -> Signature:
+        return Signature.from_dict(self.manifest["signature"])
+
+    @property
+    def task(self) -> str:
+        return self.manifest["task"]["kind"]
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.manifest["task"]["labels"])
+
+    def artifact(self, target: str) -> Artifact:
+        """The artifact made for ``target``.
+
+        Raises:
+            BundleError: the bundle has none (the message lists what it has).
+        """
+        for a in self.artifacts:
+            if a.target == target:
+                return a
+        raise BundleError(f"bundle has no '{target}' artifact (has "
+                          f"{', '.join(a.target for a in self.artifacts) or 'none'})")
+
+    def tradeoff(self, art: Artifact) -> dict[str, Any]:
+        """Size against the fp32 artifact of the same runtime, and the task-metric change on
+        the held-out probe set (artifact minus original; None when the truth is unknown)."""
+        fp32 = next((a.bytes for a in self.artifacts
+                     if a.runtime == art.runtime and a.profile == "fp32"), None)
+        metric = art.parity.metric or {}
+        return {"bytes": art.bytes,
+                "size_vs_fp32": round(art.bytes / fp32, 3) if fp32 else None,
+                "metric": metric.get("name"),
+                "metric_change": round(-metric["drop"], 4) + 0.0 if metric else None}
+
+    def probe(self) -> Probe:
+        p = self.manifest["probe"]
+        with np.load(self.root / p["inputs"], allow_pickle=False) as z:
+            inputs = {k: z[k] for k in z.files}
+        with np.load(self.root / p["reference"], allow_pickle=False) as z:
+            reference = {k: z[k] for k in z.files}
+        y = None
+        if "targets" in p:
+            with np.load(self.root / p["targets"], allow_pickle=False) as z:
+                y = z["y"]
+        return Probe(inputs, reference, y, self.task)
+
+
+def load_bundle(path: str | Path, *, check_hashes: bool = True) -> Bundle:
+    """Open a bundle, refusing one that is incomplete, tampered with or truncated."""
+    root = Path(path).resolve()  # its files are handed to runtimes with other working dirs
+    mf = root / MANIFEST
+    if not mf.is_file():
+        raise BundleError(f"{root} is not a deploykit bundle (no {MANIFEST}); an interrupted "
+                          f"export leaves none, so re-run the export")
+    manifest = read_schema_json(mf, READS, BundleError)
+    try:
+        artifacts = [Artifact.from_dict(a) for a in manifest["artifacts"]]
+        failed = [Failure.from_dict(f) for f in manifest.get("failed", [])]
+    except (KeyError, TypeError, ValueError) as e:
+        raise BundleError(f"{mf}: malformed artifact record ({type(e).__name__}: {e}); "
+                          f"re-export the bundle") from None
+    if check_hashes:
+        expected = _listed_files(root, manifest["probe"], artifacts)
+        for rel, digest in expected.items():
+            _check_file(root, rel, digest)
+    return Bundle(root, manifest, artifacts, failed)
+
+
+def _listed_files(root: Path, probe: dict[str, Any], artifacts: list[Artifact]
+                  ) -> dict[str, str]:
+    """Every file the manifest vouches for; refuses a manifest that leaves files out."""
+    expected = dict(probe.get("sha256", {}))
+    unhashed = [p for k, p in probe.items() if k != "sha256" and p not in expected]
+    if unhashed:
+        raise BundleError(f"{root}: probe files {unhashed} have no sha256 in the manifest")
+    for art in artifacts:
+        folder = root / art.folder
+        present = {str(f.relative_to(root)) for f in folder.rglob("*") if f.is_file()} \
+            if folder.is_dir() else set()
+        listed = set(art.files)
+        if present != listed or art.path not in listed and not any(
+                f.startswith(art.path + "/") for f in listed):
+            extra, missing = sorted(present - listed), sorted(listed - present)
+            raise BundleError(f"{root}: artifact '{art.target}' files do not match the "
+                              f"manifest (unlisted: {extra or 'none'}, missing: "
+                              f"{missing or 'none'}); re-export the bundle")
+        if art.sha256 != _combined(art.files):
+            raise BundleError(f"{root}: artifact '{art.target}' sha256 does not match its "
+                              f"file hashes; re-export the bundle")
+        expected.update(art.files)
+    return expected
+
+
+def _check_file(root: Path, rel: str, digest: str) -> None:
+    p = (root / rel).resolve()
+    if root.resolve() not in p.parents:
+        raise BundleError(f"manifest path {rel!r} points outside the bundle")
+    if not p.is_file():
+        raise BundleError(f"{root}: file {rel} listed in the manifest is missing")
+    if sha256(p) != digest:
+        raise BundleError(f"{root}: {rel} does not match its sha256 in the manifest "
+                          f"(tampered with or truncated); re-export the bundle")

@@ -1,0 +1,389 @@
+"""``deploykit`` command line. Imports nothing heavy until a command runs.
+
+Every :class:`~deploykit.errors.DeploykitError` is printed as ``error: ...`` and exits
+with status 2; a traceback means a bug in deploykit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from deploykit import __version__
+from deploykit._fs import human_bytes
+from deploykit._runlog import capture, current, new_log_path, terminal_err, terminal_out
+from deploykit.errors import DeploykitError
+from deploykit.flows import DEEP_FLOWS, FLOWS, TRAINABLE
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="deploykit",
+        description="Train along any path of the Python AI flowchart, export to every "
+                    "deployment artifact, and prove each one predicts like the original.")
+    p.add_argument("--version", action="version", version=f"deploykit {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_train_args, _whatif_args, _export_args, _bundle_args, _serve_args,
+                _package_args):
+        add(sub)
+    sub.add_parser("formats", help="print the conversion graph").set_defaults(func=_cmd_formats)
+    sub.add_parser("datasets", help="list the builtin datasets").set_defaults(
+        func=_cmd_datasets)
+    return p
+
+
+def _train_args(sub) -> None:
+    t = sub.add_parser("train", help="train a model along one flow and write a model folder")
+    t.add_argument("--flow", "--path", dest="flow", required=True, choices=TRAINABLE,
+                   help="the flowchart path to train along (--path is the old name)")
+    _data_args(t)
+    t.add_argument("--out", required=True, help="model folder to write")
+    t.add_argument("--epochs", type=int, help="deep flows: epochs (default per flow)")
+    t.add_argument("--arch", default="auto", choices=("auto", "mlp", "cnn"),
+                   help="deep flows: CNN for image data by default, else MLP")
+    t.add_argument("--target-score", type=float,
+                   help="auto: validation score at which classical ML is enough")
+    t.add_argument("--margin", type=float, default=0.01,
+                   help="auto: how much a deep model must beat classical by (default 0.01)")
+    t.add_argument("--deep-flow", "--deep-path", dest="deep_flow", default="keras-tensorflow",
+                   choices=DEEP_FLOWS, help="auto: the deep flow to try")
+    t.add_argument("--json", action="store_true", help="print the model card as JSON")
+    _verbose_arg(t)
+    t.set_defaults(func=_cmd_train)
+
+
+def _whatif_args(sub) -> None:
+    w = sub.add_parser("what-if", help="train along every flow and compare (the main job)")
+    _data_args(w)
+    w.add_argument("--out", default="whatif-out", help="folder for models and reports")
+    w.add_argument("--epochs", type=int, help="deep flows: epochs (default per flow)")
+    w.add_argument("--to", default="all", help="targets: 'all', a comma-separated list, "
+                                               "or 'none' to only train")
+    w.add_argument("--flows", help="comma-separated flows (default: all five)")
+    _verbose_arg(w)
+    w.set_defaults(func=_cmd_whatif)
+
+
+def _export_args(sub) -> None:
+    e = sub.add_parser("export", help="export a model to deployment targets and verify each")
+    e.add_argument("model", help="a deploykit model folder, or a .keras/.skops/.pt2/.onnx file "
+                                 "or SavedModel folder")
+    e.add_argument("--to", default="all", help="'all' or a comma-separated list of targets")
+    e.add_argument("--out", required=True, help="bundle folder to write")
+    e.add_argument("--sample", help=".npy (or .npz with X) of example inputs: the probe set "
+                                    "and, for PyTorch modules, the input shape")
+    e.add_argument("--task", choices=("classification", "regression"))
+    e.add_argument("--timeout", type=float, default=600.0, help="seconds per converter")
+    e.add_argument("--quiet", action="store_true")
+    _verbose_arg(e)
+    e.set_defaults(func=_cmd_export)
+
+
+def _bundle_args(sub) -> None:
+    v = sub.add_parser("verify", help="re-check a bundle's artifacts using only the bundle")
+    v.add_argument("bundle")
+    _verbose_arg(v)
+    v.set_defaults(func=_cmd_verify)
+    i = sub.add_parser("inspect", help="show a bundle's manifest: artifacts, sizes, parity")
+    i.add_argument("bundle")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=_cmd_inspect)
+
+
+def _serve_args(sub) -> None:
+    s = sub.add_parser("serve", help="serve bundles over HTTP (Open Inference Protocol v2)")
+    s.add_argument("bundles", nargs="+", help="bundle folders")
+    s.add_argument("--targets", help="comma-separated targets to serve (default: every "
+                                     "passing server-side artifact)")
+    s.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--threads", type=int, default=4, help="waitress worker threads")
+    s.add_argument("--max-batch", type=int, default=1024, help="rows per request (default 1024)")
+    s.add_argument("--max-body-mb", type=float, default=8.0, help="request body limit in MB")
+    s.add_argument("--dev", action="store_true", help="Flask's development server instead")
+    s.set_defaults(func=_cmd_serve)
+
+
+def _package_args(sub) -> None:
+    k = sub.add_parser("package", help="a small self-verifying package for one kind of device")
+    k.add_argument("bundle")
+    k.add_argument("--for", dest="device", required=True, choices=("edge", "android", "ios", "web"))
+    k.add_argument("--out", required=True, help="package folder (a .zip is written beside it)")
+    k.set_defaults(func=_cmd_package)
+
+
+def _verbose_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--verbose", action="store_true",
+                   help="show the frameworks' own output live (it goes to a run log otherwise)")
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default="digits",
+                   help="builtin dataset (digits, iris, wine, breast_cancer, diabetes) "
+                        "or a .csv / .npz file (default: digits)")
+    p.add_argument("--label-column", "--target", dest="label_column",
+                   help="CSV: the column holding what to predict (--target is the old name)")
+    p.add_argument("--task", choices=("classification", "regression"),
+                   help="CSV/NPZ: the task, when it should not be inferred")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def _cmd_train(a: argparse.Namespace) -> int:
+    import json
+
+    from deploykit.training import train
+
+    auto = {"target_score": a.target_score, "margin": a.margin, "deep_flow": a.deep_flow} \
+        if a.flow == "auto" else {}
+    r = train(a.flow, a.data, a.out, label_column=a.label_column, task=a.task, seed=a.seed,
+              epochs=a.epochs, arch=a.arch, quiet=a.quiet, **auto)
+    if a.json:
+        _say(json.dumps(r.card, indent=2))
+        return 0
+    if r.decision:
+        _say(f"auto chose {r.decision['chosen']}: {r.decision['reason']}.")
+        _say(f"  rule: {r.decision['rule']}")
+    test = ", ".join(f"{k} {v:.4f}" for k, v in r.metrics["test"].items())
+    sel = r.card.get("selection") or {}
+    cv = f" (cv {sel['metric']} {sel['cv_score']:.4f})" if "cv_score" in sel else ""
+    _say(f"{r.card['flow']}: {r.card['model']['kind']}{cv}; test {test}; "
+         f"trained in {r.card['train_seconds']:.1f} s -> {a.out}")
+    return 0
+
+
+def _cmd_whatif(a: argparse.Namespace) -> int:
+    from deploykit.whatif import failure_line, matrix_rows, table_rows, what_if
+
+    flows = tuple(f.strip() for f in a.flows.split(",")) if a.flows else FLOWS
+    unknown = [f for f in flows if f not in FLOWS]
+    if unknown:
+        raise DeploykitError(f"unknown flow(s) {unknown}: use some of {', '.join(FLOWS)}")
+    result = what_if(a.data, a.out, flows=flows, seed=a.seed, epochs=a.epochs, quiet=a.quiet,
+                     label_column=a.label_column, targets="" if a.to == "none" else a.to)
+    _print_table(f"What-if on {a.data}: training", *table_rows(result))
+    if result["targets"]:
+        _print_table(f"What-if on {a.data}: every flow × every target "
+                     f"(parity, size, batch-1 latency)", *matrix_rows(result))
+    _say(f"report: {a.out}/report.md, {a.out}/report.json; bundles in {a.out}/bundles/ "
+         f"({result['seconds']:.0f} s)")
+    failed = failure_line(result)
+    if failed:
+        _say(f"{failed}. Whole reasons: {a.out}/report.md (Failures)", err=True)
+    return 1 if failed else 0
+
+
+def _load_sample(path: str | None):
+    if path is None:
+        return None
+    import numpy as np
+
+    from deploykit.errors import DataError
+
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read --sample {path}: {e}") from None
+    if hasattr(data, "files"):
+        key = next((k for k in ("X", "x", "inputs") if k in data.files), None)
+        if key is None:
+            raise DataError(f"--sample {path}: expected an array 'X', found {data.files}")
+        return data[key]
+    return data
+
+
+def _cmd_export(a: argparse.Namespace) -> int:
+    from deploykit.exporting import export
+
+    r = export(a.model, a.to, out=a.out, sample=_load_sample(a.sample), task=a.task,
+               quiet=a.quiet, timeout=a.timeout)
+    rows = [[c.target, c.status, " → ".join(c.route), human_bytes(c.bytes),
+             _ms(c.latency_ms), (c.reason or (c.parity.worst if c.parity else ""))[:90]]
+            for c in r.cells]
+    _print_table(f"Export {a.model}", ["target", "status", "route", "size", "batch-1",
+                                        "parity / reason"], rows)
+    _say(f"bundle: {a.out}")
+    failed = [c for c in r.cells if c.status in ("fail", "error")]
+    if failed:
+        reachable = sum(c.status != "n/a" for c in r.cells)
+        named = ", ".join(f"{c.target} ({(c.reason or '').split(':')[0]})" for c in failed)
+        _say(f"{len(failed)} of {reachable} reachable targets failed: {named}. "
+             f"Whole reasons: deploykit inspect {a.out}", err=True)
+    return 0 if r.ok else 1
+
+
+def _cmd_verify(a: argparse.Namespace) -> int:
+    from deploykit.exporting import verify
+
+    r = verify(a.bundle)
+    rows = [[p.target, p.profile, "PASS" if p else "FAIL", p.worst,
+             "; ".join(p.failures)[:100]] for p in r.results]
+    _print_table(f"Verify {a.bundle}", ["target", "profile", "verdict", "parity", "failures"],
+                 rows)
+    for p in r.results:
+        for f in p.failures:
+            _say(f"FAIL {p.target}: {f}", err=True)
+    return 0 if r.ok else 1
+
+
+def _cmd_inspect(a: argparse.Namespace) -> int:
+    import json
+
+    from deploykit.bundle import load_bundle
+
+    b = load_bundle(a.bundle)
+    if a.json:
+        _say(json.dumps(b.manifest, indent=2))
+        return 0
+    m = b.manifest
+    _say(f"{b.name}: {m['source']['framework']}"
+         f"{' (' + m['source']['backend'] + ')' if m['source'].get('backend') else ''}, "
+         f"{b.task}, input {m['signature']['inputs'][0]['shape']}")
+    rows = []
+    for x in b.artifacts:
+        t = b.tradeoff(x)
+        ratio = "" if t["size_vs_fp32"] is None else f"{t['size_vs_fp32']:.2f}x"
+        change = "" if t["metric_change"] is None else f"{t['metric']} {t['metric_change']:+.4f}"
+        rows.append([x.target, x.runtime, " → ".join(x.route), human_bytes(x.bytes), ratio,
+                     change, "PASS" if x.passed else "FAIL", x.parity.worst, _ms(x.latency_ms),
+                     str(x.batch or "dynamic")])
+    _print_table("artifacts", ["target", "runtime", "route", "size", "vs fp32",
+                               "metric Δ (held-out)", "parity", "worst", "batch-1", "batch"], rows)
+    for f in b.failed:
+        _say(f"\n{f.status.upper()} {f.target} ({' → '.join(f.route)}): {f.reason}")
+        if f.log_tail:
+            _say("  last lines of its output:\n    " + f.log_tail.replace("\n", "\n    "))
+    return 0
+
+
+def _cmd_serve(a: argparse.Namespace) -> int:
+    from deploykit.serve import create_app
+
+    targets = [t.strip() for t in a.targets.split(",")] if a.targets else None
+    app = create_app(a.bundles, targets=targets, max_batch=a.max_batch,
+                     max_body_bytes=int(a.max_body_mb * 1024 * 1024))
+    served = {n: list(m.served) for n, m in app.extensions["deploykit"]["models"].items()}
+    _say(f"serving {served} on http://{a.host}:{a.port}/")
+    if a.dev:
+        app.run(host=a.host, port=a.port, threaded=True)
+    else:
+        import waitress
+
+        waitress.serve(app, host=a.host, port=a.port, threads=a.threads, ident="deploykit")
+    return 0
+
+
+def _cmd_package(a: argparse.Namespace) -> int:
+    import json
+
+    from deploykit.package import package
+
+    out = package(a.bundle, a.device, a.out)
+    meta = json.loads((out / "package.json").read_text())
+    for art in meta["artifacts"]:
+        _say(f"{art['target']:12s} {human_bytes(art['bytes']):>10s}  {art['path']}")
+        for rt, lacks in art.get("older_runtimes", {}).items():
+            if lacks:
+                _say(f"warning: {art['target']} will not load on {rt}: it needs "
+                     f"{'; '.join(lacks)}. Devices with that runtime need a newer one, or "
+                     f"ship a target that loads there (see the package README)", err=True)
+    _say(f"package: {a.out}  zip: {Path(a.out).with_suffix('.zip')}")
+    return 0
+
+
+def _cmd_formats(a: argparse.Namespace) -> int:
+    from deploykit import formats
+    from deploykit.graph import describe
+
+    formats.load()
+    _say(describe())
+    return 0
+
+
+def _ms(x) -> str:
+    return "" if x is None else f"{x:.3f} ms"
+
+
+def _cmd_datasets(a: argparse.Namespace) -> int:
+    from deploykit.data import describe_builtins
+
+    for name, task in describe_builtins():
+        _say(f"{name:15s} {task}")
+    return 0
+
+
+def _print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for h in header:
+        table.add_column(h)
+    for r in rows:
+        table.add_row(*r)
+    Console(file=terminal_out(), width=max(120, 24 * len(header))).print(table)
+
+
+def _say(text: str = "", err: bool = False) -> None:
+    """A line for the user's terminal (never the run log)."""
+    stream = terminal_err() if err else terminal_out()
+    stream.write(text + "\n")
+    stream.flush()
+
+
+# command -> the folder whose logs/ subfolder gets the run log (from the parsed arguments)
+LOG_FOLDERS = {
+    "train": lambda a: Path(a.out).resolve().parent,
+    "what-if": lambda a: Path(a.out),
+    "export": lambda a: Path(a.out).resolve().parent,
+    "verify": lambda a: Path(a.bundle).resolve().parent,
+    "serve": lambda a: Path(a.bundles[0]).resolve().parent,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    folder = LOG_FOLDERS.get(args.command)
+    if folder is None:
+        return _run(args, None)
+    log = new_log_path(folder(args), args.command)
+    with capture(log, verbose=getattr(args, "verbose", False)):
+        code = _run(args, log)
+        if code not in (0, 130) and not getattr(args, "verbose", False):
+            _say(f"details: {_shown(log)}", err=True)
+        return code
+
+
+def _run(args: argparse.Namespace, log: Path | None) -> int:
+    """Run a command; errors become one line (the traceback goes to the run log)."""
+    try:
+        return args.func(args)
+    except DeploykitError as e:
+        _say(f"error: {e}", err=True)
+        return 2
+    except KeyboardInterrupt:
+        _say("interrupted", err=True)
+        return 130
+    except Exception as e:  # a bug in deploykit: one line here, the traceback in the log
+        if log is None:
+            raise
+        import traceback
+
+        current().write(traceback.format_exc())
+        _say(f"error: internal error in deploykit ({type(e).__name__}: {e}); please report "
+             f"it with the log", err=True)
+        return 3
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory when it is inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,259 @@
+"""Datasets: scikit-learn's bundled ones (no downloads), user CSV and NPZ files, splits.
+
+``load_dataset("digits")`` returns a :class:`Dataset`; ``load_dataset("my.csv",
+label_column="price")`` reads a CSV with a header row; ``load_dataset("arrays.npz")`` reads
+arrays ``X`` and ``y``. :func:`split_dataset` makes a stratified (for classification)
+train/validation/test split with a fixed seed. Anything unusable raises
+:class:`~deploykit.errors.DataError` saying what and where.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from deploykit.errors import DataError
+
+TASKS = ("classification", "regression")
+# name -> (sklearn loader, task, image shape of one sample or None)
+BUILTIN: dict[str, tuple[str, str, tuple[int, int, int] | None]] = {
+    "digits": ("load_digits", "classification", (8, 8, 1)),
+    "iris": ("load_iris", "classification", None),
+    "wine": ("load_wine", "classification", None),
+    "breast_cancer": ("load_breast_cancer", "classification", None),
+    "diabetes": ("load_diabetes", "regression", None),
+}
+# An integer-valued numeric target with at most this many distinct values is read as
+# class labels when the task is not given; anything else is regression.
+MAX_AUTO_CLASSES = 20
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Features and target of one dataset, ready for training.
+
+    Attributes:
+        name: short name (builtin name or file stem).
+        X: float32 features, shape ``[n, n_features]``.
+        y: int64 class indices (classification) or float32 targets (regression).
+        task: ``"classification"`` or ``"regression"``.
+        feature_names: one name per column of ``X``.
+        labels: class names, indexed by class id (empty for regression).
+        image_shape: ``(h, w, c)`` when each row is an image (digits: 8x8x1), else None.
+        source: where it came from: ``builtin:digits`` or a file path.
+    """
+
+    name: str
+    X: np.ndarray
+    y: np.ndarray
+    task: str
+    feature_names: tuple[str, ...]
+    labels: tuple[str, ...] = ()
+    image_shape: tuple[int, int, int] | None = None
+    source: str = ""
+
+    @property
+    def n_features(self) -> int:
+        return int(self.X.shape[1])
+
+    @property
+    def n_outputs(self) -> int:
+        """Width of the model output: number of classes, or 1 for regression."""
+        return len(self.labels) if self.task == "classification" else 1
+
+
+@dataclass(frozen=True)
+class Split:
+    """A train/validation/test split of one dataset (the dataset's metadata included)."""
+
+    dataset: Dataset
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_val: np.ndarray
+    y_val: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    seed: int
+
+
+def load_dataset(spec: str | Path, *, label_column: str | None = None,
+                 task: str | None = None) -> Dataset:
+    """Load a builtin dataset by name, or a ``.csv`` / ``.npz`` file.
+
+    Args:
+        spec: ``digits``, ``iris``, ``wine``, ``breast_cancer``, ``diabetes``, or a path.
+        label_column: the CSV column holding what to predict (required for CSV).
+        task: ``classification`` or ``regression``; inferred from that column when omitted.
+    """
+    if task is not None and task not in TASKS:
+        raise DataError(f"unknown task '{task}': use one of {', '.join(TASKS)}")
+    name = str(spec)
+    if name in BUILTIN:
+        return _check(_load_builtin(name, task))
+    path = Path(name)
+    if path.suffix.lower() not in (".csv", ".npz"):
+        raise DataError(f"unknown dataset '{name}': use a builtin one "
+                        f"({', '.join(BUILTIN)}) or a .csv / .npz file")
+    if not path.is_file():
+        raise DataError(f"data file not found: {path}")
+    if path.suffix.lower() == ".csv":
+        return _check(_load_csv(path, label_column, task))
+    return _check(_load_npz(path, task))
+
+
+def _load_builtin(name: str, task: str | None) -> Dataset:
+    from sklearn import datasets
+
+    loader, default_task, image_shape = BUILTIN[name]
+    bunch = getattr(datasets, loader)()
+    if (task or default_task) != default_task:
+        raise DataError(f"builtin '{name}' is a {default_task} dataset, not {task}")
+    X = np.asarray(bunch.data, dtype=np.float32)
+    if default_task == "classification":
+        labels = tuple(str(t) for t in bunch.target_names)
+        y = np.asarray(bunch.target, dtype=np.int64)
+    else:
+        labels, y = (), np.asarray(bunch.target, dtype=np.float32)
+    given = getattr(bunch, "feature_names", None)
+    names = tuple(str(f) for f in (given if given is not None else
+                                   [f"x{i}" for i in range(X.shape[1])]))
+    return Dataset(name, X, y, default_task, names, labels, image_shape, f"builtin:{name}")
+
+
+def _load_csv(path: Path, label_column: str | None, task: str | None) -> Dataset:
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        rows = [r for r in csv.reader(f) if any(c.strip() for c in r)]
+    if not rows:
+        raise DataError(f"{path}: the file is empty")
+    header, body = [c.strip() for c in rows[0]], rows[1:]
+    if not body:
+        raise DataError(f"{path}: has a header row but no data rows")
+    if label_column is None:
+        raise DataError(f"{path}: say which column holds the labels with --label-column "
+                        f"(columns: {', '.join(header)})")
+    if label_column not in header:
+        raise DataError(f"{path}: no column '{label_column}' (columns: {', '.join(header)})")
+    for i, row in enumerate(body, start=2):
+        if len(row) != len(header):
+            raise DataError(f"{path}: line {i} has {len(row)} fields, the header has {len(header)}")
+    t = header.index(label_column)
+    features = [c for j, c in enumerate(header) if j != t]
+    if not features:
+        raise DataError(f"{path}: no feature columns besides the label column '{label_column}'")
+    X = np.empty((len(body), len(features)), dtype=np.float32)
+    for j_out, j in enumerate(j for j in range(len(header)) if j != t):
+        X[:, j_out] = _numeric_column(path, header[j], [r[j] for r in body])
+    y, labels, task = _labels(path, label_column, [r[t].strip() for r in body], task)
+    return Dataset(path.stem, X, y, task, tuple(features), labels, None, str(path))
+
+
+def _numeric_column(path: Path, name: str, cells: list[str]) -> np.ndarray:
+    out = np.empty(len(cells), dtype=np.float64)
+    for i, cell in enumerate(cells):
+        try:
+            out[i] = float(cell)
+        except ValueError:
+            what = "is empty" if not cell.strip() else f"is not a number: {cell.strip()!r}"
+            raise DataError(f"{path}: column '{name}', line {i + 2} {what}") from None
+    return out
+
+
+def _labels(path: Path, name: str, cells: list[str], task: str | None):
+    """Encode the label column; returns ``(y, labels, task)``."""
+    if any(not c for c in cells):
+        raise DataError(f"{path}: label column '{name}' has empty cells")
+    try:
+        values = np.array([float(c) for c in cells])
+    except ValueError:
+        values = None
+    if task is None:
+        few_ints = values is not None and np.all(values == np.round(values)) and \
+            len(np.unique(values)) <= MAX_AUTO_CLASSES
+        task = "classification" if values is None or few_ints else "regression"
+    if task == "regression":
+        if values is None:
+            raise DataError(f"{path}: label column '{name}' is not numeric, so it can't be regressed "
+                            f"(use --task classification)")
+        return values.astype(np.float32), (), task
+    keys = sorted(set(cells), key=(lambda c: float(c)) if values is not None else str)
+    index = {k: i for i, k in enumerate(keys)}
+    return np.array([index[c] for c in cells], dtype=np.int64), tuple(keys), task
+
+
+def _load_npz(path: Path, task: str | None) -> Dataset:
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"{path}: not a readable .npz file (not a zip archive)")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except ValueError as e:  # object arrays would need pickle: refuse them
+        raise DataError(f"{path}: cannot read arrays without pickle ({e})") from None
+    except Exception as e:  # zipfile.BadZipFile, OSError, ... : all mean "not an npz"
+        raise DataError(f"{path}: not a readable .npz file ({e})") from None
+    x_key = next((k for k in ("X", "x", "features") if k in arrays), None)
+    y_key = next((k for k in ("y", "target") if k in arrays), None)
+    if x_key is None or y_key is None:
+        raise DataError(f"{path}: expected arrays 'X' and 'y', found {sorted(arrays) or 'none'}")
+    X, y_raw = arrays[x_key], arrays[y_key]
+    if X.ndim != 2 or X.dtype.kind not in "biuf":
+        raise DataError(f"{path}: 'X' must be a 2-D numeric array, got {X.ndim}-D {X.dtype}")
+    if y_raw.ndim != 1 or len(y_raw) != len(X):
+        raise DataError(f"{path}: 'y' must be 1-D with one value per row of X "
+                        f"(X has {len(X)} rows, y has shape {y_raw.shape})")
+    y, labels, task = _labels(path, "y", [str(v) for v in y_raw.tolist()], task)
+    if "labels" in arrays and task == "classification":
+        given = tuple(str(v) for v in arrays["labels"].tolist())
+        labels = given if len(given) == len(labels) else labels
+    names = tuple(str(v) for v in arrays["feature_names"].tolist()) \
+        if "feature_names" in arrays else tuple(f"x{i}" for i in range(X.shape[1]))
+    return Dataset(path.stem, X.astype(np.float32), y, task, names, labels, None, str(path))
+
+
+def _check(ds: Dataset) -> Dataset:
+    if len(ds.X) == 0:
+        raise DataError(f"{ds.source}: no samples")
+    if not np.isfinite(ds.X).all():
+        raise DataError(f"{ds.source}: features contain NaN or Inf")
+    if ds.task == "classification" and len(ds.labels) < 2:
+        raise DataError(f"{ds.source}: only one class ({ds.labels[0] if ds.labels else '?'}); "
+                        f"classification needs at least two")
+    if ds.task == "regression" and not np.isfinite(ds.y).all():
+        raise DataError(f"{ds.source}: target contains NaN or Inf")
+    return ds
+
+
+def split_dataset(ds: Dataset, *, seed: int = 0, test_size: float = 0.2,
+                  val_size: float = 0.15) -> Split:
+    """Split into train/validation/test, stratified by class for classification.
+
+    The test split is ``test_size`` of the data and the validation split ``val_size``;
+    the rest is for training. The same seed gives the same split.
+    """
+    from sklearn.model_selection import train_test_split
+
+    strat = ds.y if ds.task == "classification" else None
+    if strat is not None:
+        counts = np.bincount(ds.y, minlength=len(ds.labels))
+        if counts.min() < 3:
+            rare = ds.labels[int(counts.argmin())]
+            raise DataError(f"{ds.source}: class '{rare}' has {counts.min()} samples; "
+                            f"a stratified train/validation/test split needs at least 3 per class")
+    try:
+        X_rest, X_test, y_rest, y_test = train_test_split(
+            ds.X, ds.y, test_size=test_size, random_state=seed, stratify=strat)
+        X_train, X_val, y_train, y_val = train_test_split(
+            X_rest, y_rest, test_size=val_size / (1 - test_size), random_state=seed,
+            stratify=y_rest if strat is not None else None)
+    except ValueError as e:
+        raise DataError(f"{ds.source}: cannot split {len(ds.X)} samples ({e})") from None
+    return Split(ds, X_train, y_train, X_val, y_val, X_test, y_test, seed)
+
+
+def describe_builtins() -> list[tuple[str, str]]:
+    """``(name, task)`` of each builtin dataset, for ``deploykit datasets``."""
+    return [(name, task) for name, (_, task, _) in BUILTIN.items()]

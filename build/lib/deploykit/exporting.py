@@ -1,0 +1,188 @@
+"""Export: any model in, a bundle of verified deployment artifacts out.
+
+``export(model, targets="all", out=...)`` detects the source, plans a route on the
+conversion graph to each target, converts and verifies every cell (:mod:`deploykit.building`:
+a crash, an exception or a time-out fails only the cells that need that edge), and writes
+the bundle atomically with the parity results. ``verify(bundle)`` re-checks a bundle from
+the bundle alone.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deploykit import formats, graph
+from deploykit._progress import Reporter
+from deploykit.building import Build, Cell, check_artifact
+from deploykit.bundle import SCHEMA, BundleWriter, load_bundle
+from deploykit.errors import DeploykitError, ExportError
+from deploykit.parity import ParityResult, Probe, profile_rules
+from deploykit.sources import Source, detect
+
+__all__ = ["Cell", "ExportReport", "VerifyReport", "export", "verify", "resolve_targets"]
+
+
+@dataclass
+class ExportReport:
+    """What :func:`export` made: the bundle, its source, one :class:`Cell` per target, and
+    where the time went (seconds: source, convert_verify, latency, write, total, edges)."""
+
+    bundle: Path | None
+    source: dict[str, Any]
+    cells: list[Cell]
+    timings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """Every requested target that has a route produced a passing artifact."""
+        return all(c.status in ("pass", "n/a") for c in self.cells)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"bundle": str(self.bundle) if self.bundle else None, "source": self.source,
+                "cells": [asdict(c) for c in self.cells], "timings": self.timings}
+
+
+def resolve_targets(targets: str | list[str] | tuple[str, ...]) -> list[str]:
+    """``"all"``, a comma-separated string or a list, as target names in matrix order for all.
+
+    Raises:
+        ExportError: a name is not a target (the message lists the known ones).
+    """
+    formats.load()
+    known = graph.targets()
+    if isinstance(targets, str):
+        targets = known if targets == "all" else \
+            [t.strip() for t in targets.split(",") if t.strip()]
+    unknown = [t for t in targets if t not in known]
+    if unknown or not targets:
+        raise ExportError(f"unknown target(s) {unknown or '(none given)'}: use 'all' or some of "
+                          f"{', '.join(known)}")
+    return list(targets)
+
+
+def default_lanes() -> int:
+    """Cells converted and verified at once: one per core, at most two (memory)."""
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+def export(model: Any, targets: str | list[str] = "all", *, out: str | Path,
+           sample: np.ndarray | None = None, task: str | None = None,
+           labels: list[str] | None = None, quiet: bool = False, timeout: float = 600.0,
+           lanes: int | None = None) -> ExportReport:
+    """Export ``model`` to ``targets``, verify every artifact, and write the bundle ``out``.
+
+    Args:
+        model: a model folder from ``deploykit train``, a model file or SavedModel folder,
+            or an in-memory model (see :func:`deploykit.sources.detect`).
+        targets: ``"all"``, a comma-separated string or a list of target names.
+        out: the bundle folder to write (an older bundle there is replaced).
+        sample: example inputs (the probe set; the input shape of a ``torch.nn.Module``).
+        task, labels: when they cannot be read from the model.
+        quiet: no progress output.
+        timeout: seconds allowed to each converter.
+        lanes: cells converted at once (default: one per core, at most two).
+
+    Returns:
+        The :class:`ExportReport`: targets without a route are ``n/a`` cells naming what is
+        reachable, failed conversions are ``error`` cells with the whole reason.
+
+    Raises:
+        ExportError: an unknown target. SourceError: a model deploykit does not recognise.
+        BundleError: ``out`` exists and is not a bundle.
+    """
+    from deploykit.worker import pool
+
+    wanted = resolve_targets(targets)
+    t0 = time.perf_counter()
+    source = detect(model if not isinstance(model, (str, Path)) else Path(model).resolve(),
+                    sample=sample, task=task, labels=labels)
+    probe = Probe({source.signature.inputs[0].name: source.probe_inputs}, source.reference,
+                  source.y, source.task)
+    writer = BundleWriter(out)
+    timings: dict[str, Any] = {"source": time.perf_counter() - t0}
+    try:
+        with pool():
+            cells, artifacts = Build(source, wanted, writer, probe, timeout,
+                                     lanes or default_lanes()).run(Reporter(quiet), timings)
+        t = time.perf_counter()
+        bundle = writer.commit(_manifest(source, writer.add_probe(probe)), artifacts,
+                               [c.failure() for c in cells if c.status in ("fail", "error")])
+        timings["write"] = time.perf_counter() - t
+    except BaseException:
+        writer.abort()
+        raise
+    timings["total"] = time.perf_counter() - t0
+    return ExportReport(bundle, _source_facts(source), cells,
+                        {k: round(v, 3) if isinstance(v, float) else v for k, v in timings.items()})
+
+
+def run_edge(edge: str, src: str, out: str, ctx: dict[str, Any]) -> dict[str, Any]:
+    """Worker side: run one registered converter."""
+    formats.load()
+    e = graph.EDGES[edge]
+    try:
+        info = e.fn(Path(src), Path(out), graph.EdgeContext(**ctx))
+    except DeploykitError:
+        raise
+    except Exception as err:
+        raise ExportError(f"{edge}: {type(err).__name__}: {err}") from err
+    if not (Path(out) / info["file"]).exists():
+        raise ExportError(f"{edge} reported {info['file']} but did not write it")
+    return info
+
+
+def _source_facts(source: Source) -> dict[str, Any]:
+    return {"framework": source.framework, "backend": source.backend, "node": source.node,
+            "versions": source.versions}
+
+
+def _manifest(source: Source, probe_paths: dict[str, str]) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA,
+        "name": source.name,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "source": _source_facts(source),
+        "task": {"kind": source.task, "labels": source.labels},
+        "signature": source.signature.to_dict(),
+        "input_image_shape": source.image_shape,
+        "metrics": source.metrics,
+        "probe": probe_paths,
+        "profiles": profile_rules(),
+        "deploykit": metadata.version("deploykit"),
+    }
+
+
+@dataclass
+class VerifyReport:
+    """Each artifact's parity, re-checked from the bundle alone."""
+
+    bundle: Path
+    results: list[ParityResult]
+
+    @property
+    def ok(self) -> bool:
+        return all(self.results)
+
+
+def verify(bundle: str | Path) -> VerifyReport:
+    """Re-check every artifact of a bundle using only the bundle (hashes, then parity).
+
+    Raises:
+        BundleError: the bundle is missing, incomplete or was changed after export.
+    """
+    b = load_bundle(bundle)
+    probe = b.probe()
+    results = []
+    for art in b.artifacts:
+        result, runner = check_artifact(b.root, b.signature, art, probe)
+        if runner is not None:
+            runner.close()
+        results.append(result)
+    return VerifyReport(b.root, results)

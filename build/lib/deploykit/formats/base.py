@@ -1,0 +1,111 @@
+"""The Runner: load one artifact in its own runtime and predict named numpy outputs.
+
+Subclasses implement ``_load`` and ``_predict`` only; validation against the artifact's
+signature and the mapping of the runtime's outputs onto the signature's names live here.
+:func:`deploykit.formats.open_runner` finds the runner registered for a runtime.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from deploykit.errors import DeploykitError, RunnerError
+from deploykit.signature import Signature
+
+RUNNERS: dict[str, str] = {}  # runtime name -> "module:Class", filled by format modules
+
+
+def register_runner(runtime: str):
+    """Register a Runner subclass for ``runtime`` (a class decorator)."""
+
+    def deco(cls):
+        RUNNERS[runtime] = f"{cls.__module__}:{cls.__name__}"
+        cls.runtime = runtime
+        return cls
+    return deco
+
+
+class Runner(ABC):
+    """Base class. ``predict(inputs) -> {output name: array}`` in signature order.
+
+    Args:
+        path: the artifact (file or folder).
+        signature: the artifact's signature (its batch may be fixed, e.g. ``[1, 64]``).
+        outputs: the runtime's output names in signature order, when they differ.
+    """
+
+    runtime: ClassVar[str] = ""
+    # Whether one loaded artifact may serve concurrent predict() calls (the server locks the
+    # others: a TFLite interpreter or a Node pipe must not be entered twice at once).
+    thread_safe: ClassVar[bool] = False
+
+    def __init__(self, path: str | Path, signature: Signature,
+                 outputs: Sequence[str] | None = None) -> None:
+        self.path = Path(path).resolve()  # runtimes in other processes have other cwds
+        self.signature = signature
+        self.output_names = list(outputs) if outputs else None
+        try:
+            self._load()
+        except DeploykitError:
+            raise
+        except Exception as e:
+            raise RunnerError(f"{self.runtime}: cannot load {self.path}: "
+                              f"{type(e).__name__}: {e}") from e
+
+    def predict(self, inputs: Mapping[str, Any] | Any) -> dict[str, np.ndarray]:
+        arrays = self.signature.validate(inputs)
+        try:
+            raw = self._predict(arrays)
+        except DeploykitError:
+            raise
+        except Exception as e:
+            shapes = {k: v.shape for k, v in arrays.items()}
+            raise RunnerError(f"{self.runtime}: running {self.path.name} on {shapes} failed: "
+                              f"{type(e).__name__}: {str(e).strip()[:500]}") from e
+        return self._name_outputs(raw)
+
+    def _name_outputs(self, raw: Mapping[str, np.ndarray] | Sequence[np.ndarray]
+                      ) -> dict[str, np.ndarray]:
+        names = [s.name for s in self.signature.outputs]
+        if isinstance(raw, Mapping):
+            values = self._by_name(raw, names)
+        else:
+            values = list(raw)
+        if len(values) != len(names):
+            raise RunnerError(f"{self.runtime}: artifact gives {len(values)} outputs, the "
+                              f"signature expects {len(names)} ({names})")
+        return {n: np.asarray(v) for n, v in zip(names, values, strict=True)}
+
+    def _by_name(self, raw: Mapping[str, np.ndarray], names: list[str]) -> list[np.ndarray]:
+        """Recorded names first; else exact names, then the rest by position among the rest."""
+        if self.output_names:
+            lost = [k for k in self.output_names if k not in raw]
+            if lost:
+                raise RunnerError(f"{self.runtime}: outputs {lost} missing (has {list(raw)})")
+            return [raw[k] for k in self.output_names]
+        rest = [k for k in raw if k not in names]
+        values = []
+        for n in names:
+            if n in raw:
+                values.append(raw[n])
+            elif rest:
+                values.append(raw[rest.pop(0)])
+        return values
+
+    def close(self) -> None:  # noqa: B027  (an optional hook, not an abstract method)
+        """Release the runtime (a no-op unless the runner holds a process or handle)."""
+
+    # -- for subclasses ---------------------------------------------------------------
+    @abstractmethod
+    def _load(self) -> None:
+        """Load the artifact from ``self.path`` with this runner's runtime."""
+
+    @abstractmethod
+    def _predict(self, inputs: dict[str, np.ndarray]
+                 ) -> Mapping[str, np.ndarray] | Sequence[np.ndarray]:
+        """Run validated inputs; return outputs by runtime name or in signature order."""

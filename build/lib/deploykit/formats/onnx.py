@@ -1,0 +1,114 @@
+"""ONNX: node, runner (onnxruntime) and the edges into it from scikit-learn (skl2onnx),
+SavedModel (tf2onnx) and torch.export programs (torch.onnx, dynamo exporter).
+Every ONNX artifact keeps a dynamic batch dimension."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from deploykit._lazy import require
+from deploykit.formats.base import Runner, register_runner
+from deploykit.graph import EdgeContext, edge, node
+
+node("onnx", "onnx", column=4, serve_rank=0, devices=("edge",), extra="onnx",
+     distributions=("onnxruntime",), description="ONNX model, run by onnxruntime")
+
+OPSET = 17
+
+
+@edge("sklearn", "onnx", requires=("skl2onnx", "onnx"))
+def sklearn_to_onnx(src: Path, out: Path, ctx: EdgeContext) -> dict[str, Any]:
+    """skl2onnx; classifiers give ``label`` and ``probabilities`` as plain tensors."""
+    import numpy as np
+
+    skl2onnx = require("skl2onnx", purpose="scikit-learn -> ONNX")
+    from sklearn.preprocessing import StandardScaler
+
+    from deploykit.training.sklearn_path import load_estimator
+
+    model = load_estimator(src)
+    n = ctx.signature["inputs"][0]["shape"][1]
+    classify = hasattr(model, "predict_proba")
+    # Sub + Div like sklearn: the default Scaler op multiplies by a float32 reciprocal, which
+    # is 1 ulp off often enough to flip random-forest splits.
+    options: dict[Any, Any] = {StandardScaler: {"div": "div"}}
+    if classify:
+        options[type(model[-1] if hasattr(model, "steps") else model)] = {"zipmap": False}
+    onx = skl2onnx.to_onnx(model, np.zeros((1, n), np.float32), options=options,
+                           target_opset={"": OPSET, "ai.onnx.ml": 3})
+    outputs = ["label", "probabilities"] if classify else [o.name for o in onx.graph.output]
+    (out / "model.onnx").write_bytes(onx.SerializeToString())
+    return {"file": "model.onnx", "outputs": outputs,
+            "versions": {"skl2onnx": skl2onnx.__version__}}
+
+
+@edge("saved_model", "onnx", requires=("tf2onnx", "tensorflow"))
+def saved_model_to_onnx(src: Path, out: Path, ctx: EdgeContext) -> dict[str, Any]:
+    """tf2onnx on the serving signature, frozen first.
+
+    Calling the loaded signature inside a new tf.function would leak captured tensors as
+    extra ONNX inputs; freezing variables and captures into constants avoids that.
+    """
+    tf = require("tensorflow")
+    tf2onnx = require("tf2onnx", purpose="TensorFlow -> ONNX")
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    from deploykit.formats.saved_model import serving_function
+
+    sig, names = serving_function(src)
+    kw = sig.structured_input_signature[1]
+    specs = [tf.TensorSpec(kw[n].shape, kw[n].dtype, name=n) for n in names]
+    frozen = convert_variables_to_constants_v2(sig)
+    positional = [t.name.split(":")[0] for t in frozen.inputs]
+    structure = sig.structured_outputs
+
+    @tf.function(input_signature=specs)
+    def fn(*args):
+        by_name = dict(zip(names, args, strict=True))
+        return tf.nest.pack_sequence_as(structure, frozen(*[by_name[p] for p in positional]))
+
+    onx, _ = tf2onnx.convert.from_function(fn, input_signature=specs, opset=OPSET,
+                                           output_path=str(out / "model.onnx"))
+    onnx_names = [o.name for o in onx.graph.output]
+    return {"file": "model.onnx", "outputs": _order(onnx_names, list(structure)),
+            "versions": {"tf2onnx": tf2onnx.__version__}}
+
+
+def _order(onnx_names: list[str], tf_names: list[str]) -> list[str]:
+    """tf2onnx names outputs ``<key>`` or ``<key>:0``; put them in the signature's order."""
+    by_key = {n.split(":")[0]: n for n in onnx_names}
+    return [by_key.get(k, n) for k, n in zip(tf_names, onnx_names, strict=False)]
+
+
+@edge("torch", "onnx", requires=("torch", "onnx", "onnxscript"))
+def torch_to_onnx(src: Path, out: Path, ctx: EdgeContext) -> dict[str, Any]:
+    """``torch.onnx.export`` (dynamo) of the exported program; the batch stays dynamic."""
+    torch = require("torch")
+    from deploykit.formats.torch_program import example_input, load_program
+
+    program = load_program(src)
+    names = [s["name"] for s in ctx.signature["outputs"]]
+    torch.onnx.export(program, (example_input(ctx.signature),), str(out / "model.onnx"),
+                      dynamo=True, input_names=[ctx.signature["inputs"][0]["name"]],
+                      output_names=names, opset_version=max(OPSET, 18), external_data=False,
+                      verbose=False)
+    return {"file": "model.onnx", "outputs": names, "versions": {"torch": torch.__version__}}
+
+
+@register_runner("onnx")
+class OnnxRunner(Runner):
+    thread_safe = True  # InferenceSession.run is safe to call concurrently
+
+    def _load(self) -> None:
+        ort = require("onnxruntime", purpose="to run ONNX")
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        self.session = ort.InferenceSession(str(self.path), opts,
+                                            providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.onnx_outputs = [o.name for o in self.session.get_outputs()]
+
+    def _predict(self, inputs):
+        feed = dict(zip(self.input_names, inputs.values(), strict=True))
+        return dict(zip(self.onnx_outputs, self.session.run(None, feed), strict=True))

@@ -1,0 +1,62 @@
+"""The ``torch.export`` program node (``.pt2``): PyTorch sources and Keras-on-torch meet here.
+
+Every PyTorch edge (TorchScript, lite interpreter, ExecuTorch, ONNX, LiteRT) starts from this
+program, so a model only has to be exportable once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deploykit._lazy import require
+from deploykit.formats.base import Runner, register_runner
+from deploykit.graph import node
+
+node("torch", "torch_program", description="PyTorch torch.export program (.pt2)")
+
+MAX_BATCH = 1024  # upper bound of the dynamic batch; ExecuTorch plans memory for it
+# Example batch for torch.export. Not 0/1 (they specialise), and >= 16: with a smaller one a
+# fake-tensor conv kernel check (input.size(0) >= 16 in use_mkldnn) adds a guard that narrows
+# the batch range to [2, 15] during ExecuTorch lowering, which then plans memory for 15 rows.
+EXAMPLE_BATCH = 16
+
+
+def example_input(signature: dict[str, Any], batch: int = EXAMPLE_BATCH):
+    """A zero tensor for the signature's single input."""
+    torch = require("torch")
+    spec = signature["inputs"][0]
+    shape = [batch if d is None else d for d in spec["shape"]]
+    return torch.zeros(shape, dtype=getattr(torch, spec["dtype"]))
+
+
+def export_program(module, signature: dict[str, Any], path: Path | None = None):
+    """``torch.export`` a module with a dynamic batch dimension; save it when ``path`` is given."""
+    torch = require("torch")
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    dynamic = ({0: batch},) if signature["inputs"][0]["shape"][0] is None else None
+    program = torch.export.export(module, (example_input(signature),), dynamic_shapes=dynamic,
+                                  strict=False)
+    if path is not None:
+        torch.export.save(program, path)
+    return program
+
+
+def load_program(path: Path):
+    torch = require("torch", purpose="to load a torch.export program")
+    return torch.export.load(path)
+
+
+@register_runner("torch_program")
+class TorchProgramRunner(Runner):
+    def _load(self) -> None:
+        self.module = load_program(self.path).module()
+
+    def _predict(self, inputs):
+        torch = require("torch")
+        with torch.no_grad():
+            out = self.module(*[torch.from_numpy(np.ascontiguousarray(v)) for v in inputs.values()])
+        outs = out if isinstance(out, (tuple, list)) else [out]
+        return [o.detach().numpy() for o in outs]

@@ -1,0 +1,273 @@
+"""Parity: does an artifact predict what the original model predicts?
+
+The probe set (inputs plus the original model's outputs, and the true labels when known)
+is run through an artifact at batch sizes 1, an odd size and the full set — a baked-in
+batch size is a known silent failure — and compared output by output. Every failure is
+collected before the verdict; a :class:`ParityResult` is truthy when it passes.
+
+Profiles (calibrated on the digits what-if matrix, see the closing notes):
+
+========  =================================================================================
+fp32      every element ``|a - r| <= 1e-5 + 1e-4·|r|``; integer outputs (labels) identical
+fp16      every element ``|a - r| <= 1e-2 + 1e-2·|r|``; label agreement >= 99 %
+int8      label agreement >= 99 % and accuracy drop <= 0.01 (classification);
+          R² drop <= 0.02 and R²(artifact vs original) >= 0.98 (regression)
+========  =================================================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    atol: float | None  # element-wise rule; None: not checked element-wise
+    rtol: float
+    min_label_agreement: float | None
+    max_metric_drop: float | None
+
+
+PROFILES = {
+    "fp32": Profile("fp32", 1e-5, 1e-4, 1.0, None),
+    "fp16": Profile("fp16", 1e-2, 1e-2, 0.99, None),
+    "int8": Profile("int8", None, 0.0, 0.99, 0.01),
+}
+REGRESSION_INT8_MAX_R2_DROP = 0.02
+INT8_REGRESSION_MIN_R2 = 0.98
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Inputs, the original model's outputs on them, and the true targets when known."""
+
+    inputs: dict[str, np.ndarray]
+    reference: dict[str, np.ndarray]
+    y: np.ndarray | None = None
+    task: str = "classification"
+
+    @property
+    def n(self) -> int:
+        return len(next(iter(self.inputs.values())))
+
+    def rows(self, sl: slice) -> dict[str, np.ndarray]:
+        return {k: v[sl] for k, v in self.inputs.items()}
+
+
+@dataclass(frozen=True)
+class OutputStats:
+    name: str
+    max_abs: float
+    max_rel: float
+    mean_abs: float
+    within_tolerance: float | None  # fraction of elements within the rule (None: no rule)
+
+
+@dataclass(frozen=True)
+class ParityResult:
+    target: str
+    profile: str
+    passed: bool
+    outputs: list[OutputStats] = field(default_factory=list)
+    label_agreement: float | None = None
+    top_k: dict[str, float] | None = None
+    metric: dict[str, float] | None = None  # artifact and original task metric, and the drop
+    batches: dict[str, str] = field(default_factory=dict)  # batch size -> "ok" or the error
+    failures: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ParityResult:
+        return cls(d["target"], d["profile"], bool(d["passed"]),
+                   [OutputStats(**o) for o in d.get("outputs") or []], d.get("label_agreement"),
+                   d.get("top_k"), d.get("metric"), dict(d.get("batches") or {}),
+                   list(d.get("failures") or []))
+
+    @property
+    def max_abs(self) -> float | None:
+        """The largest element-wise error over every output (None when nothing ran; NaN when
+        an output held NaN, which a manifest stores as null)."""
+        values = [o.max_abs for o in self.outputs]
+        if not values:
+            return None
+        return float("nan") if any(v is None or v != v for v in values) else max(values)
+
+    @property
+    def worst(self) -> str:
+        """The one-line summary used everywhere a result is shown: label agreement for
+        int8, else the largest error; why it failed when nothing could be compared."""
+        if self.profile == "int8" and self.label_agreement is not None:
+            return f"agree {self.label_agreement:.1%}"
+        if self.max_abs is None:
+            return "did not run" if not self.passed else ""
+        return f"max|Δ| {self.max_abs:.1e}"
+
+
+def profile_rules() -> dict[str, dict[str, float | None]]:
+    """The element-wise and label rules of each profile, for runtimes outside Python (the
+    browser page, the device runners), written into manifests and packages."""
+    return {p.name: {"atol": p.atol, "rtol": p.rtol, "min_label_agreement": p.min_label_agreement}
+            for p in PROFILES.values()}
+
+
+def batch_sizes(n: int, fixed: int | None = None) -> list[int]:
+    """Batch sizes to try: 1, an odd size and the full set (or only ``fixed``)."""
+    if fixed is not None:
+        return [fixed]
+    odd = min(7, n) if min(7, n) % 2 else max(1, min(7, n) - 1)
+    return sorted({1, odd, n})
+
+
+def run_batched(predict: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]],
+                probe: Probe, batch: int) -> dict[str, np.ndarray]:
+    """Run the whole probe set in chunks of ``batch`` rows and concatenate."""
+    parts = [predict(probe.rows(slice(i, i + batch))) for i in range(0, probe.n, batch)]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def check(target: str, profile: str, predict: Callable, probe: Probe,
+          fixed_batch: int | None = None) -> ParityResult:
+    """Compare an artifact's ``predict`` with the probe's reference outputs.
+
+    ``predict`` takes a dict of input arrays and returns a dict of outputs named as in the
+    reference. With ``fixed_batch`` (an artifact that declares a fixed batch), the probe is
+    run in chunks of that size; otherwise at batch 1, an odd size and the full set.
+    """
+    prof = PROFILES[profile]
+    failures: list[str] = []
+    batches: dict[str, str] = {}
+    full: dict[str, np.ndarray] | None = None
+    for b in batch_sizes(probe.n, fixed_batch):
+        try:
+            got = run_batched(predict, probe, b)
+        except Exception as e:  # any runtime failure at this batch size is a parity failure
+            first = (str(e).strip().splitlines() or [""])[0]
+            batches[str(b)] = f"error: {type(e).__name__}: {first[:300]}"
+            failures.append(f"batch size {b}: {batches[str(b)]}")
+            continue
+        batches[str(b)] = "ok"
+        bad = _compare(got, probe, prof)
+        if bad:
+            batches[str(b)] = "mismatch"
+            failures += [f"batch size {b}: {m}" for m in bad]
+        if _comparable(got, probe) and (b == probe.n or full is None):
+            full = got
+    if full is None:  # no run gave outputs of the reference's names and shapes
+        return ParityResult(target, profile, False, batches=batches, failures=failures)
+    stats = [_stats(k, full[k], probe.reference[k], prof) for k in probe.reference]
+    agree, topk = _labels(full, probe)
+    metric = _metric(full, probe)
+    failures += _verdict(prof, probe, agree, metric)
+    if prof.name == "int8" and probe.task == "regression":
+        key = next(iter(probe.reference))
+        fit = _r2(probe.reference[key], full[key])  # how well the artifact tracks the original
+        if fit < INT8_REGRESSION_MIN_R2:
+            failures.append(f"R² of artifact vs original {fit:.4f} < {INT8_REGRESSION_MIN_R2} "
+                            f"(profile int8)")
+    return ParityResult(target, profile, not failures, stats, agree, topk, metric, batches,
+                        failures)
+
+
+def _comparable(got: dict[str, np.ndarray], probe: Probe) -> bool:
+    return all(k in got and np.shape(got[k]) == v.shape for k, v in probe.reference.items())
+
+
+def _compare(got: dict[str, np.ndarray], probe: Probe, prof: Profile) -> list[str]:
+    """Element-wise and shape checks for one batch-size run (profile fp32/fp16)."""
+    out = []
+    for name, ref in probe.reference.items():
+        if name not in got:
+            out.append(f"output '{name}' missing (got {sorted(got)})")
+            continue
+        a = np.asarray(got[name])
+        if a.shape != ref.shape:
+            out.append(f"output '{name}': shape {a.shape} != reference {ref.shape}")
+            continue
+        if ref.dtype.kind in "iu":
+            if prof.name == "fp32" and not np.array_equal(a, ref):
+                out.append(f"output '{name}': label agreement "
+                           f"{np.mean(a == ref):.4f} < 1.0 (profile fp32)")
+        elif prof.atol is not None:
+            tol = prof.atol + prof.rtol * np.abs(ref)
+            err = np.abs(a.astype(np.float64) - ref)
+            if not np.all(err <= tol):  # NaN never compares <=, so it fails here too
+                out.append(f"output '{name}': max_abs {err.max():.3g} exceeds atol {prof.atol:g} "
+                           f"+ rtol {prof.rtol:g}·|ref| on {np.mean(err > tol):.2%} of elements")
+    return out
+
+
+def _stats(name: str, a: np.ndarray, ref: np.ndarray, prof: Profile) -> OutputStats:
+    a64, r64 = np.asarray(a, np.float64).reshape(ref.shape), ref.astype(np.float64)
+    err = np.abs(a64 - r64)
+    rel = err / np.maximum(np.abs(r64), 1e-12)
+    tol = (prof.atol or 0.0) + prof.rtol * np.abs(r64)
+    return OutputStats(name, float(err.max(initial=0)), float(rel.max(initial=0)),
+                       float(err.mean()) if err.size else 0.0,
+                       float(np.mean(err <= tol)) if prof.atol is not None else None)
+
+
+def _predicted_labels(outputs: dict[str, np.ndarray]) -> np.ndarray | None:
+    if "label" in outputs:
+        return np.asarray(outputs["label"]).reshape(-1)
+    if "probabilities" in outputs:
+        return np.asarray(outputs["probabilities"]).argmax(axis=1)
+    return None
+
+
+def _labels(got: dict[str, np.ndarray], probe: Probe):
+    ref, mine = _predicted_labels(probe.reference), _predicted_labels(got)
+    if probe.task != "classification" or ref is None or mine is None:
+        return None, None
+    topk = None
+    if "probabilities" in got:
+        p = np.asarray(got["probabilities"])
+        order = np.argsort(-p, axis=1)
+        topk = {f"top{k}": float(np.mean([r in order[i, :k] for i, r in enumerate(ref)]))
+                for k in (1, min(3, p.shape[1]))}
+    return float(np.mean(mine == ref)), topk
+
+
+def _metric(got: dict[str, np.ndarray], probe: Probe) -> dict[str, float] | None:
+    """The task metric of artifact and original on the true targets (when known)."""
+    if probe.y is None:
+        return None
+    if probe.task == "classification":
+        mine, ref = _predicted_labels(got), _predicted_labels(probe.reference)
+        if mine is None or ref is None:
+            return None
+        a, o = float(np.mean(mine == probe.y)), float(np.mean(ref == probe.y))
+        return {"name": "accuracy", "artifact": a, "original": o, "drop": o - a}
+    key = next(iter(probe.reference))
+    a, o = _r2(probe.y, got[key]), _r2(probe.y, probe.reference[key])
+    return {"name": "r2", "artifact": a, "original": o, "drop": o - a}
+
+
+def _r2(y: np.ndarray, pred: np.ndarray) -> float:
+    y, pred = y.reshape(-1).astype(np.float64), np.asarray(pred, np.float64).reshape(-1)
+    return float(1 - np.sum((y - pred) ** 2) / max(np.sum((y - y.mean()) ** 2), 1e-12))
+
+
+def _verdict(prof: Profile, probe: Probe, agree: float | None,
+             metric: dict[str, float] | None) -> list[str]:
+    out = []
+    if prof.min_label_agreement is not None and agree is not None and \
+            agree < prof.min_label_agreement and prof.name != "fp32":
+        out.append(f"label agreement {agree:.4f} < {prof.min_label_agreement} "
+                   f"(profile {prof.name})")
+    if prof.max_metric_drop is not None and metric is not None:
+        limit = prof.max_metric_drop if probe.task == "classification" \
+            else REGRESSION_INT8_MAX_R2_DROP
+        if metric["drop"] > limit:
+            out.append(f"{metric['name']} drop {metric['drop']:.4f} > {limit} "
+                       f"(profile {prof.name})")
+    return out

@@ -1,0 +1,381 @@
+"""Flask app factory: Open Inference Protocol v2, ``/predict``, ``/validate``, a page.
+
+Every error is a JSON ``{"error": "..."}`` with a 4xx status naming the problem; model and
+target names are looked up in the loaded bundles only and never touch the file system.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deploykit import __version__
+from deploykit.errors import DeploykitError, InputError
+from deploykit.graph import BROWSER
+from deploykit.serve.models import ServedModel
+
+MAX_BODY_BYTES = 8 * 1024 * 1024
+MAX_BATCH = 1024
+# Open Inference Protocol datatypes <-> numpy
+V2_TYPES = {"FP32": "float32", "FP64": "float64", "INT64": "int64", "INT32": "int32",
+            "BOOL": "bool"}
+NP_TO_V2 = {"float32": "FP32", "float64": "FP64", "int64": "INT64", "int32": "INT32",
+            "bool": "BOOL"}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def create_app(bundles: list[str | Path], *, targets: list[str] | None = None,
+               max_batch: int = MAX_BATCH, max_body_bytes: int = MAX_BODY_BYTES):
+    """Build the app for ``bundles`` (each refused at start if its hashes do not match)."""
+    from flask import Flask
+
+    models: dict[str, ServedModel] = {}
+    for b in bundles:
+        m = ServedModel(b, targets)
+        if m.name in models:
+            raise DeploykitError(f"two bundles are both named '{m.name}'")
+        models[m.name] = m
+    app = Flask("deploykit")
+    app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
+    app.json.sort_keys = False  # keep responses in protocol order; also skips a sort per reply
+    app.extensions["deploykit"] = {"models": models, "max_batch": max_batch}
+    _errors(app)
+    _v2(app, models, max_batch)
+    _simple(app, models, max_batch)
+    return app
+
+
+# -- errors ---------------------------------------------------------------------------------------
+def _errors(app) -> None:
+    from flask import jsonify
+    from werkzeug.exceptions import HTTPException
+
+    @app.errorhandler(ApiError)
+    def api_error(e: ApiError):
+        return jsonify(error=str(e)), e.status
+
+    @app.errorhandler(InputError)
+    def input_error(e: InputError):
+        return jsonify(error=str(e)), 400
+
+    @app.errorhandler(HTTPException)
+    def http_error(e: HTTPException):
+        msg = {413: f"request body is larger than the limit of "
+                    f"{app.config['MAX_CONTENT_LENGTH']} bytes"}.get(e.code, e.description)
+        return jsonify(error=msg), e.code
+
+
+def _body() -> dict[str, Any]:
+    """The JSON object of the request (whatever its Content-Type says)."""
+    from flask import request
+
+    try:
+        data = request.get_json(force=True, silent=True)
+    except RecursionError:
+        raise ApiError(400, "request body is nested too deeply") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "request body must be a JSON object")
+    return data
+
+
+def _raw_body() -> tuple[bytes, bytes]:
+    """``(json part, binary part)``: the Open Inference Protocol's binary tensor extension
+    puts raw tensor bytes after a JSON header of ``Inference-Header-Content-Length`` bytes."""
+    from flask import request
+
+    data = request.get_data(cache=True)
+    header = request.headers.get("Inference-Header-Content-Length")
+    if header is None:
+        return data, b""
+    try:
+        n = int(header)
+    except ValueError:
+        raise ApiError(400, "Inference-Header-Content-Length must be an integer") from None
+    if not 0 <= n <= len(data):
+        raise ApiError(400, "Inference-Header-Content-Length is larger than the body")
+    return data[:n], data[n:]
+
+
+def _parse_json(raw: bytes) -> dict[str, Any]:
+    import json
+
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise ApiError(400, "request body must be a JSON object (of sane depth)") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "request body must be a JSON object")
+    return data
+
+
+def _model(models: dict[str, ServedModel], name: str) -> ServedModel:
+    if name not in models:
+        raise ApiError(404, f"unknown model '{name}' (serving: {', '.join(models)})")
+    return models[name]
+
+
+def _served(model: ServedModel, target: str | None):
+    try:
+        return model.get(target)
+    except LookupError as e:
+        raise ApiError(404, str(e)) from None
+
+
+def _as_array(values: Any, dtype: str, shape: list[int] | None, what: str,
+              max_batch: int) -> np.ndarray:
+    if values is None:
+        raise ApiError(400, f"{what}: missing data")
+    try:
+        arr = np.asarray(values)
+        if arr.dtype.kind not in "biuf":
+            raise ValueError
+        if np.dtype(dtype).kind in "biu" and arr.dtype.kind == "f":
+            raise ApiError(400, f"{what}: {dtype} data must be integers, got decimals")
+        arr = arr.astype(dtype)
+    except (ValueError, TypeError, OverflowError, RecursionError):
+        raise ApiError(400, f"{what}: data must be a (nested) list of numbers") from None
+    if shape is not None:
+        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+            raise ApiError(400, f"{what}: shape must be a list of non-negative integers")
+        if arr.size != math.prod(shape):
+            raise ApiError(400, f"{what}: {arr.size} values do not fill shape {shape}")
+        arr = arr.reshape(shape)
+    if arr.ndim == 0 or arr.shape[0] == 0:
+        raise ApiError(400, f"{what}: empty batch")
+    if arr.shape[0] > max_batch:
+        raise ApiError(413, f"{what}: batch of {arr.shape[0]} exceeds the limit of {max_batch}")
+    return arr  # shape, dtype and NaN/Inf are checked by the runner against its signature
+
+
+def _run(served, model: ServedModel, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Predict with one artifact; its runner validates the input (InputError -> 400)."""
+    arrays = {model.signature.inputs[0].name: x}
+    fixed = served.artifact.batch
+    if fixed and len(x) != fixed:  # a fixed-batch artifact (e.g. litert-torch) runs row by row
+        parts = [served.predict({k: v[i:i + fixed] for k, v in arrays.items()})
+                 for i in range(0, len(x), fixed)]
+        out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    else:
+        out = served.predict(arrays)
+    for k, v in out.items():
+        if v.dtype.kind == "f" and not np.isfinite(v).all():
+            raise ApiError(422, f"the model produced NaN or Inf in '{k}' for these inputs "
+                                f"(inputs far outside the training range?)")
+    return out
+
+
+# -- Open Inference Protocol v2 -------------------------------------------------------------------
+def _v2(app, models: dict[str, ServedModel], max_batch: int) -> None:
+    _v2_metadata(app, models)
+    _v2_infer(app, models, max_batch)
+
+
+def _v2_metadata(app, models: dict[str, ServedModel]) -> None:
+    from flask import jsonify
+
+    @app.get("/v2")
+    def server_metadata():
+        return jsonify(name="deploykit", version=__version__, extensions=[])
+
+    @app.get("/v2/health/live")
+    def live():
+        return jsonify(live=True)
+
+    @app.get("/v2/health/ready")
+    def ready():
+        return jsonify(ready=True)
+
+    @app.get("/v2/models/<name>")
+    @app.get("/v2/models/<name>/versions/<target>")
+    def model_metadata(name: str, target: str | None = None):
+        m = _model(models, name)
+        if target is not None:
+            _served(m, target)
+
+        def tensors(specs):
+            return [{"name": s.name, "datatype": NP_TO_V2.get(s.dtype, s.dtype.upper()),
+                     "shape": [-1 if d is None else d for d in s.shape]} for s in specs]
+
+        return jsonify(name=m.name, versions=list(m.served), platform="deploykit",
+                       inputs=tensors(m.signature.inputs), outputs=tensors(m.signature.outputs))
+
+    @app.get("/v2/models/<name>/ready")
+    @app.get("/v2/models/<name>/versions/<target>/ready")
+    def model_ready(name: str, target: str | None = None):
+        m = _model(models, name)
+        if target is not None:
+            _served(m, target)
+        return jsonify(name=name, ready=True)
+
+
+def _v2_infer(app, models: dict[str, ServedModel], max_batch: int) -> None:
+    from flask import jsonify
+
+    @app.post("/v2/models/<name>/infer")
+    @app.post("/v2/models/<name>/versions/<target>/infer")
+    def infer(name: str, target: str | None = None):
+        m = _model(models, name)
+        served = _served(m, target)
+        head, binary = _raw_body()
+        body = _parse_json(head)
+        inputs = body.get("inputs")
+        if not isinstance(inputs, list) or len(inputs) != len(m.signature.inputs):
+            raise ApiError(400, f"'inputs' must be a list of {len(m.signature.inputs)} tensor(s) "
+                                f"named {[s.name for s in m.signature.inputs]}")
+        x = _v2_input(inputs[0], m.signature.inputs[0], binary, max_batch)
+        out = _run(served, m, x)
+        wanted = _v2_outputs(body, out)
+        return jsonify(model_name=m.name, model_version=served.target, id=body.get("id", ""),
+                       outputs=[{"name": k, "datatype": NP_TO_V2.get(out[k].dtype.name, "FP32"),
+                                 "shape": list(out[k].shape),
+                                 "data": out[k].reshape(-1).tolist()} for k in wanted])
+
+
+def _v2_input(t: Any, spec, binary: bytes, max_batch: int) -> np.ndarray:
+    """One v2 input tensor (JSON data or the binary tensor extension) as an array."""
+    if not isinstance(t, dict):
+        raise ApiError(400, "each input must be an object with name, shape, datatype, data")
+    if t.get("name") != spec.name:
+        raise ApiError(400, f"unknown input '{t.get('name')}' (expected '{spec.name}')")
+    if not isinstance(t.get("datatype"), str) or t["datatype"] not in V2_TYPES:
+        raise ApiError(400, f"input '{spec.name}': datatype {t.get('datatype')!r} is not one "
+                            f"of {list(V2_TYPES)}")
+    data = t.get("data")
+    params = t.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise ApiError(400, f"input '{spec.name}': parameters must be an object")
+    size = params.get("binary_data_size")
+    if size is not None:  # binary tensor extension
+        if not isinstance(size, int) or size != len(binary):
+            raise ApiError(400, f"input '{spec.name}': binary_data_size {size} does not "
+                                f"match the {len(binary)} bytes sent")
+        dtype = np.dtype(V2_TYPES[t["datatype"]]).newbyteorder("<")
+        if size % dtype.itemsize:
+            raise ApiError(400, f"input '{spec.name}': {size} bytes is not a whole number "
+                                f"of {t['datatype']} values")
+        data = np.frombuffer(binary, dtype=dtype)
+    return _as_array(data, V2_TYPES[t["datatype"]], t.get("shape"), f"input '{spec.name}'",
+                     max_batch)
+
+
+def _v2_outputs(body: dict[str, Any], out: dict[str, np.ndarray]) -> list[str]:
+    """The output names a v2 request asked for (all of them when it names none)."""
+    requested = body.get("outputs", [])
+    if not isinstance(requested, list) or not all(
+            isinstance(o, dict) and isinstance(o.get("name"), str) for o in requested):
+        raise ApiError(400, "'outputs' must be a list of {\"name\": \"...\"} objects")
+    wanted = [o["name"] for o in requested] or list(out)
+    missing = [w for w in wanted if w not in out]
+    if missing:
+        raise ApiError(400, f"unknown output(s) {missing} (has {list(out)})")
+    return wanted
+
+
+# -- simple endpoints -----------------------------------------------------------------------------
+def _simple(app, models: dict[str, ServedModel], max_batch: int) -> None:
+    _predict_routes(app, models, max_batch)
+    _file_routes(app, models)
+
+
+def _pick(models: dict[str, ServedModel], name: str | None) -> ServedModel:
+    if name is None:
+        if len(models) > 1:
+            raise ApiError(400, f"several models are served; pass ?model= one of "
+                                f"{', '.join(models)}")
+        return next(iter(models.values()))
+    return _model(models, name)
+
+
+def _answer(m: ServedModel, target: str, out: dict[str, np.ndarray], n: int) -> dict[str, Any]:
+    """The /predict reply: predictions, and labels for a classifier."""
+    answer: dict[str, Any] = {"model": m.name, "target": target}
+    if m.task == "classification":
+        probs = out.get("probabilities")
+        idx = out["label"].reshape(-1) if "label" in out else probs.argmax(axis=1)
+        answer["labels"] = [m.labels[i] if i < len(m.labels) else str(i) for i in idx]
+        answer["predictions"] = probs.tolist() if probs is not None else idx.tolist()
+    else:
+        answer["predictions"] = next(iter(out.values())).reshape(n, -1).tolist()
+    return answer
+
+
+def _predict_routes(app, models: dict[str, ServedModel], max_batch: int) -> None:
+    from flask import jsonify, request
+
+    @app.post("/predict")
+    def predict():
+        m = _pick(models, request.args.get("model"))
+        served = _served(m, request.args.get("target"))
+        body = _body()
+        if "instances" not in body:
+            raise ApiError(400, "expected {\"instances\": [[...], ...]}")
+        x = _as_array(body["instances"], m.signature.inputs[0].dtype, None, "instances",
+                      max_batch)
+        return jsonify(_answer(m, served.target, _run(served, m, x), len(x)))
+
+    @app.get("/metadata")
+    def metadata():
+        return jsonify({name: {**m.bundle.manifest, "served": list(m.served),
+                               "default": m.default} for name, m in models.items()})
+
+    @app.post("/validate")
+    def validate():
+        m = _pick(models, request.args.get("model"))
+        body = _body() if request.get_data(cache=True).strip() else None
+        x = None
+        if body and "instances" in body:
+            x = _as_array(body["instances"], m.signature.inputs[0].dtype, None, "instances",
+                          max_batch)
+        rows = m.validate(x)
+        return jsonify(model=m.name, reference="probe set" if x is None else m.default,
+                       passed=all(r["passed"] for r in rows), artifacts=rows)
+
+    @app.get("/openapi.json")
+    def openapi():
+        from deploykit.serve.openapi import document
+
+        return jsonify(document(list(models)))
+
+
+def _file_routes(app, models: dict[str, ServedModel]) -> None:
+    @app.get("/web/<path:rel>")
+    def web_files(rel: str):
+        from flask import send_from_directory
+
+        from deploykit.errors import MissingDependencyError
+        from deploykit.formats.web import web_dir
+
+        try:
+            root = web_dir()
+        except MissingDependencyError:
+            raise ApiError(404, "targets/web is not installed on this server") from None
+        return send_from_directory(root, rel)  # safe_join: no way out of the folder
+
+    @app.get("/bundles/<name>/<path:rel>")
+    def bundle_files(name: str, rel: str):
+        from flask import send_from_directory
+
+        m = _model(models, name)
+        allowed = {a.target for a in m.bundle.artifacts if a.runs == BROWSER}
+        parts = rel.split("/")
+        if len(parts) < 3 or parts[0] != "artifacts" or parts[1] not in allowed or \
+                any(p in ("", ".", "..") for p in parts):
+            raise ApiError(404, f"not a browser artifact of '{name}': {rel}")
+        folder = (m.bundle.root / "artifacts" / parts[1]).resolve()
+        if folder not in (m.bundle.root / rel).resolve().parents:
+            raise ApiError(404, f"not a browser artifact of '{name}': {rel}")
+        return send_from_directory(m.bundle.root, rel)
+
+    @app.get("/")
+    def index():
+        from deploykit.serve.page import render
+
+        return render(models)

@@ -1,0 +1,119 @@
+"""Served models: a loaded bundle, its runners (one lock each: not every runtime is
+thread-safe), and live re-validation that first re-hashes the artifact files."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deploykit import formats, graph
+from deploykit.artifact import Artifact
+from deploykit.bundle import Bundle, load_bundle, sha256
+from deploykit.errors import BundleError, DeploykitError, InputError
+from deploykit.parity import check
+
+
+def preference() -> list[str]:
+    """Targets in the order the server picks a model's default artifact (the nodes'
+    ``serve_rank``: light runtimes first)."""
+    formats.load()
+    ranked = [n for n in graph.NODES.values() if n.serve_rank is not None]
+    return [n.name for n in sorted(ranked, key=lambda n: n.serve_rank)]
+
+
+def served_by_default(art: Artifact) -> bool:
+    """A passing artifact whose runtime runs on the server (browser ones are the page's)."""
+    return art.passed and art.runs == graph.SERVER
+
+
+@dataclass
+class Served:
+    """One artifact ready to answer, with its own lock."""
+
+    target: str
+    runner: Any
+    artifact: Artifact
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def predict(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        if self.runner.thread_safe:
+            return self.runner.predict(x)
+        with self.lock:
+            return self.runner.predict(x)
+
+
+class ServedModel:
+    """A bundle loaded for serving; ``targets`` picks which artifacts (default: all that
+    run server-side; browser artifacts are for the page)."""
+
+    def __init__(self, path: str | Path, targets: list[str] | None = None) -> None:
+        self.bundle: Bundle = load_bundle(path)  # refuses tampered bundles at start
+        self.name = self.bundle.name
+        available = [a.target for a in self.bundle.artifacts if a.passed]
+        wanted = targets or [a.target for a in self.bundle.artifacts if served_by_default(a)]
+        unknown = [t for t in wanted if t not in available]
+        if unknown:
+            raise BundleError(f"{path}: no passing artifact for {unknown} (has {available})")
+        self.served = {t: Served(t, formats.open_artifact(self.bundle, t),
+                                 self.bundle.artifact(t)) for t in wanted}
+        if not self.served:
+            raise BundleError(f"{path}: nothing to serve (artifacts: {available})")
+        self.default = next(t for t in (*preference(), *self.served) if t in self.served)
+        self.signature = self.bundle.signature
+        self.labels = self.bundle.labels
+        self.task = self.bundle.task
+
+    def get(self, target: str | None) -> Served:
+        t = target or self.default
+        if t not in self.served:
+            raise LookupError(f"model '{self.name}' has no served target '{t}' "
+                              f"(serving: {', '.join(self.served)})")
+        return self.served[t]
+
+    def validate(self, inputs: np.ndarray | None = None) -> list[dict[str, Any]]:
+        """Re-hash every served artifact, then run the probe set (or ``inputs``) through it."""
+        probe = self.bundle.probe()
+        if inputs is not None:
+            probe = _probe_from_default(self, inputs)
+        rows = []
+        for t, s in self.served.items():
+            changed = _changed_files(self.bundle, s.artifact)
+            if changed:
+                rows.append({"target": t, "passed": False,
+                             "failures": [f"artifact file changed since start: {changed}"]})
+                continue
+            with s.lock:
+                r = check(t, s.artifact.profile, s.runner.predict, probe, s.artifact.batch)
+            worst = r.max_abs
+            rows.append({"target": t, "passed": bool(r), "profile": r.profile,
+                         "label_agreement": r.label_agreement, "batches": r.batches,
+                         "max_abs": worst if worst is None or np.isfinite(worst) else None,
+                         "failures": r.failures})
+        return rows
+
+
+def _changed_files(bundle: Bundle, art: Artifact) -> list[str]:
+    out = []
+    for rel, digest in art.files.items():
+        p = bundle.root / rel
+        if not p.is_file() or sha256(p) != digest:
+            out.append(rel)
+    return out
+
+
+def _probe_from_default(model: ServedModel, x: np.ndarray):
+    """Posted inputs: the default artifact's answers are the reference for the others."""
+    from deploykit.parity import Probe, run_batched
+
+    arrays = model.signature.validate(x)
+    default = model.get(None)
+    probe = Probe(arrays, {}, None, model.task)
+    try:
+        ref = run_batched(default.predict, probe, default.artifact.batch or len(x))
+    except DeploykitError as e:
+        raise InputError(str(e)) from e
+    return Probe(arrays, ref, None, model.task)

@@ -1,0 +1,91 @@
+"""The page at ``/``: models, artifacts with parity, size and latency, and a form to try an
+input on every served artifact (and, when the bundle has them, on its tfjs / onnx-web
+artifacts in the browser, through targets/web)."""
+
+from __future__ import annotations
+
+import html
+import json
+from typing import Any
+
+from deploykit._fs import human_bytes
+from deploykit.graph import BROWSER
+
+
+def _rows(m) -> str:
+    out = []
+    for a in m.bundle.artifacts:
+        served = "server" if a.target in m.served else (a.runs if a.runs == BROWSER else "-")
+        out.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in (
+            a.target, a.runtime, served, "PASS" if a.passed else "FAIL", a.parity.worst,
+            human_bytes(a.bytes), "" if a.latency_ms is None else f"{a.latency_ms:.3f} ms"))
+            + "</tr>")
+    return "\n".join(out)
+
+
+def render(models: dict[str, Any]) -> str:
+    sections = []
+    for name, m in models.items():
+        web = [a for a in m.bundle.artifacts if a.runs == BROWSER and a.passed]
+        example = json.dumps({"instances": m.bundle.probe().rows(slice(0, 1))[
+            m.signature.inputs[0].name].tolist()})
+        sections.append(f"""
+<section data-model="{html.escape(name)}" data-web='{html.escape(json.dumps(
+            [{"target": a.target, "runtime": a.runtime, "path": a.path} for a in web]))}'>
+<h2>{html.escape(name)}</h2>
+<p>{html.escape(m.task)}, input {html.escape(str(m.signature.inputs[0].shape))},
+default target <b>{html.escape(m.default)}</b></p>
+<table><tr><th>target</th><th>runtime</th><th>runs in</th><th>parity</th><th>worst</th>
+<th>size</th><th>batch-1</th></tr>{_rows(m)}</table>
+<textarea rows="3" cols="100">{html.escape(example)}</textarea><br>
+<button>predict on every artifact</button>
+<pre class="answers"></pre></section>""")
+    return PAGE.replace("{{sections}}", "\n".join(sections))
+
+
+PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>deploykit serve</title>
+<script type="importmap">{"imports": {
+ "@tensorflow/tfjs": "/web/node_modules/@tensorflow/tfjs/dist/tf.fesm.min.js",
+ "onnxruntime-web": "/web/node_modules/onnxruntime-web/dist/ort.min.mjs"}}</script>
+<style>body{font:14px system-ui,sans-serif;margin:2em}table{border-collapse:collapse}
+td,th{border:1px solid #ccc;padding:3px 8px}</style></head><body>
+<h1>deploykit serve</h1><p><a href="/openapi.json">OpenAPI</a> ·
+<a href="/metadata">metadata</a> · POST /validate re-checks parity live</p>
+{{sections}}
+<script type="module">
+globalThis.DEPLOYKIT_ORT_WASM = '/web/node_modules/onnxruntime-web/dist/';
+const readBytes = async (p) => new Uint8Array(await (await fetch(p)).arrayBuffer());
+for (const sec of document.querySelectorAll('section')) {
+  const model = sec.dataset.model, web = JSON.parse(sec.dataset.web);
+  sec.querySelector('button').onclick = async () => {
+    const out = sec.querySelector('.answers');
+    const body = sec.querySelector('textarea').value;
+    const lines = [];
+    const meta = await (await fetch('/metadata')).json();
+    for (const t of meta[model].served) {
+      const r = await fetch(`/predict?model=${model}&target=${t}`, {method: 'POST',
+        headers: {'Content-Type': 'application/json'}, body});
+      const j = await r.json();
+      lines.push(`server ${t}: ${JSON.stringify(j.labels || j.predictions || j.error)}`);
+    }
+    if (web.length) {
+      const {loadArtifact} = await import('/web/engines.mjs');
+      const rows = JSON.parse(body).instances;
+      for (const a of web) {
+        const m = await loadArtifact(a.runtime, `/bundles/${model}/${a.path}`, readBytes);
+        const x = {shape: [rows.length, rows[0].length], dtype: 'float32',
+                   data: Float32Array.from(rows.flat())};
+        const res = await m.predict({[m.inputNames[0]]: x});
+        const y = res[m.outputNames[m.outputNames.length - 1]];
+        const k = y.shape[1] || 1, labels = [];
+        for (let i = 0; i < y.shape[0]; i++) {
+          let b = 0; for (let j = 1; j < k; j++) if (y.data[i*k+j] > y.data[i*k+b]) b = j;
+          labels.push(meta[model].task.labels[b] ?? b);
+        }
+        lines.push(`browser ${a.target}: ${JSON.stringify(labels)}`);
+      }
+    }
+    out.textContent = lines.join('\\n');
+  };
+}
+</script></body></html>"""

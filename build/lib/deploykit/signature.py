@@ -1,0 +1,125 @@
+"""Input and output specifications with a dynamic batch dimension.
+
+A :class:`Signature` names a model's inputs and outputs with their dtypes and shapes;
+``None`` in a shape is a dynamic dimension (the batch, by default). Runners validate
+inputs against it before predicting, so a wrong shape is a clear :class:`InputError`
+instead of a crash deep inside a runtime.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from deploykit.errors import InputError
+
+Shape = tuple[int | None, ...]
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One named tensor: dtype and shape (``None`` = dynamic dimension)."""
+
+    name: str
+    dtype: str
+    shape: Shape
+
+    def __post_init__(self) -> None:
+        np.dtype(self.dtype)  # raises TypeError on a dtype numpy does not know
+        for d in self.shape:
+            if d is not None and (not isinstance(d, int) or d < 0):
+                raise ValueError(f"tensor '{self.name}': bad dimension {d!r} in {self.shape}")
+
+    def validate(self, value: Any, *, require_finite: bool = True) -> np.ndarray:
+        """Return ``value`` as an array of this spec's dtype or raise :class:`InputError`.
+
+        Integers are accepted for a float spec (cast safely); floats are never silently
+        truncated to integers.
+        """
+        arr = np.asarray(value)
+        want = np.dtype(self.dtype)
+        if arr.dtype == object or arr.dtype.kind not in "biuf":
+            raise InputError(f"input '{self.name}': expected numbers of dtype {want}, got {arr.dtype}")
+        if arr.dtype != want:
+            if not np.can_cast(arr.dtype, want, casting="same_kind") or (
+                want.kind in "iu" and arr.dtype.kind == "f"
+            ):
+                raise InputError(f"input '{self.name}': expected dtype {want}, got {arr.dtype}")
+            arr = arr.astype(want)
+        if arr.ndim != len(self.shape) or any(
+            d is not None and d != a for d, a in zip(self.shape, arr.shape, strict=False)
+        ):
+            raise InputError(
+                f"input '{self.name}': expected shape {format_shape(self.shape)}, "
+                f"got {format_shape(arr.shape)}"
+            )
+        if require_finite and want.kind == "f" and not np.isfinite(arr).all():
+            raise InputError(f"input '{self.name}': contains NaN or Inf")
+        return arr
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TensorSpec:
+        return cls(str(d["name"]), str(d["dtype"]), tuple(d["shape"]))
+
+
+@dataclass(frozen=True)
+class Signature:
+    """A model's named inputs and outputs."""
+
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...] = field(default_factory=tuple)
+
+    def validate(self, inputs: Mapping[str, Any] | Any) -> dict[str, np.ndarray]:
+        """Check inputs against the signature; a bare array is taken for a single input.
+
+        Returns:
+            The inputs as arrays of the declared dtypes, keyed by input name.
+        Raises:
+            InputError: a missing or unknown input, or a wrong dtype, shape or value.
+        """
+        if not isinstance(inputs, Mapping):
+            if len(self.inputs) != 1:
+                names = ", ".join(s.name for s in self.inputs)
+                raise InputError(f"this model takes {len(self.inputs)} inputs ({names}); pass a dict")
+            inputs = {self.inputs[0].name: inputs}
+        known = {s.name for s in self.inputs}
+        unknown = sorted(set(inputs) - known)
+        missing = sorted(known - set(inputs))
+        if unknown or missing:
+            raise InputError(
+                f"inputs do not match the signature: missing {missing or 'none'}, "
+                f"unknown {unknown or 'none'} (expected {sorted(known)})"
+            )
+        out = {s.name: s.validate(inputs[s.name]) for s in self.inputs}
+        batches = {a.shape[0] for a in out.values() if a.ndim}
+        if len(batches) > 1:
+            raise InputError(f"inputs disagree on the batch size: {sorted(batches)}")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"inputs": [s.to_dict() for s in self.inputs],
+                "outputs": [s.to_dict() for s in self.outputs]}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Signature:
+        return cls(tuple(TensorSpec.from_dict(s) for s in d["inputs"]),
+                   tuple(TensorSpec.from_dict(s) for s in d.get("outputs", ())))
+
+    @classmethod
+    def single(cls, n_features: int, outputs: Sequence[TensorSpec] = (),
+               name: str = "x", dtype: str = "float32") -> Signature:
+        """A one-input signature ``[batch, n_features]`` with a dynamic batch."""
+        return cls((TensorSpec(name, dtype, (None, n_features)),), tuple(outputs))
+
+
+def format_shape(shape: Sequence[int | None]) -> str:
+    """``(None, 64)`` -> ``[batch, 64]``; other dynamic dims show as ``?``."""
+    parts = ["batch" if d is None and i == 0 else "?" if d is None else str(d)
+             for i, d in enumerate(shape)]
+    return "[" + ", ".join(parts) + "]"

@@ -1,0 +1,339 @@
+"""Framework adapters: recognise a model, describe it, and run the original.
+
+:func:`detect` accepts a model folder written by ``deploykit train``, a model file or folder
+(``.keras``, ``.skops``, ``.pt2``, ``.onnx``, a SavedModel), or an in-memory model
+(scikit-learn estimator or Pipeline, ``keras.Model`` under either backend, ``tf.Module``
+with a serving ``tf.function``, ``torch.nn.Module``, ``torch.export.ExportedProgram``).
+It returns a :class:`Source`: the graph node where routes start, the signature (dynamic
+batch), the task and labels, how to write the model into a bundle's work area, and the
+original framework's predictions on the probe inputs.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deploykit.errors import SourceError
+from deploykit.signature import Signature, TensorSpec
+
+PROBE_ROWS = 64  # random probe rows when neither a test split nor a sample is available
+
+
+@dataclass
+class Source:
+    node: str
+    framework: str
+    signature: Signature
+    task: str
+    labels: list[str]
+    write: Callable[[Path], str]  # writes the model under a folder, returns its relative path
+    probe_inputs: np.ndarray
+    reference: dict[str, np.ndarray]
+    y: np.ndarray | None = None
+    calibration: np.ndarray | None = None
+    backend: str | None = None
+    name: str = "model"
+    metrics: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    image_shape: list[int] | None = None  # when each input row is an image (h, w, c)
+
+
+def _module_of(obj: Any) -> set[str]:
+    return {c.__module__.split(".")[0] for c in type(obj).__mro__}
+
+
+def detect(model: Any, *, sample: np.ndarray | None = None, task: str | None = None,
+           labels: list[str] | None = None) -> Source:
+    """Recognise ``model`` and build its :class:`Source`."""
+    if isinstance(model, (str, Path)):
+        return _from_path(Path(model), sample, task, labels)
+    mods = _module_of(model)
+    if "keras" in mods:
+        return _keras_memory(model, sample, task, labels)
+    if "sklearn" in mods:
+        return _sklearn_memory(model, sample, labels)
+    if "torch" in mods:
+        return _torch_memory(model, sample, task, labels)
+    if "tensorflow" in mods:
+        return _tf_memory(model, sample, task, labels)
+    raise SourceError(f"cannot export a {type(model).__module__}.{type(model).__name__}: pass a "
+                      f"scikit-learn estimator, keras.Model, tf.Module, torch.nn.Module, "
+                      f"torch.export program, a model file, or a deploykit model folder")
+
+
+# -- model folders written by `deploykit train` -------------------------------------------------
+def _from_folder(folder: Path) -> Source:
+    from deploykit.training import read_card, read_test_split
+
+    card = read_card(folder)
+    X, y, ref = read_test_split(folder)
+    fw = card["framework"]
+    node, rel = {"sklearn": ("sklearn", card["files"].get("model")),
+                 "keras": ("keras", card["files"].get("model")),
+                 "torch": ("torch", card["files"].get("program")),
+                 "tensorflow": ("saved_model", card["files"].get("saved_model"))}[fw]
+    write = _copier(folder / rel, "model/1" if node == "saved_model" else Path(rel).name)
+    return Source(node, fw, Signature.from_dict(card["signature"]), card["task"]["kind"],
+                  card["task"]["labels"], write, X, ref, y, _calibration(card, X),
+                  card.get("backend"), f"{card['dataset']['name']}-{card['flow']}",
+                  card["metrics"], card["versions"], card["dataset"].get("image_shape"))
+
+
+def _calibration(card: dict[str, Any], fallback: np.ndarray) -> np.ndarray:
+    """Training inputs for int8 calibration, rebuilt from the card's dataset and seed."""
+    from deploykit.data import load_dataset, split_dataset
+    from deploykit.errors import DataError
+
+    src = card["dataset"]["source"]
+    try:
+        ds = load_dataset(src.removeprefix("builtin:"), task=card["task"]["kind"])
+        return split_dataset(ds, seed=card["split"]["seed"]).X_train
+    except (DataError, KeyError):
+        return fallback
+
+
+def _copier(src: Path, dest_rel: str) -> Callable[[Path], str]:
+    def write(root: Path) -> str:
+        dest = root / dest_rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, dest)
+        return dest_rel
+    return write
+
+
+# -- files ----------------------------------------------------------------------------------------
+def _from_path(p: Path, sample, task, labels) -> Source:
+    if not p.exists():
+        raise SourceError(f"model not found: {p}")
+    if (p / "deploykit-model.json").is_file():
+        return _from_folder(p)
+    if p.suffix == ".keras":
+        from deploykit._lazy import require
+
+        keras = require("keras", purpose="to export a .keras file")
+        return _keras_memory(keras.saving.load_model(p, safe_mode=True), sample, task, labels,
+                             file=p)
+    if p.suffix == ".skops":
+        from deploykit.training.sklearn_path import load_estimator
+
+        return _sklearn_memory(load_estimator(p), sample, labels)
+    if p.suffix == ".pt2":
+        from deploykit.formats.torch_program import load_program
+
+        return _torch_memory(load_program(p), sample, task, labels, file=p)
+    if p.suffix == ".onnx":
+        return _onnx_file(p, sample, task, labels)
+    if (p / "saved_model.pb").is_file():
+        return _saved_model_dir(p, sample, task, labels)
+    raise SourceError(f"{p}: not a model deploykit recognises (.keras, .skops, .pt2, .onnx, "
+                      f"a SavedModel folder, or a deploykit model folder)")
+
+
+# -- helpers shared by in-memory sources ----------------------------------------------------------
+def _probe(signature: Signature, sample: np.ndarray | None) -> np.ndarray:
+    if sample is not None:
+        return signature.inputs[0].validate(np.asarray(sample))
+    spec = signature.inputs[0]
+    shape = [PROBE_ROWS if d is None else d for d in spec.shape]
+    return np.random.default_rng(0).normal(size=shape).astype(spec.dtype)
+
+
+def _infer_task(out: np.ndarray, task: str | None) -> str:
+    if task:
+        return task
+    looks_like_probs = out.ndim == 2 and out.shape[1] > 1 and out.min() >= 0 and \
+        np.allclose(out.sum(axis=1), 1.0, atol=1e-3)
+    return "classification" if looks_like_probs else "regression"
+
+
+def _deep_outputs(out: np.ndarray, task: str) -> tuple[dict[str, np.ndarray], list[TensorSpec]]:
+    name = "probabilities" if task == "classification" else "predictions"
+    out = out.astype(np.float32).reshape(len(out), -1)
+    return {name: out}, [TensorSpec(name, "float32", (None, out.shape[1]))]
+
+
+def _labels_for(task: str, n: int, labels: list[str] | None) -> list[str]:
+    if task != "classification":
+        return []
+    return list(labels) if labels else [str(i) for i in range(n)]
+
+
+def _spec_from_shape(shape, dtype: str = "float32", name: str = "x") -> TensorSpec:
+    dims = [None if d is None or (isinstance(d, int) and d < 0) else int(d) for d in shape]
+    dims[0] = None  # dynamic batch by default
+    return TensorSpec(name, dtype, tuple(dims))
+
+
+# -- scikit-learn -----------------------------------------------------------------------------------
+def _sklearn_memory(model, sample, labels) -> Source:
+    from deploykit.training.sklearn_path import predict
+
+    n = getattr(model, "n_features_in_", None)
+    if n is None:
+        raise SourceError("the scikit-learn model is not fitted (no n_features_in_)")
+    classify = hasattr(model, "predict_proba")
+    task = "classification" if classify else "regression"
+    if classify and not np.all(np.asarray(model.classes_) == np.arange(len(model.classes_))):
+        raise SourceError(f"classifier classes must be 0..n-1 (got {list(model.classes_)[:5]}); "
+                          f"encode the labels first (deploykit's data layer does)")
+    X = _probe(Signature.single(int(n)), sample)
+    ref = predict(model, X, task)
+    if classify:
+        classes = [str(c) for c in model.classes_]
+        outs = [TensorSpec("label", "int64", (None,)),
+                TensorSpec("probabilities", "float32", (None, len(classes)))]
+    else:
+        outs = [TensorSpec("predictions", "float32", (None, 1))]
+    sig = Signature.single(int(n), outs)
+
+    def write(root: Path) -> str:
+        import skops.io as sio
+
+        sio.dump(model, root / "model.skops")
+        return "model.skops"
+
+    return Source("sklearn", "sklearn", sig, task, list(labels or (classes if classify else [])),
+                  write, X, ref)
+
+
+# -- Keras ----------------------------------------------------------------------------------------
+def _keras_memory(model, sample, task, labels, file: Path | None = None) -> Source:
+    import keras
+
+    if len(model.inputs) != 1:
+        raise SourceError("deploykit exports Keras models with one input")
+    spec = _spec_from_shape(model.inputs[0].shape, str(model.inputs[0].dtype), "x")
+    X = _probe(Signature((spec,)), sample)
+    out = np.asarray(model.predict(X, verbose=0))
+    task = _infer_task(out, task)
+    ref, outs = _deep_outputs(out, task)
+
+    def write(root: Path) -> str:
+        if file is not None:
+            shutil.copy2(file, root / "model.keras")
+        else:
+            model.save(root / "model.keras")
+        return "model.keras"
+
+    return Source("keras", "keras", Signature((spec,), tuple(outs)), task,
+                  _labels_for(task, out.shape[-1], labels), write, X, ref,
+                  backend=keras.backend.backend(), versions={"keras": keras.__version__})
+
+
+# -- PyTorch --------------------------------------------------------------------------------------
+def _torch_memory(model, sample, task, labels, file: Path | None = None) -> Source:
+    import torch
+
+    from deploykit.formats.torch_program import export_program
+
+    program = model if isinstance(model, torch.export.ExportedProgram) else None
+    if sample is None:
+        if program is None:
+            raise SourceError("a torch.nn.Module does not declare its input shape: pass "
+                              "sample=<array of example inputs> (--sample FILE)")
+        meta = program.graph_signature.user_inputs[0]
+        node = next(n for n in program.graph.nodes if n.name == meta)
+        shape = [None if not isinstance(d, int) else d for d in node.meta["val"].shape]
+        spec = _spec_from_shape(shape, str(node.meta["val"].dtype).removeprefix("torch."))
+    else:
+        sample = np.asarray(sample)
+        spec = _spec_from_shape(sample.shape, str(sample.dtype) if sample.dtype.kind == "f"
+                                else "float32")
+    X = _probe(Signature((spec,)), sample)
+    module = program.module() if program is not None else model.eval()
+    with torch.no_grad():
+        out = module(torch.from_numpy(X))
+    out = (out[0] if isinstance(out, (tuple, list)) else out).detach().numpy()
+    task = _infer_task(out, task)
+    ref, outs = _deep_outputs(out, task)
+    sig = Signature((spec,), tuple(outs))
+
+    def write(root: Path) -> str:
+        if file is not None:
+            shutil.copy2(file, root / "model.pt2")
+        else:
+            p = program if program is not None else export_program(model, sig.to_dict())
+            torch.export.save(p, root / "model.pt2")
+        return "model.pt2"
+
+    return Source("torch", "torch", sig, task, _labels_for(task, out.shape[-1], labels), write,
+                  X, ref, versions={"torch": torch.__version__})
+
+
+# -- TensorFlow core ------------------------------------------------------------------------------
+def _tf_memory(model, sample, task, labels) -> Source:
+    import tensorflow as tf
+
+    fn = None
+    for attr in ("serve", "__call__"):
+        f = getattr(model, attr, None)
+        if f is not None and getattr(f, "input_signature", None):
+            fn = f
+            break
+    if fn is None and getattr(model, "input_signature", None):
+        fn, model = model, tf.Module()
+        model.serve = fn
+    if fn is None:
+        raise SourceError("a tf.Module needs a tf.function with an input_signature "
+                          "(as .serve or __call__) to be exported")
+
+    def write(root: Path) -> str:
+        tf.saved_model.save(model, str(root / "model" / "1"),
+                            signatures={"serving_default": fn.get_concrete_function()})
+        return "model/1"
+
+    spec = fn.input_signature[0]
+    sig_in = _spec_from_shape(spec.shape.as_list(), spec.dtype.name, "x")
+    X = _probe(Signature((sig_in,)), sample)
+    out = fn(tf.constant(X))
+    out = next(iter(out.values())) if isinstance(out, dict) else out
+    out = np.asarray(out)
+    task = _infer_task(out, task)
+    ref, outs = _deep_outputs(out, task)
+    return Source("saved_model", "tensorflow", Signature((sig_in,), tuple(outs)), task,
+                  _labels_for(task, out.shape[-1], labels), write, X, ref,
+                  versions={"tensorflow": tf.__version__})
+
+
+def _saved_model_dir(p: Path, sample, task, labels) -> Source:
+    from deploykit.formats.saved_model import serving_function
+
+    fn, names = serving_function(p)
+    spec = fn.structured_input_signature[1][names[0]]
+    sig_in = _spec_from_shape(spec.shape.as_list(), spec.dtype.name, "x")
+    X = _probe(Signature((sig_in,)), sample)
+    import tensorflow as tf
+
+    out = np.asarray(next(iter(fn(**{names[0]: tf.constant(X)}).values())))
+    task = _infer_task(out, task)
+    ref, outs = _deep_outputs(out, task)
+    return Source("saved_model", "tensorflow", Signature((sig_in,), tuple(outs)), task,
+                  _labels_for(task, out.shape[-1], labels), _copier(p, "model/1"), X, ref)
+
+
+# -- ONNX -----------------------------------------------------------------------------------------
+def _onnx_file(p: Path, sample, task, labels) -> Source:
+    from deploykit._lazy import require
+
+    ort = require("onnxruntime", purpose="to read an ONNX model")
+    sess = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
+    i = sess.get_inputs()[0]
+    dtype = {"tensor(float)": "float32", "tensor(double)": "float64",
+             "tensor(int64)": "int64"}.get(i.type, "float32")
+    sig_in = _spec_from_shape([d if isinstance(d, int) else None for d in i.shape], dtype, "x")
+    X = _probe(Signature((sig_in,)), sample)
+    outs_raw = sess.run(None, {i.name: X})
+    names = [o.name for o in sess.get_outputs()]
+    ref = dict(zip(names, [np.asarray(o) for o in outs_raw], strict=True))
+    specs = tuple(_spec_from_shape(v.shape, str(v.dtype), n) for n, v in ref.items())
+    main = ref.get("probabilities", next(iter(ref.values())))
+    task = _infer_task(main, task)
+    return Source("onnx", "onnx", Signature((sig_in,), specs), task,
+                  _labels_for(task, main.shape[-1] if main.ndim > 1 else 0, labels),
+                  _copier(p, "model.onnx"), X, ref)

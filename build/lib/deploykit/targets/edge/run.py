@@ -1,0 +1,269 @@
+"""deploykit edge runner: run a deploykit package on a small device.
+
+Depends on numpy and ONE runtime -- ai-edge-litert, tflite-runtime or onnxruntime, whichever
+is installed -- and never imports deploykit, TensorFlow or PyTorch.
+
+    python run.py PACKAGE --verify              re-run the probe set, print parity, exit 1 on failure
+    python run.py PACKAGE --input x.npy         print predictions for the rows of x.npy
+    python run.py PACKAGE --serve [--port 8080] minimal HTTP endpoint (standard library only):
+                                                POST /predict {"instances": [[...], ...]}
+
+The package's package.json lists each artifact with its sha256; every file is checked
+before it is loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_package(root: Path) -> dict:
+    meta = json.loads((root / "package.json").read_text())
+    for rel, digest in meta["sha256"].items():
+        p = (root / rel).resolve()
+        if root.resolve() not in p.parents or not p.is_file() or sha256(p) != digest:
+            sys.exit(f"error: {rel} is missing or does not match its sha256; the package is "
+                     f"damaged -- copy it again")
+    return meta
+
+
+@contextlib.contextmanager
+def native_stderr_quiet():
+    """Hide what a runtime's C++ code prints while it loads ("INFO: Created TensorFlow Lite
+    XNNPACK delegate for CPU."); a load that fails still raises with its own message."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    os.close(null)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+class TfliteModel:
+    def __init__(self, path: Path) -> None:
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:
+            from tflite_runtime.interpreter import Interpreter
+        with native_stderr_quiet():
+            self.interpreter = Interpreter(model_path=str(path))
+            self.runner = self.interpreter.get_signature_runner()
+        self.inputs = self.runner.get_input_details()
+        self.outputs = self.runner.get_output_details()
+        self.quiet = native_stderr_quiet  # the delegate is applied (and announced) on first run
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        name, detail = next(iter(self.inputs.items()))
+        with self.quiet():
+            out = self.runner(**{name: _quantize(x, detail)})
+        self.quiet = contextlib.nullcontext
+        return [_dequantize(np.asarray(out[k]), self.outputs[k]) for k in self.outputs]
+
+
+def _qparams(detail):
+    scale, zero = detail.get("quantization", (0.0, 0))
+    return (scale, zero) if detail["dtype"] in (np.int8, np.uint8) and scale else None
+
+
+def _quantize(x, detail):
+    q = _qparams(detail)
+    if q is None:
+        return x.astype(detail["dtype"])
+    info = np.iinfo(detail["dtype"])
+    return np.clip(np.round(x / q[0] + q[1]), info.min, info.max).astype(detail["dtype"])
+
+
+def _dequantize(y, detail):
+    q = _qparams(detail)
+    return y if q is None else ((y.astype(np.float32) - q[1]) * q[0]).astype(np.float32)
+
+
+class OnnxModel:
+    def __init__(self, path: Path) -> None:
+        import onnxruntime as ort
+
+        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        self.name = self.session.get_inputs()[0].name
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(None, {self.name: x})
+
+
+def available(artifact: dict) -> bool:
+    import importlib.util
+
+    if artifact["runtime"] == "tflite":
+        return any(importlib.util.find_spec(m) for m in ("ai_edge_litert", "tflite_runtime"))
+    if artifact["runtime"] == "onnx":
+        return importlib.util.find_spec("onnxruntime") is not None
+    return False
+
+
+def runtime_name(artifact: dict) -> str:
+    import importlib.metadata as md
+
+    for dist in {"tflite": ("ai-edge-litert", "tflite-runtime"), "onnx": ("onnxruntime",)}[
+            artifact["runtime"]]:
+        try:
+            return f"{dist} {md.version(dist)}"
+        except md.PackageNotFoundError:
+            continue
+    return artifact["runtime"]
+
+
+def first_loadable(root: Path, meta: dict):
+    """The first artifact whose runtime is installed and loads it, with its model."""
+    errors = []
+    for art in meta["artifacts"]:
+        if available(art):
+            try:
+                return art, open_model(root, art)
+            except Exception as e:
+                errors.append(f"{art['target']}: {one_line(e, 200)}")
+    sys.exit("error: no artifact of this package loads here (install ai-edge-litert, "
+             "tflite-runtime or onnxruntime)" + "".join(f"\n  {m}" for m in errors))
+
+
+def open_model(root: Path, artifact: dict):
+    cls = {"tflite": TfliteModel, "onnx": OnnxModel}[artifact["runtime"]]
+    return cls(root / artifact["path"])
+
+
+def predict(model, artifact: dict, x: np.ndarray) -> np.ndarray:
+    """The main output (probabilities or predictions), batch by batch for fixed-batch models."""
+    b = artifact.get("batch") or len(x)
+    parts = [model(x[i:i + b])[-1] for i in range(0, len(x), b)]
+    return np.concatenate([np.asarray(p).reshape(len(p), -1) for p in parts])
+
+
+def one_line(e: BaseException, limit: int = 300) -> str:
+    return " ".join(str(e).split())[:limit]
+
+
+def read_probe(root: Path, meta: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The probe inputs and the original framework's main output for them."""
+    with np.load(root / meta["probe"]["inputs"], allow_pickle=False) as z:
+        x = z[z.files[0]].astype(np.float32)
+    with np.load(root / meta["probe"]["reference"], allow_pickle=False) as z:
+        return x, z[meta["main_output"]].reshape(len(x), -1)
+
+
+def compare(got: np.ndarray, ref: np.ndarray, profile: str, meta: dict) -> tuple[bool, str]:
+    """Parity verdict by the artifact's profile, with the rules package.json carries (written
+    by deploykit from its own parity profiles), and a one-line summary."""
+    rule = meta["profiles"][profile]
+    err = np.abs(got - ref)
+    agree = float(np.mean(got.argmax(1) == ref.argmax(1))) if ref.shape[1] > 1 else None
+    passed = rule["atol"] is None or bool(np.all(err <= rule["atol"] + rule["rtol"] * np.abs(ref)))
+    if rule["min_label_agreement"] is not None:
+        passed = passed and (agree is None or agree >= rule["min_label_agreement"])
+    agree_s = "" if agree is None else f"  label agreement {agree:.2%}"
+    return passed, f"max|d| {err.max():.2e}{agree_s}  ({profile})"
+
+
+def verify(root: Path, meta: dict) -> bool:
+    x, ref = read_probe(root, meta)
+    ok = True
+    ran = 0
+    for art in meta["artifacts"]:
+        if not available(art):
+            print(f"{art['target']:12s} skipped: its runtime is not installed here")
+            continue
+        ran += 1
+        try:
+            model = open_model(root, art)
+        except Exception as e:  # the runtime refuses the model: say why, and what was known
+            ok = False
+            print(f"{art['target']:12s} FAIL  {runtime_name(art)} cannot load it: {one_line(e)}")
+            for rt, lacks in art.get("older_runtimes", {}).items():
+                if lacks:
+                    print(f"{'':12s}      flagged by deploykit package for {rt}: needs "
+                          f"{'; '.join(lacks)}")
+            continue
+        passed, summary = compare(predict(model, art, x), ref, art["profile"], meta)
+        ok &= passed
+        print(f"{art['target']:12s} {'PASS' if passed else 'FAIL'}  {summary}")
+    if ran == 0:
+        print("no artifact of this package can run here: install ai-edge-litert, "
+              "tflite-runtime or onnxruntime")
+        return False
+    return ok
+
+
+def serve(root: Path, meta: dict, port: int) -> None:
+    art, model = first_loadable(root, meta)
+    labels = meta.get("labels", [])
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            try:
+                n = int(self.headers.get("Content-Length", 0))
+                if self.path != "/predict" or n > 8 << 20:
+                    raise ValueError("POST /predict with a body under 8 MB")
+                x = np.asarray(json.loads(self.rfile.read(n))["instances"], dtype=np.float32)
+                if x.ndim != 2 or not np.isfinite(x).all():
+                    raise ValueError("instances must be a 2-D list of finite numbers")
+                y = predict(model, art, x)
+                body = {"predictions": y.tolist()}
+                if labels:
+                    body["labels"] = [labels[i] for i in y.argmax(1)]
+                self._send(200, body)
+            except (ValueError, KeyError, TypeError) as e:
+                self._send(400, {"error": str(e)})
+
+        def _send(self, code: int, body: dict) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    print(f"serving {art['target']} on http://127.0.0.1:{port}/predict", flush=True)
+    ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("package", type=Path)
+    mode = ap.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--verify", action="store_true")
+    mode.add_argument("--input", type=Path)
+    mode.add_argument("--serve", action="store_true")
+    ap.add_argument("--port", type=int, default=8080)
+    a = ap.parse_args()
+    meta = load_package(a.package)
+    if a.verify:
+        return 0 if verify(a.package, meta) else 1
+    if a.serve:
+        serve(a.package, meta, a.port)
+        return 0
+    art, model = first_loadable(a.package, meta)
+    y = predict(model, art, np.load(a.input, allow_pickle=False).astype(np.float32))
+    print(json.dumps({"target": art["target"], "predictions": y.tolist()}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

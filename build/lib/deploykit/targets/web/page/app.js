@@ -1,0 +1,139 @@
+// Loads a deploykit bundle's browser artifacts (tfjs, onnx-web), runs the bundle's probe set
+// at batch 1, an odd size and the full set, and shows parity against the reference outputs.
+// The bundle is served under ?bundle=URL (default /bundle/). Results land in
+// window.deploykitResults and window.deploykitDone for automated checks.
+import { compare, loadArtifact } from '../engines.mjs';
+
+globalThis.DEPLOYKIT_ORT_WASM = '/web/node_modules/onnxruntime-web/dist/';
+const base = new URLSearchParams(location.search).get('bundle') || '/bundle/';
+const readBytes = async (p) => {
+  const r = await fetch(p);
+  if (!r.ok) throw new Error(`${p}: HTTP ${r.status}`);
+  return new Uint8Array(await r.arrayBuffer());
+};
+const TYPED = { float32: Float32Array, int32: Int32Array, int64: BigInt64Array, bool: Uint8Array };
+const decode = (t) => {
+  const bytes = Uint8Array.from(atob(t.data), (c) => c.charCodeAt(0));
+  return { shape: t.shape, dtype: t.dtype, data: new TYPED[t.dtype](bytes.buffer) };
+};
+const rows = (t, from, to) => {
+  const width = t.shape.slice(1).reduce((a, b) => a * b, 1);
+  return { shape: [to - from, ...t.shape.slice(1)], dtype: t.dtype,
+           data: t.data.slice(from * width, to * width) };
+};
+const concatRows = (parts) => {
+  const n = parts.reduce((a, p) => a + p.shape[0], 0);
+  const data = new parts[0].data.constructor(parts.reduce((a, p) => a + p.data.length, 0));
+  let at = 0;
+  for (const p of parts) { data.set(p.data, at); at += p.data.length; }
+  return { shape: [n, ...parts[0].shape.slice(1)], dtype: parts[0].dtype, data };
+};
+
+async function runBatched(model, inputName, x, batch) {
+  const parts = [];
+  for (let i = 0; i < x.shape[0]; i += batch) {
+    const out = await model.predict({ [inputName]: rows(x, i, Math.min(i + batch, x.shape[0])) });
+    parts.push(out[model.outputNames[model.outputNames.length - 1]]);
+  }
+  return concatRows(parts);
+}
+
+function mainOutput(reference) {
+  return reference.probabilities || reference.predictions || Object.values(reference)[0];
+}
+
+async function main() {
+  const status = document.getElementById('status');
+  const manifest = JSON.parse(new TextDecoder().decode(await readBytes(base + 'manifest.json')));
+  const probe = JSON.parse(new TextDecoder().decode(await readBytes(base + manifest.probe.json)));
+  const x = decode(Object.values(probe.inputs)[0]);
+  const ref = decode(mainOutput(probe.reference));
+  document.getElementById('meta').textContent =
+    `${manifest.name}: ${manifest.source.framework}, ${manifest.task.kind}, ${x.shape[0]} probe rows`;
+  const n = x.shape[0];
+  const sizes = [...new Set([1, Math.min(7, n) % 2 ? Math.min(7, n) : Math.max(1, Math.min(7, n) - 1), n])];
+  const results = [];
+  const models = {};
+  for (const art of manifest.artifacts.filter((a) => a.runs === 'browser')) {
+    status.textContent = `running ${art.target}…`;
+    const res = { target: art.target, runtime: art.runtime, profile: art.profile, batches: {} };
+    try {
+      const model = await loadArtifact(art.runtime, base + art.path, readBytes);
+      models[art.target] = model;
+      const inputName = model.inputNames[0];
+      let pass = true;
+      for (const b of (art.batch ? [art.batch] : sizes)) {
+        const got = await runBatched(model, inputName, x, b);
+        const c = compare(manifest.profiles[art.profile], got, ref);
+        res.batches[b] = c.pass ? 'ok' : 'mismatch';
+        pass = pass && c.pass;
+        if (b === n || art.batch) { res.maxAbs = c.maxAbs; res.labelAgreement = c.agree; }
+      }
+      res.pass = pass;
+    } catch (e) {
+      res.pass = false;
+      res.error = String(e.message || e);
+    }
+    results.push(res);
+    render(res);
+  }
+  window.deploykitResults = results;
+  setupTry(manifest, x, models);
+  status.textContent = results.length
+    ? `done: ${results.filter((r) => r.pass).length}/${results.length} browser artifacts pass`
+    : 'this bundle has no tfjs or onnx-web artifacts';
+  window.deploykitDone = true;
+}
+
+function render(r) {
+  const tr = document.createElement('tr');
+  const cells = [r.target, r.runtime, r.profile, JSON.stringify(r.batches),
+    r.maxAbs === undefined ? '' : r.maxAbs.toExponential(2),
+    r.labelAgreement == null ? '' : `${(100 * r.labelAgreement).toFixed(1)} %`,
+    r.pass ? 'PASS' : `FAIL ${r.error || ''}`];
+  for (const c of cells) {
+    const td = document.createElement('td');
+    td.textContent = c;
+    tr.appendChild(td);
+  }
+  tr.lastChild.className = r.pass ? 'pass' : 'fail';
+  document.querySelector('#results tbody').appendChild(tr);
+}
+
+function setupTry(manifest, x, models) {
+  const width = x.shape[1];
+  const img = manifest.input_image_shape;
+  const draw = (i) => {
+    if (!img) return;
+    const ctx = document.getElementById('digit').getContext('2d');
+    const row = x.data.slice(i * width, (i + 1) * width);
+    const max = Math.max(...row, 1e-9);
+    for (let p = 0; p < img[0] * img[1]; p += 1) {
+      const v = 255 - Math.round(255 * row[p] / max);
+      ctx.fillStyle = `rgb(${v},${v},${v})`;
+      ctx.fillRect(p % img[1], Math.floor(p / img[1]), 1, 1);
+    }
+  };
+  const predict = async () => {
+    const i = Math.max(0, Math.min(x.shape[0] - 1, Number(document.getElementById('row').value)));
+    draw(i);
+    const lines = [];
+    for (const [target, model] of Object.entries(models)) {
+      const out = await model.predict({ [model.inputNames[0]]: rows(x, i, i + 1) });
+      const y = out[model.outputNames[model.outputNames.length - 1]].data;
+      let best = 0;
+      for (let k = 1; k < y.length; k += 1) if (y[k] > y[best]) best = k;
+      const label = manifest.task.labels[best] ?? best;
+      lines.push(`${target}: ${manifest.task.kind === 'classification' ? `class ${label} (${(100 * y[best]).toFixed(1)} %)` : Number(y[0]).toFixed(3)}`);
+    }
+    document.getElementById('answers').textContent = lines.join('  ·  ');
+  };
+  document.getElementById('run').onclick = predict;
+  if (Object.keys(models).length) predict();
+}
+
+main().catch((e) => {
+  document.getElementById('status').textContent = `error: ${e.message || e}`;
+  window.deploykitError = String(e);
+  window.deploykitDone = true;
+});

@@ -1,0 +1,322 @@
+"""Run functions in worker processes: own environment, time limit, crash isolation, reuse.
+
+Keras picks its backend once per process, and converters can segfault or hang. A worker
+turns each of those into a typed error for one job while the caller carries on. Importing
+TensorFlow or PyTorch costs seconds, so workers are long-lived: a :class:`Pool` keeps one per
+environment (e.g. ``KERAS_BACKEND=torch``) and hands it job after job; a worker that crashes
+or times out is killed and the next job gets a fresh one, so a crash costs only its own job.
+
+    result = run("deploykit.training.keras_path:fit_in_worker", {"...": ...},
+                 env={"KERAS_BACKEND": "torch"}, timeout=600, label="train keras-torch")
+
+The function is named as ``"module:function"``; its keyword arguments and its return value
+must be JSON-serialisable (pass arrays as file paths). :func:`run` uses the workers of the
+:func:`pool` block it runs in, or a process of its own outside one (:func:`run_in_worker`).
+
+Protocol: requests are JSON lines on the worker's stdin; results are JSON lines on its
+original stdout, which the worker moves aside at start, pointing fd 1 at its stderr. Its
+stderr is read by a thread in the caller, written into the run log (:mod:`deploykit._runlog`)
+with a ``[label]`` prefix, and its tail is quoted in the error when a job fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Iterator
+from typing import Any
+
+from deploykit import _runlog
+from deploykit.errors import WorkerCrashed, WorkerError, WorkerTimeout
+
+TAIL_BYTES = 6000  # of a job's output, quoted in errors and failure records
+TAIL_LINES = 40
+MAX_JOBS = 200  # a worker is replaced after this many jobs (bounds leaks in converters)
+_END = "\x00deploykit-job-end"  # written by the worker to stderr after each job
+# Workers run one math thread each: an export runs two of them at once on two cores, and
+# OpenMP threads spinning on oversubscribed cores made one int8 calibration take 55 s instead
+# of 7 s. Keras training loses about 8 % to it; one worker then serves training and the
+# conversions after it (a framework import saved each time). An ``env`` may override it.
+WORKER_ENV = {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+class Worker:
+    """One worker process; :meth:`call` runs a job in it. Not thread-safe (one job at a time).
+
+    Args:
+        env: extra environment variables for the process.
+    """
+
+    def __init__(self, env: dict[str, str] | None = None) -> None:
+        self.env = dict(env or {})
+        self.jobs = 0
+        term = os.dup(_runlog.terminal_fd())  # a fresh number above 2, passed to the child
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "deploykit.worker"], env=self._child_env(term),
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                pass_fds=(term,), start_new_session=True)
+        finally:
+            os.close(term)
+        self.results: queue.Queue[bytes] = queue.Queue()
+        self.output = _Output(self.proc.stderr)
+        threading.Thread(target=self._read_results, daemon=True).start()
+
+    def _child_env(self, term: int) -> dict[str, str]:
+        return {**os.environ, **WORKER_ENV, **self.env, _runlog.TERMINAL_FD_ENV: str(term)}
+
+    def _read_results(self) -> None:
+        for line in self.proc.stdout:
+            self.results.put(line)
+        self.results.put(b"")  # end of stream: the process is gone
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def call(self, target: str, kwargs: dict[str, Any] | None = None, *,
+             timeout: float = 600.0, label: str = "") -> Any:
+        """Run ``target(**kwargs)`` here and return its JSON result.
+
+        Raises:
+            WorkerError: the function raised (message and type carried over).
+            WorkerCrashed: the process died without a result (signal or hard exit).
+            WorkerTimeout: the job ran longer than ``timeout`` seconds; the process is killed.
+        """
+        self.jobs += 1
+        label = label or target
+        job = self.output.begin(label)
+        try:
+            self.proc.stdin.write((json.dumps({"target": target, "kwargs": kwargs or {}})
+                                   + "\n").encode())
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass  # the process is gone; reading the result says how
+        try:
+            line = self.results.get(timeout=timeout)
+        except queue.Empty:
+            self.kill()
+            raise WorkerTimeout(f"{label} timed out after {timeout:g} s and was killed",
+                                log_tail=self.output.end(job, wait_for_eof=True)) from None
+        except BaseException:  # Ctrl-C in the caller: do not leave the worker behind
+            self.kill()
+            raise
+        if not line:
+            code = self.proc.wait()
+            how = f"was killed by {signal.Signals(-code).name}" if code < 0 else \
+                f"exited with status {code} without a result"
+            tail = self.output.end(job, wait_for_eof=True)
+            raise WorkerCrashed(f"{label} {how}", log_tail=tail)
+        tail = self.output.end(job)
+        return _result(json.loads(line), tail)
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):  # the group may be gone already
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def close(self) -> None:
+        """Ask the worker to exit (end of its input); kill it if it does not."""
+        if self.alive:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def _result(out: dict[str, Any], tail: str) -> Any:
+    if out["ok"]:
+        return out["value"]
+    raise WorkerError(f"{out['type']}: {out['message']}", error_type=out["type"],
+                      traceback=out["traceback"], log_tail=tail)
+
+
+class _Output(threading.Thread):
+    """Reads a worker's stderr: into the run log, line by line with the job's label, and into
+    a tail buffer per job. The worker marks each job's end, so a job's tail is complete when
+    its result arrives."""
+
+    def __init__(self, stream) -> None:
+        super().__init__(daemon=True)
+        self.stream, self.label, self.buf = stream, "worker", bytearray()
+        self.ended = threading.Event()
+        self.start()
+
+    def begin(self, label: str) -> str:
+        self.label, self.buf = label, bytearray()
+        self.ended.clear()
+        return label
+
+    def end(self, job: str, wait_for_eof: bool = False) -> str:
+        if wait_for_eof:
+            self.join(timeout=5)
+        else:
+            self.ended.wait(timeout=5)
+        return _tail(self.buf.decode(errors="replace"))
+
+    def run(self) -> None:
+        for line in iter(self.stream.readline, b""):
+            text = line.decode(errors="replace")
+            if text.startswith(_END):
+                self.ended.set()
+                continue
+            self.buf = (self.buf + line)[-TAIL_BYTES:]
+            log = _runlog.current()
+            if log is not None:
+                log.write(f"[{self.label}] {text if text.endswith(chr(10)) else text + chr(10)}")
+
+
+def _tail(text: str) -> str:
+    return "\n".join(text.rstrip().splitlines()[-TAIL_LINES:])
+
+
+class Pool:
+    """Long-lived workers, keyed by environment; at most ``idle`` are kept between jobs.
+
+    Thread-safe: several threads may :meth:`run` at once; each job gets a worker of its own.
+    """
+
+    def __init__(self, idle: int = 4) -> None:
+        self.idle_limit = idle
+        self.idle: list[tuple[tuple, Worker]] = []
+        self.lock = threading.Lock()
+        self.closed = False
+
+    def run(self, target: str, kwargs: dict[str, Any] | None = None, *,
+            env: dict[str, str] | None = None, timeout: float = 600.0, label: str = "") -> Any:
+        """Run a job on a worker with ``env`` (see :meth:`Worker.call`)."""
+        key = _key(env)
+        w = self._take(key) or Worker(env)
+        ok = False
+        try:
+            result = w.call(target, kwargs, timeout=timeout, label=label)
+            ok = True
+            return result
+        except WorkerError as e:
+            ok = not isinstance(e, (WorkerCrashed, WorkerTimeout))
+            raise
+        finally:
+            self._give(key, w, ok)
+
+    def _take(self, key: tuple) -> Worker | None:
+        with self.lock:
+            for i, (k, w) in enumerate(self.idle):
+                if k == key and w.alive:
+                    del self.idle[i]
+                    return w
+        return None
+
+    def _give(self, key: tuple, w: Worker, ok: bool) -> None:
+        if not ok or not w.alive or w.jobs >= MAX_JOBS or self.closed:
+            w.close()
+            return
+        with self.lock:
+            self.idle.append((key, w))
+            evict = self.idle[:-self.idle_limit] if len(self.idle) > self.idle_limit else []
+            del self.idle[:len(evict)]
+        for _, old in evict:
+            old.close()
+
+    def close(self) -> None:
+        """Stop every idle worker (busy ones stop when their job ends)."""
+        with self.lock:
+            self.closed, workers, self.idle = True, self.idle, []
+        for _, w in workers:
+            w.close()
+
+
+# Variables a test runner rewrites while the caller runs; they do not shape a worker.
+_VOLATILE = ("PYTEST_CURRENT_TEST",)
+
+
+def _key(env: dict[str, str] | None) -> tuple:
+    """Workers are interchangeable when everything that shapes the process is equal."""
+    full = {k: v for k, v in {**os.environ, **(env or {})}.items() if k not in _VOLATILE}
+    return tuple(sorted(full.items())), os.getcwd(), _runlog.terminal_fd()
+
+
+_active: Pool | None = None
+
+
+@contextlib.contextmanager
+def pool(idle: int = 4) -> Iterator[Pool]:
+    """Reuse workers until the block ends (an export, a what-if run, a test session).
+
+    Nested blocks share the outermost pool, so an export inside a what-if run reuses the
+    workers the run has already started.
+    """
+    global _active
+    if _active is not None:
+        yield _active
+        return
+    _active = Pool(idle)
+    try:
+        yield _active
+    finally:
+        p, _active = _active, None
+        p.close()
+
+
+def run(target: str, kwargs: dict[str, Any] | None = None, *, env: dict[str, str] | None = None,
+        timeout: float = 600.0, label: str = "") -> Any:
+    """Run a job on the open :func:`pool`'s workers, else in a process of its own."""
+    if _active is not None:
+        return _active.run(target, kwargs, env=env, timeout=timeout, label=label)
+    return run_in_worker(target, kwargs, env=env, timeout=timeout, label=label)
+
+
+def run_in_worker(target: str, kwargs: dict[str, Any] | None = None, *,
+                  env: dict[str, str] | None = None, timeout: float = 600.0,
+                  label: str = "") -> Any:
+    """Call ``target(**kwargs)`` in a new process of its own and return its JSON result.
+
+    Raises:
+        WorkerError, WorkerCrashed, WorkerTimeout: see :meth:`Worker.call`.
+    """
+    w = Worker(env)
+    try:
+        return w.call(target, kwargs, timeout=timeout, label=label)
+    finally:
+        w.close()
+
+
+# -- the worker process ---------------------------------------------------------------------------
+def _serve() -> int:
+    """Answer JSON-line requests from stdin until it closes."""
+    results = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # whatever the job prints goes to stderr, which the caller logs
+    for line in sys.stdin:
+        request = json.loads(line)
+        out = _call(request["target"], request["kwargs"])
+        sys.stdout.flush()
+        sys.stderr.write(f"{_END}\n")
+        sys.stderr.flush()
+        results.write(json.dumps(out) + "\n")
+    return 0
+
+
+def _call(target: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    module, _, name = target.partition(":")
+    start = time.perf_counter()
+    try:
+        value = getattr(importlib.import_module(module), name)(**kwargs)
+        return {"ok": True, "value": value, "seconds": time.perf_counter() - start}
+    except Exception as e:  # every failure goes back to the caller, typed
+        tb = traceback.format_exc()
+        sys.stderr.write(tb)  # the run log keeps the whole traceback
+        return {"ok": False, "type": type(e).__name__, "message": str(e), "traceback": tb}
+
+
+if __name__ == "__main__":
+    sys.exit(_serve())
