@@ -158,3 +158,36 @@ def test_a_format_from_a_plugin_reaches_every_consumer(tmp_path):
     shown = subprocess.run([sys.executable, "-m", "deploykit", "formats"], capture_output=True,
                            text=True, env=env, timeout=120)
     assert "fakefmt" in shown.stdout and "a plug-in format for the tests" in shown.stdout
+
+
+def _public_api():
+    import importlib
+
+    import deploykit
+
+    for name in deploykit.__all__:
+        if name != "__version__":
+            yield f"deploykit.{name}", getattr(deploykit, name)
+    for module, names in {"deploykit.package": ["package"], "deploykit.serve": ["create_app"],
+                          "deploykit.browser": ["check"],
+                          "deploykit.formats": ["load", "open_runner", "open_artifact"],
+                          "deploykit.graph": ["node", "edge", "plan"]}.items():
+        for name in names:
+            yield f"{module}.{name}", getattr(importlib.import_module(module), name)
+
+
+def test_public_functions_have_google_style_docstrings():
+    """Args for every parameter-taking function, Returns where one returns something."""
+    import inspect
+
+    missing = []
+    for name, fn in _public_api():
+        fn = inspect.unwrap(fn)
+        doc = inspect.getdoc(fn) or ""
+        sig = inspect.signature(fn)
+        if [p for p in sig.parameters if p != "self"] and "Args:" not in doc:
+            missing.append(f"{name}: Args")
+        returns = sig.return_annotation not in (None, "None", inspect.Signature.empty)
+        if returns and "Returns:" not in doc and "Yields:" not in doc:
+            missing.append(f"{name}: Returns")
+    assert not missing, missing

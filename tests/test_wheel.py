@@ -7,6 +7,7 @@ The device runners live in ``targets/`` at the repository root; the wheel must c
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -27,8 +28,13 @@ def _run(*args: str, cwd: Path | None = None, timeout: float = 900):
 
 def test_wheel_in_a_fresh_venv_packages_for_edge(tmp_path):
     bundle = shared.digits(["sklearn"])["sklearn"]["bundle"]  # made in the dev venv
+    # a copy of the checkout's tracked files: building in place would leave build/ behind
+    files = _run("git", "ls-files", cwd=ROOT).stdout.split()
+    for f in files:
+        (tmp_path / "src" / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / f, tmp_path / "src" / f)
     _run(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-         "-w", tmp_path / "dist", ROOT)
+         "-w", tmp_path / "dist", tmp_path / "src")
     wheel = next((tmp_path / "dist").glob("deploykit-*.whl"))
     _run(sys.executable, "-m", "venv", tmp_path / "venv")
     python = tmp_path / "venv" / "bin" / "python"

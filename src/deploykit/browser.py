@@ -71,7 +71,20 @@ def serve(bundle: str | Path, port: int = 0) -> Iterator[str]:
 
 def check(bundle: str | Path, *, screenshot: str | Path | None = None,
           timeout_s: float = 180.0) -> list[dict[str, Any]]:
-    """Run the page on ``bundle`` in headless Chromium; return its per-artifact results."""
+    """Run the page on ``bundle`` in headless Chromium, which checks every browser artifact.
+
+    Args:
+        bundle: the bundle folder.
+        screenshot: where to save a PNG of the page, if wanted.
+        timeout_s: seconds the page may take.
+
+    Returns:
+        The page's result per artifact (target, batches, maxAbs, labelAgreement, pass).
+
+    Raises:
+        MissingDependencyError: Chromium or Playwright is not installed.
+        DeploykitError: the page reported an error.
+    """
     if not Path(CHROMIUM).exists():
         raise MissingDependencyError("chromium", "web", "(apt-get install chromium)")
     sync_api = require("playwright.sync_api", extra="dev", purpose="to drive Chromium")

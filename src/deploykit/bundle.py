@@ -199,7 +199,18 @@ class Bundle:
 
 
 def load_bundle(path: str | Path, *, check_hashes: bool = True) -> Bundle:
-    """Open a bundle, refusing one that is incomplete, tampered with or truncated."""
+    """Open a bundle, refusing one that is incomplete, tampered with or truncated.
+
+    Args:
+        path: the bundle folder.
+        check_hashes: re-hash every file against the manifest (the default).
+
+    Returns:
+        The :class:`Bundle`, its artifacts typed (:class:`~deploykit.artifact.Artifact`).
+
+    Raises:
+        BundleError: no manifest, an unknown schema, or a file missing, unlisted or changed.
+    """
     root = Path(path).resolve()  # its files are handed to runtimes with other working dirs
     mf = root / MANIFEST
     if not mf.is_file():

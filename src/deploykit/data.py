@@ -87,6 +87,12 @@ def load_dataset(spec: str | Path, *, label_column: str | None = None,
         spec: ``digits``, ``iris``, ``wine``, ``breast_cancer``, ``diabetes``, or a path.
         label_column: the CSV column holding what to predict (required for CSV).
         task: ``classification`` or ``regression``; inferred from that column when omitted.
+
+    Returns:
+        The :class:`Dataset`.
+
+    Raises:
+        DataError: an unknown name, a missing or malformed file (says what and where).
     """
     if task is not None and task not in TASKS:
         raise DataError(f"unknown task '{task}': use one of {', '.join(TASKS)}")
@@ -231,8 +237,17 @@ def split_dataset(ds: Dataset, *, seed: int = 0, test_size: float = 0.2,
                   val_size: float = 0.15) -> Split:
     """Split into train/validation/test, stratified by class for classification.
 
-    The test split is ``test_size`` of the data and the validation split ``val_size``;
-    the rest is for training. The same seed gives the same split.
+    Args:
+        ds: the dataset.
+        seed: the same seed gives the same split.
+        test_size: the test split's share of the data.
+        val_size: the validation split's share; the rest is for training.
+
+    Returns:
+        The :class:`Split`.
+
+    Raises:
+        DataError: a class has too few rows to appear in every split.
     """
     from sklearn.model_selection import train_test_split
 

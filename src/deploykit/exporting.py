@@ -50,7 +50,13 @@ class ExportReport:
 
 
 def resolve_targets(targets: str | list[str] | tuple[str, ...]) -> list[str]:
-    """``"all"``, a comma-separated string or a list, as target names in matrix order for all.
+    """Target names from what a user wrote.
+
+    Args:
+        targets: ``"all"`` (every target, in matrix order), a comma-separated string or a list.
+
+    Returns:
+        The target names.
 
     Raises:
         ExportError: a name is not a target (the message lists the known ones).
@@ -173,6 +179,12 @@ class VerifyReport:
 
 def verify(bundle: str | Path) -> VerifyReport:
     """Re-check every artifact of a bundle using only the bundle (hashes, then parity).
+
+    Args:
+        bundle: the bundle folder.
+
+    Returns:
+        The :class:`VerifyReport` (truthy ``ok`` when every artifact passes).
 
     Raises:
         BundleError: the bundle is missing, incomplete or was changed after export.

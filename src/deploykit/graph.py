@@ -93,7 +93,16 @@ EDGES: dict[str, Edge] = {}
 
 
 def node(name: str, runtime: str, **facts: Any) -> Node:
-    """Register (or re-register, on a module reload) the node ``name``; see :class:`Node`."""
+    """Register (or re-register, on a module reload) a format.
+
+    Args:
+        name: the node's name.
+        runtime: the name its Runner is registered under (``register_runner``).
+        **facts: the other :class:`Node` fields (``column`` makes it a target).
+
+    Returns:
+        The :class:`Node`.
+    """
     NODES[name] = Node(name, runtime, **facts)
     return NODES[name]
 
@@ -102,8 +111,15 @@ def edge(src: str, dst: str, *, requires: tuple[str, ...] = (), keras_backend: s
          cost: float = 1.0, timeout: float = 600.0):
     """Register a converter from node ``src`` to node ``dst`` (a decorator).
 
+    Args:
+        src, dst: node names.
+        requires: import names it needs (shown by ``deploykit formats``).
+        keras_backend: the Keras backend its worker must run (``tensorflow`` or ``torch``).
+        cost: its weight when :func:`plan` picks the cheapest route.
+        timeout: the most seconds it may take.
+
     Raises:
-        ValueError: an edge between the same nodes is registered already.
+        ValueError: another converter between the same nodes is registered already.
     """
 
     def register(fn):
@@ -124,6 +140,12 @@ def targets() -> list[str]:
 
 def plan(src: str, dst: str) -> list[Edge]:
     """The cheapest route from ``src`` to ``dst`` (Dijkstra on edge costs).
+
+    Args:
+        src, dst: node names.
+
+    Returns:
+        The edges in order (empty when ``src`` is ``dst``).
 
     Raises:
         NoRouteError: naming the targets that *are* reachable from ``src``.

@@ -44,11 +44,11 @@ class FlowRow:
 @dataclass(frozen=True)
 class _Run:
     data: str
+    dataset: Any  # the loaded deploykit.data.Dataset, shared by every flow
     out: Path
     seed: int
     epochs: int | None
     quiet: bool
-    label_column: str | None
     targets: str | list[str]
 
 
@@ -70,11 +70,17 @@ def what_if(data: str = "digits", out: str | Path = "whatif-out", *,
         targets: ``"all"``, a list, or an empty value to only train.
 
     Returns:
-        The report (also written as ``OUT/report.json`` and ``OUT/report.md``).
+        The report (also written as ``OUT/report.json`` and ``OUT/report.md``); a flow that
+        failed is a row with its error, a target that failed a cell with its reason.
+
+    Raises:
+        DataError: ``data`` cannot be loaded (before anything is trained).
     """
+    from deploykit.data import load_dataset
     from deploykit.worker import pool
 
-    run = _Run(str(data), Path(out).resolve(), seed, epochs, quiet, label_column, targets)
+    dataset = load_dataset(data, label_column=label_column)  # bad data: one error, not five
+    run = _Run(str(data), dataset, Path(out).resolve(), seed, epochs, quiet, targets)
     report = Reporter(quiet)
     rows = []
     start = time.perf_counter()
@@ -98,8 +104,8 @@ def _one_flow(flow: str, run: _Run, report: Reporter) -> FlowRow:
     start = time.perf_counter()
     try:
         name = f"{Path(run.data).stem}-{flow}"
-        r = train(flow, run.data, run.out / "models" / name, seed=run.seed, epochs=run.epochs,
-                  quiet=run.quiet, label_column=run.label_column)
+        r = train(flow, run.dataset, run.out / "models" / name, seed=run.seed,
+                  epochs=run.epochs, quiet=run.quiet)
         seconds = round(time.perf_counter() - start, 2)
         exported = export(r.folder, run.targets, out=run.out / "bundles" / name,
                           quiet=run.quiet) if run.targets else None

@@ -251,10 +251,16 @@ _active: Pool | None = None
 
 @contextlib.contextmanager
 def pool(idle: int = 4) -> Iterator[Pool]:
-    """Reuse workers until the block ends (an export, a what-if run, a test session).
+    """Reuse worker processes until the block ends (``deploykit.workers()`` from the API).
 
     Nested blocks share the outermost pool, so an export inside a what-if run reuses the
-    workers the run has already started.
+    workers the run has already started. The workers stop when the outermost block ends.
+
+    Args:
+        idle: how many idle workers to keep between jobs (the least recently used go first).
+
+    Yields:
+        The :class:`Pool`.
     """
     global _active
     if _active is not None:
@@ -270,7 +276,21 @@ def pool(idle: int = 4) -> Iterator[Pool]:
 
 def run(target: str, kwargs: dict[str, Any] | None = None, *, env: dict[str, str] | None = None,
         timeout: float = 600.0, label: str = "") -> Any:
-    """Run a job on the open :func:`pool`'s workers, else in a process of its own."""
+    """Run ``target(**kwargs)`` on the open :func:`pool`'s workers, else in a process of its own.
+
+    Args:
+        target: ``"module:function"``.
+        kwargs: its keyword arguments (JSON-serialisable).
+        env: extra environment variables for the worker (e.g. ``KERAS_BACKEND``).
+        timeout: seconds the job may take.
+        label: the job's name in the run log and in errors.
+
+    Returns:
+        The function's JSON result.
+
+    Raises:
+        WorkerError, WorkerCrashed, WorkerTimeout: see :meth:`Worker.call`.
+    """
     if _active is not None:
         return _active.run(target, kwargs, env=env, timeout=timeout, label=label)
     return run_in_worker(target, kwargs, env=env, timeout=timeout, label=label)
@@ -280,6 +300,12 @@ def run_in_worker(target: str, kwargs: dict[str, Any] | None = None, *,
                   env: dict[str, str] | None = None, timeout: float = 600.0,
                   label: str = "") -> Any:
     """Call ``target(**kwargs)`` in a new process of its own and return its JSON result.
+
+    Args:
+        target, kwargs, env, timeout, label: as for :func:`run`.
+
+    Returns:
+        The function's JSON result.
 
     Raises:
         WorkerError, WorkerCrashed, WorkerTimeout: see :meth:`Worker.call`.

@@ -64,11 +64,36 @@ def runner_class(runtime: str) -> type[Runner]:
 
 def open_runner(runtime: str, path: str | Path, signature: Signature,
                 outputs: Sequence[str] | None = None) -> Runner:
-    """Load the artifact at ``path`` in ``runtime``'s runner (see :class:`Runner`)."""
+    """Load the artifact at ``path`` in ``runtime``'s runner (see :class:`Runner`).
+
+    Args:
+        runtime: the runner's name (a node's ``runtime``).
+        path: the artifact file or folder.
+        signature: the artifact's signature (its batch may be fixed).
+        outputs: the runtime's output names in signature order, when they differ.
+
+    Returns:
+        The loaded runner; ``predict(inputs)`` gives named outputs, ``close()`` frees it.
+
+    Raises:
+        RunnerError: no runner for ``runtime``, or the runtime cannot load the artifact.
+        MissingDependencyError: the runtime is not installed.
+    """
     return runner_class(runtime)(path, signature, outputs)
 
 
 def open_artifact(bundle: Bundle, art: Artifact | str) -> Runner:
-    """Load one of ``bundle``'s artifacts (given or named by target) in its runtime."""
+    """Load one of ``bundle``'s artifacts in its runtime.
+
+    Args:
+        bundle: a loaded bundle.
+        art: the artifact, or its target name.
+
+    Returns:
+        The loaded runner (see :func:`open_runner`).
+
+    Raises:
+        BundleError: the bundle has no such artifact. RunnerError: see :func:`open_runner`.
+    """
     a = bundle.artifact(art) if isinstance(art, str) else art
     return open_runner(a.runtime, bundle.root / a.path, a.signature(bundle.signature), a.outputs)

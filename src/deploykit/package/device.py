@@ -49,6 +49,9 @@ def package(bundle: str | Path, device: str, out: str | Path) -> Path:
         device: ``edge``, ``android``, ``ios`` or ``web``.
         out: the package folder to write (an older package there is replaced).
 
+    Returns:
+        The package folder (``out``, resolved); ``out.zip`` is written beside it.
+
     Raises:
         BundleError: an unknown device, a damaged bundle, or no passing artifact for it.
     """

@@ -34,7 +34,21 @@ class ApiError(Exception):
 
 def create_app(bundles: list[str | Path], *, targets: list[str] | None = None,
                max_batch: int = MAX_BATCH, max_body_bytes: int = MAX_BODY_BYTES):
-    """Build the app for ``bundles`` (each refused at start if its hashes do not match)."""
+    """Build the Flask app that serves ``bundles``.
+
+    Args:
+        bundles: bundle folders; each is refused at start if its hashes do not match.
+        targets: the artifacts to serve (default: every passing server-side one).
+        max_batch: rows a request may carry.
+        max_body_bytes: the request body limit.
+
+    Returns:
+        The Flask app (run it under waitress or gunicorn).
+
+    Raises:
+        BundleError: a bundle is damaged or has nothing to serve.
+        DeploykitError: two bundles have the same name.
+    """
     from flask import Flask
 
     models: dict[str, ServedModel] = {}

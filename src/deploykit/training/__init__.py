@@ -136,7 +136,17 @@ class TrainedModel:
 
 
 def load_model(folder: str | Path) -> TrainedModel:
-    """Load a model folder written by :func:`train`."""
+    """Load a model folder written by :func:`train` with its own framework.
+
+    Args:
+        folder: the model folder.
+
+    Returns:
+        A :class:`TrainedModel`; ``predict(X)`` gives its named outputs.
+
+    Raises:
+        ModelFolderError: not a model folder, or its files are missing.
+    """
     return TrainedModel(folder)
 
 
@@ -144,6 +154,17 @@ def predict_in_worker(folder: str | Path, X: np.ndarray, *, timeout: float = 600
                       ) -> dict[str, np.ndarray]:
     """Predict with a model folder loaded from its files in a worker process, Keras on the
     backend it was trained on (a fresh process, or a pooled one inside ``deploykit.workers()``).
+
+    Args:
+        folder: the model folder.
+        X: the inputs.
+        timeout: seconds the worker may take.
+
+    Returns:
+        The model's named outputs.
+
+    Raises:
+        WorkerError: loading or predicting failed in the worker (with its message).
     """
     import tempfile
 

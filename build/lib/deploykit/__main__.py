@@ -1,3 +1,0 @@
-from deploykit.cli import main
-
-raise SystemExit(main())
