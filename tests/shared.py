@@ -141,6 +141,23 @@ def prebuild() -> subprocess.Popen:
                             cwd=ROOT)
 
 
+def zoo() -> dict[str, dict[str, str]]:
+    """The model zoo (:mod:`zoo`): ``{name: {"group", "model", "sample"}}``, built once per
+    version of ``tests/zoo.py`` (the models do not depend on deploykit)."""
+    here = Path(__file__).with_name("zoo.py")
+    root = CACHE / f"zoo-{hashlib.sha256(here.read_bytes()).hexdigest()[:12]}"
+
+    def build(tmp: Path) -> None:
+        r = subprocess.run([sys.executable, str(here), str(tmp)], capture_output=True, text=True,
+                           timeout=900)
+        assert r.returncode == 0, r.stderr[-3000:]
+
+    built([(root, build)])
+    made = json.loads((root / "zoo.json").read_text())
+    return {name: {k: v.replace(str(root.with_name(root.name + ".partial")), str(root))
+                   for k, v in files.items()} for name, files in made.items()}
+
+
 def venv(*packages: str) -> Path:
     """The python of a virtual environment holding only ``packages`` (and pip)."""
     key = hashlib.sha256(json.dumps([sys.version, *packages]).encode()).hexdigest()[:12]

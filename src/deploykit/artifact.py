@@ -34,6 +34,8 @@ class Artifact:
         batch: the fixed batch size it accepts, or ``None`` for any batch.
         outputs: the runtime's output names in signature order, when they differ.
         converter_versions: the converters that wrote it.
+        converter_options: options its route needed beyond the converters' defaults (e.g.
+            ``unroll_recurrent``), each with why.
         verified_with: the runtime version that checked its parity.
         latency_ms: median batch-1 latency when it passed.
         files: sha256 of every file under its folder (paths relative to the bundle).
@@ -51,6 +53,7 @@ class Artifact:
     batch: int | None = None
     outputs: tuple[str, ...] | None = None
     converter_versions: dict[str, str] = field(default_factory=dict)
+    converter_options: dict[str, str] = field(default_factory=dict)
     verified_with: dict[str, str] = field(default_factory=dict)
     latency_ms: float | None = None
     files: dict[str, str] = field(default_factory=dict)
@@ -102,7 +105,7 @@ class Failure:
     last lines when a converter failed."""
 
     target: str
-    status: str  # "error" (conversion) or "fail" (parity)
+    status: str  # "error" (conversion), "fail" (parity) or "vacuous" (nothing proven)
     route: tuple[str, ...]
     reason: str
     log_tail: str | None = None

@@ -34,7 +34,8 @@ LATENCY_RUNS = 30
 
 @dataclass
 class Cell:
-    """One target's outcome: ``pass``, ``fail`` (parity), ``error`` (conversion) or ``n/a``.
+    """One target's outcome: ``pass``, ``fail`` (parity), ``vacuous`` (agreed on a probe set
+    that cannot detect a fault), ``error`` (conversion) or ``n/a``.
 
     ``reason`` is kept whole (exception type and message, or every parity failure);
     ``log_tail`` holds the last lines the failing converter printed.
@@ -103,9 +104,13 @@ class Build:
         (self.work / src.node).mkdir(parents=True)
         self.produced[src.node] = (self.work / src.node, {"file": src.write(self.work / src.node)})
         calib = self.work / "calibration.npy"
+        dtype = src.signature.inputs[0].dtype
         np.save(calib, (src.calibration if src.calibration is not None
-                        else src.probe_inputs).astype(np.float32))
-        return graph.EdgeContext(src.signature.to_dict(), str(calib))
+                        else src.probe_inputs).astype(dtype))
+        signature = src.signature.to_dict()
+        if src.fixed_batch:  # converters see the batch the program was fixed to
+            signature["inputs"][0]["shape"][0] = src.fixed_batch
+        return graph.EdgeContext(signature, str(calib))
 
     def _convert_all(self, ctx: graph.EdgeContext, advance) -> None:
         needed: dict[str, graph.Edge] = {}
@@ -178,9 +183,12 @@ class Build:
         art = Artifact(target, n.runtime, rel, (self.source.node, *[e.dst for e in
                                                                     self.routes[target]]),
                        n.profile, ParityResult(target, n.profile, False), runs=n.runs,
-                       batch=info.get("batch"), outputs=tuple(info["outputs"])
+                       batch=info.get("batch") or self.source.fixed_batch, outputs=tuple(info["outputs"])
                        if info.get("outputs") else None,
                        converter_versions=info.get("versions", {}),
+                       converter_options={k: v for e in self.routes[target]
+                                          for k, v in self.produced[e.dst][1].get("options",
+                                                                                   {}).items()},
                        verified_with=runtime_version(n))
         start = time.perf_counter()
         result, runner = check_artifact(self.writer.root, self.source.signature, art, self.probe)
@@ -188,8 +196,8 @@ class Build:
         if runner is not None:
             self.runners[target] = runner
         self.cells[target] = Cell(
-            target, "pass" if result else "fail", list(art.route),
-            None if result else "; ".join(result.failures), result,
+            target, result.status, list(art.route),
+            None if result else ("; ".join(result.failures) or result.vacuous), result,
             tree_size(self.writer.root / art.folder), None,
             seconds={"convert": round(self.edge_seconds.get(target, 0.0), 3),
                      "verify": round(time.perf_counter() - start, 3)})

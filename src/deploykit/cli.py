@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -205,12 +206,18 @@ def _cmd_export(a: argparse.Namespace) -> int:
     _print_table(f"Export {a.model}", ["target", "status", "route", "size", "batch-1",
                                         "parity / reason"], rows)
     _say(f"bundle: {a.out}")
+    for note in r.source.get("notes") or []:
+        _say(f"note: {note}")
     failed = [c for c in r.cells if c.status in ("fail", "error")]
     if failed:
         reachable = sum(c.status != "n/a" for c in r.cells)
         named = ", ".join(f"{c.target} ({(c.reason or '').split(':')[0]})" for c in failed)
         _say(f"{len(failed)} of {reachable} reachable targets failed: {named}. "
              f"Whole reasons: deploykit inspect {a.out}", err=True)
+    hollow = [c for c in r.cells if c.status == "vacuous"]
+    if hollow:
+        _say(f"warning: {len(hollow)} target(s) not verified ({', '.join(c.target for c in hollow)}"
+             f"): {hollow[0].reason}", err=True)
     return 0 if r.ok else 1
 
 
@@ -218,13 +225,15 @@ def _cmd_verify(a: argparse.Namespace) -> int:
     from deploykit.exporting import verify
 
     r = verify(a.bundle)
-    rows = [[p.target, p.profile, "PASS" if p else "FAIL", p.worst,
-             "; ".join(p.failures)[:100]] for p in r.results]
+    rows = [[p.target, p.profile, p.status.upper(), p.worst,
+             ("; ".join(p.failures) or p.vacuous or "")[:100]] for p in r.results]
     _print_table(f"Verify {a.bundle}", ["target", "profile", "verdict", "parity", "failures"],
                  rows)
     for p in r.results:
         for f in p.failures:
             _say(f"FAIL {p.target}: {f}", err=True)
+        if p.status == "vacuous":
+            _say(f"VACUOUS {p.target}: {p.vacuous}", err=True)
     return 0 if r.ok else 1
 
 
@@ -247,7 +256,7 @@ def _cmd_inspect(a: argparse.Namespace) -> int:
         ratio = "" if t["size_vs_fp32"] is None else f"{t['size_vs_fp32']:.2f}x"
         change = "" if t["metric_change"] is None else f"{t['metric']} {t['metric_change']:+.4f}"
         rows.append([x.target, x.runtime, " → ".join(x.route), human_bytes(x.bytes), ratio,
-                     change, "PASS" if x.passed else "FAIL", x.parity.worst, _ms(x.latency_ms),
+                     change, x.parity.status.upper(), x.parity.worst, _ms(x.latency_ms),
                      str(x.batch or "dynamic")])
     _print_table("artifacts", ["target", "runtime", "route", "size", "vs fp32",
                                "metric Δ (held-out)", "parity", "worst", "batch-1", "batch"], rows)
@@ -340,14 +349,14 @@ LOG_FOLDERS = {
     "export": lambda a: Path(a.out).resolve().parent,
     "verify": lambda a: Path(a.bundle).resolve().parent,
     "serve": lambda a: Path(a.bundles[0]).resolve().parent,
+    "package": lambda a: Path(a.out).resolve().parent,
+    "inspect": lambda a: Path(a.bundle).resolve().parent,
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    folder = LOG_FOLDERS.get(args.command)
-    if folder is None:
-        return _run(args, None)
+    folder = LOG_FOLDERS.get(args.command, lambda a: Path(tempfile.gettempdir()) / "deploykit")
     log = new_log_path(folder(args), args.command)
     with capture(log, verbose=getattr(args, "verbose", False)):
         code = _run(args, log)
@@ -356,7 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
 
 
-def _run(args: argparse.Namespace, log: Path | None) -> int:
+def _run(args: argparse.Namespace, log: Path) -> int:
     """Run a command; errors become one line (the traceback goes to the run log)."""
     try:
         return args.func(args)
@@ -367,8 +376,6 @@ def _run(args: argparse.Namespace, log: Path | None) -> int:
         _say("interrupted", err=True)
         return 130
     except Exception as e:  # a bug in deploykit: one line here, the traceback in the log
-        if log is None:
-            raise
         import traceback
 
         current().write(traceback.format_exc())

@@ -119,7 +119,7 @@ def export(model: Any, targets: str | list[str] = "all", *, out: str | Path,
                                      lanes or default_lanes()).run(Reporter(quiet), timings)
         t = time.perf_counter()
         bundle = writer.commit(_manifest(source, writer.add_probe(probe)), artifacts,
-                               [c.failure() for c in cells if c.status in ("fail", "error")])
+                               [c.failure() for c in cells if c.status not in ("pass", "n/a")])
         timings["write"] = time.perf_counter() - t
     except BaseException:
         writer.abort()
@@ -146,7 +146,7 @@ def run_edge(edge: str, src: str, out: str, ctx: dict[str, Any]) -> dict[str, An
 
 def _source_facts(source: Source) -> dict[str, Any]:
     return {"framework": source.framework, "backend": source.backend, "node": source.node,
-            "versions": source.versions}
+            "versions": source.versions, "notes": source.notes}
 
 
 def _manifest(source: Source, probe_paths: dict[str, str]) -> dict[str, Any]:

@@ -11,7 +11,8 @@ An edge function has the signature ``fn(src: Path, out: Path, ctx: EdgeContext) 
 it reads the artifact at ``src``, writes its own artifact under the empty folder ``out``,
 and returns facts for the manifest (``file``: the artifact's path relative to ``out``,
 optionally ``batch`` when the artifact has a fixed batch size, ``outputs``: the artifact's
-output names in signature order, ``versions``: converter versions). Edges always run in a
+output names in signature order, ``versions``: converter versions, ``options``: options
+beyond the converter's defaults the model needed, name -> why). Edges always run in a
 worker process (:mod:`deploykit.worker`), with ``KERAS_BACKEND`` set when the edge asks.
 """
 

@@ -13,6 +13,16 @@ fp16      every element ``|a - r| <= 1e-2 + 1e-2·|r|``; label agreement >= 99 %
 int8      label agreement >= 99 % and accuracy drop <= 0.01 (classification);
           R² drop <= 0.02 and R²(artifact vs original) >= 0.98 (regression)
 ========  =================================================================================
+
+Under int8, a probe row whose two most likely classes the original model separates by less
+than two steps of an int8 output over [0, 1] (:data:`INT8_TIE_MARGIN`) is a tie at the
+artifact's resolution: either label is right, so agreement is counted over the other rows
+(the *decisive* ones) and the ties are reported.
+
+A probe set must be able to detect a fault. When the original model's outputs are the same
+for every probe input, or the probe set has fewer rows than the profile needs to resolve its
+agreement threshold, agreement proves nothing: the result is ``vacuous`` (not passed), with
+the reason and what to do.
 """
 
 from __future__ import annotations
@@ -40,6 +50,8 @@ PROFILES = {
 }
 REGRESSION_INT8_MAX_R2_DROP = 0.02
 INT8_REGRESSION_MIN_R2 = 0.98
+MIN_PROBE_ROWS = 16  # fewer rows than this cannot show a batch-size or data-dependent fault
+INT8_TIE_MARGIN = 2 / 255
 
 
 @dataclass(frozen=True)
@@ -79,9 +91,18 @@ class ParityResult:
     metric: dict[str, float] | None = None  # artifact and original task metric, and the drop
     batches: dict[str, str] = field(default_factory=dict)  # batch size -> "ok" or the error
     failures: list[str] = field(default_factory=list)
+    vacuous: str | None = None  # why agreement on this probe set proves nothing
+    ties: int | None = None  # int8: rows left out of agreement as ties at int8 resolution
 
     def __bool__(self) -> bool:
         return self.passed
+
+    @property
+    def status(self) -> str:
+        """``pass``, ``vacuous`` (agreed, but the probe set cannot detect a fault) or ``fail``."""
+        if self.passed:
+            return "pass"
+        return "vacuous" if self.vacuous and not self.failures else "fail"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,7 +112,7 @@ class ParityResult:
         return cls(d["target"], d["profile"], bool(d["passed"]),
                    [OutputStats(**o) for o in d.get("outputs") or []], d.get("label_agreement"),
                    d.get("top_k"), d.get("metric"), dict(d.get("batches") or {}),
-                   list(d.get("failures") or []))
+                   list(d.get("failures") or []), d.get("vacuous"), d.get("ties"))
 
     @property
     def max_abs(self) -> float | None:
@@ -106,8 +127,11 @@ class ParityResult:
     def worst(self) -> str:
         """The one-line summary used everywhere a result is shown: label agreement for
         int8, else the largest error; why it failed when nothing could be compared."""
+        if self.status == "vacuous":
+            return "vacuous"
         if self.profile == "int8" and self.label_agreement is not None:
-            return f"agree {self.label_agreement:.1%}"
+            return f"agree {self.label_agreement:.1%}" + (f" ({self.ties} ties)" if self.ties
+                                                          else "")
         if self.max_abs is None:
             return "did not run" if not self.passed else ""
         return f"max|Δ| {self.max_abs:.1e}"
@@ -116,7 +140,8 @@ class ParityResult:
 def profile_rules() -> dict[str, dict[str, float | None]]:
     """The element-wise and label rules of each profile, for runtimes outside Python (the
     browser page, the device runners), written into manifests and packages."""
-    return {p.name: {"atol": p.atol, "rtol": p.rtol, "min_label_agreement": p.min_label_agreement}
+    return {p.name: {"atol": p.atol, "rtol": p.rtol, "min_label_agreement": p.min_label_agreement,
+                     "tie_margin": INT8_TIE_MARGIN if p.name == "int8" else 0.0}
             for p in PROFILES.values()}
 
 
@@ -129,10 +154,28 @@ def batch_sizes(n: int, fixed: int | None = None) -> list[int]:
 
 
 def run_batched(predict: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]],
-                probe: Probe, batch: int) -> dict[str, np.ndarray]:
-    """Run the whole probe set in chunks of ``batch`` rows and concatenate."""
-    parts = [predict(probe.rows(slice(i, i + batch))) for i in range(0, probe.n, batch)]
+                probe: Probe, batch: int, fixed: bool = False) -> dict[str, np.ndarray]:
+    """Run the whole probe set in chunks of ``batch`` rows and concatenate; with ``fixed``
+    (an artifact that takes exactly ``batch`` rows), the last chunk is padded."""
+    parts = []
+    for i in range(0, probe.n, batch):
+        rows = probe.rows(slice(i, i + batch))
+        parts.append(padded(predict, rows, batch) if fixed else predict(rows))
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def padded(predict: Callable, rows: Any, batch: int) -> Any:
+    """``predict`` on fewer than ``batch`` rows for an artifact that takes exactly ``batch``:
+    repeat the last row up to ``batch`` and drop the extra outputs. ``rows`` (and what
+    ``predict`` returns) is an array or a dict of arrays."""
+    as_dict = isinstance(rows, dict)
+    arrays = rows if as_dict else {"": rows}
+    n = len(next(iter(arrays.values())))
+    if n == batch:
+        return predict(rows)
+    fill = {k: np.concatenate([v, np.repeat(v[-1:], batch - n, axis=0)]) for k, v in arrays.items()}
+    out = predict(fill if as_dict else fill[""])
+    return {k: v[:n] for k, v in out.items()} if isinstance(out, dict) else out[:n]
 
 
 def check(target: str, profile: str, predict: Callable, probe: Probe,
@@ -149,7 +192,7 @@ def check(target: str, profile: str, predict: Callable, probe: Probe,
     full: dict[str, np.ndarray] | None = None
     for b in batch_sizes(probe.n, fixed_batch):
         try:
-            got = run_batched(predict, probe, b)
+            got = run_batched(predict, probe, b, fixed=fixed_batch is not None)
         except Exception as e:  # any runtime failure at this batch size is a parity failure
             first = (str(e).strip().splitlines() or [""])[0]
             batches[str(b)] = f"error: {type(e).__name__}: {first[:300]}"
@@ -165,7 +208,8 @@ def check(target: str, profile: str, predict: Callable, probe: Probe,
     if full is None:  # no run gave outputs of the reference's names and shapes
         return ParityResult(target, profile, False, batches=batches, failures=failures)
     stats = [_stats(k, full[k], probe.reference[k], prof) for k in probe.reference]
-    agree, topk = _labels(full, probe)
+    decisive = _decisive(probe, prof)
+    agree, topk = _labels(full, probe, decisive)
     metric = _metric(full, probe)
     failures += _verdict(prof, probe, agree, metric)
     if prof.name == "int8" and probe.task == "regression":
@@ -174,8 +218,57 @@ def check(target: str, profile: str, predict: Callable, probe: Probe,
         if fit < INT8_REGRESSION_MIN_R2:
             failures.append(f"R² of artifact vs original {fit:.4f} < {INT8_REGRESSION_MIN_R2} "
                             f"(profile int8)")
-    return ParityResult(target, profile, not failures, stats, agree, topk, metric, batches,
-                        failures)
+    hollow = vacuous_reason(probe, prof, decisive)
+    ties = None if decisive is None else int((~decisive).sum())
+    return ParityResult(target, profile, not failures and not hollow, stats, agree, topk,
+                        metric, batches, failures, hollow, ties)
+
+
+def _decisive(probe: Probe, prof: Profile) -> np.ndarray | None:
+    """int8 classification with probabilities: the rows that are not ties (see above)."""
+    p = probe.reference.get("probabilities")
+    if prof.name != "int8" or probe.task != "classification" or p is None or p.ndim != 2 \
+            or p.shape[1] < 2:
+        return None
+    top = np.sort(p, axis=1)
+    return (top[:, -1] - top[:, -2]) >= INT8_TIE_MARGIN
+
+
+def min_rows(prof: Profile, task: str) -> int:
+    """The fewest probe rows that can show a fault under ``prof``: a label-agreement
+    threshold ``t`` below 1 is only resolved by at least ``1 / (1 - t)`` rows."""
+    t = prof.min_label_agreement
+    if prof.atol is None and task == "classification" and t is not None and t < 1:
+        return max(MIN_PROBE_ROWS, int(np.ceil(1 / (1 - t) - 1e-9)))
+    return MIN_PROBE_ROWS
+
+
+def vacuous_reason(probe: Probe, prof: Profile, decisive: np.ndarray | None = None
+                   ) -> str | None:
+    """Why agreement on ``probe`` would prove nothing under ``prof`` (``None``: it can)."""
+    need = min_rows(prof, probe.task)
+    if probe.n < need:
+        return (f"the probe set has {probe.n} rows; profile {prof.name} needs at least {need} "
+                f"to detect a fault: pass more sample rows (--sample)")
+    if all(_constant(v) for v in probe.reference.values()):
+        return ("the original model gives the same outputs for every probe input, so "
+                "agreement proves nothing: pass varied sample inputs (--sample), or check "
+                "the model (untrained or collapsed weights?)")
+    if decisive is not None and decisive.sum() < need:
+        return (f"only {int(decisive.sum())} of {probe.n} probe rows are decisive at int8 "
+                f"resolution (the original's top two classes closer than {INT8_TIE_MARGIN:.4f} "
+                f"on the rest); profile int8 needs {need}: pass more rows, or rows the model "
+                f"is surer about")
+    return None
+
+
+def _constant(ref: np.ndarray) -> bool:
+    """Every row of ``ref`` is the same (to float32 resolution)."""
+    if len(ref) < 2:
+        return True
+    r = np.asarray(ref, np.float64).reshape(len(ref), -1)
+    spread = np.ptp(r, axis=0).max(initial=0.0)
+    return bool(spread <= 1e-6 * max(1.0, float(np.abs(r).max(initial=0.0))))
 
 
 def _comparable(got: dict[str, np.ndarray], probe: Probe) -> bool:
@@ -224,17 +317,20 @@ def _predicted_labels(outputs: dict[str, np.ndarray]) -> np.ndarray | None:
     return None
 
 
-def _labels(got: dict[str, np.ndarray], probe: Probe):
+def _labels(got: dict[str, np.ndarray], probe: Probe, decisive: np.ndarray | None = None):
+    """Label agreement (over the decisive rows when given) and top-k of the reference."""
     ref, mine = _predicted_labels(probe.reference), _predicted_labels(got)
     if probe.task != "classification" or ref is None or mine is None:
         return None, None
+    agree = float(np.mean(mine == ref)) if decisive is None or not decisive.any() else \
+        float(np.mean(mine[decisive] == ref[decisive]))
     topk = None
     if "probabilities" in got:
         p = np.asarray(got["probabilities"])
         order = np.argsort(-p, axis=1)
         topk = {f"top{k}": float(np.mean([r in order[i, :k] for i, r in enumerate(ref)]))
                 for k in (1, min(3, p.shape[1]))}
-    return float(np.mean(mine == ref)), topk
+    return agree, topk
 
 
 def _metric(got: dict[str, np.ndarray], probe: Probe) -> dict[str, float] | None:

@@ -42,6 +42,8 @@ class Source:
     metrics: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     image_shape: list[int] | None = None  # when each input row is an image (h, w, c)
+    fixed_batch: int | None = None  # a program exported at a fixed batch that stays fixed
+    notes: list[str] = field(default_factory=list)  # what deploykit changed, for the manifest
 
 
 def _module_of(obj: Any) -> set[str]:
@@ -137,9 +139,13 @@ def _from_path(p: Path, sample, task, labels) -> Source:
 
 # -- helpers shared by in-memory sources ----------------------------------------------------------
 def _probe(signature: Signature, sample: np.ndarray | None) -> np.ndarray:
-    if sample is not None:
-        return signature.inputs[0].validate(np.asarray(sample))
     spec = signature.inputs[0]
+    if sample is not None:
+        return spec.validate(np.asarray(sample))
+    if np.dtype(spec.dtype).kind in "iu":
+        raise SourceError(f"input '{spec.name}' takes integers ({spec.dtype}: token ids or "
+                          f"category codes?) and deploykit cannot guess their valid range: pass "
+                          f"example inputs with --sample (sample= in Python)")
     shape = [PROBE_ROWS if d is None else d for d in spec.shape]
     return np.random.default_rng(0).normal(size=shape).astype(spec.dtype)
 
@@ -230,26 +236,37 @@ def _keras_memory(model, sample, task, labels, file: Path | None = None) -> Sour
 def _torch_memory(model, sample, task, labels, file: Path | None = None) -> Source:
     import torch
 
-    from deploykit.formats.torch_program import export_program
+    from deploykit.formats.torch_program import with_dynamic_batch
 
     program = model if isinstance(model, torch.export.ExportedProgram) else None
-    if sample is None:
-        if program is None:
-            raise SourceError("a torch.nn.Module does not declare its input shape: pass "
-                              "sample=<array of example inputs> (--sample FILE)")
-        meta = program.graph_signature.user_inputs[0]
-        node = next(n for n in program.graph.nodes if n.name == meta)
-        shape = [None if not isinstance(d, int) else d for d in node.meta["val"].shape]
-        spec = _spec_from_shape(shape, str(node.meta["val"].dtype).removeprefix("torch."))
+    fixed, notes = None, []
+    if program is not None:
+        spec, fixed = _program_input(program)
+        if fixed is not None:  # exported at a fixed batch: make the batch dynamic if it can be
+            dynamic = with_dynamic_batch(program, spec.to_dict())
+            notes.append(f"the torch.export program was exported at a fixed batch of {fixed} "
+                         f"rows; " + ("deploykit re-exported it with a dynamic batch" if dynamic
+                                      else "its graph depends on that batch, so " + _STAYS))
+            if dynamic is not None:
+                program, fixed, file = dynamic, None, None
+    elif sample is None:
+        raise SourceError("a torch.nn.Module does not declare its input shape: pass "
+                          "sample=<array of example inputs> (--sample FILE)")
     else:
         sample = np.asarray(sample)
-        spec = _spec_from_shape(sample.shape, str(sample.dtype) if sample.dtype.kind == "f"
-                                else "float32")
+        spec = _spec_from_shape(sample.shape, _sample_dtype(sample))
+        program, fixed = _export_module(model.eval(), spec)
+        if fixed:
+            notes.append(f"torch.export could not give the module a dynamic batch (it "
+                         f"computes with the batch size), so it was exported at {fixed} rows and "
+                         + _STAYS)
     X = _probe(Signature((spec,)), sample)
-    module = program.module() if program is not None else model.eval()
+    if isinstance(model, torch.nn.Module):  # the reference: the user's own module, eagerly
+        module, chunk = model, None
+    else:
+        module, chunk = program.module(), fixed
     with torch.no_grad():
-        out = module(torch.from_numpy(X))
-    out = (out[0] if isinstance(out, (tuple, list)) else out).detach().numpy()
+        out = _in_chunks(lambda x: _first(module(torch.from_numpy(x))), X, chunk)
     task = _infer_task(out, task)
     ref, outs = _deep_outputs(out, task)
     sig = Signature((spec,), tuple(outs))
@@ -258,12 +275,69 @@ def _torch_memory(model, sample, task, labels, file: Path | None = None) -> Sour
         if file is not None:
             shutil.copy2(file, root / "model.pt2")
         else:
-            p = program if program is not None else export_program(model, sig.to_dict())
-            torch.export.save(p, root / "model.pt2")
+            torch.export.save(program, root / "model.pt2")
         return "model.pt2"
 
     return Source("torch", "torch", sig, task, _labels_for(task, out.shape[-1], labels), write,
-                  X, ref, versions={"torch": torch.__version__})
+                  X, ref, versions={"torch": torch.__version__}, fixed_batch=fixed, notes=notes)
+
+
+_STAYS = ("its artifacts take exactly that many rows (manifest: batch); deploykit runs them in "
+          "chunks of it, the last one padded")
+
+
+def _export_module(module, spec: TensorSpec):
+    """``torch.export`` a module with a dynamic batch; where its code pins the batch (a
+    Python ``int`` of a size, say), at the standard example batch, which then stays fixed."""
+    from deploykit.formats.torch_program import EXAMPLE_BATCH, export_program
+
+    dynamic = {"inputs": [spec.to_dict()]}
+    try:
+        return export_program(module, dynamic), None
+    except Exception:
+        pass
+    fixed = {"inputs": [{**spec.to_dict(), "shape": [EXAMPLE_BATCH, *spec.shape[1:]]}]}
+    try:
+        return export_program(module, fixed), EXAMPLE_BATCH
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        raise SourceError(f"torch.export cannot export this module ({type(e).__name__}: "
+                          f"{first}); make its forward traceable (see the log)") from e
+
+
+def _program_input(program) -> tuple[TensorSpec, int | None]:
+    """The program's input spec (dynamic batch) and its batch when that was fixed at export."""
+    if len(program.graph_signature.user_inputs) != 1:
+        raise SourceError(f"deploykit exports torch programs with one input; this one takes "
+                          f"{len(program.graph_signature.user_inputs)}")
+    meta = program.graph_signature.user_inputs[0]
+    val = next(n for n in program.graph.nodes if n.name == meta).meta["val"]
+    shape = [d if isinstance(d, int) else None for d in val.shape]
+    spec = _spec_from_shape(shape, str(val.dtype).removeprefix("torch."))
+    return spec, shape[0]
+
+
+def _sample_dtype(sample: np.ndarray) -> str:
+    """Float samples run as float32; integer samples (token ids, codes) keep their dtype."""
+    if sample.dtype.kind in "iu":
+        return str(sample.dtype)
+    if sample.dtype.kind == "f":
+        return "float32"
+    raise SourceError(f"--sample has dtype {sample.dtype}; pass numbers (float or integer ids)")
+
+
+def _first(out):
+    return (out[0] if isinstance(out, (tuple, list)) else out).detach().numpy()
+
+
+def _in_chunks(fn: Callable[[np.ndarray], np.ndarray], X: np.ndarray, batch: int | None
+               ) -> np.ndarray:
+    """``fn`` over ``X`` in chunks of a fixed ``batch`` (the last one padded), or at once."""
+    from deploykit.parity import padded
+
+    if batch is None:
+        return fn(X)
+    return np.concatenate([padded(fn, X[i:i + batch], batch) for i in range(0, len(X), batch)])
 
 
 # -- TensorFlow core ------------------------------------------------------------------------------

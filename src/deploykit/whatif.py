@@ -133,7 +133,7 @@ def failures(result: dict[str, Any]) -> tuple[int, list[tuple[str, str, str]]]:
         for c in r.get("cells") or []:
             if c["status"] != "n/a":
                 reachable += 1
-            if c["status"] in ("fail", "error"):
+            if c["status"] in ("fail", "error", "vacuous"):
                 failed.append((r["flow"], c["target"], c["reason"] or ""))
     return reachable, failed
 
@@ -181,7 +181,7 @@ def cell_text(c: dict[str, Any]) -> str:
     if c["status"] == "fail" and p.max_abs is None:
         return "FAIL: " + (c["reason"] or "")[:80]
     lat = f" {c['latency_ms']:.2f}ms" if c.get("latency_ms") is not None else ""
-    verdict = "PASS" if c["status"] == "pass" else "FAIL"
+    verdict = {"pass": "PASS", "vacuous": "VACUOUS"}.get(c["status"], "FAIL")
     return f"{verdict} {p.worst} {human_bytes(c['bytes'])}{lat}"
 
 

@@ -26,6 +26,7 @@ async function ort() {
 // manifest carries ("profiles": written by deploykit from its own parity profiles).
 export function compare(rule, got, ref) {
   const { atol, rtol, min_label_agreement: minAgree } = rule;
+  const tie = rule.tie_margin || 0;
   let maxAbs = 0;
   let within = true;
   for (let i = 0; i < ref.data.length; i += 1) {
@@ -35,16 +36,34 @@ export function compare(rule, got, ref) {
   }
   let agree = null;
   if (ref.shape.length === 2 && ref.shape[1] > 1) {
+    // rows the original cannot separate at the tie margin do not count (see parity.py)
     const [n, k] = ref.shape;
     let same = 0;
+    let counted = 0;
+    let sameAll = 0;
     for (let r = 0; r < n; r += 1) {
-      if (argmax(got.data, r * k, k) === argmax(ref.data, r * k, k)) same += 1;
+      const hit = argmax(got.data, r * k, k) === argmax(ref.data, r * k, k);
+      sameAll += hit;
+      if (margin(ref.data, r * k, k) < tie) continue;
+      counted += 1;
+      same += hit;
     }
-    agree = same / n;
+    agree = counted ? same / counted : sameAll / n;
   }
   const sameShape = JSON.stringify(got.shape) === JSON.stringify(ref.shape);
   const pass = sameShape && within && (agree === null || minAgree === null || agree >= minAgree);
   return { maxAbs, agree, pass, sameShape };
+}
+
+function margin(data, from, k) {
+  let first = -Infinity;
+  let second = -Infinity;
+  for (let i = from; i < from + k; i += 1) {
+    const v = Number(data[i]);
+    if (v > first) [first, second] = [v, first];
+    else if (v > second) second = v;
+  }
+  return first - second;
 }
 
 function argmax(data, from, k) {

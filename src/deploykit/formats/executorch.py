@@ -22,24 +22,57 @@ node("executorch", "executorch", column=7, serve_rank=3, devices=("android", "io
 
 @edge("torch", "executorch", requires=("torch", "executorch"))
 def torch_to_executorch(src: Path, out: Path, ctx: EdgeContext) -> dict[str, Any]:
-    exir = require("executorch.exir", extra="mobile", purpose="PyTorch -> ExecuTorch")
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir.passes.constant_prop_pass import constant_prop_pass
+    """Lower to XNNPACK with a dynamic batch; where lowering narrows the batch (a recurrent
+    layer's loop, a Keras reshape), the program is lowered at a fixed batch of 1 instead,
+    recorded in the manifest (phones run one row at a time anyway)."""
+    require("executorch.exir", extra="mobile", purpose="PyTorch -> ExecuTorch")
+    from deploykit.formats.torch_program import fixed_batch, load_program
 
-    from deploykit.formats.torch_program import MAX_BATCH, export_program, load_program
-
-    # Re-export at the standard example batch (see torch_program.EXAMPLE_BATCH).
-    program = _drop_contiguous(export_program(load_program(src).module(), ctx.signature))
-    lowered = exir.to_edge_transform_and_lower(constant_prop_pass(program),
-                                               partitioner=[XnnpackPartitioner()])
-    ranges = list(lowered.exported_program().range_constraints.values())
-    if ranges and int(ranges[0].upper) < MAX_BATCH:
-        raise ValueError(f"lowering narrowed the dynamic batch to {ranges[0]}; the .pte would "
-                         f"reject larger batches")
+    module = load_program(src).module()
+    info: dict[str, Any] = {"file": "model.pte"}
+    try:
+        lowered = _lower(module, ctx.signature)
+    except _NarrowedBatch:
+        one = {**ctx.signature, "inputs": [{**ctx.signature["inputs"][0],
+                                            "shape": [1, *ctx.signature["inputs"][0]["shape"][1:]]}]}
+        lowered = _lower(module, one)
+        info["batch"] = 1
+    if fixed_batch(ctx.signature):
+        info["batch"] = fixed_batch(ctx.signature)
     (out / "model.pte").write_bytes(lowered.to_executorch().buffer)
     from importlib import metadata
 
-    return {"file": "model.pte", "versions": {"executorch": metadata.version("executorch")}}
+    return {**info, "versions": {"executorch": metadata.version("executorch")}}
+
+
+class _NarrowedBatch(ValueError):
+    pass
+
+
+def _lower(module, signature: dict[str, Any]):
+    """Export at the standard example batch (see torch_program.EXAMPLE_BATCH) and lower.
+    Constant propagation first (it lets XNNPACK take the weights), unless the program
+    writes to a constant, which it then refuses."""
+    exir = require("executorch.exir")
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir.passes.constant_prop_pass import constant_prop_pass
+
+    from deploykit.formats.torch_program import MAX_BATCH, export_program
+
+    for fold in (True, False):
+        program = _drop_contiguous(export_program(module, signature))
+        try:
+            lowered = exir.to_edge_transform_and_lower(
+                constant_prop_pass(program) if fold else program,
+                partitioner=[XnnpackPartitioner()])
+            break
+        except RuntimeError as e:
+            if not fold or "is mutated" not in str(e):
+                raise
+    ranges = list(lowered.exported_program().range_constraints.values())
+    if signature["inputs"][0]["shape"][0] is None and ranges and int(ranges[0].upper) < MAX_BATCH:
+        raise _NarrowedBatch(f"lowering narrowed the dynamic batch to {ranges[0]}")
+    return lowered
 
 
 def _drop_contiguous(program):

@@ -25,9 +25,33 @@ def _load(src: Path):
 def keras_to_saved_model(src: Path, out: Path, ctx: EdgeContext) -> dict[str, Any]:
     """Keras's own export, in the TF Serving layout ``NAME/1/``."""
     keras, model = _load(src)
+    model, options = unrolled(keras, model)
     target = out / "model" / "1"
     model.export(str(target), format="tf_saved_model", verbose=False)
-    return {"file": "model/1", "versions": {"keras": keras.__version__}}
+    return {"file": "model/1", "versions": {"keras": keras.__version__}, "options": options}
+
+
+UNROLL_WHY = ("recurrent layers unrolled over their fixed sequence length: the TFLite, "
+              "tf2onnx and TF.js converters cannot carry Keras's while-loop (TensorList ops)")
+
+
+def unrolled(keras, model):
+    """The model with its recurrent layers unrolled, when it has any and its sequence length
+    is fixed (the SavedModel computes the same; parity proves it), plus the option recorded.
+    With a dynamic sequence length the model is returned as it is."""
+    def clone(layer):
+        config = layer.get_config()
+        if isinstance(layer, keras.layers.RNN):
+            config["unroll"] = True
+        return layer.__class__.from_config(config)
+
+    if not any(isinstance(layer, keras.layers.RNN) for layer in model.layers):
+        return model, {}
+    if any(None in tuple(i.shape)[1:] for i in model.inputs):
+        return model, {}
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return copy, {"unroll_recurrent": UNROLL_WHY}
 
 
 def as_torch_module(src: Path):

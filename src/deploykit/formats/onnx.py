@@ -4,6 +4,7 @@ Every ONNX artifact keeps a dynamic batch dimension."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +36,33 @@ def sklearn_to_onnx(src: Path, out: Path, ctx: EdgeContext) -> dict[str, Any]:
     options: dict[Any, Any] = {StandardScaler: {"div": "div"}}
     if classify:
         options[type(model[-1] if hasattr(model, "steps") else model)] = {"zipmap": False}
-    onx = skl2onnx.to_onnx(model, np.zeros((1, n), np.float32), options=options,
-                           target_opset={"": OPSET, "ai.onnx.ml": 3})
+    with _int_missing_flags():
+        onx = skl2onnx.to_onnx(model, np.zeros((1, n), np.float32), options=options,
+                               target_opset={"": OPSET, "ai.onnx.ml": 3})
     outputs = ["label", "probabilities"] if classify else [o.name for o in onx.graph.output]
     (out / "model.onnx").write_bytes(onx.SerializeToString())
     return {"file": "model.onnx", "outputs": outputs,
             "versions": {"skl2onnx": skl2onnx.__version__}}
+
+
+@contextmanager
+def _int_missing_flags():
+    """Work around skl2onnx 1.20 with onnx >= 1.18 for HistGradientBoosting: its tree walker
+    passes ``missing=False`` (a bool) for leaves into an INTS attribute, which onnx now
+    refuses ("Expected an int, got a boolean"). The flag is cast to int on the way in."""
+    from skl2onnx.common import tree_ensemble
+
+    original = tree_ensemble.add_node
+
+    def add_node(*args, nodes_missing_value_tracks_true=0, **kw):
+        return original(*args, nodes_missing_value_tracks_true=int(nodes_missing_value_tracks_true),
+                        **kw)
+
+    tree_ensemble.add_node = add_node
+    try:
+        yield
+    finally:
+        tree_ensemble.add_node = original
 
 
 @edge("saved_model", "onnx", requires=("tf2onnx", "tensorflow"))

@@ -55,9 +55,10 @@ def saved_model_to_tflite_fp16(src: Path, out: Path, ctx: EdgeContext) -> dict[s
 
 
 def calibration_rows(ctx: EdgeContext) -> np.ndarray:
+    """Training inputs (or the sample) in the input's dtype: float32, or integer ids."""
     if not ctx.calibration:
         raise ValueError("int8 needs calibration data (training inputs or a sample)")
-    rows = np.load(ctx.calibration).astype(np.float32)
+    rows = np.load(ctx.calibration).astype(ctx.signature["inputs"][0]["dtype"])
     return rows[:CALIBRATION_ROWS]
 
 
@@ -76,12 +77,12 @@ def saved_model_to_tflite_int8(src: Path, out: Path, ctx: EdgeContext) -> dict[s
 def torch_to_tflite(src: Path, out: Path, ctx: EdgeContext) -> dict[str, Any]:
     """litert-torch conversion at a fixed batch of 1 (see the module docstring)."""
     litert_torch = require("litert_torch", extra="litert", purpose="PyTorch -> TFLite")
-    from deploykit.formats.torch_program import example_input, load_program
+    from deploykit.formats.torch_program import example_input, fixed_batch, load_program
 
     module = load_program(src).module()
     model = litert_torch.convert(module, (example_input(ctx.signature, batch=1),))
     model.export(str(out / "model.tflite"))
-    return {"file": "model.tflite", "batch": 1,
+    return {"file": "model.tflite", "batch": fixed_batch(ctx.signature) or 1,
             "versions": {"litert-torch": litert_torch.__version__}}
 
 
@@ -126,9 +127,20 @@ def _qparams(detail: dict[str, Any]) -> tuple[float, int] | None:
 def _quantize(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     q = _qparams(detail)
     if q is None:
-        return x
+        return _narrowed(x, np.dtype(detail["dtype"]))
     info = np.iinfo(detail["dtype"])
     return np.clip(np.round(x / q[0] + q[1]), info.min, info.max).astype(detail["dtype"])
+
+
+def _narrowed(x: np.ndarray, want: np.dtype) -> np.ndarray:
+    """int64 ids for a model that takes int32 (LiteRT has no int64 indices, so converters
+    narrow them): cast when every value fits, refuse otherwise."""
+    if x.dtype == want or x.dtype.kind not in "iu" or want.kind not in "iu":
+        return x
+    info = np.iinfo(want)
+    if x.size and (x.min() < info.min or x.max() > info.max):
+        raise ValueError(f"input values outside {want}'s range, which this model takes")
+    return x.astype(want)
 
 
 def _dequantize(y: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
@@ -172,18 +184,20 @@ def torch_to_tflite_int8(src: Path, out: Path, ctx: EdgeContext) -> dict[str, An
 
     from deploykit.formats.torch_program import example_input, load_program
 
-    sample = (example_input(ctx.signature, batch=1),)
+    sample = (example_input(ctx.signature, batch=1),)  # batch 1 unless the program fixes one
     quantizer = PT2EQuantizer().set_global(
         get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
     module = torch.export.export(load_program(src).module(), sample).module()
     module = prepare_pt2e(module, quantizer)
+    batch = len(sample[0])  # the exported graph has this batch baked in
+    rows = calibration_rows(ctx)
     with torch.no_grad():
-        for row in calibration_rows(ctx):  # the exported graph has batch 1 baked in
-            module(torch.from_numpy(row[None, :]))
+        for i in range(0, len(rows) - batch + 1, batch):
+            module(torch.from_numpy(rows[i:i + batch]))
     module = convert_pt2e(module, fold_quantize=False)
     model = litert_torch.convert(module, sample, quant_config=QuantConfig(pt2e_quantizer=quantizer))
     model.export(str(out / "model_int8.tflite"))
-    return {"file": "model_int8.tflite", "batch": 1,
+    return {"file": "model_int8.tflite", "batch": batch,
             "versions": {"litert-torch": litert_torch.__version__}}
 
 

@@ -25,11 +25,33 @@ EXAMPLE_BATCH = 16
 
 
 def example_input(signature: dict[str, Any], batch: int = EXAMPLE_BATCH):
-    """A zero tensor for the signature's single input."""
+    """A zero tensor for the signature's single input (``batch`` rows unless the signature
+    fixes the batch: then that many)."""
     torch = require("torch")
     spec = signature["inputs"][0]
     shape = [batch if d is None else d for d in spec["shape"]]
     return torch.zeros(shape, dtype=getattr(torch, spec["dtype"]))
+
+
+def fixed_batch(signature: dict[str, Any]) -> int | None:
+    """The batch a fixed-batch program takes (``None``: any batch)."""
+    return signature["inputs"][0]["shape"][0]
+
+
+def with_dynamic_batch(program, spec: dict[str, Any]):
+    """Re-export a program exported at a fixed batch with a dynamic one, or ``None`` when its
+    graph depends on that batch (then it stays fixed). Its guards are what pin the batch;
+    the graph is traced again without them, and parity later proves every batch size."""
+    torch = require("torch")
+    module = program.module(check_guards=False)
+    signature = {"inputs": [{**spec, "shape": [None, *spec["shape"][1:]]}]}
+    try:
+        dynamic = export_program(module, signature)
+        with torch.no_grad():  # a batch the original never saw must run
+            dynamic.module()(example_input(signature, batch=3))
+    except Exception:
+        return None
+    return dynamic
 
 
 def export_program(module, signature: dict[str, Any], path: Path | None = None):

@@ -21,13 +21,47 @@ node("ptl", "ptl", column=6, serve_rank=4, extra="torch", distributions=("torch"
      description="PyTorch mobile lite interpreter (.ptl, legacy)")
 
 
-def _trace(module, ctx: EdgeContext):
-    torch = require("torch")
-    from deploykit.formats.torch_program import example_input
+TRACE_BATCH = 13  # a batch no model dimension is likely to equal (see _generalises)
 
+
+def _trace(module, ctx: EdgeContext) -> tuple[Any, dict[str, Any]]:
+    """Trace at :data:`TRACE_BATCH`; when the trace does not carry over to another batch
+    (the module computes a shape from the batch size, such as a recurrent layer's zero
+    state, which tracing records as a constant), trace at a fixed batch of 1 instead and
+    say so (``batch`` in the returned facts)."""
+    torch = require("torch")
+    from deploykit.formats.torch_program import example_input, fixed_batch
+
+    if fixed_batch(ctx.signature):
+        with torch.no_grad():
+            return torch.jit.trace(module, (example_input(ctx.signature),),
+                                   check_trace=False), {"batch": fixed_batch(ctx.signature)}
     with torch.no_grad():
-        return torch.jit.trace(module, (example_input(ctx.signature, batch=7),),
-                               check_trace=False)
+        traced = torch.jit.trace(module, (example_input(ctx.signature, batch=TRACE_BATCH),),
+                                 check_trace=False)
+        if _generalises(traced, module, example_input(ctx.signature, batch=3)):
+            return traced, {}
+        one = torch.jit.trace(module, (example_input(ctx.signature, batch=1),),
+                              check_trace=False)
+    return one, {"batch": 1}
+
+
+def _generalises(traced, module, x) -> bool:
+    """No constant equal to the trace batch in the graph (running a trace whose recurrent
+    state was sized for it on a larger batch can crash the process), and the same outputs
+    as the module on another batch."""
+    torch = require("torch")
+    if f"prim::Constant[value={TRACE_BATCH}]" in str(traced.inlined_graph):
+        return False
+    x = x + torch.rand_like(x) if x.is_floating_point() else x
+    try:
+        got, want = traced(x), module(x)
+    except RuntimeError:
+        return False
+    got = got if isinstance(got, (tuple, list)) else [got]
+    want = want if isinstance(want, (tuple, list)) else [want]
+    return all(g.shape == w.shape and torch.allclose(g, w, rtol=1e-4, atol=1e-5)
+               for g, w in zip(got, want, strict=False))
 
 
 def _program_module(src: Path):
@@ -36,14 +70,15 @@ def _program_module(src: Path):
     return load_program(src).module()
 
 
-def _save(traced, out: Path, lite: bool) -> dict[str, Any]:
+def _save(trace: tuple[Any, dict[str, Any]], out: Path, lite: bool) -> dict[str, Any]:
     torch = require("torch")
+    traced, facts = trace
     name = "model.ptl" if lite else "model.pt"
     if lite:
         traced._save_for_lite_interpreter(str(out / name))
     else:
         torch.jit.save(traced, str(out / name))
-    return {"file": name, "versions": {"torch": torch.__version__}}
+    return {"file": name, **facts, "versions": {"torch": torch.__version__}}
 
 
 @edge("torch", "torchscript", requires=("torch",))

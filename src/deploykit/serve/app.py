@@ -15,6 +15,7 @@ import numpy as np
 from deploykit import __version__
 from deploykit.errors import DeploykitError, InputError
 from deploykit.graph import BROWSER
+from deploykit.parity import padded
 from deploykit.serve.models import ServedModel
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -173,8 +174,8 @@ def _run(served, model: ServedModel, x: np.ndarray) -> dict[str, np.ndarray]:
     """Predict with one artifact; its runner validates the input (InputError -> 400)."""
     arrays = {model.signature.inputs[0].name: x}
     fixed = served.artifact.batch
-    if fixed and len(x) != fixed:  # a fixed-batch artifact (e.g. litert-torch) runs row by row
-        parts = [served.predict({k: v[i:i + fixed] for k, v in arrays.items()})
+    if fixed and len(x) != fixed:  # a fixed-batch artifact runs in chunks of its batch
+        parts = [padded(served.predict, {k: v[i:i + fixed] for k, v in arrays.items()}, fixed)
                  for i in range(0, len(x), fixed)]
         out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     else:

@@ -29,11 +29,18 @@ const concatRows = (parts) => {
   return { shape: [n, ...parts[0].shape.slice(1)], dtype: parts[0].dtype, data };
 };
 
-async function runBatched(model, inputName, x, batch) {
+// In chunks of `batch` rows; a fixed-batch artifact gets its last chunk padded with copies
+// of the last row, and the padding's outputs are dropped.
+async function runBatched(model, inputName, x, batch, fixed) {
   const parts = [];
   for (let i = 0; i < x.shape[0]; i += batch) {
-    const out = await model.predict({ [inputName]: rows(x, i, Math.min(i + batch, x.shape[0])) });
-    parts.push(out[model.outputNames[model.outputNames.length - 1]]);
+    let chunk = rows(x, i, Math.min(i + batch, x.shape[0]));
+    const n = chunk.shape[0];
+    if (fixed && n < batch) {
+      chunk = concatRows([chunk, ...Array(batch - n).fill(rows(chunk, n - 1, n))]);
+    }
+    const out = await model.predict({ [inputName]: chunk });
+    parts.push(rows(out[model.outputNames[model.outputNames.length - 1]], 0, n));
   }
   return concatRows(parts);
 }
@@ -63,7 +70,7 @@ async function main() {
       const inputName = model.inputNames[0];
       let pass = true;
       for (const b of (art.batch ? [art.batch] : sizes)) {
-        const got = await runBatched(model, inputName, x, b);
+        const got = await runBatched(model, inputName, x, b, Boolean(art.batch));
         const c = compare(manifest.profiles[art.profile], got, ref);
         res.batches[b] = c.pass ? 'ok' : 'mismatch';
         pass = pass && c.pass;

@@ -1,0 +1,129 @@
+"""A probe set that can detect a fault: faults planted in artifacts of three model families
+are caught by parity in the artifacts' own runtimes, and agreement that proves nothing
+(a constant model, a one-row sample) is reported ``vacuous``, not ``pass``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sources_for_tests import N_FEATURES, keras_model, sample
+
+import deploykit
+from deploykit import formats
+from deploykit.parity import ParityResult, Probe, check
+
+
+def _check_file(bundle, target: str, path, any_batch: bool = False) -> ParityResult:
+    """Parity of a (tampered) artifact file against the bundle's probe set (with
+    ``any_batch``, held to the dynamic batch a user expects, whatever the bundle recorded)."""
+    b = deploykit.load_bundle(bundle)
+    art = b.artifact(target)
+    if any_batch:
+        art = art.replace(batch=None)
+    runner = formats.open_runner(art.runtime, path, art.signature(b.signature), art.outputs)
+    try:
+        return check(target, art.profile, runner.predict, b.probe(), art.batch)
+    finally:
+        runner.close()
+
+
+@pytest.mark.slow
+def test_perturbed_tree_weights_in_onnx_are_caught(tmp_path):
+    """scikit-learn family: every leaf value of a boosted-trees ONNX file moved by 1 %."""
+    import onnx
+    from onnx import helper
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.ensemble import GradientBoostingClassifier
+
+    X, y = load_breast_cancer(return_X_y=True)
+    X = X.astype(np.float32)
+    model = GradientBoostingClassifier(n_estimators=20, random_state=0).fit(X, y)
+    r = deploykit.export(model, ["onnx"], out=tmp_path / "b", sample=X[:200], quiet=True)
+    assert r.ok
+    path = tmp_path / "b" / deploykit.load_bundle(tmp_path / "b").artifact("onnx").path
+    m = onnx.load(path)
+    trees = next(n for n in m.graph.node if n.op_type.startswith("TreeEnsemble"))
+    for i, a in enumerate(trees.attribute):
+        if a.name in ("class_weights", "target_weights"):
+            trees.attribute[i].CopyFrom(helper.make_attribute(a.name, [w * 1.01 for w in a.floats]))
+    onnx.save(m, tmp_path / "tampered.onnx")
+    result = _check_file(tmp_path / "b", "onnx", tmp_path / "tampered.onnx")
+    assert result.status == "fail" and "exceeds atol" in " ".join(result.failures)
+
+
+@pytest.mark.slow
+def test_swapped_outputs_in_tflite_are_caught(tmp_path):
+    """Keras family: a .tflite whose first two classes are swapped (its last layer's columns)."""
+    import keras
+
+    model = keras_model()
+    x = sample(160)
+    deploykit.export(model, ["tflite"], out=tmp_path / "b", sample=x, quiet=True)
+    swapped = keras.models.clone_model(model)
+    weights = model.get_weights()
+    weights[-2], weights[-1] = weights[-2][:, [1, 0, 2]], weights[-1][[1, 0, 2]]
+    swapped.set_weights(weights)
+    deploykit.export(swapped, ["tflite"], out=tmp_path / "s", sample=x, quiet=True)
+    art = deploykit.load_bundle(tmp_path / "s").artifact("tflite")
+    result = _check_file(tmp_path / "b", "tflite", tmp_path / "s" / art.path)
+    assert result.status == "fail"
+    assert any("probabilities" in f for f in result.failures)
+
+
+@pytest.mark.slow
+def test_a_batch_baked_into_torchscript_is_caught(tmp_path):
+    """PyTorch family: a TorchScript traced with the batch size turned into a constant (a
+    Python int from x.shape), the silent failure of tracing."""
+    import torch
+
+    torch.manual_seed(0)
+
+    class Net(torch.nn.Module):
+        def __init__(self, bake: bool):
+            super().__init__()
+            self.fc, self.bake = torch.nn.Linear(N_FEATURES, 3), bake
+
+        def forward(self, x):
+            n = int(x.shape[0]) if self.bake else x.shape[0]  # int(): traced as a constant
+            return torch.softmax(self.fc(x).reshape(n, 3), dim=1)
+
+    net, baking = Net(bake=False).eval(), Net(bake=True).eval()
+    baking.load_state_dict(net.state_dict())
+    x = sample(64)
+    assert deploykit.export(net, ["torchscript"], out=tmp_path / "b", sample=x, quiet=True).ok
+    with torch.no_grad():
+        baked = torch.jit.trace(baking, torch.from_numpy(x[:8]), check_trace=False)
+    torch.jit.save(baked, str(tmp_path / "baked.pt"))
+    result = _check_file(tmp_path / "b", "torchscript", tmp_path / "baked.pt", any_batch=True)
+    assert result.status == "fail"
+    assert "error" in result.batches["1"] and "error" in result.batches["64"]
+
+
+def test_a_constant_reference_is_vacuous_not_pass():
+    probe = Probe({"x": sample(64)}, {"probabilities": np.full((64, 10), 0.1, np.float32)})
+    result = check("onnx", "fp32", lambda inputs: {"probabilities": np.full((len(inputs["x"]), 10),
+                                                                           0.1, np.float32)}, probe)
+    assert not result and result.status == "vacuous"
+    assert "same outputs for every probe input" in result.vacuous
+
+
+def test_a_varied_reference_that_agrees_passes():
+    x = sample(64)
+    probe = Probe({"x": x}, {"predictions": x[:, :1] * 2})
+    result = check("onnx", "fp32", lambda inputs: {"predictions": inputs["x"][:, :1] * 2}, probe)
+    assert result and result.status == "pass" and result.vacuous is None
+
+
+@pytest.mark.parametrize("rows, profile, needed", [(1, "fp32", 16), (40, "int8", 100)])
+def test_too_few_probe_rows_are_vacuous_and_say_how_many(rows, profile, needed):
+    x = sample(rows)
+    probe = Probe({"x": x}, {"probabilities": _softmax(x[:, :3])})
+    result = check("t", profile, lambda inputs: {"probabilities": _softmax(inputs["x"][:, :3])},
+                   probe)
+    assert result.status == "vacuous"
+    assert f"has {rows} rows" in result.vacuous and f"at least {needed}" in result.vacuous
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)

@@ -1,0 +1,112 @@
+"""The scikit-learn estimators users reach for first, each exported to ONNX and held to the
+fp32 profile against scikit-learn's own predictions (computed here, not by deploykit)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import deploykit
+from deploykit import formats
+
+pytestmark = pytest.mark.slow  # 18 exports (about a minute)
+
+
+def _classifiers():
+    from sklearn.compose import ColumnTransformer
+    from sklearn.decomposition import PCA
+    from sklearn.ensemble import (
+        ExtraTreesClassifier,
+        GradientBoostingClassifier,
+        HistGradientBoostingClassifier,
+        RandomForestClassifier,
+    )
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.naive_bayes import GaussianNB
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+    from sklearn.svm import SVC
+
+    onehot = ColumnTransformer([("codes", OneHotEncoder(handle_unknown="ignore"), [0, 1]),
+                                ("rest", StandardScaler(), list(range(2, 10)))])
+    return {
+        "random-forest": RandomForestClassifier(40, max_depth=8, random_state=0),
+        "extra-trees": ExtraTreesClassifier(40, max_depth=8, random_state=0),
+        "gradient-boosting": GradientBoostingClassifier(n_estimators=40, random_state=0),
+        "hist-gradient-boosting": HistGradientBoostingClassifier(max_iter=40, random_state=0),
+        "logistic": make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)),
+        "svc": make_pipeline(StandardScaler(), SVC(probability=True, random_state=0)),
+        "knn": make_pipeline(StandardScaler(), KNeighborsClassifier(7)),
+        "mlp": make_pipeline(StandardScaler(), MLPClassifier((16,), max_iter=1500,
+                                                            random_state=0)),
+        "naive-bayes": GaussianNB(),
+        "scaler-pca-logistic": make_pipeline(StandardScaler(), PCA(6),
+                                             LogisticRegression(max_iter=1000)),
+        "onehot-columns-forest": make_pipeline(onehot, RandomForestClassifier(30, random_state=0)),
+    }
+
+
+def _regressors():
+    from sklearn.ensemble import (
+        GradientBoostingRegressor,
+        HistGradientBoostingRegressor,
+        RandomForestRegressor,
+    )
+    from sklearn.linear_model import LinearRegression, Ridge
+    from sklearn.neighbors import KNeighborsRegressor
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVR
+
+    return {
+        "linear": LinearRegression(),
+        "ridge": make_pipeline(StandardScaler(), Ridge()),
+        "random-forest-reg": RandomForestRegressor(40, max_depth=8, random_state=0),
+        "gradient-boosting-reg": GradientBoostingRegressor(n_estimators=40, random_state=0),
+        "hist-gradient-boosting-reg": HistGradientBoostingRegressor(max_iter=40, random_state=0),
+        "svr": make_pipeline(StandardScaler(), SVR(C=50)),
+        "knn-reg": make_pipeline(StandardScaler(), KNeighborsRegressor(7)),
+    }
+
+
+def _data(regression: bool):
+    from sklearn.datasets import load_breast_cancer, load_diabetes
+
+    X, y = (load_diabetes if regression else load_breast_cancer)(return_X_y=True)
+    X = X[:, :10].astype(np.float32)
+    if not regression:  # two integer-coded columns for the one-hot encoder
+        X[:, :2] = np.floor(X[:, :2] / X[:, :2].max(axis=0) * 4)
+    return X, y
+
+
+@pytest.fixture(scope="module")
+def workers():
+    with deploykit.workers():  # one converter process for every export in this file
+        yield
+
+
+@pytest.mark.parametrize("name", sorted(_classifiers()))
+def test_classifier_to_onnx_matches_scikit_learn(name, workers, tmp_path):
+    X, y = _data(regression=False)
+    model = _classifiers()[name].fit(X, y)
+    r = deploykit.export(model, ["onnx"], out=tmp_path / "b", sample=X[:200], quiet=True)
+    assert r.ok, r.cells[0].reason
+    runner = formats.open_artifact(deploykit.load_bundle(tmp_path / "b"), "onnx")
+    got = runner.predict(X[200:400])
+    np.testing.assert_array_equal(got["label"], model.predict(X[200:400]))
+    np.testing.assert_allclose(got["probabilities"], model.predict_proba(X[200:400]),
+                               atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", sorted(_regressors()))
+def test_regressor_to_onnx_matches_scikit_learn(name, workers, tmp_path):
+    X, y = _data(regression=True)
+    model = _regressors()[name].fit(X, y)
+    r = deploykit.export(model, ["onnx"], out=tmp_path / "b", sample=X[:200], quiet=True)
+    assert r.ok, r.cells[0].reason
+    runner = formats.open_artifact(deploykit.load_bundle(tmp_path / "b"), "onnx")
+    got = runner.predict(X[200:400])
+    np.testing.assert_allclose(got["predictions"].reshape(-1), model.predict(X[200:400]),
+                               atol=1e-3, rtol=1e-4)
