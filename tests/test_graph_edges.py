@@ -58,7 +58,7 @@ class Made:
 
     def source(self, kind: str):
         if kind not in self.sources:
-            source = detect(BUILDERS[kind](), sample=sample())
+            source = detect(BUILDERS[kind](), sample=sample(128))  # int8 needs >= 100 rows
             np.save(self.root / f"{kind}-calib.npy", sample(200))
             ctx = graph.EdgeContext(source.signature.to_dict(),
                                     str(self.root / f"{kind}-calib.npy"))

@@ -87,26 +87,20 @@ def workers():
         yield
 
 
-@pytest.mark.parametrize("name", sorted(_classifiers()))
-def test_classifier_to_onnx_matches_scikit_learn(name, workers, tmp_path):
-    X, y = _data(regression=False)
-    model = _classifiers()[name].fit(X, y)
-    r = deploykit.export(model, ["onnx"], out=tmp_path / "b", sample=X[:200], quiet=True)
-    assert r.ok, r.cells[0].reason
-    runner = formats.open_artifact(deploykit.load_bundle(tmp_path / "b"), "onnx")
-    got = runner.predict(X[200:400])
-    np.testing.assert_array_equal(got["label"], model.predict(X[200:400]))
-    np.testing.assert_allclose(got["probabilities"], model.predict_proba(X[200:400]),
-                               atol=1e-5, rtol=1e-4)
+CASES = [(n, False) for n in sorted(_classifiers())] + [(n, True) for n in sorted(_regressors())]
 
 
-@pytest.mark.parametrize("name", sorted(_regressors()))
-def test_regressor_to_onnx_matches_scikit_learn(name, workers, tmp_path):
-    X, y = _data(regression=True)
-    model = _regressors()[name].fit(X, y)
+@pytest.mark.parametrize("name, regression", CASES, ids=[n for n, _ in CASES])
+def test_estimator_to_onnx_matches_scikit_learn(name, regression, workers, tmp_path):
+    X, y = _data(regression)
+    model = (_regressors() if regression else _classifiers())[name].fit(X, y)
     r = deploykit.export(model, ["onnx"], out=tmp_path / "b", sample=X[:200], quiet=True)
     assert r.ok, r.cells[0].reason
-    runner = formats.open_artifact(deploykit.load_bundle(tmp_path / "b"), "onnx")
-    got = runner.predict(X[200:400])
-    np.testing.assert_allclose(got["predictions"].reshape(-1), model.predict(X[200:400]),
-                               atol=1e-3, rtol=1e-4)
+    got = formats.open_artifact(deploykit.load_bundle(tmp_path / "b"), "onnx").predict(X[200:400])
+    if regression:
+        np.testing.assert_allclose(got["predictions"].reshape(-1), model.predict(X[200:400]),
+                                   atol=1e-3, rtol=1e-4)
+    else:
+        np.testing.assert_array_equal(got["label"], model.predict(X[200:400]))
+        np.testing.assert_allclose(got["probabilities"], model.predict_proba(X[200:400]),
+                                   atol=1e-5, rtol=1e-4)

@@ -61,9 +61,10 @@ def package(bundle: str | Path, device: str, out: str | Path) -> Path:
     takes = device_targets(device)
     chosen = [a for a in b.artifacts if a.target in takes and a.passed]
     if not chosen:
-        have = [a.target for a in b.artifacts]
+        have = [f"{a.target} ({a.parity.status})" for a in b.artifacts if a.target in takes]
         raise BundleError(f"{bundle} has no passing artifact for {device} (needs one of "
-                          f"{', '.join(takes)}; has {', '.join(have) or 'none'})")
+                          f"{', '.join(takes)}; has {', '.join(have) or 'none of them'}: "
+                          f"deploykit inspect {bundle} shows why)")
     out = Path(out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
