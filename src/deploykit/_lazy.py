@@ -34,6 +34,20 @@ def _quiet_tensorflow() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+# Loggers that announce deprecations of the frameworks' own internals when a package imports
+# (torchao, pulled in by executorch and litert-torch, registers enums with torch's pytree and
+# torch logs a warning per enum). Nothing a user can act on: only errors are kept.
+NOISY_ON_IMPORT = {"executorch": ("torch.utils._pytree",), "litert_torch": ("torch.utils._pytree",),
+                   "torchao": ("torch.utils._pytree",)}
+
+
+def _quiet_loggers(top: str) -> None:
+    import logging
+
+    for name in NOISY_ON_IMPORT.get(top, ()):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def require(module: str, *, extra: str | None = None, purpose: str = "") -> ModuleType:
     """Import ``module`` or raise :class:`MissingDependencyError` naming the extra.
 
@@ -46,6 +60,7 @@ def require(module: str, *, extra: str | None = None, purpose: str = "") -> Modu
     top = module.split(".")[0]
     if top in ("tensorflow", "keras"):
         _quiet_tensorflow()
+    _quiet_loggers(top)
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as e:
