@@ -29,6 +29,8 @@ KNOWN_LIMITS: dict[tuple[str, str], str] = {
     ("keras-mobilenetv3", "tflite-int8"): "label agreement",
     ("keras-lstm-tokens", "tflite-int8"): "label agreement",
 }
+# Packaged for edge devices and re-verified there: integer ids, and a fixed batch of 4.
+PACKAGED = {"keras-lstm-tokens", "torch-fixed-reshape"}
 # `deploykit verify` re-runs every artifact (a minute per deep model): on one clean model and
 # on the ones with known limits (its failure path), which covers what it can print.
 VERIFIED = {"keras-gru", "keras-mobilenetv3", "keras-lstm-tokens", "torch-fixed-reshape",
@@ -61,6 +63,25 @@ def check_model(name: str, out: Path, results: dict[str, dict[str, tuple[str, st
         assert r.returncode == (0 if expected_ok or command == ["inspect"] else 1), r.stderr
     if name not in VACUOUS:
         serve(out / name)
+    if name in PACKAGED:
+        package_for_edge(out / name)
+
+
+def package_for_edge(bundle: Path) -> None:
+    """``deploykit package --for edge``, then the package's own ``run.py --verify`` in a
+    numpy + LiteRT and a numpy + onnxruntime environment: every packaged artifact passes."""
+    pkg = bundle.with_name(bundle.name + "-edge")
+    r = zoo.subprocess.run([DEPLOYKIT, "package", str(bundle), "--for", "edge", "--out",
+                            str(pkg)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and not shared.CHATTER.search(r.stdout + r.stderr), r.stderr
+    ran = 0
+    for runtime in ("ai-edge-litert", "onnxruntime"):
+        v = zoo.subprocess.run([str(shared.venv("numpy", runtime)), str(pkg / "run.py"), str(pkg),
+                                "--verify"], capture_output=True, text=True, timeout=600)
+        assert v.returncode == 0, v.stdout + v.stderr
+        ran += v.stdout.count(" PASS ")
+        assert " FAIL " not in v.stdout, v.stdout
+    assert ran >= 2, "no packaged artifact ran"
 
 
 def serve(bundle: Path) -> None:
