@@ -242,8 +242,9 @@ def _torch_memory(model, sample, task, labels, file: Path | None = None) -> Sour
     fixed, notes = None, []
     if program is not None:
         spec, fixed = _program_input(program)
+        original = (program.module(), fixed)  # the reference: the user's program as it is
         if fixed is not None:  # exported at a fixed batch: make the batch dynamic if it can be
-            dynamic = with_dynamic_batch(program, spec.to_dict())
+            dynamic = with_dynamic_batch(program, spec.to_dict(), fixed)
             notes.append(f"the torch.export program was exported at a fixed batch of {fixed} "
                          f"rows; " + ("deploykit re-exported it with a dynamic batch" if dynamic
                                       else "its graph depends on that batch, so " + _STAYS))
@@ -261,10 +262,8 @@ def _torch_memory(model, sample, task, labels, file: Path | None = None) -> Sour
                          f"computes with the batch size), so it was exported at {fixed} rows and "
                          + _STAYS)
     X = _probe(Signature((spec,)), sample)
-    if isinstance(model, torch.nn.Module):  # the reference: the user's own module, eagerly
-        module, chunk = model, None
-    else:
-        module, chunk = program.module(), fixed
+    # the reference: the user's own module, eagerly, or their program at the batch it takes
+    module, chunk = (model, None) if isinstance(model, torch.nn.Module) else original
     with torch.no_grad():
         out = _in_chunks(lambda x: _first(module(torch.from_numpy(x))), X, chunk)
     task = _infer_task(out, task)

@@ -38,20 +38,32 @@ def fixed_batch(signature: dict[str, Any]) -> int | None:
     return signature["inputs"][0]["shape"][0]
 
 
-def with_dynamic_batch(program, spec: dict[str, Any]):
-    """Re-export a program exported at a fixed batch with a dynamic one, or ``None`` when its
-    graph depends on that batch (then it stays fixed). Its guards are what pin the batch;
-    the graph is traced again without them, and parity later proves every batch size."""
+def with_dynamic_batch(program, spec: dict[str, Any], batch: int):
+    """Re-export a program exported at a fixed ``batch`` with a dynamic one, or ``None`` when
+    its graph depends on that batch (then it stays fixed). Its guards are what pin the batch;
+    the graph is traced again without them, must give the original's outputs on the
+    original's rows and the same outputs for a part of them, and parity later proves every
+    batch size against the original."""
     torch = require("torch")
     module = program.module(check_guards=False)
     signature = {"inputs": [{**spec, "shape": [None, *spec["shape"][1:]]}]}
+    x = example_input(signature, batch=batch)  # the fixed batch the program takes
+    if x.is_floating_point():
+        x = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
     try:
         dynamic = export_program(module, signature)
-        with torch.no_grad():  # a batch the original never saw must run
-            dynamic.module()(example_input(signature, batch=3))
+        with torch.no_grad():  # the original's rows, and the same rows in a smaller batch
+            same = _close(dynamic.module()(x), program.module()(x)) and \
+                _close(dynamic.module()(x[:3]), program.module()(x)[:3])
     except Exception:
         return None
-    return dynamic
+    return dynamic if same else None
+
+
+def _close(a, b) -> bool:
+    torch = require("torch")
+    a, b = (t[0] if isinstance(t, (tuple, list)) else t for t in (a, b))
+    return a.shape == b.shape and torch.allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
 def export_program(module, signature: dict[str, Any], path: Path | None = None):

@@ -1,0 +1,51 @@
+"""torch.export programs exported at a fixed batch (no ``dynamic_shapes``, what most people
+do): made dynamic only when that keeps the original's outputs, else kept at their batch,
+with the reference always computed by the user's own program."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from deploykit.sources import detect
+
+
+class RowWise(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = torch.nn.Linear(6, 3)
+
+    def forward(self, x):
+        return torch.softmax(self.fc(x).flatten(1), dim=1)
+
+
+class BatchMean(RowWise):
+    """Each row minus the batch's mean: its output for a row depends on the batch."""
+
+    def forward(self, x):
+        h = self.fc(x)
+        return torch.softmax(h - h.mean(0, keepdim=True), dim=1)
+
+
+def _program(module):
+    return torch.export.export(module.eval(), (torch.zeros(4, 6),))
+
+
+def test_a_row_wise_program_at_a_fixed_batch_becomes_dynamic():
+    x = np.random.default_rng(0).normal(size=(40, 6)).astype(np.float32)
+    src = detect(_program(RowWise()), sample=x)
+    assert src.fixed_batch is None and "re-exported it with a dynamic batch" in src.notes[0]
+    with torch.no_grad():
+        want = RowWise()(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(src.reference["probabilities"], want, rtol=1e-6, atol=1e-7)
+
+
+def test_a_program_whose_rows_depend_on_the_batch_stays_fixed():
+    x = np.random.default_rng(0).normal(size=(40, 6)).astype(np.float32)
+    src = detect(_program(BatchMean()), sample=x)
+    assert src.fixed_batch == 4 and "depends on that batch" in src.notes[0]
+    with torch.no_grad():  # the reference is the program's own, four rows at a time
+        want = np.concatenate([BatchMean()(torch.from_numpy(x[i:i + 4])).numpy()
+                               for i in range(0, 40, 4)])
+    np.testing.assert_allclose(src.reference["probabilities"], want, rtol=1e-6, atol=1e-7)
