@@ -121,7 +121,8 @@ def test_too_few_probe_rows_are_vacuous_and_say_how_many(rows, profile, needed):
     result = check("t", profile, lambda inputs: {"probabilities": _softmax(inputs["x"][:, :3])},
                    probe)
     assert result.status == "vacuous"
-    assert f"has {rows} rows" in result.vacuous and f"at least {needed}" in result.vacuous
+    assert f"has {rows} row" in result.vacuous and f"at least {needed}" in result.vacuous
+    assert "pass more sample rows" in result.vacuous
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:

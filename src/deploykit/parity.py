@@ -248,7 +248,8 @@ def vacuous_reason(probe: Probe, prof: Profile, decisive: np.ndarray | None = No
     """Why agreement on ``probe`` would prove nothing under ``prof`` (``None``: it can)."""
     need = min_rows(prof, probe.task)
     if probe.n < need:
-        return (f"the probe set has {probe.n} rows; profile {prof.name} needs at least {need} "
+        return (f"the probe set has {probe.n} row{'' if probe.n == 1 else 's'}; profile "
+                f"{prof.name} needs at least {need} "
                 f"to detect a fault: pass more sample rows (--sample)")
     if all(_constant(v) for v in probe.reference.values()):
         return ("the original model gives the same outputs for every probe input, so "
