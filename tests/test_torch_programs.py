@@ -49,3 +49,16 @@ def test_a_program_whose_rows_depend_on_the_batch_stays_fixed():
         want = np.concatenate([BatchMean()(torch.from_numpy(x[i:i + 4])).numpy()
                                for i in range(0, 40, 4)])
     np.testing.assert_allclose(src.reference["probabilities"], want, rtol=1e-6, atol=1e-7)
+
+
+def test_several_outputs_are_refused_with_a_typed_error():
+    import pytest
+
+    from deploykit.errors import SourceError
+
+    class TwoHeads(RowWise):
+        def forward(self, x):
+            return self.fc(x), torch.softmax(self.fc(x), dim=1)
+
+    with pytest.raises(SourceError, match="returns 2 outputs"):
+        detect(TwoHeads(), sample=np.zeros((20, 6), np.float32))

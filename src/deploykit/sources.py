@@ -212,8 +212,10 @@ def _sklearn_memory(model, sample, labels) -> Source:
 def _keras_memory(model, sample, task, labels, file: Path | None = None) -> Source:
     import keras
 
-    if len(model.inputs) != 1:
-        raise SourceError("deploykit exports Keras models with one input")
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise SourceError(f"deploykit exports Keras models with one input and one output; this "
+                          f"one has {len(model.inputs)} and {len(model.outputs)} (several are "
+                          f"not supported yet)")
     spec = _spec_from_shape(model.inputs[0].shape, str(model.inputs[0].dtype), "x")
     X = _probe(Signature((spec,)), sample)
     out = np.asarray(model.predict(X, verbose=0))
@@ -326,6 +328,10 @@ def _sample_dtype(sample: np.ndarray) -> str:
 
 
 def _first(out):
+    if isinstance(out, (tuple, list)) and len(out) != 1:
+        raise SourceError(f"the torch model returns {len(out)} outputs; deploykit exports "
+                          f"models with one output (several are not supported yet): return "
+                          f"the one to deploy")
     return (out[0] if isinstance(out, (tuple, list)) else out).detach().numpy()
 
 
