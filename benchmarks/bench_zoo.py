@@ -43,7 +43,7 @@ def main() -> int:
         for name in names:
             start = time.perf_counter()
             code, text, cells = zoo.export_cli(name, made[name], out / "bundles",
-                                               zoo_check.DEPLOYKIT)
+                                               zoo.subprocess_cli(zoo_check.DEPLOYKIT))
             clean &= not TRACEBACK.search(text)
             results[name] = cells
             print(f"{name:28s} exit {code}  {time.perf_counter() - start:5.0f} s", flush=True)

@@ -332,9 +332,13 @@ def build(out: Path, groups: set[str]) -> dict[str, dict[str, str]]:
     return made
 
 
-def export_cli(name: str, files: dict[str, str], out: Path, deploykit: str
+def export_cli(name: str, files: dict[str, str], out: Path, cli: Callable[..., tuple[int, str]]
                ) -> tuple[int, str, dict[str, tuple[str, str]]]:
     """``deploykit export MODEL --to all --sample SAMPLE --out out/name`` as a user runs it.
+
+    Args:
+        cli: runs ``deploykit ARGS`` and returns its exit code and everything it printed
+            (:func:`subprocess_cli`, or the tests' in-process runner).
 
     Returns:
         The exit code, everything printed, and target -> (status, reason) for every
@@ -343,10 +347,8 @@ def export_cli(name: str, files: dict[str, str], out: Path, deploykit: str
     from deploykit.bundle import load_bundle
 
     bundle = out / name
-    targets = files.get("targets", "all")
-    run = subprocess.run([deploykit, "export", files["model"], "--to", targets, "--sample",
-                          files["sample"], "--out", str(bundle), "--quiet"],
-                         capture_output=True, text=True, timeout=1800)
+    code, text = cli("export", files["model"], "--to", files.get("targets", "all"), "--sample",
+                     files["sample"], "--out", str(bundle), "--quiet")
     cells: dict[str, tuple[str, str]] = {}
     if (bundle / "manifest.json").exists():
         b = load_bundle(bundle)
@@ -355,7 +357,15 @@ def export_cli(name: str, files: dict[str, str], out: Path, deploykit: str
                                a.parity.vacuous or "")
         for f in b.failed:
             cells.setdefault(f.target, (f.status, f.reason))
-    return run.returncode, run.stdout + run.stderr, cells
+    return code, text, cells
+
+
+def subprocess_cli(deploykit: str) -> Callable[..., tuple[int, str]]:
+    """A runner for :func:`export_cli`: the ``deploykit`` executable in a process of its own."""
+    def run(*args: str) -> tuple[int, str]:
+        r = subprocess.run([deploykit, *args], capture_output=True, text=True, timeout=1800)
+        return r.returncode, r.stdout + r.stderr
+    return run
 
 
 def main(out: Path) -> None:

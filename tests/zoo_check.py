@@ -2,8 +2,10 @@
 
 Every zoo model goes through ``deploykit export MODEL --to all --sample SAMPLE`` as a user
 runs it (a constant-output model through one target per runtime family), then ``deploykit
-inspect`` on its bundle, and ``deploykit verify`` on some (see :data:`VERIFIED`). Nothing may print a
-traceback or framework chatter; every reachable cell passes in its own runtime, except the
+inspect`` on its bundle, and ``deploykit verify`` on some (see :data:`VERIFIED`). The commands
+run through the CLI's ``main`` in the test process (:func:`in_process`), so the models share
+the session's workers; ``benchmarks/bench_zoo.py`` runs the same through the executable.
+Nothing may print a traceback or framework chatter; every reachable cell passes in its own runtime, except the
 known limits below, each failing with its named reason (the README lists them); the server
 answers with what the original model predicted.
 """
@@ -11,6 +13,7 @@ answers with what the original model predicted.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -39,11 +42,34 @@ VERIFIED = {"keras-gru", "keras-mobilenetv3", "keras-lstm-tokens", "torch-fixed-
 VACUOUS = {"keras-constant"}
 
 
-def check_model(name: str, out: Path, results: dict[str, dict[str, tuple[str, str]]]) -> None:
+def in_process(capfd) -> Callable[..., tuple[int, str]]:
+    """``deploykit ARGS`` run by the CLI's own ``main`` in this test process, so its workers
+    are the session's (conftest): each zoo model then skips the TensorFlow and PyTorch imports
+    a fresh process pays. What the user would see is read back from descriptors 1 and 2. The
+    command sends framework output to its run log by pointing those descriptors there, so
+    ``sys.stdout``/``sys.stderr`` are the process's own streams meanwhile, as in a process of
+    its own (pytest's replacements would write to its capture file directly)."""
+    from deploykit import cli
+
+    def run(*args: str) -> tuple[int, str]:
+        capfd.readouterr()
+        streams = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+        try:
+            code = cli.main(list(args))
+        finally:
+            sys.stdout, sys.stderr = streams
+        seen = capfd.readouterr()
+        return code, seen.out + seen.err
+    return run
+
+
+def check_model(name: str, out: Path, results: dict[str, dict[str, tuple[str, str]]],
+                cli: Callable[..., tuple[int, str]]) -> None:
     """Export, verify and inspect one zoo model through the CLI; assert what the module
     docstring says. Its cells (target -> (status, reason)) go into ``results`` first."""
     files = shared.zoo()[name]
-    code, text, cells = zoo.export_cli(name, files, out, DEPLOYKIT)
+    code, text, cells = zoo.export_cli(name, files, out, cli)
     results[name] = cells
     assert not shared.CHATTER.search(text), text[-3000:]
     assert cells, f"{name}: no bundle was written\n{text[-2000:]}"
@@ -56,24 +82,22 @@ def check_model(name: str, out: Path, results: dict[str, dict[str, tuple[str, st
             assert KNOWN_LIMITS[name, target] in why, (target, why)
         else:
             assert status == "pass", (target, status, why)
-    for command in (["verify"], ["inspect"]) if name in VERIFIED else (["inspect"],):
-        r = zoo.subprocess.run([DEPLOYKIT, *command, str(out / name)], capture_output=True,
-                               text=True, timeout=600)
-        assert not shared.CHATTER.search(r.stdout + r.stderr), r.stdout + r.stderr
-        assert r.returncode == (0 if expected_ok or command == ["inspect"] else 1), r.stderr
+    for command in ("verify", "inspect") if name in VERIFIED else ("inspect",):
+        code, text = cli(command, str(out / name))
+        assert not shared.CHATTER.search(text), text
+        assert code == (0 if expected_ok or command == "inspect" else 1), text
     if name not in VACUOUS:
         serve(out / name)
     if name in PACKAGED:
-        package_for_edge(out / name)
+        package_for_edge(out / name, cli)
 
 
-def package_for_edge(bundle: Path) -> None:
+def package_for_edge(bundle: Path, cli: Callable[..., tuple[int, str]]) -> None:
     """``deploykit package --for edge``, then the package's own ``run.py --verify`` in a
     numpy + LiteRT and a numpy + onnxruntime environment: every packaged artifact passes."""
     pkg = bundle.with_name(bundle.name + "-edge")
-    r = zoo.subprocess.run([DEPLOYKIT, "package", str(bundle), "--for", "edge", "--out",
-                            str(pkg)], capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0 and not shared.CHATTER.search(r.stdout + r.stderr), r.stderr
+    code, text = cli("package", str(bundle), "--for", "edge", "--out", str(pkg))
+    assert code == 0 and not shared.CHATTER.search(text), text
     ran = 0
     for runtime in ("ai-edge-litert", "onnxruntime"):
         v = zoo.subprocess.run([str(shared.venv("numpy", runtime)), str(pkg / "run.py"), str(pkg),
@@ -132,8 +156,8 @@ def tests_for(groups: tuple[str, ...]):
     results: dict[str, dict[str, tuple[str, str]]] = {}
 
     @pytest.mark.parametrize("name", models)
-    def test_zoo_model(name, tmp_path_factory):
-        check_model(name, tmp_path_factory.mktemp("zoo"), results)
+    def test_zoo_model(name, tmp_path_factory, capfd):
+        check_model(name, tmp_path_factory.mktemp("zoo"), results, in_process(capfd))
 
     def test_zoo_table():
         assert set(results) == set(models), "run the whole file"
