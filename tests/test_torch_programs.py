@@ -62,3 +62,35 @@ def test_several_outputs_are_refused_with_a_typed_error():
 
     with pytest.raises(SourceError, match="returns 2 outputs"):
         detect(TwoHeads(), sample=np.zeros((20, 6), np.float32))
+
+
+class MeanOverSteps(RowWise):
+    """Any number of steps of 6 features: the mean step, then a linear layer."""
+
+    def forward(self, x):
+        return torch.softmax(self.fc(x.mean(1)), dim=1)
+
+
+def _any_length_program():
+    dims = ({0: torch.export.Dim("batch", max=512), 1: torch.export.Dim("steps", max=64)},)
+    return torch.export.export(MeanOverSteps().eval(), (torch.zeros(4, 5, 6),),
+                               dynamic_shapes=dims)
+
+
+def test_a_dynamic_sequence_length_is_fixed_at_the_samples():
+    x = np.random.default_rng(0).normal(size=(40, 9, 6)).astype(np.float32)
+    src = detect(_any_length_program(), sample=x)
+    assert src.signature.inputs[0].shape == (None, 9, 6)
+    assert "takes [batch, ?, 6]" in src.notes[0] and "[batch, 9, 6]" in src.notes[0]
+    with torch.no_grad():
+        want = MeanOverSteps()(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(src.reference["probabilities"], want, rtol=1e-6, atol=1e-7)
+
+
+def test_a_dynamic_sequence_length_needs_a_sample():
+    import pytest
+
+    from deploykit.errors import SourceError
+
+    with pytest.raises(SourceError, match=r"dynamic dimensions \[batch, \?, 6\].*--sample"):
+        detect(_any_length_program())

@@ -86,6 +86,22 @@ def keras_gru(folder: Path):
     return "model.keras", _save_sample(folder, x[:ROWS])
 
 
+@entry("keras-gru-any-length", "keras-tensorflow")
+def keras_gru_any_length(folder: Path):
+    """Token ids of any length (``Input((None,))``) -> Embedding -> GRU: exported at the
+    sample's length."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((None,), dtype="int32")
+    x = keras.layers.Embedding(50, 8)(inp)
+    x = keras.layers.GRU(16)(x)
+    out = keras.layers.Dense(4, activation="softmax")(x)
+    x = RNG.integers(0, 50, (512, 12)).astype("int32")
+    _fit_keras(keras.Model(inp, out), x, 4, epochs=20).save(folder / "model.keras")
+    return "model.keras", _save_sample(folder, x[:ROWS])
+
+
 @entry("keras-lstm-tokens", "keras-torch")
 def keras_lstm_tokens(folder: Path):
     """Token ids (int32) -> Embedding -> LSTM -> softmax, built on Keras's torch backend."""
@@ -179,13 +195,15 @@ def _tiny_bert():
 @entry("torch-bert-tokens", "torch")
 def torch_bert(folder: Path):
     """A tiny BERT encoder from a transformers config (int64 token ids), torch.export with a
-    dynamic batch."""
+    dynamic batch and a dynamic sequence length."""
     import torch
 
     ids = torch.from_numpy(RNG.integers(0, 64, (512, 16)).astype("int64"))
     net = _fit_torch(_tiny_bert(), ids, 3, epochs=20)
     batch = torch.export.Dim("batch", min=1, max=1024)
-    program = torch.export.export(net, (ids[:4],), dynamic_shapes=({0: batch},), strict=False)
+    seq = torch.export.Dim("seq", min=2, max=32)
+    program = torch.export.export(net, (ids[:4],), dynamic_shapes=({0: batch, 1: seq},),
+                                  strict=False)
     torch.export.save(program, folder / "model.pt2")
     return "model.pt2", _save_sample(folder, ids[:ROWS].numpy())
 

@@ -38,6 +38,9 @@ PACKAGED = {"keras-lstm-tokens", "torch-fixed-reshape"}
 # on the ones with known limits (its failure path), which covers what it can print.
 VERIFIED = {"keras-gru", "keras-mobilenetv3", "keras-lstm-tokens", "torch-fixed-reshape",
             "sklearn-hgb-classifier"}
+# Models with dynamic non-batch dimensions: exported at the sample's shape, and the manifest
+# says so.
+FIXED_AT_SAMPLE = {"keras-gru-any-length", "torch-bert-tokens"}
 # Models whose parity proves nothing: every cell must say so.
 VACUOUS = {"keras-constant"}
 
@@ -82,12 +85,14 @@ def check_model(name: str, out: Path, results: dict[str, dict[str, tuple[str, st
             assert KNOWN_LIMITS[name, target] in why, (target, why)
         else:
             assert status == "pass", (target, status, why)
+    notes = zoo.json.loads((out / name / "manifest.json").read_text())["source"]["notes"]
+    assert (name in FIXED_AT_SAMPLE) == any("at the sample's" in n for n in notes), notes
     for command in ("verify", "inspect") if name in VERIFIED else ("inspect",):
         code, text = cli(command, str(out / name))
         assert not shared.CHATTER.search(text), text
         assert code == (0 if expected_ok or command == "inspect" else 1), text
     if name not in VACUOUS:
-        serve(out / name)
+        serve(out / name, other_length=name in FIXED_AT_SAMPLE)
     if name in PACKAGED:
         package_for_edge(out / name, cli)
 
@@ -108,9 +113,10 @@ def package_for_edge(bundle: Path, cli: Callable[..., tuple[int, str]]) -> None:
     assert ran >= 2, "no packaged artifact ran"
 
 
-def serve(bundle: Path) -> None:
+def serve(bundle: Path, other_length: bool = False) -> None:
     """The bundle behind the server: /predict on three probe rows (as JSON, integer ids
-    included) answers what the original model predicted for them."""
+    included) answers what the original model predicted for them; with ``other_length``,
+    rows one step shorter than the exported length are a 400 naming the shape it takes."""
     import numpy as np
 
     import deploykit
@@ -125,6 +131,10 @@ def serve(bundle: Path) -> None:
     ref = probe.reference.get("probabilities", probe.reference.get("predictions"))[:3]
     got = np.asarray(r.get_json()["predictions"], np.float64).reshape(ref.shape)
     np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-3)
+    if other_length:
+        short = client.post("/predict", json={"instances": x[:, :-1].tolist()})
+        want = f"expected shape [batch, {x.shape[1]}"
+        assert short.status_code == 400 and want in short.get_json()["error"], short.get_json()
     bad = client.post("/predict", json={"instances": [["not", "numbers"]]})
     assert bad.status_code == 400 and "error" in bad.get_json()
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from deploykit.errors import SourceError
-from deploykit.signature import Signature, TensorSpec
+from deploykit.signature import Signature, TensorSpec, format_shape
 
 PROBE_ROWS = 64  # random probe rows when neither a test split nor a sample is available
 
@@ -176,6 +176,30 @@ def _spec_from_shape(shape, dtype: str = "float32", name: str = "x") -> TensorSp
     return TensorSpec(name, dtype, tuple(dims))
 
 
+def _fixed_lengths(spec: TensorSpec, sample) -> tuple[TensorSpec, list[str]]:
+    """The spec with its dynamic non-batch dimensions (a sequence length, an image size)
+    fixed to the sample's, and a note saying so. Mobile and browser converters need static
+    shapes (TFLite cannot lower a recurrent loop of unknown length, tracing bakes one in), so
+    every artifact takes that length and inputs are validated against it."""
+    open_axes = [i for i, d in enumerate(spec.shape) if i > 0 and d is None]
+    if not open_axes:
+        return spec, []
+    shown = format_shape(spec.shape)
+    if sample is None:
+        raise SourceError(f"input '{spec.name}' has dynamic dimensions {shown}: pass example "
+                          f"inputs at the length to export at with --sample (sample= in Python)")
+    sample = np.asarray(sample)
+    if sample.ndim != len(spec.shape):
+        raise SourceError(f"input '{spec.name}' takes {shown}; the sample has shape "
+                          f"{format_shape(sample.shape)}")
+    dims = tuple(None if i == 0 else (sample.shape[i] if d is None else d)
+                 for i, d in enumerate(spec.shape))
+    fixed = TensorSpec(spec.name, spec.dtype, dims)
+    return fixed, [f"input '{spec.name}' takes {shown}; deploykit exported it at the sample's "
+                   f"{format_shape(dims)} (static shapes for the mobile and browser "
+                   f"converters): every artifact takes exactly that, pad or cut inputs to it"]
+
+
 # -- scikit-learn -----------------------------------------------------------------------------------
 def _sklearn_memory(model, sample, labels) -> Source:
     from deploykit.training.sklearn_path import predict
@@ -217,10 +241,13 @@ def _keras_memory(model, sample, task, labels, file: Path | None = None) -> Sour
                           f"one has {len(model.inputs)} and {len(model.outputs)} (several are "
                           f"not supported yet)")
     spec = _spec_from_shape(model.inputs[0].shape, str(model.inputs[0].dtype), "x")
+    spec, notes = _fixed_lengths(spec, sample)
     X = _probe(Signature((spec,)), sample)
-    out = np.asarray(model.predict(X, verbose=0))
+    out = np.asarray(model.predict(X, verbose=0))  # the reference: the user's model as it is
     task = _infer_task(out, task)
     ref, outs = _deep_outputs(out, task)
+    if notes:  # the bundle keeps the model rebuilt on the fixed-shape input
+        model, file = _on_input(keras, model, spec), None
 
     def write(root: Path) -> str:
         if file is not None:
@@ -231,7 +258,21 @@ def _keras_memory(model, sample, task, labels, file: Path | None = None) -> Sour
 
     return Source("keras", "keras", Signature((spec,), tuple(outs)), task,
                   _labels_for(task, out.shape[-1], labels), write, X, ref,
-                  backend=keras.backend.backend(), versions={"keras": keras.__version__})
+                  backend=keras.backend.backend(), versions={"keras": keras.__version__},
+                  notes=notes)
+
+
+def _on_input(keras, model, spec: TensorSpec):
+    """The Keras model rebuilt on an input of ``spec``'s (fixed) shape, same weights."""
+    try:
+        copy = keras.models.clone_model(
+            model, input_tensors=keras.Input(batch_shape=spec.shape, dtype=spec.dtype))
+    except Exception as e:  # a subclassed model has no graph to rebuild
+        raise SourceError(f"the Keras model has dynamic input dimensions and cannot be rebuilt "
+                          f"at a fixed shape ({type(e).__name__}: {e}); build it on "
+                          f"keras.Input({list(spec.shape[1:])}) and export that") from e
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 # -- PyTorch --------------------------------------------------------------------------------------
@@ -244,6 +285,7 @@ def _torch_memory(model, sample, task, labels, file: Path | None = None) -> Sour
     fixed, notes = None, []
     if program is not None:
         spec, fixed = _program_input(program)
+        spec, notes = _fixed_lengths(spec, sample)
         original = (program.module(), fixed)  # the reference: the user's program as it is
         if fixed is not None:  # exported at a fixed batch: make the batch dynamic if it can be
             dynamic = with_dynamic_batch(program, spec.to_dict(), fixed)
@@ -368,7 +410,8 @@ def _tf_memory(model, sample, task, labels) -> Source:
         return "model/1"
 
     spec = fn.input_signature[0]
-    sig_in = _spec_from_shape(spec.shape.as_list(), spec.dtype.name, "x")
+    sig_in, notes = _fixed_lengths(_spec_from_shape(spec.shape.as_list(), spec.dtype.name, "x"),
+                                   sample)
     X = _probe(Signature((sig_in,)), sample)
     out = fn(tf.constant(X))
     out = next(iter(out.values())) if isinstance(out, dict) else out
@@ -377,7 +420,7 @@ def _tf_memory(model, sample, task, labels) -> Source:
     ref, outs = _deep_outputs(out, task)
     return Source("saved_model", "tensorflow", Signature((sig_in,), tuple(outs)), task,
                   _labels_for(task, out.shape[-1], labels), write, X, ref,
-                  versions={"tensorflow": tf.__version__})
+                  versions={"tensorflow": tf.__version__}, notes=notes)
 
 
 def _saved_model_dir(p: Path, sample, task, labels) -> Source:
@@ -385,7 +428,8 @@ def _saved_model_dir(p: Path, sample, task, labels) -> Source:
 
     fn, names = serving_function(p)
     spec = fn.structured_input_signature[1][names[0]]
-    sig_in = _spec_from_shape(spec.shape.as_list(), spec.dtype.name, "x")
+    sig_in, notes = _fixed_lengths(_spec_from_shape(spec.shape.as_list(), spec.dtype.name, "x"),
+                                   sample)
     X = _probe(Signature((sig_in,)), sample)
     import tensorflow as tf
 
@@ -393,7 +437,8 @@ def _saved_model_dir(p: Path, sample, task, labels) -> Source:
     task = _infer_task(out, task)
     ref, outs = _deep_outputs(out, task)
     return Source("saved_model", "tensorflow", Signature((sig_in,), tuple(outs)), task,
-                  _labels_for(task, out.shape[-1], labels), _copier(p, "model/1"), X, ref)
+                  _labels_for(task, out.shape[-1], labels), _copier(p, "model/1"), X, ref,
+                  notes=notes)
 
 
 # -- ONNX -----------------------------------------------------------------------------------------
@@ -405,7 +450,8 @@ def _onnx_file(p: Path, sample, task, labels) -> Source:
     i = sess.get_inputs()[0]
     dtype = {"tensor(float)": "float32", "tensor(double)": "float64",
              "tensor(int64)": "int64"}.get(i.type, "float32")
-    sig_in = _spec_from_shape([d if isinstance(d, int) else None for d in i.shape], dtype, "x")
+    sig_in, notes = _fixed_lengths(
+        _spec_from_shape([d if isinstance(d, int) else None for d in i.shape], dtype, "x"), sample)
     X = _probe(Signature((sig_in,)), sample)
     outs_raw = sess.run(None, {i.name: X})
     names = [o.name for o in sess.get_outputs()]
@@ -415,4 +461,4 @@ def _onnx_file(p: Path, sample, task, labels) -> Source:
     task = _infer_task(main, task)
     return Source("onnx", "onnx", Signature((sig_in,), specs), task,
                   _labels_for(task, main.shape[-1] if main.ndim > 1 else 0, labels),
-                  _copier(p, "model.onnx"), X, ref)
+                  _copier(p, "model.onnx"), X, ref, notes=notes)
