@@ -59,9 +59,9 @@ class Made:
     def source(self, kind: str):
         if kind not in self.sources:
             source = detect(BUILDERS[kind](), sample=sample(128))  # int8 needs >= 100 rows
-            np.save(self.root / f"{kind}-calib.npy", sample(200))
+            np.savez(self.root / f"{kind}-calib.npz", x=sample(200))
             ctx = graph.EdgeContext(source.signature.to_dict(),
-                                    str(self.root / f"{kind}-calib.npy"))
+                                    str(self.root / f"{kind}-calib.npz"))
             folder = self.root / kind / source.node
             folder.mkdir(parents=True)
             self.cache[(kind, source.node)] = (folder, {"file": source.write(folder)})
@@ -107,9 +107,9 @@ def test_edge_converts_and_keeps_parity(name, made):
     dst = graph.NODES[e.dst]
     runner = formats.open_runner(dst.runtime, out / info["file"], Signature.from_dict(sig),
                                  info.get("outputs"))
-    probe = Probe({"x": source.probe_inputs}, source.reference, None, source.task)
+    probe = Probe(source.probe_inputs, source.reference, None, source.task)
     result = check(e.dst, dst.profile, runner.predict, probe, info.get("batch"))
     runner.close()
     assert result, (name, result.failures, asdict(result)["outputs"])
     if not info.get("batch"):
-        assert set(result.batches) == {"1", "7", str(len(source.probe_inputs))}
+        assert set(result.batches) == {"1", "7", str(len(source.probe_inputs["x"]))}

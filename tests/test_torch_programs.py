@@ -94,3 +94,42 @@ def test_a_dynamic_sequence_length_needs_a_sample():
 
     with pytest.raises(SourceError, match=r"dynamic dimensions \[batch, \?, 6\].*--sample"):
         detect(_any_length_program())
+
+
+class TwoInputs(torch.nn.Module):
+    """Features and a per-row weight, by name."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = torch.nn.Linear(6, 3)
+
+    def forward(self, features, weight):
+        return torch.softmax(self.fc(features) * weight, dim=1)
+
+
+def test_several_named_inputs_keep_their_names_and_order():
+    rng = np.random.default_rng(0)
+    sample = {"features": rng.normal(size=(40, 6)).astype(np.float32),
+              "weight": rng.uniform(0.5, 2, (40, 1)).astype(np.float32)}
+    src = detect(TwoInputs(), sample=sample)
+    assert [(s.name, s.shape) for s in src.signature.inputs] == [("features", (None, 6)),
+                                                                  ("weight", (None, 1))]
+    with torch.no_grad():
+        want = TwoInputs()(*map(torch.from_numpy, sample.values())).numpy()
+    np.testing.assert_allclose(src.reference["probabilities"], want, rtol=1e-6, atol=1e-7)
+    program = torch.export.export(TwoInputs().eval(), tuple(map(torch.from_numpy,
+                                                                sample.values())))
+    src = detect(program, sample=sample)  # a program names its inputs after forward's
+    assert [s.name for s in src.signature.inputs] == ["features", "weight"]
+
+
+def test_a_bare_array_for_several_inputs_is_refused_by_name():
+    import pytest
+
+    from deploykit.errors import SourceError
+
+    program = torch.export.export(TwoInputs().eval(), (torch.zeros(4, 6), torch.ones(4, 1)))
+    with pytest.raises(SourceError, match=r"takes 2 inputs \(features, weight\): pass one "
+                                          r"sample array per input name \(an .npz"):
+        detect(program, sample=np.zeros((40, 6), np.float32))

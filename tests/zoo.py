@@ -192,6 +192,35 @@ def _tiny_bert():
     return Classifier().eval()
 
 
+@entry("torch-bert-mask", "torch")
+def torch_bert_mask(folder: Path):
+    """Two named inputs, as Hugging Face models take them: ``input_ids`` and
+    ``attention_mask`` (int64, padded sequences), torch.export with a dynamic batch."""
+    import torch
+
+    ids = torch.from_numpy(RNG.integers(1, 64, (512, 16)).astype("int64"))
+    mask = (torch.arange(16) < torch.from_numpy(RNG.integers(4, 17, (512, 1)))).long()
+    ids = ids * mask  # padding id 0 past each sequence's length
+    bert = _fit_torch(_tiny_bert(), ids, 3, epochs=8).bert
+
+    class Masked(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids, attention_mask):
+            logits = self.bert(input_ids=input_ids, attention_mask=attention_mask).logits
+            return torch.softmax(logits, dim=-1)
+
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    program = torch.export.export(Masked().eval(), (ids[:4], mask[:4]),
+                                  dynamic_shapes=({0: batch}, {0: batch}), strict=False)
+    torch.export.save(program, folder / "model.pt2")
+    np.savez(folder / "sample.npz", input_ids=ids[:ROWS].numpy(),
+             attention_mask=mask[:ROWS].numpy())
+    return "model.pt2", "sample.npz"
+
+
 @entry("torch-bert-tokens", "torch")
 def torch_bert(folder: Path):
     """A tiny BERT encoder from a transformers config (int64 token ids), torch.export with a

@@ -37,10 +37,12 @@ PACKAGED = {"keras-lstm-tokens", "torch-fixed-reshape"}
 # `deploykit verify` re-runs every artifact (a minute per deep model): on one clean model and
 # on the ones with known limits (its failure path), which covers what it can print.
 VERIFIED = {"keras-gru", "keras-mobilenetv3", "keras-lstm-tokens", "torch-fixed-reshape",
-            "sklearn-hgb-classifier"}
+            "torch-bert-mask", "sklearn-hgb-classifier"}
 # Models with dynamic non-batch dimensions: exported at the sample's shape, and the manifest
 # says so.
 FIXED_AT_SAMPLE = {"keras-gru-any-length", "torch-bert-tokens"}
+# Models with several named inputs: served by name; device packages refuse them by name.
+SEVERAL_INPUTS = {"torch-bert-mask"}
 # Models whose parity proves nothing: every cell must say so.
 VACUOUS = {"keras-constant"}
 
@@ -95,6 +97,11 @@ def check_model(name: str, out: Path, results: dict[str, dict[str, tuple[str, st
         serve(out / name, other_length=name in FIXED_AT_SAMPLE)
     if name in PACKAGED:
         package_for_edge(out / name, cli)
+    if name in SEVERAL_INPUTS:
+        code, text = cli("package", str(out / name), "--for", "edge", "--out",
+                         str(out / f"{name}-edge"))
+        assert code == 2 and "takes 2 inputs ['input_ids', 'attention_mask']" in text, text
+        assert not (out / f"{name}-edge").exists()
 
 
 def package_for_edge(bundle: Path, cli: Callable[..., tuple[int, str]]) -> None:
@@ -124,9 +131,16 @@ def serve(bundle: Path, other_length: bool = False) -> None:
 
     b = deploykit.load_bundle(bundle)
     probe = b.probe()
+    rows = {k: v[:3].tolist() for k, v in probe.inputs.items()}
     x = next(iter(probe.inputs.values()))[:3]
     client = create_app([bundle]).test_client()
-    r = client.post("/predict", json={"instances": x.tolist()})
+    if len(rows) == 1:
+        r = client.post("/predict", json={"instances": x.tolist()})
+    else:  # by name: TF Serving's columns, then its rows of objects
+        r = client.post("/predict", json={"inputs": rows})
+        by_row = client.post("/predict", json={"instances": [
+            {k: v[i] for k, v in rows.items()} for i in range(3)]})
+        assert by_row.get_json()["predictions"] == r.get_json()["predictions"], by_row.get_json()
     assert r.status_code == 200, r.get_json()
     ref = probe.reference.get("probabilities", probe.reference.get("predictions"))[:3]
     got = np.asarray(r.get_json()["predictions"], np.float64).reshape(ref.shape)

@@ -103,13 +103,15 @@ class Build:
         src = self.source
         (self.work / src.node).mkdir(parents=True)
         self.produced[src.node] = (self.work / src.node, {"file": src.write(self.work / src.node)})
-        calib = self.work / "calibration.npy"
-        dtype = src.signature.inputs[0].dtype
-        np.save(calib, (src.calibration if src.calibration is not None
-                        else src.probe_inputs).astype(dtype))
+        calib = self.work / "calibration.npz"  # int8 calibration rows, by input name
+        rows = dict(src.probe_inputs)
+        if src.calibration is not None:  # training inputs of a one-input model
+            rows = {src.signature.inputs[0].name: src.calibration}
+        np.savez(calib, **{s.name: rows[s.name].astype(s.dtype) for s in src.signature.inputs})
         signature = src.signature.to_dict()
         if src.fixed_batch:  # converters see the batch the program was fixed to
-            signature["inputs"][0]["shape"][0] = src.fixed_batch
+            for spec in signature["inputs"]:
+                spec["shape"][0] = src.fixed_batch
         return graph.EdgeContext(signature, str(calib))
 
     def _convert_all(self, ctx: graph.EdgeContext, advance) -> None:

@@ -74,7 +74,9 @@ def _export_args(sub) -> None:
     e.add_argument("--to", default="all", help="'all' or a comma-separated list of targets")
     e.add_argument("--out", required=True, help="bundle folder to write")
     e.add_argument("--sample", help=".npy (or .npz with X) of example inputs: the probe set "
-                                    "and, for PyTorch modules, the input shape")
+                                    "and, for PyTorch modules, the input shape; for a model "
+                                    "with several inputs, an .npz with one array per input "
+                                    "name")
     e.add_argument("--task", choices=("classification", "regression"))
     e.add_argument("--timeout", type=float, default=600.0, help="seconds per converter")
     e.add_argument("--quiet", action="store_true")
@@ -189,9 +191,12 @@ def _load_sample(path: str | None):
         raise DataError(f"cannot read --sample {path}: {e}") from None
     if hasattr(data, "files"):
         key = next((k for k in ("X", "x", "inputs") if k in data.files), None)
-        if key is None:
-            raise DataError(f"--sample {path}: expected an array 'X', found {data.files}")
-        return data[key]
+        if key is not None:  # one input (a test split keeps X beside y)
+            return data[key]
+        if len(data.files) > 1:  # several inputs, by name
+            return {k: data[k] for k in data.files}
+        raise DataError(f"--sample {path}: expected an array 'X' (one input) or one array per "
+                        f"input name, found {data.files}")
     return data
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -79,7 +80,7 @@ def default_lanes() -> int:
 
 
 def export(model: Any, targets: str | list[str] = "all", *, out: str | Path,
-           sample: np.ndarray | None = None, task: str | None = None,
+           sample: np.ndarray | Mapping[str, np.ndarray] | None = None, task: str | None = None,
            labels: list[str] | None = None, quiet: bool = False, timeout: float = 600.0,
            lanes: int | None = None) -> ExportReport:
     """Export ``model`` to ``targets``, verify every artifact, and write the bundle ``out``.
@@ -89,7 +90,8 @@ def export(model: Any, targets: str | list[str] = "all", *, out: str | Path,
             or an in-memory model (see :func:`deploykit.sources.detect`).
         targets: ``"all"``, a comma-separated string or a list of target names.
         out: the bundle folder to write (an older bundle there is replaced).
-        sample: example inputs (the probe set; the input shape of a ``torch.nn.Module``).
+        sample: example inputs (the probe set; the input shape of a ``torch.nn.Module``): an
+            array, or arrays by input name for a model with several inputs.
         task, labels: when they cannot be read from the model.
         quiet: no progress output.
         timeout: seconds allowed to each converter.
@@ -109,7 +111,7 @@ def export(model: Any, targets: str | list[str] = "all", *, out: str | Path,
     t0 = time.perf_counter()
     source = detect(model if not isinstance(model, (str, Path)) else Path(model).resolve(),
                     sample=sample, task=task, labels=labels)
-    probe = Probe({source.signature.inputs[0].name: source.probe_inputs}, source.reference,
+    probe = Probe(source.probe_inputs, source.reference,
                   source.y, source.task)
     writer = BundleWriter(out)
     timings: dict[str, Any] = {"source": time.perf_counter() - t0}

@@ -70,7 +70,7 @@ class EdgeContext:
     """What a converter may need besides its input artifact (JSON-serialisable)."""
 
     signature: dict[str, Any]
-    calibration: str | None = None  # .npy of float32 inputs for int8 calibration
+    calibration: str | None = None  # .npz of inputs by name for int8 calibration
     options: dict[str, Any] = field(default_factory=dict)
 
 

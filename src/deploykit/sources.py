@@ -12,7 +12,7 @@ original framework's predictions on the probe inputs.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ class Source:
     task: str
     labels: list[str]
     write: Callable[[Path], str]  # writes the model under a folder, returns its relative path
-    probe_inputs: np.ndarray
+    probe_inputs: dict[str, np.ndarray]  # by input name, in the signature's order
     reference: dict[str, np.ndarray]
     y: np.ndarray | None = None
     calibration: np.ndarray | None = None
@@ -50,9 +50,20 @@ def _module_of(obj: Any) -> set[str]:
     return {c.__module__.split(".")[0] for c in type(obj).__mro__}
 
 
-def detect(model: Any, *, sample: np.ndarray | None = None, task: str | None = None,
-           labels: list[str] | None = None) -> Source:
-    """Recognise ``model`` and build its :class:`Source`."""
+def detect(model: Any, *, sample: np.ndarray | Mapping[str, np.ndarray] | None = None,
+           task: str | None = None, labels: list[str] | None = None) -> Source:
+    """Recognise ``model`` and build its :class:`Source`.
+
+    Args:
+        model: a model object, a model file or folder.
+        sample: example inputs: an array, or arrays by input name for a model with several.
+        task: ``classification`` or ``regression`` when the outputs do not say.
+        labels: class names.
+
+    Raises:
+        SourceError: a model deploykit cannot export, or a sample it needs and lacks.
+        InputError: a sample that does not fit the model's inputs.
+    """
     if isinstance(model, (str, Path)):
         return _from_path(Path(model), sample, task, labels)
     mods = _module_of(model)
@@ -81,8 +92,9 @@ def _from_folder(folder: Path) -> Source:
                  "torch": ("torch", card["files"].get("program")),
                  "tensorflow": ("saved_model", card["files"].get("saved_model"))}[fw]
     write = _copier(folder / rel, "model/1" if node == "saved_model" else Path(rel).name)
-    return Source(node, fw, Signature.from_dict(card["signature"]), card["task"]["kind"],
-                  card["task"]["labels"], write, X, ref, y, _calibration(card, X),
+    sig = Signature.from_dict(card["signature"])
+    return Source(node, fw, sig, card["task"]["kind"], card["task"]["labels"], write,
+                  {sig.inputs[0].name: X}, ref, y, _calibration(card, X),
                   card.get("backend"), f"{card['dataset']['name']}-{card['flow']}",
                   card["metrics"], card["versions"], card["dataset"].get("image_shape"))
 
@@ -138,16 +150,29 @@ def _from_path(p: Path, sample, task, labels) -> Source:
 
 
 # -- helpers shared by in-memory sources ----------------------------------------------------------
-def _probe(signature: Signature, sample: np.ndarray | None) -> np.ndarray:
-    spec = signature.inputs[0]
+def _probe(signature: Signature, sample) -> dict[str, np.ndarray]:
+    """The probe inputs by name: the sample, checked against the signature, or random rows."""
+    names = [s.name for s in signature.inputs]
+    if sample is not None and len(names) > 1 and not isinstance(sample, Mapping):
+        raise SourceError(f"the model takes {len(names)} inputs ({', '.join(names)}): pass one "
+                          f"sample array per input name (an .npz with arrays named so; a dict "
+                          f"in Python)")
     if sample is not None:
-        return spec.validate(np.asarray(sample))
-    if np.dtype(spec.dtype).kind in "iu":
-        raise SourceError(f"input '{spec.name}' takes integers ({spec.dtype}: token ids or "
-                          f"category codes?) and deploykit cannot guess their valid range: pass "
-                          f"example inputs with --sample (sample= in Python)")
-    shape = [PROBE_ROWS if d is None else d for d in spec.shape]
-    return np.random.default_rng(0).normal(size=shape).astype(spec.dtype)
+        return signature.validate(sample)
+    rng, inputs = np.random.default_rng(0), {}
+    for spec in signature.inputs:
+        if np.dtype(spec.dtype).kind in "iu":
+            raise SourceError(f"input '{spec.name}' takes integers ({spec.dtype}: token ids or "
+                              f"category codes?) and deploykit cannot guess their valid range: "
+                              f"pass example inputs with --sample (sample= in Python)")
+        shape = [PROBE_ROWS if d is None else d for d in spec.shape]
+        inputs[spec.name] = rng.normal(size=shape).astype(spec.dtype)
+    return inputs
+
+
+def _sample_of(spec: TensorSpec, sample):
+    """The part of ``sample`` for input ``spec`` (a bare array is the only input's)."""
+    return sample.get(spec.name) if isinstance(sample, Mapping) else sample
 
 
 def _infer_task(out: np.ndarray, task: str | None) -> str:
@@ -185,6 +210,7 @@ def _fixed_lengths(spec: TensorSpec, sample) -> tuple[TensorSpec, list[str]]:
     if not open_axes:
         return spec, []
     shown = format_shape(spec.shape)
+    sample = _sample_of(spec, sample)
     if sample is None:
         raise SourceError(f"input '{spec.name}' has dynamic dimensions {shown}: pass example "
                           f"inputs at the length to export at with --sample (sample= in Python)")
@@ -212,8 +238,8 @@ def _sklearn_memory(model, sample, labels) -> Source:
     if classify and not np.all(np.asarray(model.classes_) == np.arange(len(model.classes_))):
         raise SourceError(f"classifier classes must be 0..n-1 (got {list(model.classes_)[:5]}); "
                           f"encode the labels first (deploykit's data layer does)")
-    X = _probe(Signature.single(int(n)), sample)
-    ref = predict(model, X, task)
+    inputs = _probe(Signature.single(int(n)), sample)
+    ref = predict(model, inputs["x"], task)
     if classify:
         classes = [str(c) for c in model.classes_]
         outs = [TensorSpec("label", "int64", (None,)),
@@ -229,7 +255,7 @@ def _sklearn_memory(model, sample, labels) -> Source:
         return "model.skops"
 
     return Source("sklearn", "sklearn", sig, task, list(labels or (classes if classify else [])),
-                  write, X, ref)
+                  write, inputs, ref)
 
 
 # -- Keras ----------------------------------------------------------------------------------------
@@ -242,8 +268,8 @@ def _keras_memory(model, sample, task, labels, file: Path | None = None) -> Sour
                           f"not supported yet)")
     spec = _spec_from_shape(model.inputs[0].shape, str(model.inputs[0].dtype), "x")
     spec, notes = _fixed_lengths(spec, sample)
-    X = _probe(Signature((spec,)), sample)
-    out = np.asarray(model.predict(X, verbose=0))  # the reference: the user's model as it is
+    inputs = _probe(Signature((spec,)), sample)
+    out = np.asarray(model.predict(inputs[spec.name], verbose=0))  # the user's model as it is
     task = _infer_task(out, task)
     ref, outs = _deep_outputs(out, task)
     if notes:  # the bundle keeps the model rebuilt on the fixed-shape input
@@ -257,7 +283,7 @@ def _keras_memory(model, sample, task, labels, file: Path | None = None) -> Sour
         return "model.keras"
 
     return Source("keras", "keras", Signature((spec,), tuple(outs)), task,
-                  _labels_for(task, out.shape[-1], labels), write, X, ref,
+                  _labels_for(task, out.shape[-1], labels), write, inputs, ref,
                   backend=keras.backend.backend(), versions={"keras": keras.__version__},
                   notes=notes)
 
@@ -284,11 +310,11 @@ def _torch_memory(model, sample, task, labels, file: Path | None = None) -> Sour
     program = model if isinstance(model, torch.export.ExportedProgram) else None
     fixed, notes = None, []
     if program is not None:
-        spec, fixed = _program_input(program)
-        spec, notes = _fixed_lengths(spec, sample)
+        specs, fixed = _program_inputs(program)
+        specs, notes = _all_fixed_lengths(specs, sample)
         original = (program.module(), fixed)  # the reference: the user's program as it is
         if fixed is not None:  # exported at a fixed batch: make the batch dynamic if it can be
-            dynamic = with_dynamic_batch(program, spec.to_dict(), fixed)
+            dynamic = with_dynamic_batch(program, [s.to_dict() for s in specs], fixed)
             notes.append(f"the torch.export program was exported at a fixed batch of {fixed} "
                          f"rows; " + ("deploykit re-exported it with a dynamic batch" if dynamic
                                       else "its graph depends on that batch, so " + _STAYS))
@@ -298,21 +324,22 @@ def _torch_memory(model, sample, task, labels, file: Path | None = None) -> Sour
         raise SourceError("a torch.nn.Module does not declare its input shape: pass "
                           "sample=<array of example inputs> (--sample FILE)")
     else:
-        sample = np.asarray(sample)
-        spec = _spec_from_shape(sample.shape, _sample_dtype(sample))
-        program, fixed = _export_module(model.eval(), spec)
+        specs = [_spec_from_shape(a.shape, _sample_dtype(a), name)
+                 for name, a in _named(sample).items()]
+        program, fixed = _export_module(model.eval(), specs)
         if fixed:
             notes.append(f"torch.export could not give the module a dynamic batch (it "
                          f"computes with the batch size), so it was exported at {fixed} rows and "
                          + _STAYS)
-    X = _probe(Signature((spec,)), sample)
+    inputs = _probe(Signature(tuple(specs)), sample)
     # the reference: the user's own module, eagerly, or their program at the batch it takes
     module, chunk = (model, None) if isinstance(model, torch.nn.Module) else original
     with torch.no_grad():
-        out = _in_chunks(lambda x: _first(module(torch.from_numpy(x))), X, chunk)
+        out = _in_chunks(lambda rows: _first(module(*map(torch.from_numpy, rows.values()))),
+                         inputs, chunk)
     task = _infer_task(out, task)
     ref, outs = _deep_outputs(out, task)
-    sig = Signature((spec,), tuple(outs))
+    sig = Signature(tuple(specs), tuple(outs))
 
     def write(root: Path) -> str:
         if file is not None:
@@ -322,42 +349,59 @@ def _torch_memory(model, sample, task, labels, file: Path | None = None) -> Sour
         return "model.pt2"
 
     return Source("torch", "torch", sig, task, _labels_for(task, out.shape[-1], labels), write,
-                  X, ref, versions={"torch": torch.__version__}, fixed_batch=fixed, notes=notes)
+                  inputs, ref, versions={"torch": torch.__version__}, fixed_batch=fixed,
+                  notes=notes)
+
+
+def _named(sample) -> dict[str, np.ndarray]:
+    """A sample as arrays by input name (a bare array is the one input ``x``)."""
+    if isinstance(sample, Mapping):
+        return {str(k): np.asarray(v) for k, v in sample.items()}
+    return {"x": np.asarray(sample)}
+
+
+def _all_fixed_lengths(specs: list[TensorSpec], sample) -> tuple[list[TensorSpec], list[str]]:
+    fixed = [_fixed_lengths(s, sample) for s in specs]
+    return [f for f, _ in fixed], [n for _, notes in fixed for n in notes]
 
 
 _STAYS = ("its artifacts take exactly that many rows (manifest: batch); deploykit runs them in "
           "chunks of it, the last one padded")
 
 
-def _export_module(module, spec: TensorSpec):
+def _export_module(module, specs: list[TensorSpec]):
     """``torch.export`` a module with a dynamic batch; where its code pins the batch (a
     Python ``int`` of a size, say), at the standard example batch, which then stays fixed."""
-    from deploykit.formats.torch_program import EXAMPLE_BATCH, export_program
+    from deploykit.formats.torch_program import EXAMPLE_BATCH, export_program, with_batch
 
-    dynamic = {"inputs": [spec.to_dict()]}
+    dynamic = {"inputs": [s.to_dict() for s in specs]}
     try:
         return export_program(module, dynamic), None
     except Exception:
         pass
-    fixed = {"inputs": [{**spec.to_dict(), "shape": [EXAMPLE_BATCH, *spec.shape[1:]]}]}
     try:
-        return export_program(module, fixed), EXAMPLE_BATCH
+        return export_program(module, with_batch(dynamic, EXAMPLE_BATCH)), EXAMPLE_BATCH
     except Exception as e:
         first = (str(e).strip().splitlines() or [""])[0][:300]
         raise SourceError(f"torch.export cannot export this module ({type(e).__name__}: "
                           f"{first}); make its forward traceable (see the log)") from e
 
 
-def _program_input(program) -> tuple[TensorSpec, int | None]:
-    """The program's input spec (dynamic batch) and its batch when that was fixed at export."""
-    if len(program.graph_signature.user_inputs) != 1:
-        raise SourceError(f"deploykit exports torch programs with one input; this one takes "
-                          f"{len(program.graph_signature.user_inputs)}")
-    meta = program.graph_signature.user_inputs[0]
-    val = next(n for n in program.graph.nodes if n.name == meta).meta["val"]
-    shape = [d if isinstance(d, int) else None for d in val.shape]
-    spec = _spec_from_shape(shape, str(val.dtype).removeprefix("torch."))
-    return spec, shape[0]
+def _program_inputs(program) -> tuple[list[TensorSpec], int | None]:
+    """The program's input specs (dynamic batch), named as its graph names them, and its
+    batch when that was fixed at export."""
+    names = list(program.graph_signature.user_inputs)
+    vals = {n.name: n.meta["val"] for n in program.graph.nodes if n.name in names}
+    specs, batches = [], set()
+    for name in names:
+        val = vals[name]
+        if not hasattr(val, "shape"):
+            raise SourceError(f"the torch program's input '{name}' is not a tensor; deploykit "
+                              f"exports programs whose inputs are all tensors")
+        shape = [d if isinstance(d, int) else None for d in val.shape]
+        specs.append(_spec_from_shape(shape, str(val.dtype).removeprefix("torch."), name))
+        batches.add(shape[0])
+    return specs, (batches.pop() if len(batches) == 1 else None)
 
 
 def _sample_dtype(sample: np.ndarray) -> str:
@@ -377,14 +421,16 @@ def _first(out):
     return (out[0] if isinstance(out, (tuple, list)) else out).detach().numpy()
 
 
-def _in_chunks(fn: Callable[[np.ndarray], np.ndarray], X: np.ndarray, batch: int | None
-               ) -> np.ndarray:
-    """``fn`` over ``X`` in chunks of a fixed ``batch`` (the last one padded), or at once."""
+def _in_chunks(fn: Callable[[dict[str, np.ndarray]], np.ndarray], inputs: dict[str, np.ndarray],
+               batch: int | None) -> np.ndarray:
+    """``fn`` over ``inputs`` in chunks of a fixed ``batch`` (the last one padded), or at once."""
     from deploykit.parity import padded
 
     if batch is None:
-        return fn(X)
-    return np.concatenate([padded(fn, X[i:i + batch], batch) for i in range(0, len(X), batch)])
+        return fn(inputs)
+    n = len(next(iter(inputs.values())))
+    return np.concatenate([padded(fn, {k: v[i:i + batch] for k, v in inputs.items()}, batch)
+                           for i in range(0, n, batch)])
 
 
 # -- TensorFlow core ------------------------------------------------------------------------------
@@ -412,14 +458,14 @@ def _tf_memory(model, sample, task, labels) -> Source:
     spec = fn.input_signature[0]
     sig_in, notes = _fixed_lengths(_spec_from_shape(spec.shape.as_list(), spec.dtype.name, "x"),
                                    sample)
-    X = _probe(Signature((sig_in,)), sample)
-    out = fn(tf.constant(X))
+    inputs = _probe(Signature((sig_in,)), sample)
+    out = fn(tf.constant(inputs["x"]))
     out = next(iter(out.values())) if isinstance(out, dict) else out
     out = np.asarray(out)
     task = _infer_task(out, task)
     ref, outs = _deep_outputs(out, task)
     return Source("saved_model", "tensorflow", Signature((sig_in,), tuple(outs)), task,
-                  _labels_for(task, out.shape[-1], labels), write, X, ref,
+                  _labels_for(task, out.shape[-1], labels), write, inputs, ref,
                   versions={"tensorflow": tf.__version__}, notes=notes)
 
 
@@ -430,14 +476,14 @@ def _saved_model_dir(p: Path, sample, task, labels) -> Source:
     spec = fn.structured_input_signature[1][names[0]]
     sig_in, notes = _fixed_lengths(_spec_from_shape(spec.shape.as_list(), spec.dtype.name, "x"),
                                    sample)
-    X = _probe(Signature((sig_in,)), sample)
+    inputs = _probe(Signature((sig_in,)), sample)
     import tensorflow as tf
 
-    out = np.asarray(next(iter(fn(**{names[0]: tf.constant(X)}).values())))
+    out = np.asarray(next(iter(fn(**{names[0]: tf.constant(inputs["x"])}).values())))
     task = _infer_task(out, task)
     ref, outs = _deep_outputs(out, task)
     return Source("saved_model", "tensorflow", Signature((sig_in,), tuple(outs)), task,
-                  _labels_for(task, out.shape[-1], labels), _copier(p, "model/1"), X, ref,
+                  _labels_for(task, out.shape[-1], labels), _copier(p, "model/1"), inputs, ref,
                   notes=notes)
 
 
@@ -452,8 +498,8 @@ def _onnx_file(p: Path, sample, task, labels) -> Source:
              "tensor(int64)": "int64"}.get(i.type, "float32")
     sig_in, notes = _fixed_lengths(
         _spec_from_shape([d if isinstance(d, int) else None for d in i.shape], dtype, "x"), sample)
-    X = _probe(Signature((sig_in,)), sample)
-    outs_raw = sess.run(None, {i.name: X})
+    inputs = _probe(Signature((sig_in,)), sample)
+    outs_raw = sess.run(None, {i.name: inputs["x"]})
     names = [o.name for o in sess.get_outputs()]
     ref = dict(zip(names, [np.asarray(o) for o in outs_raw], strict=True))
     specs = tuple(_spec_from_shape(v.shape, str(v.dtype), n) for n, v in ref.items())
@@ -461,4 +507,4 @@ def _onnx_file(p: Path, sample, task, labels) -> Source:
     task = _infer_task(main, task)
     return Source("onnx", "onnx", Signature((sig_in,), specs), task,
                   _labels_for(task, main.shape[-1] if main.ndim > 1 else 0, labels),
-                  _copier(p, "model.onnx"), X, ref, notes=notes)
+                  _copier(p, "model.onnx"), inputs, ref, notes=notes)

@@ -26,16 +26,14 @@ def torch_to_executorch(src: Path, out: Path, ctx: EdgeContext) -> dict[str, Any
     layer's loop, a Keras reshape), the program is lowered at a fixed batch of 1 instead,
     recorded in the manifest (phones run one row at a time anyway)."""
     require("executorch.exir", extra="mobile", purpose="PyTorch -> ExecuTorch")
-    from deploykit.formats.torch_program import fixed_batch, load_program
+    from deploykit.formats.torch_program import fixed_batch, load_program, with_batch
 
     module = load_program(src).module()
     info: dict[str, Any] = {"file": "model.pte"}
     try:
         lowered = _lower(module, ctx.signature)
     except _NarrowedBatch:
-        one = {**ctx.signature, "inputs": [{**ctx.signature["inputs"][0],
-                                            "shape": [1, *ctx.signature["inputs"][0]["shape"][1:]]}]}
-        lowered = _lower(module, one)
+        lowered = _lower(module, with_batch(ctx.signature, 1))
         info["batch"] = 1
     if fixed_batch(ctx.signature):
         info["batch"] = fixed_batch(ctx.signature)

@@ -107,12 +107,12 @@ def _order(onnx_names: list[str], tf_names: list[str]) -> list[str]:
 def torch_to_onnx(src: Path, out: Path, ctx: EdgeContext) -> dict[str, Any]:
     """``torch.onnx.export`` (dynamo) of the exported program; the batch stays dynamic."""
     torch = require("torch")
-    from deploykit.formats.torch_program import example_input, load_program
+    from deploykit.formats.torch_program import example_inputs, load_program
 
     program = load_program(src)
     names = [s["name"] for s in ctx.signature["outputs"]]
-    torch.onnx.export(program, (example_input(ctx.signature),), str(out / "model.onnx"),
-                      dynamo=True, input_names=[ctx.signature["inputs"][0]["name"]],
+    torch.onnx.export(program, example_inputs(ctx.signature), str(out / "model.onnx"),
+                      dynamo=True, input_names=[s["name"] for s in ctx.signature["inputs"]],
                       output_names=names, opset_version=max(OPSET, 18), external_data=False,
                       verbose=False)
     return {"file": "model.onnx", "outputs": names, "versions": {"torch": torch.__version__}}

@@ -54,21 +54,24 @@ def saved_model_to_tflite_fp16(src: Path, out: Path, ctx: EdgeContext) -> dict[s
     return _write(out, "model_fp16.tflite", conv.convert(), tf)
 
 
-def calibration_rows(ctx: EdgeContext) -> np.ndarray:
-    """Training inputs (or the sample) in the input's dtype: float32, or integer ids."""
+def calibration_rows(ctx: EdgeContext) -> dict[str, np.ndarray]:
+    """Training inputs (or the sample) by input name, in each input's dtype: float32, or
+    integer ids."""
     if not ctx.calibration:
         raise ValueError("int8 needs calibration data (training inputs or a sample)")
-    rows = np.load(ctx.calibration).astype(ctx.signature["inputs"][0]["dtype"])
-    return rows[:CALIBRATION_ROWS]
+    with np.load(ctx.calibration) as saved:
+        return {s["name"]: saved[s["name"]].astype(s["dtype"])[:CALIBRATION_ROWS]
+                for s in ctx.signature["inputs"]}
 
 
 @edge("saved_model", "tflite-int8", requires=("tensorflow",))
 def saved_model_to_tflite_int8(src: Path, out: Path, ctx: EdgeContext) -> dict[str, Any]:
     """Full-integer quantisation calibrated on training inputs; inputs/outputs stay float32."""
     tf, conv = _converter(src)
-    rows = calibration_rows(ctx)
+    rows = list(calibration_rows(ctx).values())
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = lambda: ([r[None, :]] for r in rows)
+    conv.representative_dataset = lambda: ([x[i:i + 1] for x in rows]
+                                           for i in range(len(rows[0])))
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     return _write(out, "model_int8.tflite", conv.convert(), tf)
 
@@ -77,10 +80,10 @@ def saved_model_to_tflite_int8(src: Path, out: Path, ctx: EdgeContext) -> dict[s
 def torch_to_tflite(src: Path, out: Path, ctx: EdgeContext) -> dict[str, Any]:
     """litert-torch conversion at a fixed batch of 1 (see the module docstring)."""
     litert_torch = require("litert_torch", extra="litert", purpose="PyTorch -> TFLite")
-    from deploykit.formats.torch_program import example_input, fixed_batch, load_program
+    from deploykit.formats.torch_program import example_inputs, fixed_batch, load_program
 
     module = load_program(src).module()
-    model = litert_torch.convert(module, (example_input(ctx.signature, batch=1),))
+    model = litert_torch.convert(module, example_inputs(ctx.signature, batch=1))
     model.export(str(out / "model.tflite"))
     return {"file": "model.tflite", "batch": fixed_batch(ctx.signature) or 1,
             "versions": {"litert-torch": litert_torch.__version__}}
@@ -182,18 +185,18 @@ def torch_to_tflite_int8(src: Path, out: Path, ctx: EdgeContext) -> dict[str, An
     from litert_torch.quantize.quant_config import QuantConfig
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    from deploykit.formats.torch_program import example_input, load_program
+    from deploykit.formats.torch_program import example_inputs, load_program
 
-    sample = (example_input(ctx.signature, batch=1),)  # batch 1 unless the program fixes one
+    rows = list(calibration_rows(ctx).values())
+    sample = example_inputs(ctx.signature, batch=1)  # batch 1 unless the program fixes one
     quantizer = PT2EQuantizer().set_global(
         get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
     module = torch.export.export(load_program(src).module(), sample).module()
     module = prepare_pt2e(module, quantizer)
     batch = len(sample[0])  # the exported graph has this batch baked in
-    rows = calibration_rows(ctx)
     with torch.no_grad():
-        for i in range(0, len(rows) - batch + 1, batch):
-            module(torch.from_numpy(rows[i:i + batch]))
+        for i in range(0, len(rows[0]) - batch + 1, batch):
+            module(*(torch.from_numpy(x[i:i + batch]) for x in rows))
     module = convert_pt2e(module, fold_quantize=False)
     model = litert_torch.convert(module, sample, quant_config=QuantConfig(pt2e_quantizer=quantizer))
     model.export(str(out / "model_int8.tflite"))

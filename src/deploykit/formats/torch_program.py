@@ -24,13 +24,19 @@ MAX_BATCH = 1024  # upper bound of the dynamic batch; ExecuTorch plans memory fo
 EXAMPLE_BATCH = 16
 
 
-def example_input(signature: dict[str, Any], batch: int = EXAMPLE_BATCH):
-    """A zero tensor for the signature's single input (``batch`` rows unless the signature
-    fixes the batch: then that many)."""
+def example_inputs(signature: dict[str, Any], batch: int = EXAMPLE_BATCH) -> tuple:
+    """Zero tensors for every input of the signature, in its order (``batch`` rows unless the
+    signature fixes the batch: then that many)."""
     torch = require("torch")
-    spec = signature["inputs"][0]
-    shape = [batch if d is None else d for d in spec["shape"]]
-    return torch.zeros(shape, dtype=getattr(torch, spec["dtype"]))
+    return tuple(torch.zeros([batch if d is None else d for d in spec["shape"]],
+                             dtype=getattr(torch, spec["dtype"]))
+                 for spec in signature["inputs"])
+
+
+def with_batch(signature: dict[str, Any], batch: int | None) -> dict[str, Any]:
+    """The signature with every input's batch dimension set to ``batch`` (``None``: dynamic)."""
+    return {**signature, "inputs": [{**spec, "shape": [batch, *spec["shape"][1:]]}
+                                    for spec in signature["inputs"]]}
 
 
 def fixed_batch(signature: dict[str, Any]) -> int | None:
@@ -38,7 +44,7 @@ def fixed_batch(signature: dict[str, Any]) -> int | None:
     return signature["inputs"][0]["shape"][0]
 
 
-def with_dynamic_batch(program, spec: dict[str, Any], batch: int):
+def with_dynamic_batch(program, specs: list[dict[str, Any]], batch: int):
     """Re-export a program exported at a fixed ``batch`` with a dynamic one, or ``None`` when
     its graph depends on that batch (then it stays fixed). Its guards are what pin the batch;
     the graph is traced again without them, must give the original's outputs on the
@@ -46,17 +52,17 @@ def with_dynamic_batch(program, spec: dict[str, Any], batch: int):
     batch size against the original."""
     torch = require("torch")
     module = program.module(check_guards=False)
-    signature = {"inputs": [{**spec, "shape": [None, *spec["shape"][1:]]}]}
-    x = example_input(signature, batch=batch)  # the fixed batch the program takes
-    if x.is_floating_point():
-        x = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    signature = with_batch({"inputs": specs}, None)
+    gen = torch.Generator().manual_seed(0)
+    xs = tuple(torch.randn(x.shape, generator=gen) if x.is_floating_point() else x
+               for x in example_inputs(signature, batch=batch))  # the batch the program takes
     try:
         dynamic = export_program(module, signature)
         run, want = dynamic.module(), program.module()
         with torch.no_grad():  # the original's rows, and the same rows in a smaller batch
-            want = want(x)
+            want = want(*xs)
             want = want[0] if isinstance(want, (tuple, list)) else want
-            same = _close(run(x), want) and _close(run(x[:3]), want[:3])
+            same = _close(run(*xs), want) and _close(run(*(x[:3] for x in xs)), want[:3])
     except Exception:
         return None
     return dynamic if same else None
@@ -72,8 +78,9 @@ def export_program(module, signature: dict[str, Any], path: Path | None = None):
     """``torch.export`` a module with a dynamic batch dimension; save it when ``path`` is given."""
     torch = require("torch")
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
-    dynamic = ({0: batch},) if signature["inputs"][0]["shape"][0] is None else None
-    program = torch.export.export(module, (example_input(signature),), dynamic_shapes=dynamic,
+    dynamic = (tuple({0: batch} for _ in signature["inputs"])
+               if fixed_batch(signature) is None else None)
+    program = torch.export.export(module, example_inputs(signature), dynamic_shapes=dynamic,
                                   strict=False)
     if path is not None:
         torch.export.save(program, path)

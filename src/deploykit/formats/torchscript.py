@@ -30,32 +30,32 @@ def _trace(module, ctx: EdgeContext) -> tuple[Any, dict[str, Any]]:
     state, which tracing records as a constant), trace at a fixed batch of 1 instead and
     say so (``batch`` in the returned facts)."""
     torch = require("torch")
-    from deploykit.formats.torch_program import example_input, fixed_batch
+    from deploykit.formats.torch_program import example_inputs, fixed_batch
 
     if fixed_batch(ctx.signature):
         with torch.no_grad():
-            return torch.jit.trace(module, (example_input(ctx.signature),),
+            return torch.jit.trace(module, example_inputs(ctx.signature),
                                    check_trace=False), {"batch": fixed_batch(ctx.signature)}
     with torch.no_grad():
-        traced = torch.jit.trace(module, (example_input(ctx.signature, batch=TRACE_BATCH),),
+        traced = torch.jit.trace(module, example_inputs(ctx.signature, batch=TRACE_BATCH),
                                  check_trace=False)
-        if _generalises(traced, module, example_input(ctx.signature, batch=3)):
+        if _generalises(traced, module, example_inputs(ctx.signature, batch=3)):
             return traced, {}
-        one = torch.jit.trace(module, (example_input(ctx.signature, batch=1),),
+        one = torch.jit.trace(module, example_inputs(ctx.signature, batch=1),
                               check_trace=False)
     return one, {"batch": 1}
 
 
-def _generalises(traced, module, x) -> bool:
+def _generalises(traced, module, xs: tuple) -> bool:
     """No constant equal to the trace batch in the graph (running a trace whose recurrent
     state was sized for it on a larger batch can crash the process), and the same outputs
     as the module on another batch."""
     torch = require("torch")
     if f"prim::Constant[value={TRACE_BATCH}]" in str(traced.inlined_graph):
         return False
-    x = x + torch.rand_like(x) if x.is_floating_point() else x
+    xs = tuple(x + torch.rand_like(x) if x.is_floating_point() else x for x in xs)
     try:
-        got, want = traced(x), module(x)
+        got, want = traced(*xs), module(*xs)
     except RuntimeError:
         return False
     got = got if isinstance(got, (tuple, list)) else [got]

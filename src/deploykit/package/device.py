@@ -53,11 +53,17 @@ def package(bundle: str | Path, device: str, out: str | Path) -> Path:
         The package folder (``out``, resolved); ``out.zip`` is written beside it.
 
     Raises:
-        BundleError: an unknown device, a damaged bundle, or no passing artifact for it.
+        BundleError: an unknown device, a damaged bundle, no passing artifact for it, or a
+            model with several inputs (the device runners take one).
     """
     if device not in RUNNERS:
         raise BundleError(f"unknown device '{device}': use one of {', '.join(RUNNERS)}")
     b = load_bundle(bundle)
+    if len(b.signature.inputs) > 1:
+        names = [s.name for s in b.signature.inputs]
+        raise BundleError(f"{bundle}: the model takes {len(names)} inputs {names}; device "
+                          f"packages run models with one input so far. Serve it (deploykit "
+                          f"serve) or load its artifacts with their runtimes directly")
     takes = device_targets(device)
     chosen = [a for a in b.artifacts if a.target in takes and a.passed]
     if not chosen:

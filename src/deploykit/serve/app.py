@@ -170,13 +170,12 @@ def _as_array(values: Any, dtype: str, shape: list[int] | None, what: str,
     return arr  # shape, dtype and NaN/Inf are checked by the runner against its signature
 
 
-def _run(served, model: ServedModel, x: np.ndarray) -> dict[str, np.ndarray]:
-    """Predict with one artifact; its runner validates the input (InputError -> 400)."""
-    arrays = {model.signature.inputs[0].name: x}
-    fixed = served.artifact.batch
-    if fixed and len(x) != fixed:  # a fixed-batch artifact runs in chunks of its batch
+def _run(served, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Predict with one artifact; its runner validates the inputs (InputError -> 400)."""
+    fixed, n = served.artifact.batch, len(next(iter(arrays.values())))
+    if fixed and n != fixed:  # a fixed-batch artifact runs in chunks of its batch
         parts = [padded(served.predict, {k: v[i:i + fixed] for k, v in arrays.items()}, fixed)
-                 for i in range(0, len(x), fixed)]
+                 for i in range(0, n, fixed)]
         out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     else:
         out = served.predict(arrays)
@@ -241,12 +240,7 @@ def _v2_infer(app, models: dict[str, ServedModel], max_batch: int) -> None:
         served = _served(m, target)
         head, binary = _raw_body()
         body = _parse_json(head)
-        inputs = body.get("inputs")
-        if not isinstance(inputs, list) or len(inputs) != len(m.signature.inputs):
-            raise ApiError(400, f"'inputs' must be a list of {len(m.signature.inputs)} tensor(s) "
-                                f"named {[s.name for s in m.signature.inputs]}")
-        x = _v2_input(inputs[0], m.signature.inputs[0], binary, max_batch)
-        out = _run(served, m, x)
+        out = _run(served, _v2_inputs(body.get("inputs"), m.signature.inputs, binary, max_batch))
         wanted = _v2_outputs(body, out)
         return jsonify(model_name=m.name, model_version=served.target, id=body.get("id", ""),
                        outputs=[{"name": k, "datatype": NP_TO_V2.get(out[k].dtype.name, "FP32"),
@@ -254,12 +248,36 @@ def _v2_infer(app, models: dict[str, ServedModel], max_batch: int) -> None:
                                  "data": out[k].reshape(-1).tolist()} for k in wanted])
 
 
-def _v2_input(t: Any, spec, binary: bytes, max_batch: int) -> np.ndarray:
+def _v2_inputs(inputs: Any, specs, binary: bytes, max_batch: int) -> dict[str, np.ndarray]:
+    """A v2 request's input tensors by name; binary data (the binary tensor extension) is
+    laid out in the order of the inputs that declare a ``binary_data_size``."""
+    names = [s.name for s in specs]
+    if not isinstance(inputs, list) or len(inputs) != len(specs) or not all(
+            isinstance(t, dict) for t in inputs):
+        raise ApiError(400, f"'inputs' must be a list of {len(specs)} tensor object(s) named "
+                            f"{names}, each with name, shape, datatype, data")
+    by_name = {s.name: s for s in specs}
+    arrays, offset = {}, 0
+    for t in inputs:
+        spec = by_name.get(t.get("name"))
+        if spec is None:
+            raise ApiError(400, f"unknown input '{t.get('name')}' (expected {names})")
+        if spec.name in arrays:
+            raise ApiError(400, f"input '{spec.name}' is sent twice")
+        params = t.get("parameters")
+        size = params.get("binary_data_size") if isinstance(params, dict) else None
+        part = b""
+        if isinstance(size, int) and size >= 0:  # else _v2_input names the problem
+            part, offset = binary[offset:offset + size], offset + size
+        arrays[spec.name] = _v2_input(t, spec, part, max_batch)
+    if offset != len(binary):
+        raise ApiError(400, f"the inputs' binary_data_size values add up to {offset}, but "
+                            f"{len(binary)} bytes were sent")
+    return arrays
+
+
+def _v2_input(t: dict[str, Any], spec, binary: bytes, max_batch: int) -> np.ndarray:
     """One v2 input tensor (JSON data or the binary tensor extension) as an array."""
-    if not isinstance(t, dict):
-        raise ApiError(400, "each input must be an object with name, shape, datatype, data")
-    if t.get("name") != spec.name:
-        raise ApiError(400, f"unknown input '{t.get('name')}' (expected '{spec.name}')")
     if not isinstance(t.get("datatype"), str) or t["datatype"] not in V2_TYPES:
         raise ApiError(400, f"input '{spec.name}': datatype {t.get('datatype')!r} is not one "
                             f"of {list(V2_TYPES)}")
@@ -329,12 +347,9 @@ def _predict_routes(app, models: dict[str, ServedModel], max_batch: int) -> None
     def predict():
         m = _pick(models, request.args.get("model"))
         served = _served(m, request.args.get("target"))
-        body = _body()
-        if "instances" not in body:
-            raise ApiError(400, "expected {\"instances\": [[...], ...]}")
-        x = _as_array(body["instances"], m.signature.inputs[0].dtype, None, "instances",
-                      max_batch)
-        return jsonify(_answer(m, served.target, _run(served, m, x), len(x)))
+        arrays = _request_inputs(_body(), m.signature.inputs, max_batch)
+        n = len(next(iter(arrays.values())))
+        return jsonify(_answer(m, served.target, _run(served, arrays), n))
 
     @app.get("/metadata")
     def metadata():
@@ -346,9 +361,8 @@ def _predict_routes(app, models: dict[str, ServedModel], max_batch: int) -> None
         m = _pick(models, request.args.get("model"))
         body = _body() if request.get_data(cache=True).strip() else None
         x = None
-        if body and "instances" in body:
-            x = _as_array(body["instances"], m.signature.inputs[0].dtype, None, "instances",
-                          max_batch)
+        if body and ("instances" in body or "inputs" in body):
+            x = _request_inputs(body, m.signature.inputs, max_batch)
         rows = m.validate(x)
         return jsonify(model=m.name, reference="probe set" if x is None else m.default,
                        passed=all(r["passed"] for r in rows), artifacts=rows)
@@ -358,6 +372,33 @@ def _predict_routes(app, models: dict[str, ServedModel], max_batch: int) -> None
         from deploykit.serve.openapi import document
 
         return jsonify(document(list(models)))
+
+
+def _request_inputs(body: dict[str, Any], specs, max_batch: int) -> dict[str, np.ndarray]:
+    """The inputs of a /predict or /validate body, by name. One input: ``{"instances": rows}``.
+    Several: rows of objects, ``{"instances": [{"name": row, ...}, ...]}``, or columns,
+    ``{"inputs": {"name": rows, ...}}`` (TF Serving's two formats)."""
+    names = [s.name for s in specs]
+    several = (f"this model takes {len(specs)} inputs {names}: send "
+               f"{{\"instances\": [{{name: row, ...}}, ...]}} or {{\"inputs\": {{name: rows}}}}")
+    if isinstance(body.get("inputs"), dict):
+        columns = body["inputs"]
+    elif "instances" in body and len(specs) == 1:
+        columns = {names[0]: body["instances"]}
+    elif "instances" in body:
+        rows = body["instances"]
+        if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
+            raise ApiError(400, several)
+        columns = {k: [r.get(k) for r in rows] for k in {k for r in rows for k in r}}
+    else:
+        raise ApiError(400, several if len(specs) > 1 else "expected {\"instances\": [[...], ...]}")
+    unknown, missing = sorted(set(columns) - set(names)), [n for n in names if n not in columns]
+    if unknown or missing:
+        raise ApiError(400, f"inputs do not match the model: missing {missing or 'none'}, "
+                            f"unknown {unknown or 'none'} (expected {names})")
+    what = (lambda n: "instances") if len(specs) == 1 else (lambda n: f"input '{n}'")
+    return {s.name: _as_array(columns[s.name], s.dtype, None, what(s.name), max_batch)
+            for s in specs}
 
 
 def _file_routes(app, models: dict[str, ServedModel]) -> None:

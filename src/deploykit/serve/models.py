@@ -74,7 +74,8 @@ class ServedModel:
                               f"(serving: {', '.join(self.served)})")
         return self.served[t]
 
-    def validate(self, inputs: np.ndarray | None = None) -> list[dict[str, Any]]:
+    def validate(self, inputs: dict[str, np.ndarray] | np.ndarray | None = None
+                 ) -> list[dict[str, Any]]:
         """Re-hash every served artifact, then run the probe set (or ``inputs``) through it."""
         probe = self.bundle.probe()
         if inputs is not None:
@@ -105,7 +106,7 @@ def _changed_files(bundle: Bundle, art: Artifact) -> list[str]:
     return out
 
 
-def _probe_from_default(model: ServedModel, x: np.ndarray):
+def _probe_from_default(model: ServedModel, x: dict[str, np.ndarray] | np.ndarray):
     """Posted inputs: the default artifact's answers are the reference for the others."""
     from deploykit.parity import Probe, run_batched
 
@@ -113,7 +114,7 @@ def _probe_from_default(model: ServedModel, x: np.ndarray):
     default = model.get(None)
     probe = Probe(arrays, {}, None, model.task)
     try:
-        ref = run_batched(default.predict, probe, default.artifact.batch or len(x))
+        ref = run_batched(default.predict, probe, default.artifact.batch or probe.n)
     except DeploykitError as e:
         raise InputError(str(e)) from e
     return Probe(arrays, ref, None, model.task)

@@ -10,6 +10,7 @@ from typing import Any
 
 from deploykit._fs import human_bytes
 from deploykit.graph import BROWSER
+from deploykit.signature import format_shape
 
 
 def _rows(m) -> str:
@@ -26,14 +27,18 @@ def _rows(m) -> str:
 def render(models: dict[str, Any]) -> str:
     sections = []
     for name, m in models.items():
-        web = [a for a in m.bundle.artifacts if a.runs == BROWSER and a.passed]
-        example = json.dumps({"instances": m.bundle.probe().rows(slice(0, 1))[
-            m.signature.inputs[0].name].tolist()})
+        web = [a for a in m.bundle.artifacts if a.runs == BROWSER and a.passed
+               and len(m.signature.inputs) == 1]  # the page's browser run feeds one input
+        row = m.bundle.probe().rows(slice(0, 1))
+        example = json.dumps({"instances": row[m.signature.inputs[0].name].tolist()}
+                             if len(row) == 1 else {"inputs": {k: v.tolist()
+                                                               for k, v in row.items()}})
         sections.append(f"""
 <section data-model="{html.escape(name)}" data-web='{html.escape(json.dumps(
             [{"target": a.target, "runtime": a.runtime, "path": a.path} for a in web]))}'>
 <h2>{html.escape(name)}</h2>
-<p>{html.escape(m.task)}, input {html.escape(str(m.signature.inputs[0].shape))},
+<p>{html.escape(m.task)}, input {html.escape(", ".join(
+            f"{s.name} {format_shape(s.shape)}" for s in m.signature.inputs))},
 default target <b>{html.escape(m.default)}</b></p>
 <table><tr><th>target</th><th>runtime</th><th>runs in</th><th>parity</th><th>worst</th>
 <th>size</th><th>batch-1</th></tr>{_rows(m)}</table>
