@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -16,6 +17,13 @@ sys.path.insert(0, str(Path(__file__).parent))  # shared.py, for the controller 
 # 300 s. One math thread per process (set before any test imports torch or TensorFlow).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+
+# torchao (pulled in by executorch) registers enums with torch's pytree on import, and torch
+# logs a deprecation warning per enum. deploykit quiets that logger for the imports it makes
+# (_lazy.NOISY_ON_IMPORT); a test process that imports executorch another way printed the
+# line between two tests' captures. A filter, unlike a level, survives torch resetting its
+# loggers' levels.
+logging.getLogger("torch.utils._pytree").addFilter(lambda r: r.levelno >= logging.ERROR)
 
 HEAVY = ("tensorflow", "torch", "keras", "executorch", "jax")
 TESTS = Path(__file__).parent

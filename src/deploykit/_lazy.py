@@ -41,11 +41,18 @@ NOISY_ON_IMPORT = {"executorch": ("torch.utils._pytree",), "litert_torch": ("tor
                    "torchao": ("torch.utils._pytree",)}
 
 
+def _errors_only(record) -> bool:
+    import logging
+
+    return record.levelno >= logging.ERROR
+
+
 def _quiet_loggers(top: str) -> None:
+    # a filter, unlike a level, survives torch resetting its loggers' levels
     import logging
 
     for name in NOISY_ON_IMPORT.get(top, ()):
-        logging.getLogger(name).setLevel(logging.ERROR)
+        logging.getLogger(name).addFilter(_errors_only)
 
 
 def require(module: str, *, extra: str | None = None, purpose: str = "") -> ModuleType:
