@@ -74,31 +74,16 @@ def keras_mobilenet(folder: Path):
 
 @entry("keras-gru", "keras-tensorflow")
 def keras_gru(folder: Path):
-    """A recurrent model over float sequences (GRU), random weights."""
+    """A recurrent model over float sequences of any length (``Input((None, 4))``, GRU):
+    exported at the sample's length, 10."""
     import keras
 
     keras.utils.set_random_seed(0)
-    inp = keras.Input((10, 4))
+    inp = keras.Input((None, 4))
     x = keras.layers.GRU(16)(inp)
     out = keras.layers.Dense(3, activation="softmax")(x)
     x = RNG.normal(size=(512, 10, 4)).astype("float32")
     _fit_keras(keras.Model(inp, out), x, 3).save(folder / "model.keras")
-    return "model.keras", _save_sample(folder, x[:ROWS])
-
-
-@entry("keras-gru-any-length", "keras-tensorflow")
-def keras_gru_any_length(folder: Path):
-    """Token ids of any length (``Input((None,))``) -> Embedding -> GRU: exported at the
-    sample's length."""
-    import keras
-
-    keras.utils.set_random_seed(0)
-    inp = keras.Input((None,), dtype="int32")
-    x = keras.layers.Embedding(50, 8)(inp)
-    x = keras.layers.GRU(16)(x)
-    out = keras.layers.Dense(4, activation="softmax")(x)
-    x = RNG.integers(0, 50, (512, 12)).astype("int32")
-    _fit_keras(keras.Model(inp, out), x, 4, epochs=20).save(folder / "model.keras")
     return "model.keras", _save_sample(folder, x[:ROWS])
 
 
@@ -194,8 +179,9 @@ def _tiny_bert():
 
 @entry("torch-bert-mask", "torch")
 def torch_bert_mask(folder: Path):
-    """Two named inputs, as Hugging Face models take them: ``input_ids`` and
-    ``attention_mask`` (int64, padded sequences), torch.export with a dynamic batch."""
+    """A tiny BERT encoder from a transformers config with two named inputs, as Hugging Face
+    models take them: ``input_ids`` and ``attention_mask`` (int64, padded sequences),
+    torch.export with a dynamic batch and a dynamic sequence length."""
     import torch
 
     ids = torch.from_numpy(RNG.integers(1, 64, (512, 16)).astype("int64"))
@@ -213,28 +199,14 @@ def torch_bert_mask(folder: Path):
             return torch.softmax(logits, dim=-1)
 
     batch = torch.export.Dim("batch", min=1, max=1024)
+    seq = torch.export.Dim("seq", min=2, max=32)
     program = torch.export.export(Masked().eval(), (ids[:4], mask[:4]),
-                                  dynamic_shapes=({0: batch}, {0: batch}), strict=False)
+                                  dynamic_shapes=({0: batch, 1: seq}, {0: batch, 1: seq}),
+                                  strict=False)
     torch.export.save(program, folder / "model.pt2")
     np.savez(folder / "sample.npz", input_ids=ids[:ROWS].numpy(),
              attention_mask=mask[:ROWS].numpy())
     return "model.pt2", "sample.npz"
-
-
-@entry("torch-bert-tokens", "torch")
-def torch_bert(folder: Path):
-    """A tiny BERT encoder from a transformers config (int64 token ids), torch.export with a
-    dynamic batch and a dynamic sequence length."""
-    import torch
-
-    ids = torch.from_numpy(RNG.integers(0, 64, (512, 16)).astype("int64"))
-    net = _fit_torch(_tiny_bert(), ids, 3, epochs=20)
-    batch = torch.export.Dim("batch", min=1, max=1024)
-    seq = torch.export.Dim("seq", min=2, max=32)
-    program = torch.export.export(net, (ids[:4],), dynamic_shapes=({0: batch, 1: seq},),
-                                  strict=False)
-    torch.export.save(program, folder / "model.pt2")
-    return "model.pt2", _save_sample(folder, ids[:ROWS].numpy())
 
 
 @entry("torch-cnn-bn-fixed", "torch")
