@@ -396,8 +396,8 @@ def _request_inputs(body: dict[str, Any], specs, max_batch: int) -> dict[str, np
     if unknown or missing:
         raise ApiError(400, f"inputs do not match the model: missing {missing or 'none'}, "
                             f"unknown {unknown or 'none'} (expected {names})")
-    what = (lambda n: "instances") if len(specs) == 1 else (lambda n: f"input '{n}'")
-    return {s.name: _as_array(columns[s.name], s.dtype, None, what(s.name), max_batch)
+    return {s.name: _as_array(columns[s.name], s.dtype, None,
+                              "instances" if len(specs) == 1 else f"input '{s.name}'", max_batch)
             for s in specs}
 
 

@@ -1,0 +1,42 @@
+"""How /predict and /validate bodies map to named inputs (one input, or several by name in
+TF Serving's row and column formats), and the 400s that name what is wrong."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from deploykit.serve.app import ApiError, _request_inputs
+from deploykit.signature import TensorSpec
+
+IDS, MASK = TensorSpec("input_ids", "int64", (None, 3)), TensorSpec("attention_mask", "int64",
+                                                                    (None, 3))
+
+
+def test_one_input_takes_instances():
+    got = _request_inputs({"instances": [[1.0, 2.0]]}, [TensorSpec("x", "float32", (None, 2))], 8)
+    assert list(got) == ["x"] and got["x"].dtype == np.float32 and got["x"].shape == (1, 2)
+
+
+def test_several_inputs_as_columns_or_rows_of_objects_agree():
+    cols = {"input_ids": [[5, 6, 0], [7, 0, 0]], "attention_mask": [[1, 1, 0], [1, 0, 0]]}
+    rows = [{k: v[i] for k, v in cols.items()} for i in range(2)]
+    by_col = _request_inputs({"inputs": cols}, [IDS, MASK], 8)
+    by_row = _request_inputs({"instances": rows}, [IDS, MASK], 8)
+    assert list(by_col) == ["input_ids", "attention_mask"]
+    for k in cols:
+        np.testing.assert_array_equal(by_col[k], np.asarray(cols[k]))
+        np.testing.assert_array_equal(by_row[k], by_col[k])
+
+
+@pytest.mark.parametrize("body, says", [
+    ({"instances": [[5, 6, 0]]}, "takes 2 inputs ['input_ids', 'attention_mask']"),
+    ({"inputs": {"input_ids": [[5, 6, 0]]}}, "missing ['attention_mask']"),
+    ({"inputs": {"input_ids": [[5]], "attention_mask": [[1]], "ids": [[1]]}}, "unknown ['ids']"),
+    ({"inputs": {"input_ids": [[5.5]], "attention_mask": [[1]]}}, "input 'input_ids': int64 data"),
+    ({}, "send {\"instances\""),
+])
+def test_bad_bodies_are_400s_naming_the_problem(body, says):
+    with pytest.raises(ApiError) as e:
+        _request_inputs(body, [IDS, MASK], 8)
+    assert e.value.status == 400 and says in str(e.value), str(e.value)
