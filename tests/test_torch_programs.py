@@ -51,17 +51,61 @@ def test_a_program_whose_rows_depend_on_the_batch_stays_fixed():
     np.testing.assert_allclose(src.reference["probabilities"], want, rtol=1e-6, atol=1e-7)
 
 
-def test_several_outputs_are_refused_with_a_typed_error():
+class TwoHeads(RowWise):
+    """Logits and their softmax: a tuple of two outputs."""
+
+    def forward(self, x):
+        return self.fc(x), torch.softmax(self.fc(x), dim=1)
+
+
+def test_several_outputs_keep_their_order_and_the_probabilities_are_found():
+    x = np.random.default_rng(0).normal(size=(20, 6)).astype(np.float32)
+    src = detect(TwoHeads(), sample=x)
+    assert src.task == "classification"  # its second output sums to one per row
+    assert [s.name for s in src.signature.outputs] == ["output_0", "probabilities"]
+    with torch.no_grad():
+        want = TwoHeads()(torch.from_numpy(x))
+    for name, w in zip(["output_0", "probabilities"], want, strict=True):
+        np.testing.assert_allclose(src.reference[name], w.numpy(), rtol=1e-6, atol=1e-7)
+    src = detect(TwoHeads(), sample=x, task="regression")  # the user's word wins
+    assert [s.name for s in src.signature.outputs] == ["output_0", "output_1"]
+
+
+def test_a_dict_of_outputs_keeps_its_keys_but_the_probabilities():
+    class Named(RowWise):
+        def forward(self, x):
+            return {"probs": torch.softmax(self.fc(x), dim=1), "hidden": torch.tanh(self.fc(x))}
+
+    x = np.random.default_rng(0).normal(size=(20, 6)).astype(np.float32)
+    src = detect(Named(), sample=x, labels=["a", "b", "c"])
+    assert src.task == "classification" and src.labels == ["a", "b", "c"]
+    assert [s.name for s in src.signature.outputs] == ["probabilities", "hidden"]
+    with torch.no_grad():
+        want = Named()(torch.from_numpy(x))
+    np.testing.assert_allclose(src.reference["hidden"], want["hidden"].numpy(), rtol=1e-6)
+
+
+def test_nested_outputs_are_refused_with_a_typed_error():
     import pytest
 
     from deploykit.errors import SourceError
 
-    class TwoHeads(RowWise):
+    class Nested(RowWise):
         def forward(self, x):
-            return self.fc(x), torch.softmax(self.fc(x), dim=1)
+            return self.fc(x), (self.fc(x), self.fc(x))
 
-    with pytest.raises(SourceError, match="returns 2 outputs"):
-        detect(TwoHeads(), sample=np.zeros((20, 6), np.float32))
+    with pytest.raises(SourceError, match="a flat tuple, list or dict of tensors"):
+        detect(Nested(), sample=np.zeros((20, 6), np.float32))
+
+
+def test_a_fixed_batch_program_with_two_outputs_becomes_dynamic_on_both():
+    x = np.random.default_rng(0).normal(size=(40, 6)).astype(np.float32)
+    src = detect(_program(TwoHeads()), sample=x)
+    assert src.fixed_batch is None and "re-exported it with a dynamic batch" in src.notes[0]
+    with torch.no_grad():
+        want = TwoHeads()(torch.from_numpy(x))
+    np.testing.assert_allclose(src.reference["probabilities"], want[1].numpy(), rtol=1e-6,
+                               atol=1e-7)
 
 
 class MeanOverSteps(RowWise):

@@ -73,6 +73,12 @@ class EdgeContext:
     calibration: str | None = None  # .npz of inputs by name for int8 calibration
     options: dict[str, Any] = field(default_factory=dict)
 
+    def in_output_order(self, keys: list[str]) -> list[str]:
+        """A converter's output ``keys`` in the signature's order when they are the
+        signature's own names (a TensorFlow signature lists them sorted), else as given."""
+        names = [s["name"] for s in self.signature["outputs"]]
+        return names if sorted(keys) == sorted(names) else list(keys)
+
 
 @dataclass(frozen=True)
 class Edge:

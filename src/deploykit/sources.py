@@ -175,18 +175,39 @@ def _sample_of(spec: TensorSpec, sample):
     return sample.get(spec.name) if isinstance(sample, Mapping) else sample
 
 
-def _infer_task(out: np.ndarray, task: str | None) -> str:
-    if task:
-        return task
-    looks_like_probs = out.ndim == 2 and out.shape[1] > 1 and out.min() >= 0 and \
-        np.allclose(out.sum(axis=1), 1.0, atol=1e-3)
-    return "classification" if looks_like_probs else "regression"
+def _looks_like_probabilities(out: np.ndarray) -> bool:
+    return out.ndim == 2 and out.shape[1] > 1 and out.min() >= 0 and \
+        bool(np.allclose(out.sum(axis=1), 1.0, atol=1e-3))
 
 
-def _deep_outputs(out: np.ndarray, task: str) -> tuple[dict[str, np.ndarray], list[TensorSpec]]:
-    name = "probabilities" if task == "classification" else "predictions"
-    out = out.astype(np.float32).reshape(len(out), -1)
-    return {name: out}, [TensorSpec(name, "float32", (None, out.shape[1]))]
+def _described(raw: dict[str, np.ndarray], task: str | None, labels: list[str] | None
+               ) -> tuple[str, dict[str, np.ndarray], tuple[TensorSpec, ...], list[str]]:
+    """Task, reference outputs, output specs and labels from the original's outputs by name.
+
+    A classifier is a model with an output that looks like class probabilities (rows of
+    non-negative numbers summing to one), unless ``task`` says otherwise. One output is named
+    ``probabilities`` (a classifier's) or ``predictions``; several keep their own names, and
+    a classifier's first output that looks like probabilities is named ``probabilities``.
+    """
+    names = list(raw)
+    probs = next((i for i, v in enumerate(raw.values()) if _looks_like_probabilities(v)), None)
+    task = task or ("classification" if probs is not None else "regression")
+    if len(names) == 1:
+        names = ["probabilities" if task == "classification" else "predictions"]
+    elif task == "classification":
+        names[probs or 0] = "probabilities"
+    if len(set(names)) != len(names):
+        raise SourceError(f"the model's outputs need distinct names; they would be {names}")
+    ref = {n: _as_rows(v) for n, v in zip(names, raw.values(), strict=True)}
+    specs = tuple(TensorSpec(n, str(v.dtype), (None, v.shape[1])) for n, v in ref.items())
+    return task, ref, specs, _labels_for(task, ref["probabilities"].shape[1]
+                                         if task == "classification" else 0, labels)
+
+
+def _as_rows(out: np.ndarray) -> np.ndarray:
+    """An output as one row per input row: floats as float32, integers (ids) kept."""
+    out = np.asarray(out)
+    return out.reshape(len(out), -1).astype(out.dtype if out.dtype.kind in "iu" else np.float32)
 
 
 def _labels_for(task: str, n: int, labels: list[str] | None) -> list[str]:
@@ -262,18 +283,16 @@ def _sklearn_memory(model, sample, labels) -> Source:
 def _keras_memory(model, sample, task, labels, file: Path | None = None) -> Source:
     import keras
 
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise SourceError(f"deploykit exports Keras models with one input and one output; this "
-                          f"one has {len(model.inputs)} and {len(model.outputs)} (several are "
-                          f"not supported yet)")
-    spec = _spec_from_shape(model.inputs[0].shape, str(model.inputs[0].dtype), "x")
-    spec, notes = _fixed_lengths(spec, sample)
-    inputs = _probe(Signature((spec,)), sample)
-    out = np.asarray(model.predict(inputs[spec.name], verbose=0))  # the user's model as it is
-    task = _infer_task(out, task)
-    ref, outs = _deep_outputs(out, task)
-    if notes:  # the bundle keeps the model rebuilt on the fixed-shape input
-        model, file = _on_input(keras, model, spec), None
+    names = ["x"] if len(model.inputs) == 1 else [str(t.name) for t in model.inputs]
+    specs, notes = _all_fixed_lengths(
+        [_spec_from_shape(t.shape, str(t.dtype), n) for t, n in zip(model.inputs, names,
+                                                                     strict=True)], sample)
+    inputs = _probe(Signature(tuple(specs)), sample)
+    feed = list(inputs.values())
+    out = model.predict(feed[0] if len(feed) == 1 else feed, verbose=0)  # the model as it is
+    task, ref, outs, labels = _described(_keras_named(model, out), task, labels)
+    if notes:  # the bundle keeps the model rebuilt on the fixed-shape inputs
+        model, file = _on_inputs(keras, model, specs), None
 
     def write(root: Path) -> str:
         if file is not None:
@@ -282,21 +301,31 @@ def _keras_memory(model, sample, task, labels, file: Path | None = None) -> Sour
             model.save(root / "model.keras")
         return "model.keras"
 
-    return Source("keras", "keras", Signature((spec,), tuple(outs)), task,
-                  _labels_for(task, out.shape[-1], labels), write, inputs, ref,
-                  backend=keras.backend.backend(), versions={"keras": keras.__version__},
+    return Source("keras", "keras", Signature(tuple(specs), outs), task, labels, write, inputs,
+                  ref, backend=keras.backend.backend(), versions={"keras": keras.__version__},
                   notes=notes)
 
 
-def _on_input(keras, model, spec: TensorSpec):
-    """The Keras model rebuilt on an input of ``spec``'s (fixed) shape, same weights."""
+def _keras_named(model, out) -> dict[str, np.ndarray]:
+    """Keras outputs (an array, a list or a dict) by the model's output names, in order."""
+    names = list(model.output_names)
+    if isinstance(out, dict):
+        return {n: np.asarray(out[n]) for n in names}
+    outs = list(out) if isinstance(out, (list, tuple)) else [out]
+    return {n: np.asarray(o) for n, o in zip(names, outs, strict=True)}
+
+
+def _on_inputs(keras, model, specs: list[TensorSpec]):
+    """The Keras model rebuilt on inputs of ``specs``' (fixed) shapes, same weights."""
+    tensors = [keras.Input(batch_shape=s.shape, dtype=s.dtype) for s in specs]
     try:
-        copy = keras.models.clone_model(
-            model, input_tensors=keras.Input(batch_shape=spec.shape, dtype=spec.dtype))
+        copy = keras.models.clone_model(model, input_tensors=tensors[0] if len(tensors) == 1
+                                        else tensors)
     except Exception as e:  # a subclassed model has no graph to rebuild
+        shapes = ", ".join(str(list(s.shape[1:])) for s in specs)
         raise SourceError(f"the Keras model has dynamic input dimensions and cannot be rebuilt "
                           f"at a fixed shape ({type(e).__name__}: {e}); build it on "
-                          f"keras.Input({list(spec.shape[1:])}) and export that") from e
+                          f"keras.Input of {shapes} and export that") from e
     copy.set_weights(model.get_weights())
     return copy
 
@@ -335,11 +364,10 @@ def _torch_memory(model, sample, task, labels, file: Path | None = None) -> Sour
     # the reference: the user's own module, eagerly, or their program at the batch it takes
     module, chunk = (model, None) if isinstance(model, torch.nn.Module) else original
     with torch.no_grad():
-        out = _in_chunks(lambda rows: _first(module(*map(torch.from_numpy, rows.values()))),
+        out = _in_chunks(lambda rows: _torch_named(module(*map(torch.from_numpy, rows.values()))),
                          inputs, chunk)
-    task = _infer_task(out, task)
-    ref, outs = _deep_outputs(out, task)
-    sig = Signature(tuple(specs), tuple(outs))
+    task, ref, outs, labels = _described(out, task, labels)
+    sig = Signature(tuple(specs), outs)
 
     def write(root: Path) -> str:
         if file is not None:
@@ -348,9 +376,8 @@ def _torch_memory(model, sample, task, labels, file: Path | None = None) -> Sour
             torch.export.save(program, root / "model.pt2")
         return "model.pt2"
 
-    return Source("torch", "torch", sig, task, _labels_for(task, out.shape[-1], labels), write,
-                  inputs, ref, versions={"torch": torch.__version__}, fixed_batch=fixed,
-                  notes=notes)
+    return Source("torch", "torch", sig, task, labels, write, inputs, ref,
+                  versions={"torch": torch.__version__}, fixed_batch=fixed, notes=notes)
 
 
 def _named(sample) -> dict[str, np.ndarray]:
@@ -413,24 +440,33 @@ def _sample_dtype(sample: np.ndarray) -> str:
     raise SourceError(f"--sample has dtype {sample.dtype}; pass numbers (float or integer ids)")
 
 
-def _first(out):
-    if isinstance(out, (tuple, list)) and len(out) != 1:
-        raise SourceError(f"the torch model returns {len(out)} outputs; deploykit exports "
-                          f"models with one output (several are not supported yet): return "
-                          f"the one to deploy")
-    return (out[0] if isinstance(out, (tuple, list)) else out).detach().numpy()
+def _torch_named(out) -> dict[str, np.ndarray]:
+    """A module's outputs by name: a tensor, a tuple or list (``output_0``, ...) or a dict."""
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return {"output_0": out.detach().numpy()}
+    items = out.items() if isinstance(out, Mapping) else \
+        ((f"output_{i}", o) for i, o in enumerate(out)) if isinstance(out, (tuple, list)) else ()
+    named = {str(k): v for k, v in items}
+    if not named or not all(isinstance(v, torch.Tensor) for v in named.values()):
+        raise SourceError(f"the torch model returns {type(out).__name__}; deploykit exports "
+                          f"models that return a tensor, or a flat tuple, list or dict of "
+                          f"tensors")
+    return {k: v.detach().numpy() for k, v in named.items()}
 
 
-def _in_chunks(fn: Callable[[dict[str, np.ndarray]], np.ndarray], inputs: dict[str, np.ndarray],
-               batch: int | None) -> np.ndarray:
+def _in_chunks(fn: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]],
+               inputs: dict[str, np.ndarray], batch: int | None) -> dict[str, np.ndarray]:
     """``fn`` over ``inputs`` in chunks of a fixed ``batch`` (the last one padded), or at once."""
     from deploykit.parity import padded
 
     if batch is None:
         return fn(inputs)
     n = len(next(iter(inputs.values())))
-    return np.concatenate([padded(fn, {k: v[i:i + batch] for k, v in inputs.items()}, batch)
-                           for i in range(0, n, batch)])
+    parts = [padded(fn, {k: v[i:i + batch] for k, v in inputs.items()}, batch)
+             for i in range(0, n, batch)]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 # -- TensorFlow core ------------------------------------------------------------------------------
@@ -455,36 +491,46 @@ def _tf_memory(model, sample, task, labels) -> Source:
                             signatures={"serving_default": fn.get_concrete_function()})
         return "model/1"
 
+    _one_input([s.name or f"#{i}" for i, s in enumerate(fn.input_signature)], "tf.function")
     spec = fn.input_signature[0]
     sig_in, notes = _fixed_lengths(_spec_from_shape(spec.shape.as_list(), spec.dtype.name, "x"),
                                    sample)
     inputs = _probe(Signature((sig_in,)), sample)
-    out = fn(tf.constant(inputs["x"]))
-    out = next(iter(out.values())) if isinstance(out, dict) else out
-    out = np.asarray(out)
-    task = _infer_task(out, task)
-    ref, outs = _deep_outputs(out, task)
-    return Source("saved_model", "tensorflow", Signature((sig_in,), tuple(outs)), task,
-                  _labels_for(task, out.shape[-1], labels), write, inputs, ref,
-                  versions={"tensorflow": tf.__version__}, notes=notes)
+    task, ref, outs, labels = _described(_tf_named(fn(tf.constant(inputs["x"]))), task, labels)
+    return Source("saved_model", "tensorflow", Signature((sig_in,), outs), task, labels, write,
+                  inputs, ref, versions={"tensorflow": tf.__version__}, notes=notes)
+
+
+def _tf_named(out) -> dict[str, np.ndarray]:
+    """A tf.function's outputs by name: a tensor, a tuple or list, or a dict."""
+    if isinstance(out, Mapping):
+        return {str(k): np.asarray(v) for k, v in out.items()}
+    outs = out if isinstance(out, (tuple, list)) else [out]
+    return {f"output_{i}": np.asarray(o) for i, o in enumerate(outs)}
 
 
 def _saved_model_dir(p: Path, sample, task, labels) -> Source:
     from deploykit.formats.saved_model import serving_function
 
     fn, names = serving_function(p)
+    _one_input(names, "SavedModel's serving signature")
     spec = fn.structured_input_signature[1][names[0]]
     sig_in, notes = _fixed_lengths(_spec_from_shape(spec.shape.as_list(), spec.dtype.name, "x"),
                                    sample)
     inputs = _probe(Signature((sig_in,)), sample)
     import tensorflow as tf
 
-    out = np.asarray(next(iter(fn(**{names[0]: tf.constant(inputs["x"])}).values())))
-    task = _infer_task(out, task)
-    ref, outs = _deep_outputs(out, task)
-    return Source("saved_model", "tensorflow", Signature((sig_in,), tuple(outs)), task,
-                  _labels_for(task, out.shape[-1], labels), _copier(p, "model/1"), inputs, ref,
-                  notes=notes)
+    task, ref, outs, labels = _described(_tf_named(fn(**{names[0]: tf.constant(inputs["x"])})),
+                                         task, labels)
+    return Source("saved_model", "tensorflow", Signature((sig_in,), outs), task, labels,
+                  _copier(p, "model/1"), inputs, ref, notes=notes)
+
+
+def _one_input(names: list[str], what: str) -> None:
+    if len(names) != 1:
+        raise SourceError(f"the {what} takes {len(names)} inputs {names}; deploykit exports "
+                          f"TensorFlow-core and ONNX models with one input (Keras and PyTorch "
+                          f"models may have several)")
 
 
 # -- ONNX -----------------------------------------------------------------------------------------
@@ -493,6 +539,7 @@ def _onnx_file(p: Path, sample, task, labels) -> Source:
 
     ort = require("onnxruntime", purpose="to read an ONNX model")
     sess = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
+    _one_input([i.name for i in sess.get_inputs()], "ONNX model")
     i = sess.get_inputs()[0]
     dtype = {"tensor(float)": "float32", "tensor(double)": "float64",
              "tensor(int64)": "int64"}.get(i.type, "float32")
@@ -504,7 +551,7 @@ def _onnx_file(p: Path, sample, task, labels) -> Source:
     ref = dict(zip(names, [np.asarray(o) for o in outs_raw], strict=True))
     specs = tuple(_spec_from_shape(v.shape, str(v.dtype), n) for n, v in ref.items())
     main = ref.get("probabilities", next(iter(ref.values())))
-    task = _infer_task(main, task)
+    task = task or ("classification" if _looks_like_probabilities(main) else "regression")
     return Source("onnx", "onnx", Signature((sig_in,), specs), task,
                   _labels_for(task, main.shape[-1] if main.ndim > 1 else 0, labels),
                   _copier(p, "model.onnx"), inputs, ref, notes=notes)

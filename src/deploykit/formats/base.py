@@ -97,6 +97,15 @@ class Runner(ABC):
                 values.append(raw[rest.pop(0)])
         return values
 
+    @staticmethod
+    def _feed(runtime_names: Sequence[str], inputs: dict[str, np.ndarray]
+              ) -> dict[str, np.ndarray]:
+        """Inputs keyed by the runtime's names: by name when the artifact kept the signature's
+        names, otherwise by position (converters keep the signature's input order)."""
+        if set(runtime_names) == set(inputs):
+            return dict(inputs)
+        return dict(zip(runtime_names, inputs.values(), strict=True))
+
     def close(self) -> None:  # noqa: B027  (an optional hook, not an abstract method)
         """Release the runtime (a no-op unless the runner holds a process or handle)."""
 

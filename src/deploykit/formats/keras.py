@@ -26,9 +26,31 @@ def keras_to_saved_model(src: Path, out: Path, ctx: EdgeContext) -> dict[str, An
     """Keras's own export, in the TF Serving layout ``NAME/1/``."""
     keras, model = _load(src)
     model, options = unrolled(keras, model)
-    target = out / "model" / "1"
-    model.export(str(target), format="tf_saved_model", verbose=False)
+    tf = require("tensorflow")
+    names = [s["name"] for s in ctx.signature["outputs"]]
+    specs = [tf.TensorSpec([None, *s["shape"][1:]], s["dtype"], name=s["name"])
+             for s in ctx.signature["inputs"]]
+
+    def serve(*xs):  # inputs and outputs named as in deploykit's signature
+        return dict(zip(names, ordered_outputs(model, call(model, xs)), strict=True))
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serve", serve, input_signature=specs)
+    archive.write_out(str(out / "model" / "1"), verbose=False)
     return {"file": "model/1", "versions": {"keras": keras.__version__}, "options": options}
+
+
+def call(model, xs):
+    """The model on positional inputs (one tensor, or a list for several inputs)."""
+    return model(xs[0] if len(xs) == 1 else list(xs), training=False)
+
+
+def ordered_outputs(model, y) -> list:
+    """The model's outputs as a list in ``model.output_names`` order (the signature's)."""
+    if isinstance(y, dict):
+        return [y[n] for n in model.output_names]
+    return list(y) if isinstance(y, (list, tuple)) else [y]
 
 
 UNROLL_WHY = ("recurrent layers unrolled over their fixed sequence length: the TFLite, "
@@ -66,8 +88,9 @@ def as_torch_module(src: Path):
             super().__init__()
             self.model = model
 
-        def forward(self, x):
-            return self.model(x, training=False)
+        def forward(self, *xs):
+            ys = ordered_outputs(self.model, call(self.model, xs))
+            return ys[0] if len(ys) == 1 else tuple(ys)
 
     return KerasAsTorch().eval()
 

@@ -93,7 +93,7 @@ def saved_model_to_onnx(src: Path, out: Path, ctx: EdgeContext) -> dict[str, Any
     onx, _ = tf2onnx.convert.from_function(fn, input_signature=specs, opset=OPSET,
                                            output_path=str(out / "model.onnx"))
     onnx_names = [o.name for o in onx.graph.output]
-    return {"file": "model.onnx", "outputs": _order(onnx_names, list(structure)),
+    return {"file": "model.onnx", "outputs": _order(onnx_names, ctx.in_output_order(list(structure))),
             "versions": {"tf2onnx": tf2onnx.__version__}}
 
 
@@ -132,5 +132,5 @@ class OnnxRunner(Runner):
         self.onnx_outputs = [o.name for o in self.session.get_outputs()]
 
     def _predict(self, inputs):
-        feed = dict(zip(self.input_names, inputs.values(), strict=True))
+        feed = self._feed(self.input_names, inputs)
         return dict(zip(self.onnx_outputs, self.session.run(None, feed), strict=True))

@@ -32,8 +32,7 @@ class SavedModelRunner(Runner):
 
     def _predict(self, inputs):
         tf = require("tensorflow")
-        feed = {name: tf.constant(v) for name, v in zip(self.input_names, inputs.values(),
-                                                         strict=True)}
+        feed = {name: tf.constant(v) for name, v in self._feed(self.input_names, inputs).items()}
         return {k: v.numpy() for k, v in self.fn(**feed).items()}
 
 

@@ -84,12 +84,14 @@ def frozen_graph(saved_model: Path):
     return optimized, inputs, dict(zip(keys, outputs, strict=True)), names
 
 
-def write_graph_model(saved_model: Path, out: Path, *, fp16: bool = False) -> dict[str, Any]:
+def write_graph_model(saved_model: Path, out: Path, ctx: EdgeContext, *,
+                      fp16: bool = False) -> dict[str, Any]:
     """Write ``model.json`` and shards for the SavedModel's serving signature."""
     tf = require("tensorflow")
     from google.protobuf import json_format
 
     graph_def, inputs, outputs, sig_names = frozen_graph(saved_model)
+    outputs = {k: outputs[k] for k in ctx.in_output_order(list(outputs))}
     allowed = supported_ops()
     missing = sorted({n.op for n in graph_def.node} - allowed - {"Placeholder", "Const"})
     if missing:
@@ -180,12 +182,12 @@ def _tfjs_version() -> str:
 
 @edge("saved_model", "tfjs", requires=("tensorflow", "node"))
 def saved_model_to_tfjs(src: Path, out: Path, ctx: EdgeContext) -> dict[str, Any]:
-    return write_graph_model(src, out)
+    return write_graph_model(src, out, ctx)
 
 
 @edge("saved_model", "tfjs-fp16", requires=("tensorflow", "node"))
 def saved_model_to_tfjs_fp16(src: Path, out: Path, ctx: EdgeContext) -> dict[str, Any]:
-    return write_graph_model(src, out, fp16=True)
+    return write_graph_model(src, out, ctx, fp16=True)
 
 
 @register_runner("tfjs")

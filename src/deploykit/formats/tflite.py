@@ -68,10 +68,15 @@ def calibration_rows(ctx: EdgeContext) -> dict[str, np.ndarray]:
 def saved_model_to_tflite_int8(src: Path, out: Path, ctx: EdgeContext) -> dict[str, Any]:
     """Full-integer quantisation calibrated on training inputs; inputs/outputs stay float32."""
     tf, conv = _converter(src)
-    rows = list(calibration_rows(ctx).values())
+    rows = calibration_rows(ctx)
+    n = len(next(iter(rows.values())))
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = lambda: ([x[i:i + 1] for x in rows]
-                                           for i in range(len(rows[0])))
+    if len(rows) == 1:  # the one input, whatever the SavedModel calls it
+        x = next(iter(rows.values()))
+        conv.representative_dataset = lambda: ([x[i:i + 1]] for i in range(n))
+    else:  # by name: the converter orders several inputs its own way
+        conv.representative_dataset = lambda: ({k: x[i:i + 1] for k, x in rows.items()}
+                                               for i in range(n))
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     return _write(out, "model_int8.tflite", conv.convert(), tf)
 
@@ -117,7 +122,7 @@ class TfliteRunner(Runner):
 
     def _predict(self, inputs):
         feed = {name: _quantize(v, self.inputs[name])
-                for name, v in zip(self.inputs, inputs.values(), strict=True)}
+                for name, v in self._feed(list(self.inputs), inputs).items()}
         out = self.runner(**feed)
         return {k: _dequantize(np.array(v), self.outputs[k]) for k, v in out.items()}
 

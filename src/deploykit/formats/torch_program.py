@@ -60,18 +60,26 @@ def with_dynamic_batch(program, specs: list[dict[str, Any]], batch: int):
         dynamic = export_program(module, signature)
         run, want = dynamic.module(), program.module()
         with torch.no_grad():  # the original's rows, and the same rows in a smaller batch
-            want = want(*xs)
-            want = want[0] if isinstance(want, (tuple, list)) else want
-            same = _close(run(*xs), want) and _close(run(*(x[:3] for x in xs)), want[:3])
+            want = _flat(want(*xs))
+            same = _close(run(*xs), want) and \
+                _close(run(*(x[:3] for x in xs)), [w[:3] for w in want])
     except Exception:
         return None
     return dynamic if same else None
 
 
-def _close(a, b) -> bool:
+def _flat(out) -> list:
+    """A module's output(s) as a list of tensors."""
+    return list(out.values()) if isinstance(out, dict) else \
+        list(out) if isinstance(out, (tuple, list)) else [out]
+
+
+def _close(a, want: list) -> bool:
     torch = require("torch")
-    a, b = (t[0] if isinstance(t, (tuple, list)) else t for t in (a, b))
-    return a.shape == b.shape and torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+    a = _flat(a)
+    return len(a) == len(want) and all(
+        x.shape == y.shape and torch.allclose(x, y, rtol=1e-4, atol=1e-5)
+        for x, y in zip(a, want, strict=True))
 
 
 def export_program(module, signature: dict[str, Any], path: Path | None = None):
@@ -80,11 +88,20 @@ def export_program(module, signature: dict[str, Any], path: Path | None = None):
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     dynamic = (tuple({0: batch} for _ in signature["inputs"])
                if fixed_batch(signature) is None else None)
+    if dynamic and _takes_varargs(module):  # forward(self, *xs): the inputs are one argument
+        dynamic = (dynamic,)
     program = torch.export.export(module, example_inputs(signature), dynamic_shapes=dynamic,
                                   strict=False)
     if path is not None:
         torch.export.save(program, path)
     return program
+
+
+def _takes_varargs(module) -> bool:
+    import inspect
+
+    return any(p.kind is p.VAR_POSITIONAL
+               for p in inspect.signature(module.forward).parameters.values())
 
 
 def load_program(path: Path):

@@ -107,8 +107,7 @@ class NodeRunner(Runner):
         return reply
 
     def _predict(self, inputs):
-        feed = {name: tensor_json(v) for name, v in zip(self.input_names, inputs.values(),
-                                                        strict=True)}
+        feed = {name: tensor_json(v) for name, v in self._feed(self.input_names, inputs).items()}
         out = self._call({"op": "predict", "inputs": feed})["outputs"]
         return {k: tensor_from_json(out[k]) for k in self.node_outputs}
 

@@ -328,15 +328,20 @@ def _pick(models: dict[str, ServedModel], name: str | None) -> ServedModel:
 
 
 def _answer(m: ServedModel, target: str, out: dict[str, np.ndarray], n: int) -> dict[str, Any]:
-    """The /predict reply: predictions, and labels for a classifier."""
+    """The /predict reply: predictions, labels for a classifier, and every output by name
+    when the model has outputs that those do not show."""
     answer: dict[str, Any] = {"model": m.name, "target": target}
     if m.task == "classification":
         probs = out.get("probabilities")
         idx = out["label"].reshape(-1) if "label" in out else probs.argmax(axis=1)
         answer["labels"] = [m.labels[i] if i < len(m.labels) else str(i) for i in idx]
         answer["predictions"] = probs.tolist() if probs is not None else idx.tolist()
+        shown = {"label", "probabilities"}
     else:
         answer["predictions"] = next(iter(out.values())).reshape(n, -1).tolist()
+        shown = set(list(out)[:1])
+    if set(out) - shown:
+        answer["outputs"] = {k: v.reshape(n, -1).tolist() for k, v in out.items()}
     return answer
 
 
