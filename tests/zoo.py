@@ -44,17 +44,22 @@ def _save_sample(folder: Path, x: np.ndarray) -> str:
 
 
 # -- Keras ------------------------------------------------------------------------------------
-def _fit_keras(model, x: np.ndarray, classes: int, epochs: int = 8):
-    """A few epochs on labels derived from the inputs: quantiles of the input's mean."""
-    score = x.reshape(len(x), -1).astype("float64").mean(axis=1)
+def _fit_keras(model, x, classes: int, epochs: int = 8):
+    """A few epochs on labels derived from the inputs: quantiles of the inputs' mean (``x``
+    is an array, or a list for several inputs); a second output learns that mean."""
+    xs = x if isinstance(x, list) else [x]
+    score = np.concatenate([a.reshape(len(a), -1) for a in xs], axis=1).astype("float64")
+    score = score.mean(axis=1)
     y = np.searchsorted(np.quantile(score, np.linspace(0, 1, classes + 1)[1:-1]), score)
     import keras
 
     for layer in model.layers:  # moving statistics that follow the data within a few steps
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = 0.5
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    model.fit(x, y, epochs=epochs, batch_size=32, verbose=0)
+    losses = ["sparse_categorical_crossentropy", "mse"][:len(model.outputs)]
+    model.compile(optimizer="adam", loss=losses if len(losses) > 1 else losses[0])
+    model.fit(x, [y, score][:len(losses)] if len(losses) > 1 else y, epochs=epochs,
+              batch_size=32, verbose=0)
     return model
 
 
@@ -74,17 +79,21 @@ def keras_mobilenet(folder: Path):
 
 @entry("keras-gru", "keras-tensorflow")
 def keras_gru(folder: Path):
-    """A recurrent model over float sequences of any length (``Input((None, 4))``, GRU):
-    exported at the sample's length, 10."""
+    """Two named inputs and two outputs: a float sequence of any length (``steps``,
+    ``Input((None, 4))``, GRU) and a ``context`` vector, giving class probabilities and a
+    ``score`` (a regression head). Exported at the sample's length, 10."""
     import keras
 
     keras.utils.set_random_seed(0)
-    inp = keras.Input((None, 4))
-    x = keras.layers.GRU(16)(inp)
-    out = keras.layers.Dense(3, activation="softmax")(x)
-    x = RNG.normal(size=(512, 10, 4)).astype("float32")
-    _fit_keras(keras.Model(inp, out), x, 3).save(folder / "model.keras")
-    return "model.keras", _save_sample(folder, x[:ROWS])
+    steps, context = keras.Input((None, 4), name="steps"), keras.Input((3,), name="context")
+    h = keras.layers.Concatenate()([keras.layers.GRU(16)(steps), context])
+    heads = [keras.layers.Dense(3, activation="softmax", name="class")(h),
+             keras.layers.Dense(1, name="score")(h)]
+    x, c = RNG.normal(size=(512, 10, 4)).astype("float32"), RNG.normal(size=(512, 3))
+    model = _fit_keras(keras.Model([steps, context], heads), [x, c.astype("float32")], 3)
+    model.save(folder / "model.keras")
+    np.savez(folder / "sample.npz", steps=x[:ROWS], context=c[:ROWS].astype("float32"))
+    return "model.keras", "sample.npz"
 
 
 @entry("keras-lstm-tokens", "keras-torch")
@@ -117,7 +126,8 @@ def keras_constant(folder: Path):
 # -- TensorFlow core --------------------------------------------------------------------------
 @entry("tf-module-conv1d", "tensorflow")
 def tf_module(folder: Path):
-    """A tf.Module with a serving tf.function: 1-D convolution over a sequence, pooled."""
+    """A tf.Module with a serving tf.function: 1-D convolution over a sequence, pooled; it
+    returns the class probabilities and the pooled features by name."""
     import tensorflow as tf
 
     class Net(tf.Module):
@@ -127,9 +137,9 @@ def tf_module(folder: Path):
             self.w = tf.Variable(tf.random.stateless_normal((8, 5), seed=(3, 4)))
 
         @tf.function(input_signature=[tf.TensorSpec([None, 16, 4], tf.float32)])
-        def serve(self, x):
-            h = tf.nn.relu(tf.nn.conv1d(x, self.k, 1, "SAME"))
-            return tf.nn.softmax(tf.reduce_mean(h, axis=1) @ self.w)
+        def serve(self, x):  # two outputs by name: class probabilities and pooled features
+            h = tf.reduce_mean(tf.nn.relu(tf.nn.conv1d(x, self.k, 1, "SAME")), axis=1)
+            return {"scores": tf.nn.softmax(h @ self.w), "pooled": h}
 
     net = Net()
     tf.saved_model.save(net, str(folder / "saved_model"),
@@ -180,8 +190,9 @@ def _tiny_bert():
 @entry("torch-bert-mask", "torch")
 def torch_bert_mask(folder: Path):
     """A tiny BERT encoder from a transformers config with two named inputs, as Hugging Face
-    models take them: ``input_ids`` and ``attention_mask`` (int64, padded sequences),
-    torch.export with a dynamic batch and a dynamic sequence length."""
+    models take them: ``input_ids`` and ``attention_mask`` (int64, padded sequences), and two
+    outputs: class probabilities and the pooled [CLS] embedding. torch.export with a dynamic
+    batch and a dynamic sequence length."""
     import torch
 
     ids = torch.from_numpy(RNG.integers(1, 64, (512, 16)).astype("int64"))
@@ -194,9 +205,9 @@ def torch_bert_mask(folder: Path):
             super().__init__()
             self.bert = bert
 
-        def forward(self, input_ids, attention_mask):
-            logits = self.bert(input_ids=input_ids, attention_mask=attention_mask).logits
-            return torch.softmax(logits, dim=-1)
+        def forward(self, input_ids, attention_mask):  # probabilities and the pooled [CLS]
+            pooled = self.bert.bert(input_ids=input_ids, attention_mask=attention_mask)[1]
+            return torch.softmax(self.bert.classifier(pooled), dim=-1), pooled
 
     batch = torch.export.Dim("batch", min=1, max=1024)
     seq = torch.export.Dim("seq", min=2, max=32)

@@ -41,8 +41,9 @@ VERIFIED = {"keras-gru", "keras-mobilenetv3", "keras-lstm-tokens", "torch-fixed-
 # Models with dynamic non-batch dimensions: exported at the sample's shape, and the manifest
 # says so.
 FIXED_AT_SAMPLE = {"keras-gru", "torch-bert-mask"}
-# Models with several named inputs: served by name; device packages refuse them by name.
-SEVERAL_INPUTS = {"torch-bert-mask"}
+# Models with several named inputs (and several outputs): served by name; device packages
+# refuse them by name.
+SEVERAL_INPUTS = {"keras-gru", "torch-bert-mask"}
 # Models whose parity proves nothing: every cell must say so.
 VACUOUS = {"keras-constant"}
 
@@ -100,7 +101,8 @@ def check_model(name: str, out: Path, results: dict[str, dict[str, tuple[str, st
     if name in SEVERAL_INPUTS:
         code, text = cli("package", str(out / name), "--for", "edge", "--out",
                          str(out / f"{name}-edge"))
-        assert code == 2 and "takes 2 inputs ['input_ids', 'attention_mask']" in text, text
+        inputs = zoo.np.load(out / name / "probe" / "inputs.npz").files
+        assert code == 2 and f"takes 2 inputs {inputs}" in text, text
         assert not (out / f"{name}-edge").exists()
 
 
@@ -144,9 +146,15 @@ def serve(bundle: Path, other_length: bool = False) -> None:
         by_row = client.post("/predict", json={"instances": [
             {k: v[i] for k, v in cols.items()} for i in range(3)]})
         assert by_row.get_json()["predictions"] == r.get_json()["predictions"], by_row.get_json()
-    ref = probe.reference.get("probabilities", probe.reference.get("predictions"))[:3]
+    ref = probe.reference.get("probabilities", next(iter(probe.reference.values())))[:3]
     got = np.asarray(r.get_json()["predictions"], np.float64).reshape(ref.shape)
     np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-3)
+    if set(probe.reference) - {"label", "probabilities", "predictions"}:
+        outputs = r.get_json()["outputs"]  # outputs beyond those: every one, by name
+        assert list(outputs) == list(probe.reference), outputs.keys()
+        for k, want in probe.reference.items():
+            np.testing.assert_allclose(np.asarray(outputs[k]).reshape(want[:3].shape),
+                                       want[:3], atol=1e-4, rtol=1e-3)
     if other_length:
         short = client.post("/predict", json=body(cut=True))
         want = f"expected shape [batch, {next(iter(probe.inputs.values())).shape[1]}"
