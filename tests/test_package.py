@@ -363,3 +363,23 @@ def test_bad_package_requests(bundles, tmp_path):
         package(bundles["torch"], "watch", tmp_path / "w")
     with pytest.raises(BundleError, match="no passing artifact for web"):
         package(bundles["logfeat"], "web", tmp_path / "w")  # TFLite only
+
+
+def test_a_model_with_several_outputs_is_refused_by_name(tmp_path):
+    """Device runners read one output: a torch model giving logits and probabilities is
+    refused, naming both, and nothing is written (a classifier's label does not count)."""
+    import torch
+
+    class TwoHeads(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(4, 3)
+
+        def forward(self, x):
+            return torch.softmax(self.fc(x), dim=1), self.fc(x)
+
+    x = np.random.default_rng(0).normal(size=(24, 4)).astype(np.float32)
+    deploykit.export(TwoHeads().eval(), "onnx", out=tmp_path / "two", sample=x, quiet=True)
+    with pytest.raises(BundleError, match=r"gives 2 outputs \['probabilities', 'output_1'\]"):
+        package(tmp_path / "two", "edge", tmp_path / "pkg")
+    assert not (tmp_path / "pkg").exists() and not (tmp_path / "pkg.zip").exists()

@@ -54,16 +54,12 @@ def package(bundle: str | Path, device: str, out: str | Path) -> Path:
 
     Raises:
         BundleError: an unknown device, a damaged bundle, no passing artifact for it, or a
-            model with several inputs (the device runners take one).
+            model with several inputs or outputs (the device runners take one of each).
     """
     if device not in RUNNERS:
         raise BundleError(f"unknown device '{device}': use one of {', '.join(RUNNERS)}")
     b = load_bundle(bundle)
-    if len(b.signature.inputs) > 1:
-        names = [s.name for s in b.signature.inputs]
-        raise BundleError(f"{bundle}: the model takes {len(names)} inputs {names}; device "
-                          f"packages run models with one input so far. Serve it (deploykit "
-                          f"serve) or load its artifacts with their runtimes directly")
+    _one_input_one_output(b, bundle)
     takes = device_targets(device)
     chosen = [a for a in b.artifacts if a.target in takes and a.passed]
     if not chosen:
@@ -87,6 +83,22 @@ def package(bundle: str | Path, device: str, out: str | Path) -> Path:
         raise
     _zip(out, out.with_suffix(".zip"))
     return out
+
+
+def _one_input_one_output(b: Bundle, bundle: str | Path) -> None:
+    """Device runners feed one input and read one output (a classifier's ``label`` beside
+    its ``probabilities`` is fine): refuse other models by name, before any work."""
+    ins = [s.name for s in b.signature.inputs]
+    outs = [s.name for s in b.signature.outputs]
+    if len(ins) > 1:
+        what = f"takes {len(ins)} inputs {ins}"
+    elif len([n for n in outs if n != "label"]) > 1:
+        what = f"gives {len(outs)} outputs {outs}"
+    else:
+        return
+    raise BundleError(f"{bundle}: the model {what}; device packages run models with one "
+                      f"input and one output so far. Serve it (deploykit serve) or load its "
+                      f"artifacts with their runtimes directly")
 
 
 def _fill(b: Bundle, device: str, chosen: list[Artifact], root: Path) -> dict[str, Any]:
