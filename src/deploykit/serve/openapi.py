@@ -56,8 +56,11 @@ def document(models: list[str]) -> dict[str, Any]:
                 "inputs": {"type": "array", "items": {"$ref": "#/components/schemas/Tensor"}},
                 "outputs": {"type": "array", "items": {"type": "object", "properties": {
                     "name": {"type": "string"}}}}}},
-            "Instances": {"type": "object", "required": ["instances"], "properties": {
-                "instances": {"type": "array", "items": {"type": "array",
-                                                         "items": {"type": "number"}}}}},
+            # rows (one input), rows of {input: value} objects, or columns by input name
+            "Instances": {"type": "object", "properties": {
+                "instances": {"type": "array", "items": {"oneOf": [
+                    {"type": "array"}, {"type": "object"}]}},
+                "inputs": {"type": "object", "additionalProperties": {"type": "array"}}},
+                "anyOf": [{"required": ["instances"]}, {"required": ["inputs"]}]},
         }},
     }
