@@ -502,9 +502,11 @@ def _tf_memory(model, sample, task, labels) -> Source:
 
 
 def _tf_named(out) -> dict[str, np.ndarray]:
-    """A tf.function's outputs by name: a tensor, a tuple or list, or a dict."""
+    """A tf.function's outputs by name: a tensor, a tuple or list, or a dict (in sorted key
+    order, as TensorFlow flattens it and its converters list it; a loaded signature's dict
+    comes back in no fixed order)."""
     if isinstance(out, Mapping):
-        return {str(k): np.asarray(v) for k, v in out.items()}
+        return {str(k): np.asarray(out[k]) for k in sorted(out)}
     outs = out if isinstance(out, (tuple, list)) else [out]
     return {f"output_{i}": np.asarray(o) for i, o in enumerate(outs)}
 

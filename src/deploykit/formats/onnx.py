@@ -93,7 +93,7 @@ def saved_model_to_onnx(src: Path, out: Path, ctx: EdgeContext) -> dict[str, Any
     onx, _ = tf2onnx.convert.from_function(fn, input_signature=specs, opset=OPSET,
                                            output_path=str(out / "model.onnx"))
     onnx_names = [o.name for o in onx.graph.output]
-    return {"file": "model.onnx", "outputs": _order(onnx_names, ctx.in_output_order(list(structure))),
+    return {"file": "model.onnx", "outputs": _order(onnx_names, ctx.in_output_order(sorted(structure))),
             "versions": {"tf2onnx": tf2onnx.__version__}}
 
 

@@ -1,0 +1,61 @@
+"""Every estimator the scikit-learn compiler supports (tests/sklearn_cases.py), compiled into
+one tensor program with one output per estimator, exported through the Keras edges to
+TFLite, TF.js, ExecuTorch and ONNX, and run in each runtime: every output agrees with its
+estimator's own ``predict_proba``/``predict`` within the fp32 profile, and every label. One
+program for all estimators shares one conversion per runtime."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn_cases import CASES, data, fitted
+
+import deploykit
+from deploykit import formats
+
+pytestmark = pytest.mark.slow  # four conversions of a program of 49 estimators
+
+TARGETS = ("tflite", "tfjs", "executorch", "onnx")
+
+
+def _output(name: str) -> str:
+    return name.replace("-", "_")
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    import keras
+
+    from deploykit.sklearn_compile import final
+    from deploykit.sklearn_compile.program import Program, as_layer
+
+    p, names = Program(), sorted(CASES)
+    p.outputs = [final(fitted(n)[0], p, p.input) for n in names]
+    x = keras.Input((data()["X"].shape[1],), name="x")
+    ys = as_layer(p, name="estimators")(x)
+    model = keras.Model(x, [keras.layers.Identity(name=_output(n))(y)
+                            for n, y in zip(names, ys, strict=True)])
+    out = tmp_path_factory.mktemp("compiled") / "bundle"
+    report = deploykit.export(model, list(TARGETS), out=out, sample=data()["X"][:40],
+                              task="regression", quiet=True)  # outputs keep their names
+    return report, deploykit.load_bundle(out)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_every_estimator_agrees_with_scikit_learn_in_each_runtime(exported, target):
+    report, bundle = exported
+    cell = next(c for c in report.cells if c.target == target)
+    assert cell.status == "pass", cell.reason
+    X = data()["X"]
+    got = formats.open_artifact(bundle, target).predict(X)
+    for name in sorted(CASES):
+        est, _ = fitted(name)
+        out = got[_output(name)]
+        if hasattr(est, "predict_proba"):
+            np.testing.assert_allclose(out, est.predict_proba(X), atol=1e-5, rtol=1e-4,
+                                       err_msg=name)
+            assert np.array_equal(out.argmax(1), est.predict(X)), name
+        else:
+            want = est.predict(X).reshape(len(X), -1)
+            np.testing.assert_allclose(out, want, atol=1e-5, rtol=1e-4 * np.abs(want).max(),
+                                       err_msg=name)
