@@ -13,7 +13,7 @@ from sklearn_cases import CASES, data, fitted
 import deploykit
 from deploykit import formats
 
-pytestmark = pytest.mark.slow  # four conversions of a program of 49 estimators
+pytestmark = pytest.mark.slow  # four conversions of a program of every estimator case
 
 TARGETS = ("tflite", "tfjs", "executorch", "onnx")
 
@@ -59,3 +59,19 @@ def test_every_estimator_agrees_with_scikit_learn_in_each_runtime(exported, targ
             want = est.predict(X).reshape(len(X), -1)
             np.testing.assert_allclose(out, want, atol=1e-5, rtol=1e-4 * np.abs(want).max(),
                                        err_msg=name)
+
+
+def test_a_compiled_classifier_exports_from_python_with_its_labels(tmp_path):
+    """The README's route: ``to_keras`` then ``deploykit.export``; the int64 ``label`` output
+    survives every converter and equals scikit-learn's ``predict``."""
+    from deploykit.sklearn_compile import to_keras
+
+    est, X = fitted("forest")
+    report = deploykit.export(to_keras(est, X.shape[1], classify=True), list(TARGETS),
+                              out=tmp_path / "b", sample=X[:60], quiet=True)
+    assert report.ok, [(c.target, c.reason) for c in report.cells]
+    bundle = deploykit.load_bundle(tmp_path / "b")
+    assert [s.name for s in bundle.signature.outputs] == ["label", "probabilities"]
+    for target in TARGETS:
+        got = formats.open_artifact(bundle, target).predict(X)
+        assert np.array_equal(np.ravel(got["label"]), est.predict(X)), target

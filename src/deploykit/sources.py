@@ -131,6 +131,9 @@ def _from_path(p: Path, sample, task, labels) -> Source:
         from deploykit._lazy import require
 
         keras = require("keras", purpose="to export a .keras file")
+        from deploykit.sklearn_compile.program import layer_class
+
+        layer_class()  # a compiled scikit-learn model's layer
         return _keras_memory(keras.saving.load_model(p, safe_mode=True), sample, task, labels,
                              file=p)
     if p.suffix == ".skops":
@@ -198,16 +201,17 @@ def _described(raw: dict[str, np.ndarray], task: str | None, labels: list[str] |
         names[probs or 0] = "probabilities"
     if len(set(names)) != len(names):
         raise SourceError(f"the model's outputs need distinct names; they would be {names}")
-    ref = {n: _as_rows(v) for n, v in zip(names, raw.values(), strict=True)}
-    specs = tuple(TensorSpec(n, str(v.dtype), (None, v.shape[1])) for n, v in ref.items())
+    ref = {n: _as_reference(v) for n, v in zip(names, raw.values(), strict=True)}
+    specs = tuple(TensorSpec(n, str(v.dtype), (None, *v.shape[1:])) for n, v in ref.items())
     return task, ref, specs, _labels_for(task, ref["probabilities"].shape[1]
                                          if task == "classification" else 0, labels)
 
 
-def _as_rows(out: np.ndarray) -> np.ndarray:
-    """An output as one row per input row: floats as float32, integers (ids) kept."""
+def _as_reference(out: np.ndarray) -> np.ndarray:
+    """An output in the shape the model gives it: floats as float32, integers (labels, ids)
+    kept."""
     out = np.asarray(out)
-    return out.reshape(len(out), -1).astype(out.dtype if out.dtype.kind in "iu" else np.float32)
+    return out.astype(out.dtype if out.dtype.kind in "iu" else np.float32)
 
 
 def _labels_for(task: str, n: int, labels: list[str] | None) -> list[str]:

@@ -98,4 +98,7 @@ def to_keras(est: Any, n_features: int, *, classify: bool) -> Any:
     p.outputs = [p.add("argmax", out), out] if classify else [out]
     x = keras.Input((n_features,), name="x", dtype="float32")
     ys = as_layer(p, name="sklearn")(x)
-    return keras.Model(x, ys if classify else [ys], name="sklearn_compiled")
+    names = ["label", "probabilities"] if classify else ["predictions"]
+    ys = [keras.layers.Identity(name=n)(y) for n, y in zip(names, ys if classify else [ys],
+                                                            strict=True)]
+    return keras.Model(x, ys, name="sklearn_compiled")
