@@ -4,7 +4,8 @@ Four tables, keyed by class name, say what an estimator can give: ``TRANSFORM`` 
 transformer's output), ``PROBA`` (a classifier's ``predict_proba``), ``DECISION`` (its
 ``decision_function``, which calibration builds on) and ``PREDICT`` (a regressor's
 ``predict``). Each entry is ``fn(estimator, program, register) -> register``. Arrays are
-stored as float32 and computed in the order scikit-learn computes them.
+stored as float32 and computed in the order scikit-learn computes them. :func:`final`,
+:func:`transform` and :func:`decision` (at the end) pick the entry, and walk Pipelines.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from deploykit.sklearn_compile import trees
+from deploykit.sklearn_compile.base import UnsupportedEstimator, name_of, unsupported
 from deploykit.sklearn_compile.program import Program
 
 Fn = Callable[[Any, Program, int], int]
@@ -29,17 +32,6 @@ def _into(table: dict[str, Fn], *names: str):
             table[n] = fn
         return fn
     return deco
-
-
-def name_of(est: Any) -> str:
-    return type(est).__name__
-
-
-def unsupported(est: Any, what: str):
-    from deploykit.sklearn_compile import UnsupportedEstimator
-
-    raise UnsupportedEstimator(f"{name_of(est)}: {what} is not supported by deploykit's "
-                               f"scikit-learn compiler")
 
 
 # -- transformers -------------------------------------------------------------------------------
@@ -114,7 +106,6 @@ def _one_hot(est, p, x):
 
 @_into(TRANSFORM, "ColumnTransformer")
 def _columns(est, p, x):
-    from deploykit.sklearn_compile import transform
 
     parts = []
     for _, trans, cols in est.transformers_:
@@ -153,7 +144,6 @@ def _linear_decision(est, p, x):
 @_into(PREDICT, "LinearSVC", "RidgeClassifier", "Perceptron", "SGDClassifier", "SVC", "NuSVC")
 def _decision_class(est, p, x):
     """A classifier without probabilities, exported for its ``predict``: the class value."""
-    from deploykit.sklearn_compile import decision
 
     return p.add("decision_class", decision(est, p, x),
                  classes=p.const(np.asarray(est.classes_, np.float64)))
@@ -185,7 +175,6 @@ def _logistic(est, p, x):
 @_into(PROBA, "OneVsRestClassifier")
 def _one_vs_rest(est, p, x):
     """Each class's binary classifier, its positive probabilities normalised per row."""
-    from deploykit.sklearn_compile import final
 
     if len(est.estimators_) == 1:  # a binary problem: the one classifier's probabilities
         return final(est.estimators_[0], p, x)
@@ -290,7 +279,6 @@ def _svc_decision(est, p, x):
 
 @_into(PROBA, "CalibratedClassifierCV")
 def _calibrated(est, p, x):
-    from deploykit.sklearn_compile import decision
 
     probs = []
     for cal in est.calibrated_classifiers_:
@@ -301,3 +289,63 @@ def _calibrated(est, p, x):
                            b=p.const([c.b_ for c in cal.calibrators]),
                            n_classes=len(est.classes_)))
     return probs[0] if len(probs) == 1 else p.add("mean", *probs)
+
+
+# -- dispatch -----------------------------------------------------------------------------------
+def supported() -> list[str]:
+    """Every estimator class the compiler takes, sorted."""
+    return sorted({"Pipeline", *TRANSFORM, *PROBA, *DECISION, *PREDICT,
+                   *trees.CLASSIFIERS, *trees.REGRESSORS})
+
+
+def _refuse(est: Any, what: str):
+    raise UnsupportedEstimator(f"{name_of(est)} cannot be compiled as a {what}; supported: "
+                               f"{', '.join(supported())}")
+
+
+def transform(est: Any, p: Program, x: int) -> int:
+    """A transformer (or a Pipeline of them)."""
+    if name_of(est) == "Pipeline":
+        return _steps(est, p, x, final_step=False)
+    fn = TRANSFORM.get(name_of(est)) or _refuse(est, "transformer")
+    return fn(est, p, x)
+
+
+def decision(est: Any, p: Program, x: int) -> int:
+    """A classifier's ``decision_function`` (what calibration builds on)."""
+    fn = DECISION.get(name_of(est)) or _refuse(est, "decision function")
+    return fn(est, p, x)
+
+
+def final(est: Any, p: Program, x: int, before: Any = None) -> int:
+    """A model's probabilities (classifier) or predictions (regressor), a Pipeline's included."""
+    name = name_of(est)
+    if name == "Pipeline":
+        return _steps(est, p, x, final_step=True)
+    if name in trees.CLASSIFIERS or name in trees.REGRESSORS:
+        return trees.compile_ensemble(est, p, x, before)
+    table = PROBA if hasattr(est, "predict_proba") else PREDICT
+    fn = table.get(name) or _refuse(est, "classifier" if table is PROBA else "regressor")
+    return fn(est, p, x)
+
+
+def _steps(pipe: Any, p: Program, x: int, final_step: bool) -> int:
+    """A Pipeline: its transformers, then its final model when ``final_step``. Per-feature
+    scalers right before a tree model are folded into its thresholds (see :mod:`.trees`)."""
+    steps = [s for _, s in pipe.steps if not (isinstance(s, str) or s is None)]
+    body, end = (steps[:-1], steps[-1]) if final_step else (steps, None)
+    folded = 0
+    if end is not None and name_of(end) in trees.CLASSIFIERS + trees.REGRESSORS:
+        while folded < len(body) and scaler_steps(body[len(body) - 1 - folded]):
+            folded += 1
+    for s in body[:len(body) - folded]:
+        x = transform(s, p, x)
+    if end is None:
+        return x
+    return final(end, p, x, _pipeline(body[len(body) - folded:]) if folded else None)
+
+
+def _pipeline(steps: list[Any]) -> Any:
+    from sklearn.pipeline import make_pipeline
+
+    return steps[0] if len(steps) == 1 else make_pipeline(*steps)

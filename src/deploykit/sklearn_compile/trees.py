@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from deploykit.sklearn_compile.estimators import name_of, unsupported
+from deploykit.sklearn_compile.base import name_of, unsupported
 from deploykit.sklearn_compile.program import Program
 
 CLASSIFIERS = ("DecisionTreeClassifier", "ExtraTreeClassifier", "RandomForestClassifier",
