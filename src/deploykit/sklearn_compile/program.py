@@ -230,6 +230,18 @@ def _trees(ops, xs, p, _):
     return ops.add(ops.multiply(ops.sum(leaves, axis=1), p["scale"]), p["offset"])
 
 
+@op("trees_gemm")
+def _trees_gemm(ops, xs, p, _):
+    """Shallow trees as products (see :func:`deploykit.sklearn_compile.trees._gemm`); gives
+    the sum over trees of the leaves' values, times ``scale``, plus ``offset``."""
+    n_trees, n_in = p["paths"].shape[0], p["inner"]
+    go_left = ops.cast(ops.less_equal(ops.matmul(xs[0], p["pick"]), p["threshold"]), "float32")
+    go_left = ops.transpose(ops.reshape(go_left, (-1, n_trees, n_in)), (1, 0, 2))  # [T, b, I]
+    reached = ops.cast(ops.equal(ops.matmul(go_left, p["paths"]), p["lefts"]), "float32")
+    leaves = ops.sum(ops.matmul(reached, p["value"]), axis=0)  # [b, outputs]
+    return ops.add(ops.multiply(leaves, p["scale"]), p["offset"])
+
+
 @op("kernel")
 def _kernel(ops, xs, p, _):
     """The kernel matrix against ``vectors``: rbf (squared distances summed from differences,

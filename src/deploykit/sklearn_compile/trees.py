@@ -153,26 +153,84 @@ def float32_thresholds(feature: np.ndarray, threshold: np.ndarray, n_features: i
     return np.where(none, -np.inf, _value(lo)).astype(np.float32)
 
 
+GEMM_MAX_DEPTH = 4  # shallower ensembles run as three matrix products (see _gemm)
+
+
 def compile_ensemble(est: Any, p: Program, x: int, before: Any = None) -> int:
-    """The ``trees`` instruction (and its link) for ``est``; ``before`` as in
-    :func:`float32_thresholds`."""
+    """The instruction for ``est``'s trees and its link: ``trees_gemm`` for shallow trees
+    (boosting's usual depth 3; a few products instead of a gather per level), else ``trees``
+    (level by level); ``before`` as in :func:`float32_thresholds`."""
     e = ensemble(est)
-    sizes = [len(t.feature) for t in e.trees]
+    thresholds = float32_thresholds(
+        np.concatenate([t.feature[t.left >= 0] for t in e.trees]),
+        np.concatenate([t.threshold[t.left >= 0] for t in e.trees]), est.n_features_in_, before)
+    inner = np.cumsum([0] + [int((t.left >= 0).sum()) for t in e.trees])
+    for t, lo, hi in zip(e.trees, inner[:-1], inner[1:], strict=True):
+        t.threshold = np.zeros(len(t.feature), np.float32)
+        t.threshold[t.left >= 0] = thresholds[lo:hi]
+    common = {"scale": p.const([e.scale]), "offset": p.const(e.offset)}
+    if max(t.depth for t in e.trees) <= GEMM_MAX_DEPTH:
+        out = p.add("trees_gemm", x, **_gemm(e.trees, est.n_features_in_, p), **common)
+    else:
+        out = p.add("trees", x, **_walk(e.trees, p), n_features=int(est.n_features_in_),
+                    **common)
+    return out if e.link == "identity" else p.add("activation", out, kind=e.link)
+
+
+def _walk(trees: list[Tree], p: Program) -> dict[str, Any]:
+    """The arrays of the level-by-level walk (see the ``trees`` op)."""
+    sizes = [len(t.feature) for t in trees]
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     ids = np.concatenate([np.arange(n) + s for n, s in zip(sizes, starts, strict=True)])
-    leaf = np.concatenate([t.left < 0 for t in e.trees])
-    left = np.concatenate([t.left + s for t, s in zip(e.trees, starts, strict=True)])
-    right = np.concatenate([t.right + s for t, s in zip(e.trees, starts, strict=True)])
-    feature = np.where(leaf, 0, np.concatenate([t.feature for t in e.trees]))
-    threshold = np.zeros(len(ids), np.float32)
-    inner = ~leaf
-    threshold[inner] = float32_thresholds(feature[inner], np.concatenate(
-        [t.threshold for t in e.trees])[inner], est.n_features_in_, before)
-    out = p.add("trees", x, feature=p.const(feature, "int32"), threshold=p.const(threshold),
-                left=p.const(np.where(leaf, ids, left), "int32"),
-                right=p.const(np.where(leaf, ids, right), "int32"),
-                roots=p.const(starts, "int32"),
-                value=p.const(np.concatenate([t.value for t in e.trees])),
-                scale=p.const([e.scale]), offset=p.const(e.offset),
-                depth=max(t.depth for t in e.trees), n_features=int(est.n_features_in_))
-    return out if e.link == "identity" else p.add("activation", out, kind=e.link)
+    leaf = np.concatenate([t.left < 0 for t in trees])
+    left = np.concatenate([t.left + s for t, s in zip(trees, starts, strict=True)])
+    right = np.concatenate([t.right + s for t, s in zip(trees, starts, strict=True)])
+    return {"feature": p.const(np.where(leaf, 0, np.concatenate([t.feature for t in trees])),
+                               "int32"),
+            "threshold": p.const(np.concatenate([t.threshold for t in trees])),
+            "left": p.const(np.where(leaf, ids, left), "int32"),
+            "right": p.const(np.where(leaf, ids, right), "int32"),
+            "roots": p.const(starts, "int32"), "value": p.const(np.concatenate(
+                [t.value for t in trees])), "depth": max(t.depth for t in trees)}
+
+
+def _gemm(trees: list[Tree], n_features: int, p: Program) -> dict[str, Any]:
+    """Hummingbird's GEMM strategy, trees padded to the same sizes: ``pick`` [features,
+    trees*I] selects each inner node's feature, ``threshold`` [trees*I]; ``paths`` [trees, I,
+    L] is +1 where a leaf lies left of an inner node and -1 right of it; ``lefts`` [trees, 1,
+    L] counts a leaf's left turns (a padding leaf: -1, never reached); ``value`` [trees, L,
+    outputs]. A row reaches the leaf whose left turns all compare true and right turns false:
+    ``(x @ pick <= threshold) @ paths == lefts``."""
+    n_in = max(int((t.left >= 0).sum()) for t in trees) or 1
+    n_leaf = max(int((t.left < 0).sum()) for t in trees)
+    width = trees[0].value.shape[1]
+    pick = np.zeros((n_features, len(trees) * n_in))
+    thr = np.full(len(trees) * n_in, np.inf, np.float32)
+    paths = np.zeros((len(trees), n_in, n_leaf))
+    lefts = np.full((len(trees), 1, n_leaf), -1.0)
+    value = np.zeros((len(trees), n_leaf, width))
+    for k, t in enumerate(trees):
+        inner = {node: i for i, node in enumerate(np.flatnonzero(t.left >= 0))}
+        for node, i in inner.items():
+            pick[t.feature[node], k * n_in + i] = 1.0
+            thr[k * n_in + i] = t.threshold[node]
+        for j, (leaf, turns) in enumerate(_leaf_paths(t)):
+            for node, went_left in turns:
+                paths[k, inner[node], j] = 1.0 if went_left else -1.0
+            lefts[k, 0, j] = sum(went_left for _, went_left in turns)
+            value[k, j] = t.value[leaf]
+    return {"pick": p.const(pick), "threshold": p.const(thr), "paths": p.const(paths),
+            "lefts": p.const(lefts), "value": p.const(value), "inner": n_in}
+
+
+def _leaf_paths(t: Tree) -> list[tuple[int, list[tuple[int, bool]]]]:
+    """Each leaf with the (inner node, went left) turns from the root to it."""
+    out, todo = [], [(0, [])]
+    while todo:
+        node, turns = todo.pop()
+        if t.left[node] < 0:
+            out.append((node, turns))
+        else:
+            todo += [(int(t.right[node]), [*turns, (node, False)]),
+                     (int(t.left[node]), [*turns, (node, True)])]
+    return out
