@@ -139,12 +139,12 @@ def _affine(ops, xs, p, _):
 
 
 @op("elementwise")
-def _elementwise(ops, xs, p, _):
+def _elementwise(ops, xs, p, consts):
     """Per-feature steps in the order given: ``[["sub", array], ["div", array], ...]``."""
     fns = {"sub": ops.subtract, "div": ops.divide, "mul": ops.multiply, "add": ops.add}
     x = xs[0]
     for step, array in p["steps"]:
-        x = fns[step](x, _[array])
+        x = fns[step](x, consts[array])
     return x
 
 
