@@ -128,13 +128,9 @@ def _from_path(p: Path, sample, task, labels) -> Source:
     if (p / "deploykit-model.json").is_file():
         return _from_folder(p)
     if p.suffix == ".keras":
-        from deploykit._lazy import require
+        from deploykit.formats.keras import load_keras
 
-        keras = require("keras", purpose="to export a .keras file")
-        from deploykit.sklearn_compile.program import layer_class
-
-        layer_class()  # a compiled scikit-learn model's layer
-        return _keras_memory(keras.saving.load_model(p, safe_mode=True), sample, task, labels,
+        return _keras_memory(load_keras(p, "to export a .keras file")[1], sample, task, labels,
                              file=p)
     if p.suffix == ".skops":
         from deploykit.training.sklearn_path import load_estimator

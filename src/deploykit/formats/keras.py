@@ -16,18 +16,20 @@ from deploykit.graph import EdgeContext, edge, node
 node("keras", "keras", description="Keras 3 model (.keras)")
 
 
-def _load(src: Path):
-    keras = require("keras", purpose="to convert a Keras model")
+def load_keras(src: Path, purpose: str = "to convert a Keras model"):
+    """``(keras, model)`` for a ``.keras`` file, safe mode on; deploykit's own layers (the
+    compiled scikit-learn program) are registered first."""
+    keras = require("keras", purpose=purpose)
     from deploykit.sklearn_compile.program import layer_class
 
-    layer_class()  # registers the layer of compiled scikit-learn models
+    layer_class()
     return keras, keras.saving.load_model(src, safe_mode=True)
 
 
 @edge("keras", "saved_model", requires=("keras", "tensorflow"), keras_backend="tensorflow")
 def keras_to_saved_model(src: Path, out: Path, ctx: EdgeContext) -> dict[str, Any]:
     """Keras's own export, in the TF Serving layout ``NAME/1/``."""
-    keras, model = _load(src)
+    keras, model = load_keras(src)
     model, options = unrolled(keras, model)
     tf = require("tensorflow")
     names = [s["name"] for s in ctx.signature["outputs"]]
@@ -81,7 +83,7 @@ def unrolled(keras, model):
 
 def as_torch_module(src: Path):
     """The ``.keras`` model as a ``torch.nn.Module`` (the worker runs Keras on torch)."""
-    keras, model = _load(src)
+    keras, model = load_keras(src)
     torch = require("torch")
     if keras.backend.backend() != "torch":
         raise RuntimeError(f"Keras runs on {keras.backend.backend()}, expected torch")
@@ -108,4 +110,3 @@ def keras_to_torch(src: Path, out: Path, ctx: EdgeContext) -> dict[str, Any]:
     export_program(as_torch_module(src), ctx.signature, out / "model.pt2")
     return {"file": "model.pt2", "versions": {"keras": keras.__version__,
                                               "torch": torch.__version__}}
-
