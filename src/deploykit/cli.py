@@ -265,6 +265,9 @@ def _cmd_inspect(a: argparse.Namespace) -> int:
                      str(x.batch or "dynamic")])
     _print_table("artifacts", ["target", "runtime", "route", "size", "vs fp32",
                                "metric Δ (held-out)", "parity", "worst", "batch-1", "batch"], rows)
+    for x in b.artifacts:  # what a route changed from its converters' defaults, and why
+        for key, why in x.converter_options.items():
+            _say(f"{x.target}: {key}: {why}")
     for f in b.failed:
         _say(f"\n{f.status.upper()} {f.target} ({' → '.join(f.route)}): {f.reason}")
         if f.log_tail:

@@ -214,7 +214,7 @@ def check(target: str, profile: str, predict: Callable, probe: Probe,
     failures += _verdict(prof, probe, agree, metric)
     if prof.name == "int8" and probe.task == "regression":
         key = next(iter(probe.reference))
-        fit = _r2(probe.reference[key], full[key])  # how well the artifact tracks the original
+        fit = r2(probe.reference[key], full[key])  # how well the artifact tracks the original
         if fit < INT8_REGRESSION_MIN_R2:
             failures.append(f"R² of artifact vs original {fit:.4f} < {INT8_REGRESSION_MIN_R2} "
                             f"(profile int8)")
@@ -345,11 +345,11 @@ def _metric(got: dict[str, np.ndarray], probe: Probe) -> dict[str, float] | None
         a, o = float(np.mean(mine == probe.y)), float(np.mean(ref == probe.y))
         return {"name": "accuracy", "artifact": a, "original": o, "drop": o - a}
     key = next(iter(probe.reference))
-    a, o = _r2(probe.y, got[key]), _r2(probe.y, probe.reference[key])
+    a, o = r2(probe.y, got[key]), r2(probe.y, probe.reference[key])
     return {"name": "r2", "artifact": a, "original": o, "drop": o - a}
 
 
-def _r2(y: np.ndarray, pred: np.ndarray) -> float:
+def r2(y: np.ndarray, pred: np.ndarray) -> float:
     y, pred = y.reshape(-1).astype(np.float64), np.asarray(pred, np.float64).reshape(-1)
     return float(1 - np.sum((y - pred) ** 2) / max(np.sum((y - y.mean()) ** 2), 1e-12))
 

@@ -1,0 +1,85 @@
+"""int8 that keeps what int8 breaks in float32 (formats/tflite.py): the digits SVM, whose
+full-integer model changes labels, keeps its leading op types float and then agrees with
+scikit-learn's own predict_proba in LiteRT; a network whose full-integer model agrees stays
+full integer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import shared
+
+import deploykit
+
+
+def test_check_rows_are_rows_then_blends_of_two_rows():
+    from deploykit.formats.tflite import check_rows
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(40, 5)).astype(np.float32)
+    ids = rng.integers(0, 1000, (40, 7))
+    rows = check_rows({"x": x, "ids": ids}, n=16)
+    assert rows["x"].shape == (32, 5) and rows["ids"].shape == (32, 7)
+    assert rows["x"].dtype == np.float32 and rows["ids"].dtype == ids.dtype
+    np.testing.assert_array_equal(rows["x"][:16], x[np.linspace(0, 39, 16).astype(int)])
+    assert all(_blend_of_two(b, x) for b in rows["x"][16:])
+    assert all(any((r == ids).all(1)) for r in rows["ids"])  # token ids are never blended
+    assert len(check_rows({"x": x[:5]}, n=16)["x"]) == 10  # fewer rows than asked: all of them
+
+
+@pytest.mark.slow
+def test_digits_svm_int8_keeps_its_kernel_float_and_agrees_with_sklearn():
+    from deploykit.formats.tflite import TfliteRunner
+    from deploykit.training.sklearn_path import load_estimator
+
+    d = shared.digits(("sklearn",))["sklearn"]
+    bundle = deploykit.load_bundle(d["bundle"])
+    art = bundle.artifact("tflite-int8")
+    assert art.passed and art.route == ("sklearn", "keras", "saved_model", "tflite-int8")
+    kept = art.converter_options["float32_ops"]
+    assert "EXP" in kept and "kept float32" in kept
+    x = np.load(d["bundle"] / "probe" / "inputs.npz")["x"]
+    want = load_estimator(d["model"] / "model.skops").predict_proba(x)
+    got = TfliteRunner(d["bundle"] / art.path, bundle.signature).predict({"x": x})
+    agree = np.mean(got["probabilities"].argmax(1) == want.argmax(1))
+    assert agree >= 0.99, agree
+    ops = {o["op_name"] for o in _ops(d["bundle"] / art.path)}
+    assert "QUANTIZE" in ops and "EXP" in ops  # some of it is integer, and exp is float
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flow", ["tensorflow", "keras-tensorflow"])
+def test_a_network_that_agrees_at_int8_stays_full_integer(flow):
+    d = shared.digits((flow,))[flow]
+    art = deploykit.load_bundle(d["bundle"]).artifact("tflite-int8")
+    assert art.passed and "float32_ops" not in art.converter_options
+    float_ops = {o["op_name"] for o in _ops(d["bundle"] / art.path)
+                 if o["op_name"] not in ("QUANTIZE", "DEQUANTIZE")
+                 and any(t == np.float32 for t in o["dtypes"])}
+    assert not float_ops, float_ops
+
+
+def _blend_of_two(b, x) -> bool:
+    """``b == t·x[i] + (1 - t)·x[j]`` for some rows ``i``, ``j`` and ``t`` in [0.3, 0.7] (or
+    ``b`` is a row: a pair drawn twice)."""
+    if (np.abs(x - b).max(1) < 1e-6).any():
+        return True
+    for i in range(len(x)):
+        d = np.delete(x[i] - x, i, axis=0)
+        rest = np.delete(x, i, axis=0)  # row j: b - x[j] must be t·(x[i] - x[j]) in every column
+        t = (b - rest) / np.where(np.abs(d) > 1e-3, d, np.nan)
+        ok = (np.nanmax(t, 1) - np.nanmin(t, 1) < 1e-4) & (np.nanmin(t, 1) >= 0.3 - 1e-4) \
+            & (np.nanmax(t, 1) <= 0.7 + 1e-4)
+        if ok.any():
+            return True
+    return False
+
+
+def _ops(path):
+    """Each op of a .tflite with its op name and the dtypes of its output tensors."""
+    from deploykit.formats.tflite import _interpreter_class
+
+    it = _interpreter_class()(model_path=str(path))
+    tensors = {t["index"]: t["dtype"] for t in it.get_tensor_details()}
+    return [{"op_name": o["op_name"], "dtypes": [tensors.get(i) for i in o["outputs"]]}
+            for o in it._get_ops_details()]
