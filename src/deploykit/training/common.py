@@ -55,7 +55,7 @@ class FitResult:
     framework: str
     files: dict[str, str]
     val_outputs: dict[str, np.ndarray]
-    test_outputs: dict[str, np.ndarray]
+    probe_outputs: dict[str, np.ndarray]  # on Split.X_probe, the test rows first
     model: dict[str, Any]
     backend: str | None = None
     selection: dict[str, Any] = field(default_factory=dict)
@@ -148,7 +148,9 @@ def finalize(workdir: Path, out: Path) -> None:
 def write_folder(workdir: Path, split: Split, fit: FitResult, *, flow: str, seed: int,
                  seconds: float, signature: Signature, extra: dict[str, Any] | None = None
                  ) -> dict[str, Any]:
-    """Write the card and the test split into ``workdir``; return the card."""
+    """Write the card and the probe rows (the test split, topped up to
+    :data:`~deploykit.data.PROBE_MIN_ROWS`, with the model's outputs) into ``workdir``;
+    return the card."""
     ds = split.dataset
     card = {
         "schema": CARD_SCHEMA,
@@ -163,18 +165,20 @@ def write_folder(workdir: Path, split: Split, fit: FitResult, *, flow: str, seed
         "task": {"kind": ds.task, "labels": list(ds.labels)},
         "signature": signature.to_dict(),
         "metrics": {"validation": metrics(ds.task, split.y_val, fit.val_outputs),
-                    "test": metrics(ds.task, split.y_test, fit.test_outputs)},
+                    "test": metrics(ds.task, split.y_test,
+                                    {k: v[:len(split.y_test)] for k, v in fit.probe_outputs.items()})},
         "selection": fit.selection,
         "split": {"seed": split.seed, "n_train": int(len(split.X_train)),
-                  "n_validation": int(len(split.X_val)), "n_test": int(len(split.X_test))},
+                  "n_validation": int(len(split.X_val)), "n_test": int(len(split.X_test)),
+                  "n_probe": int(len(split.X_probe))},
         "seed": seed,
         "train_seconds": round(seconds, 2),
         "versions": {**versions(), **fit.versions},
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **(extra or {}),
     }
-    arrays = {"X": split.X_test, "y": split.y_test,
-              **{f"ref.{k}": v for k, v in fit.test_outputs.items()}}
+    arrays = {"X": split.X_probe, "y": split.y_probe,
+              **{f"ref.{k}": v for k, v in fit.probe_outputs.items()}}
     np.savez(workdir / TEST_SPLIT, **arrays)
     (workdir / CARD).write_text(json.dumps(card, indent=2) + "\n")
     return card
@@ -196,7 +200,8 @@ def read_card(folder: str | Path) -> dict[str, Any]:
 
 
 def read_test_split(folder: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    """``(X, y, reference outputs)`` stored with a model folder."""
+    """``(X, y, reference outputs)`` of the probe rows stored with a model folder (the test
+    split first; older folders hold the test split alone)."""
     with np.load(Path(folder) / TEST_SPLIT, allow_pickle=False) as z:
         refs = {k[4:]: z[k] for k in z.files if k.startswith("ref.")}
         return z["X"], z["y"], refs

@@ -74,7 +74,7 @@ def fit(split: Split, workdir: Path, cfg: TrainConfig, backend: str) -> FitResul
         data = Path(tmp) / "split.npz"
         sc = scaling(split)
         np.savez(data, X_train=split.X_train, y_train=split.y_train, X_val=split.X_val,
-                 y_val=split.y_val, X_test=split.X_test, mean=sc["mean"], std=sc["std"])
+                 y_val=split.y_val, X_probe=split.X_probe, mean=sc["mean"], std=sc["std"])
         info = worker.run(
             "deploykit.training.keras_path:fit_in_worker",
             {"data": str(data), "workdir": str(workdir), "arch": arch, "epochs": epochs,
@@ -82,11 +82,11 @@ def fit(split: Split, workdir: Path, cfg: TrainConfig, backend: str) -> FitResul
              "y_mean": float(sc["y_mean"]), "y_std": float(sc["y_std"])},
             env={"KERAS_BACKEND": backend}, timeout=cfg.timeout, label=f"train keras-{backend}")
     with np.load(workdir / _OUTPUTS) as z:
-        val, test = {k[4:]: z[k] for k in z.files if k.startswith("val.")}, \
-            {k[5:]: z[k] for k in z.files if k.startswith("test.")}
+        val, probe = {k[4:]: z[k] for k in z.files if k.startswith("val.")}, \
+            {k[6:]: z[k] for k in z.files if k.startswith("probe.")}
     (workdir / _OUTPUTS).unlink()
     return FitResult(framework="keras", backend=backend, files={"model": MODEL_FILE},
-                     val_outputs=val, test_outputs=test,
+                     val_outputs=val, probe_outputs=probe,
                      model={"kind": "cnn" if cnn else "mlp", "architecture": arch,
                             "epochs": epochs, "params": info["params"]},
                      versions=info["versions"])
@@ -118,7 +118,7 @@ def fit_in_worker(data: str, workdir: str, arch: dict, epochs: int, seed: int, q
     model.save(out / MODEL_FILE)
     np.savez(out / _OUTPUTS,
              **{f"val.{k}": v for k, v in predict(model, a["X_val"], task).items()},
-             **{f"test.{k}": v for k, v in predict(model, a["X_test"], task).items()})
+             **{f"probe.{k}": v for k, v in predict(model, a["X_probe"], task).items()})
     return {"params": int(model.count_params()),
             "versions": {"keras": keras.__version__, backend: _backend_version(backend)}}
 

@@ -86,7 +86,7 @@ def fit(split: Split, workdir: Path, cfg: TrainConfig) -> FitResult:
     return FitResult(
         framework="sklearn", files={"model": MODEL_FILE},
         val_outputs=predict(model, split.X_val, task),
-        test_outputs=predict(model, split.X_test, task),
+        probe_outputs=predict(model, split.X_probe, task),
         model={"kind": name, "estimator": type(model[-1]).__name__,
                "params": {k.removeprefix("model__"): _jsonable(v)
                           for k, v in search.best_params_.items()}},

@@ -120,7 +120,7 @@ def fit(split: Split, workdir: Path, cfg: TrainConfig) -> FitResult:
     return FitResult(
         framework="tensorflow", files={"saved_model": SAVED_MODEL_DIR},
         val_outputs=predict(module.serve, split.X_val),
-        test_outputs=predict(module.serve, split.X_test),
+        probe_outputs=predict(module.serve, split.X_probe),
         model={"kind": "cnn" if cnn else "mlp", "architecture": arch, "epochs": epochs,
                "signature_key": "serving_default"},
         versions={"tensorflow": tf.__version__})

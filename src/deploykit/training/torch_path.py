@@ -97,7 +97,7 @@ def fit(split: Split, workdir: Path, cfg: TrainConfig) -> FitResult:
     return FitResult(
         framework="torch", files={"state_dict": STATE_FILE, "program": PROGRAM_FILE},
         val_outputs=predict(model, split.X_val, ds.task),
-        test_outputs=predict(model, split.X_test, ds.task),
+        probe_outputs=predict(model, split.X_probe, ds.task),
         model={"kind": kind, "architecture": arch, "epochs": epochs,
                "summary": str(model.body).replace("\n", " ")[:500]},
         versions={"torch": torch.__version__})
