@@ -111,7 +111,7 @@ def _int8_converter(tf, src: Path, rows: dict[str, np.ndarray]):
 CHECK_ROWS = 256  # of each kind
 LABEL_GOAL = 0.995
 REGRESSION_GOAL = 0.995
-_PLUMBING = {"QUANTIZE", "DEQUANTIZE", "SHAPE", "CAST", "RESHAPE"}
+_PLUMBING = {"QUANTIZE", "DEQUANTIZE"}  # what the quantiser itself inserts
 
 
 def check_rows(rows: dict[str, np.ndarray], n: int = CHECK_ROWS) -> dict[str, np.ndarray]:
@@ -166,7 +166,7 @@ def _selective(tf, src: Path, rows: dict[str, np.ndarray], float_ops: list[str])
 
 
 def _op_types(path: Path) -> list[str]:
-    """The model's op types in the order they first run, without quantisation plumbing."""
+    """The model's op types in the order they first run, but the quantiser's own."""
     seen: list[str] = []
     for op in _interpreter_class()(model_path=str(path))._get_ops_details():
         if op["op_name"] not in seen and op["op_name"] not in _PLUMBING:
