@@ -75,3 +75,23 @@ def test_a_compiled_classifier_exports_from_python_with_its_labels(tmp_path):
     for target in TARGETS:
         got = formats.open_artifact(bundle, target).predict(X)
         assert np.array_equal(np.ravel(got["label"]), est.predict(X)), target
+
+
+def test_an_estimator_the_compiler_lacks_fails_the_keras_routes_by_name(tmp_path):
+    """skl2onnx converts PolynomialFeatures, the compiler does not: ONNX passes, and every
+    target behind ``sklearn -> keras`` fails with the estimator's name and what is supported."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import PolynomialFeatures, StandardScaler
+
+    d = data()
+    model = make_pipeline(StandardScaler(), PolynomialFeatures(2),
+                          LogisticRegression(max_iter=2000)).fit(d["X"], d["three"])
+    report = deploykit.export(model, ["onnx", "tflite", "executorch"], out=tmp_path / "b",
+                              sample=d["X"][:40], quiet=True)
+    cells = {c.target: c for c in report.cells}
+    assert cells["onnx"].status == "pass", cells["onnx"].reason
+    for target in ("tflite", "executorch"):
+        why = cells[target].reason
+        assert cells[target].status == "error" and "PolynomialFeatures" in why, why
+        assert "StandardScaler" in why and "supported" in why, why
