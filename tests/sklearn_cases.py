@@ -148,3 +148,23 @@ def fitted(name: str) -> tuple[Any, np.ndarray]:
     with warnings.catch_warnings():  # a few iterations are enough to have weights to compile
         warnings.simplefilter("ignore", ConvergenceWarning)
         return make().fit(d["X"], d[target]), d["X"]
+
+
+def columns_forest() -> tuple[Any, np.ndarray]:
+    """A random forest after a ColumnTransformer (one-hot on two integer-coded columns,
+    scaling on six) on breast-cancer rows, and those rows. Computing the scaling in float32
+    (as LiteRT does, dividing by multiplying) rather than in scikit-learn's float64 moves
+    row 13 across a split unless the scaler is folded into the thresholds."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    X, y = load_breast_cancer(return_X_y=True)
+    X = X[:, :8].astype(np.float32)
+    X[:, :2] = np.floor(X[:, :2] / X[:, :2].max(axis=0) * 4)
+    pre = ColumnTransformer([("onehot", OneHotEncoder(handle_unknown="ignore"), [0, 1]),
+                             ("scale", StandardScaler(), list(range(2, 8)))])
+    model = make_pipeline(pre, RandomForestClassifier(30, max_depth=6, random_state=0))
+    return model.fit(X, y), X

@@ -77,21 +77,19 @@ def test_a_compiled_classifier_exports_from_python_with_its_labels(tmp_path):
         assert np.array_equal(np.ravel(got["label"]), est.predict(X)), target
 
 
-def test_an_estimator_the_compiler_lacks_fails_the_keras_routes_by_name(tmp_path):
-    """skl2onnx converts PolynomialFeatures, the compiler does not: ONNX passes, and every
-    target behind ``sklearn -> keras`` fails with the estimator's name and what is supported."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import PolynomialFeatures, StandardScaler
+def test_a_forest_after_a_column_transformer_is_exact_in_litert(tmp_path):
+    """LiteRT computes the scaling its own way (dividing by multiplying), which moved a row
+    across a split before the ColumnTransformer's scaler was folded into the thresholds."""
+    from sklearn_cases import columns_forest
 
-    d = data()
-    model = make_pipeline(StandardScaler(), PolynomialFeatures(2),
-                          LogisticRegression(max_iter=2000)).fit(d["X"], d["three"])
-    report = deploykit.export(model, ["onnx", "tflite", "executorch"], out=tmp_path / "b",
-                              sample=d["X"][:40], quiet=True)
-    cells = {c.target: c for c in report.cells}
-    assert cells["onnx"].status == "pass", cells["onnx"].reason
-    for target in ("tflite", "executorch"):
-        why = cells[target].reason
-        assert cells[target].status == "error" and "PolynomialFeatures" in why, why
-        assert "StandardScaler" in why and "supported" in why, why
+    from deploykit.formats.tflite import TfliteRunner
+    from deploykit.sklearn_compile import to_keras
+
+    model, x = columns_forest()
+    r = deploykit.export(to_keras(model, x.shape[1], classify=True), ["tflite"],
+                         out=tmp_path / "b", sample=x, quiet=True)
+    bundle = deploykit.load_bundle(r.bundle)
+    art = bundle.artifact("tflite")
+    got = TfliteRunner(r.bundle / art.path, bundle.signature).predict({"x": x})
+    assert np.array_equal(got["label"].ravel(), model.predict(x))
+    np.testing.assert_allclose(got["probabilities"], model.predict_proba(x), atol=1e-6)

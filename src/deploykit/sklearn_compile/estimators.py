@@ -105,16 +105,58 @@ def _one_hot(est, p, x):
 
 
 @_into(TRANSFORM, "ColumnTransformer")
-def _columns(est, p, x):
-
+def _columns(est, p, x, raw: bool = False):
+    """Each branch on its columns, concatenated in scikit-learn's order; with ``raw``, the
+    per-feature scalers are left out (folded into the trees' thresholds, see
+    :class:`_BranchScalers`)."""
     parts = []
+    for trans, idx in _branches(est):
+        part = p.add("columns", x, index=p.const(idx, "int32"))
+        keep = isinstance(trans, str) or raw and scaler_steps(trans) is not None
+        parts.append(part if keep else transform(trans, p, part))
+    return parts[0] if len(parts) == 1 else p.add("concat", *parts)
+
+
+def _branches(est) -> list[tuple[Any, np.ndarray]]:
+    """``(transformer or "passthrough", input columns)`` of each branch that outputs columns."""
+    out = []
     for _, trans, cols in est.transformers_:
         idx = _column_indices(est, cols)
-        if isinstance(trans, str) and trans == "drop" or len(idx) == 0:
-            continue
-        part = p.add("columns", x, index=p.const(idx, "int32"))
-        parts.append(part if isinstance(trans, str) else transform(trans, p, part))
-    return parts[0] if len(parts) == 1 else p.add("concat", *parts)
+        if not (isinstance(trans, str) and trans == "drop" or len(idx) == 0):
+            out.append((trans, idx))
+    return out
+
+
+class _BranchScalers:
+    """A ColumnTransformer's per-feature scalers acting on its own output columns (identity
+    for passthrough and one-hot columns): what ``trees.float32_thresholds`` searches through
+    when the transformer comes right before the trees (scikit-learn scales in float64 and the
+    trees then compare in float32; the program, compiled raw, compares the input itself)."""
+
+    def __init__(self, est):
+        self.spans, start = [], 0
+        for trans, idx in _branches(est):
+            width = len(idx) if isinstance(trans, str) or scaler_steps(trans) is not None \
+                else sum(len(c) for c in trans.categories_)
+            if not isinstance(trans, str) and scaler_steps(trans) is not None:
+                self.spans.append((slice(start, start + width), trans))
+            start += width
+
+    @staticmethod
+    def applies(est) -> bool:
+        """Every branch acts feature by feature, non-decreasing: scalers, passthrough,
+        one-hot (exact 0/1)."""
+        return all(isinstance(t, str) or scaler_steps(t) is not None
+                   or name_of(t) == "OneHotEncoder" for t, _ in _branches(est))
+
+    def fit(self, *_):  # a Pipeline step must look fittable
+        return self
+
+    def transform(self, grid: np.ndarray) -> np.ndarray:
+        out = grid.astype(np.float64)
+        for span, scaler in self.spans:
+            out[:, span] = scaler.transform(grid[:, span])
+        return out
 
 
 def _column_indices(est, cols) -> np.ndarray:
@@ -331,18 +373,27 @@ def final(est: Any, p: Program, x: int, before: Any = None) -> int:
 
 def _steps(pipe: Any, p: Program, x: int, final_step: bool) -> int:
     """A Pipeline: its transformers, then its final model when ``final_step``. Per-feature
-    scalers right before a tree model are folded into its thresholds (see :mod:`.trees`)."""
+    scalers right before a tree model, and a ColumnTransformer of them right before those,
+    are folded into its thresholds (see :mod:`.trees`)."""
     steps = [s for _, s in pipe.steps if not (isinstance(s, str) or s is None)]
     body, end = (steps[:-1], steps[-1]) if final_step else (steps, None)
-    folded = 0
+    folded, columns = 0, None
     if end is not None and name_of(end) in trees.CLASSIFIERS + trees.REGRESSORS:
         while folded < len(body) and scaler_steps(body[len(body) - 1 - folded]):
             folded += 1
-    for s in body[:len(body) - folded]:
+        k = len(body) - 1 - folded
+        if k >= 0 and name_of(body[k]) == "ColumnTransformer" and \
+                _BranchScalers.applies(body[k]):
+            columns = body[k]
+    for s in body[:len(body) - folded - (columns is not None)]:
         x = transform(s, p, x)
     if end is None:
         return x
-    return final(end, p, x, _pipeline(body[len(body) - folded:]) if folded else None)
+    before = body[len(body) - folded:]
+    if columns is not None:
+        x = _columns(columns, p, x, raw=True)
+        before = [_BranchScalers(columns), *before]
+    return final(end, p, x, _pipeline(before) if before else None)
 
 
 def _pipeline(steps: list[Any]) -> Any:
