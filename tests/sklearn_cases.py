@@ -168,3 +168,14 @@ def columns_forest() -> tuple[Any, np.ndarray]:
                              ("scale", StandardScaler(), list(range(2, 8)))])
     model = make_pipeline(pre, RandomForestClassifier(30, max_depth=6, random_state=0))
     return model.fit(X, y), X
+
+
+def breast_cancer_boosting() -> tuple[Any, np.ndarray]:
+    """HistGradientBoosting on breast-cancer rows, and 200 of them: float16 thresholds send
+    several of these rows down other branches."""
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    X, y = load_breast_cancer(return_X_y=True)
+    X = X.astype(np.float32)
+    return HistGradientBoostingClassifier(max_iter=30, random_state=0).fit(X, y), X[:200]

@@ -1,7 +1,8 @@
-"""int8 that keeps what int8 breaks in float32 (formats/tflite.py): the digits SVM, whose
-full-integer model changes labels, keeps its leading op types float and then agrees with
-scikit-learn's own predict_proba in LiteRT; a network whose full-integer model agrees stays
-full integer."""
+"""Reduced precision that keeps in float32 what it would break (formats/tflite.py, tfjs.py).
+int8: the digits SVM, whose full-integer model changes labels, keeps its leading op types
+float and then agrees with scikit-learn's own predict_proba in LiteRT; a network whose
+full-integer model agrees stays full integer. fp16: a boosted-trees model's thresholds stay
+float32 in TFLite and TF.js, so rows stay on their branches."""
 
 from __future__ import annotations
 
@@ -61,6 +62,50 @@ def test_a_network_that_agrees_at_int8_stays_full_integer(flow):
                  if o["op_name"] not in ("QUANTIZE", "DEQUANTIZE")
                  and any(t == np.float32 for t in o["dtypes"])}
     assert not float_ops, float_ops
+
+
+def test_compared_constants_are_thresholds_not_weights():
+    import tensorflow as tf
+
+    from deploykit.formats.tfjs import compared_constants
+
+    w = tf.constant(np.ones((3, 2), np.float32), name="weight")
+    table = tf.constant(np.arange(4, dtype=np.float32), name="thresholds")
+    cut = tf.constant(np.float32(0.5), name="cut")
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32)])
+    def f(x):
+        z = x @ w
+        picked = tf.gather(table, tf.constant([0, 2], name="nodes"))
+        return tf.cast(z <= picked, tf.float32) + tf.cast(z[:, :1] > cut, tf.float32)
+
+    graph_def = f.get_concrete_function().graph.as_graph_def()
+    values = {n.name: tf.make_ndarray(n.attr["value"].tensor) for n in graph_def.node
+              if n.op == "Const"}
+    kept = [values[name] for name in compared_constants(graph_def)]
+    assert sorted(v.size for v in kept) == [1, 4], kept  # the cut and the threshold table
+    assert any(np.array_equal(v, np.arange(4)) for v in kept)
+    assert not any(v.shape == (3, 2) for v in kept)  # the weight is float16's to store
+
+
+@pytest.mark.slow
+def test_boosted_trees_keep_exact_thresholds_at_fp16(tmp_path):
+    from sklearn_cases import breast_cancer_boosting
+
+    from deploykit.formats.tflite import TfliteRunner
+    from deploykit.sklearn_compile import to_keras
+
+    model, x = breast_cancer_boosting()
+    r = deploykit.export(to_keras(model, x.shape[1], classify=True),
+                         ["tflite-fp16", "tfjs-fp16"], out=tmp_path / "b", sample=x, quiet=True)
+    bundle = deploykit.load_bundle(r.bundle)
+    lite, web = bundle.artifact("tflite-fp16"), bundle.artifact("tfjs-fp16")
+    assert lite.passed and web.passed, [c.reason for c in r.cells]
+    assert "ai-edge-quantizer" in lite.converter_options["float16_weights"]
+    assert "compared constant" in web.converter_options["float32_weights"]
+    got = TfliteRunner(r.bundle / lite.path, bundle.signature).predict({"x": x})
+    assert np.array_equal(got["label"].ravel(), model.predict(x))
+    np.testing.assert_allclose(got["probabilities"], model.predict_proba(x), atol=1e-2)
 
 
 def _blend_of_two(b, x) -> bool:

@@ -98,6 +98,7 @@ def write_graph_model(saved_model: Path, out: Path, ctx: EdgeContext, *,
         raise ExportError(f"tfjs cannot run op(s) {', '.join(missing)} in this graph; "
                           f"export another target or replace the op")
     weights, blobs = [], []
+    exact = compared_constants(graph_def) if fp16 else set()
     for n in graph_def.node:
         if n.op != "Const":
             continue
@@ -105,7 +106,7 @@ def write_graph_model(saved_model: Path, out: Path, ctx: EdgeContext, *,
         js_dtype, enum = _DTYPES.get(value.dtype.name, (None, None))
         if js_dtype is None:
             raise ExportError(f"constant {n.name} has dtype {value.dtype}, which tfjs lacks")
-        spec, raw = _weight(n.name, value, js_dtype, fp16)
+        spec, raw = _weight(n.name, value, js_dtype, fp16 and n.name not in exact)
         weights.append(spec)
         blobs.append(raw)
         tensor = n.attr["value"].tensor
@@ -126,8 +127,34 @@ def write_graph_model(saved_model: Path, out: Path, ctx: EdgeContext, *,
         "userDefinedMetadata": {"outputs": list(outputs), "inputs": sig_names},
     }
     (out / "model.json").write_text(json.dumps(model))
-    return {"file": "model.json",  # outputs come back in signature order, mapped by position
+    info = {"file": "model.json",  # outputs come back in signature order, mapped by position
             "versions": {"tensorflow": tf.__version__, "@tensorflow/tfjs": _tfjs_version()}}
+    if exact:
+        info["options"] = {"float32_weights": f"{len(exact)} compared constant(s) kept float32 "
+                                              f"(decision thresholds: float16 moves them)"}
+    return info
+
+
+COMPARISONS = {"Less", "LessEqual", "Greater", "GreaterEqual", "Equal", "NotEqual"}
+# ops that hand a constant's values on unchanged (params of a gather: input 0)
+_CARRIERS = {"GatherV2", "Gather", "GatherNd", "Identity", "Reshape", "ExpandDims", "Squeeze",
+             "StridedSlice", "Transpose", "ConcatV2", "Pack"}
+
+
+def compared_constants(graph_def) -> set[str]:
+    """Constants that a comparison reads, directly or through gathers and reshapes: decision
+    thresholds (a compiled tree's splits), which float16 would round across inputs."""
+    readers: dict[str, list] = {}
+    for n in graph_def.node:
+        for i, name in enumerate(n.input):
+            readers.setdefault(name.split(":")[0], []).append((n, i))
+
+    def compared(name: str, depth: int = 0) -> bool:
+        return any(n.op in COMPARISONS or n.op in _CARRIERS and depth < 8
+                   and (i == 0 or n.op in ("ConcatV2", "Pack")) and compared(n.name, depth + 1)
+                   for n, i in readers.get(name, []))
+
+    return {n.name for n in graph_def.node if n.op == "Const" and compared(n.name)}
 
 
 def _weight(name: str, value: np.ndarray, js_dtype: str, fp16: bool) -> tuple[dict, bytes]:

@@ -48,10 +48,39 @@ def saved_model_to_tflite(src: Path, out: Path, ctx: EdgeContext) -> dict[str, A
 
 @edge("saved_model", "tflite-fp16", requires=("tensorflow",))
 def saved_model_to_tflite_fp16(src: Path, out: Path, ctx: EdgeContext) -> dict[str, Any]:
+    """float16 weights by TFLite's converter, which rounds every float constant. When that
+    moves outputs beyond the fp16 profile on check rows (a compiled tree's thresholds, rounded,
+    send rows down other branches), ai-edge-quantizer casts the fp32 model's weights instead:
+    it casts the weights of compute ops (fully connected, convolution, embedding) and leaves
+    gathered and compared constants float32."""
     tf, conv = _converter(src)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.target_spec.supported_types = [tf.float16]
-    return _write(out, "model_fp16.tflite", conv.convert(), tf)
+    info = _write(out, "model_fp16.tflite", conv.convert(), tf)
+    if _within_fp16(src, out / info["file"], ctx):
+        return info
+    fp32 = out / "fp32.tflite"
+    fp32.write_bytes(_converter(src)[1].convert())
+    _cast_weights_fp16(fp32, out / info["file"])
+    fp32.unlink()
+    info["versions"].update(_aeq_versions())
+    info["options"] = {"float16_weights": "compute-op weights only (ai-edge-quantizer): the "
+                                          "converter's float16 constants moved outputs"}
+    return info
+
+
+def _within_fp16(src: Path, path: Path, ctx: EdgeContext) -> bool:
+    """The fp16 profile's element rule against the SavedModel on check rows."""
+    from deploykit.formats.saved_model import SavedModelRunner
+    from deploykit.parity import PROFILES
+    from deploykit.signature import Signature
+
+    sig, prof = Signature.from_dict(ctx.signature), PROFILES["fp16"]
+    check = check_rows(calibration_rows(ctx))
+    reference = SavedModelRunner(src, sig).predict(check)
+    got = TfliteRunner(path, sig).predict(check)
+    return all(np.all(np.abs(got[k] - r) <= prof.atol + prof.rtol * np.abs(r))
+               for k, r in reference.items() if r.dtype.kind == "f")
 
 
 def calibration_rows(ctx: EdgeContext) -> dict[str, np.ndarray]:
@@ -291,11 +320,15 @@ def _quantizer(src: Path):
 @edge("tflite", "tflite-fp16", requires=("ai_edge_quantizer",), cost=2.0)
 def tflite_to_tflite_fp16(src: Path, out: Path, ctx: EdgeContext) -> dict[str, Any]:
     """ai-edge-quantizer: weights stored as float16 (for models that did not come from TF)."""
+    _cast_weights_fp16(src, out / "model_fp16.tflite")
+    return {"file": "model_fp16.tflite", **_same_batch(src), "versions": _aeq_versions()}
+
+
+def _cast_weights_fp16(src: Path, dest: Path) -> None:
     qt, op, algo = _quantizer(src)
     qt.add_weight_only_config(regex=".*", operation_name=op.ALL_SUPPORTED, num_bits=16,
                               algorithm_key=algo.FLOAT_CASTING)
-    qt.quantize(serialize_to_path=str(out / "model_fp16.tflite"))
-    return {"file": "model_fp16.tflite", **_same_batch(src), "versions": _aeq_versions()}
+    qt.quantize(serialize_to_path=str(dest))
 
 
 @edge("torch", "tflite-int8", requires=("torch", "litert_torch"))
