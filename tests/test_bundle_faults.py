@@ -136,15 +136,16 @@ def test_tampered_or_truncated_artifact_is_refused(torch_bundle, tmp_path):
 
 
 def test_unknown_target_and_missing_route(tmp_path):
-    from sources_for_tests import sklearn_model
+    from sources_for_tests import tf_module
 
     with pytest.raises(ExportError, match="unknown target"):
-        deploykit.export(sklearn_model(), ["tfjs-nope"], out=tmp_path / "x", quiet=True)
-    r = deploykit.export(sklearn_model(), ["onnx", "tflite"], out=tmp_path / "b", quiet=True)
+        deploykit.export(tf_module(), ["tfjs-nope"], out=tmp_path / "x", quiet=True)
+    r = deploykit.export(tf_module(), ["tflite", "torchscript"], out=tmp_path / "b",
+                         sample=sample(), quiet=True)
     cells = {c.target: c for c in r.cells}
-    assert cells["onnx"].status == "pass"
-    assert cells["tflite"].status == "n/a" and "reachable from 'sklearn': onnx" in \
-        cells["tflite"].reason
+    assert cells["tflite"].status == "pass"
+    assert cells["torchscript"].status == "n/a" and "reachable from 'saved_model': " in \
+        cells["torchscript"].reason and "tflite" in cells["torchscript"].reason
     assert deploykit.verify(tmp_path / "b").ok
 
 

@@ -22,6 +22,7 @@ pytestmark = pytest.mark.slow  # every converter on a small model
 # edge -> the kind of source model it is tested from (the source reaches the edge's input)
 EDGE_CASES = {
     "sklearn_to_onnx": "sklearn",
+    "sklearn_to_keras": "sklearn",
     "onnx_to_onnx_web": "sklearn",
     "keras_to_saved_model": "keras",
     "keras_to_torch": "keras",

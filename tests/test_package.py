@@ -25,7 +25,6 @@ pytestmark = pytest.mark.slow  # packages the shared digits bundles, builds devi
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
 PATHS = ("sklearn", "tensorflow", "torch", "keras-tensorflow", "keras-torch")
-TFLITE_PATHS = PATHS[1:]  # scikit-learn has no route to TFLite (see `deploykit formats`)
 TFLITE = ("tflite", "tflite-fp16", "tflite-int8")
 
 
@@ -90,7 +89,7 @@ def _targets(pkg: Path) -> dict[str, dict]:
     return {a["target"]: a for a in json.loads((pkg / "package.json").read_text())["artifacts"]}
 
 
-@pytest.mark.parametrize("path", TFLITE_PATHS)
+@pytest.mark.parametrize("path", PATHS)
 def test_every_tflite_artifact_verifies_with_only_litert(edge_packages, litert_python, path):
     pkg = edge_packages[path]
     assert set(TFLITE) <= set(_targets(pkg))

@@ -27,7 +27,7 @@ def digits_bundles():
     return shared.digits()
 
 
-@pytest.mark.parametrize("path", ["tensorflow", "keras-tensorflow", "keras-torch"])
+@pytest.mark.parametrize("path", ["tensorflow", "keras-tensorflow", "keras-torch", "sklearn"])
 def test_tfjs_matches_the_original_in_node(digits_bundles, path):
     cells = digits_bundles[path]["cells"]
     for target in ("tfjs", "tfjs-fp16", "onnx-web"):
@@ -38,9 +38,8 @@ def test_tfjs_matches_the_original_in_node(digits_bundles, path):
     assert tfjs.profile == "fp32" and tfjs.runs == "browser" and tfjs.parity.max_abs < 1e-4
 
 
-@pytest.mark.parametrize("path", ["sklearn", "torch"])
-def test_onnx_web_for_sources_without_savedmodel(digits_bundles, path):
-    cells = digits_bundles[path]["cells"]
+def test_onnx_web_for_sources_without_savedmodel(digits_bundles):
+    cells = digits_bundles["torch"]["cells"]
     assert cells["onnx-web"]["status"] == "pass", cells["onnx-web"]["reason"]
     assert cells["tfjs"]["status"] == "n/a" and "reachable" in cells["tfjs"]["reason"]
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from deploykit._lazy import require
+from deploykit.formats.base import Runner, register_runner
 from deploykit.graph import EdgeContext, edge, node
 
 node("keras", "keras", description="Keras 3 model (.keras)")
@@ -110,3 +111,17 @@ def keras_to_torch(src: Path, out: Path, ctx: EdgeContext) -> dict[str, Any]:
     export_program(as_torch_module(src), ctx.signature, out / "model.pt2")
     return {"file": "model.pt2", "versions": {"keras": keras.__version__,
                                               "torch": torch.__version__}}
+
+
+@register_runner("keras")
+class KerasRunner(Runner):
+    """A ``.keras`` file on the Keras backend of this process (an intermediate; checks the
+    edges into Keras)."""
+
+    def _load(self) -> None:
+        _, self.model = load_keras(self.path, purpose="to run a Keras model")
+
+    def _predict(self, inputs):
+        xs = list(inputs.values())
+        return ordered_outputs(self.model, self.model.predict(xs[0] if len(xs) == 1 else xs,
+                                                              verbose=0))

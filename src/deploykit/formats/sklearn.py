@@ -1,9 +1,33 @@
-"""scikit-learn source node (a ``.skops`` file); its only edge leads to ONNX (see onnx.py).
+"""scikit-learn source node (a ``.skops`` file) and its edge into Keras.
 
-The compiler in :mod:`deploykit.sklearn_compile` turns a fitted estimator into a Keras model
-that reaches every other target from Python; its ``sklearn -> keras`` edge joins the graph
-once its int8 artifacts pass (see the README's scikit-learn section)."""
+skl2onnx's edge to ONNX lives in onnx.py. The edge here compiles the estimator to a Keras
+model made of one tensor program (:mod:`deploykit.sklearn_compile`), from which the Keras
+edges reach SavedModel, TFLite, TF.js, TorchScript and ExecuTorch.
+"""
 
-from deploykit.graph import node
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from deploykit._lazy import require
+from deploykit.graph import EdgeContext, edge, node
 
 node("sklearn", "sklearn", description="scikit-learn estimator (.skops)")
+
+
+@edge("sklearn", "keras", requires=("sklearn", "keras"), keras_backend="tensorflow")
+def sklearn_to_keras(src: Path, out: Path, ctx: EdgeContext) -> dict[str, Any]:
+    """Compile the fitted estimator to a Keras tensor program (classifiers: label and
+    probabilities; regressors: predictions)."""
+    keras = require("keras", purpose="to compile a scikit-learn model")
+    sklearn = require("sklearn")
+    from deploykit.sklearn_compile import to_keras
+    from deploykit.training.sklearn_path import load_estimator
+
+    names = [s["name"] for s in ctx.signature["outputs"]]
+    model = to_keras(load_estimator(src), ctx.signature["inputs"][0]["shape"][1],
+                     classify="probabilities" in names)
+    model.save(out / "model.keras")
+    return {"file": "model.keras", "versions": {"scikit-learn": sklearn.__version__,
+                                                "keras": keras.__version__}}
