@@ -93,3 +93,23 @@ def test_a_forest_after_a_column_transformer_is_exact_in_litert(tmp_path):
     got = TfliteRunner(r.bundle / art.path, bundle.signature).predict({"x": x})
     assert np.array_equal(got["label"].ravel(), model.predict(x))
     np.testing.assert_allclose(got["probabilities"], model.predict_proba(x), atol=1e-6)
+
+
+def test_an_estimator_the_compiler_lacks_fails_the_keras_routes_by_name(tmp_path):
+    """skl2onnx converts PolynomialFeatures, the compiler does not: ONNX passes, and every
+    target behind ``sklearn -> keras`` fails with the estimator's name and what is supported."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import PolynomialFeatures, StandardScaler
+
+    d = data()
+    model = make_pipeline(StandardScaler(), PolynomialFeatures(2),
+                          LogisticRegression(max_iter=2000)).fit(d["X"], d["three"])
+    report = deploykit.export(model, ["onnx", "tflite", "executorch"], out=tmp_path / "b",
+                              sample=d["X"][:40], quiet=True)
+    cells = {c.target: c for c in report.cells}
+    assert cells["onnx"].status == "pass", cells["onnx"].reason
+    for target in ("tflite", "executorch"):
+        why = cells[target].reason
+        assert cells[target].status == "error" and "PolynomialFeatures" in why, why
+        assert "StandardScaler" in why and "supported" in why, why
