@@ -303,7 +303,7 @@ def _cmd_package(a: argparse.Namespace) -> int:
         _say(f"{art['target']:12s} {human_bytes(art['bytes']):>10s}  {art['path']}")
         for rt, lacks in art.get("older_runtimes", {}).items():
             if lacks:
-                _say(f"warning: {art['target']} will not load on {rt}: it needs "
+                _say(f"warning: {art['target']} will not run on {rt}: it needs "
                      f"{'; '.join(lacks)}. Devices with that runtime need a newer one, or "
                      f"ship a target that loads there (see the package README)", err=True)
     _say(f"package: {a.out}  zip: {Path(a.out).with_suffix('.zip')}")

@@ -193,6 +193,18 @@ def compare(got: np.ndarray, ref: np.ndarray, profile: str, meta: dict) -> tuple
     return passed, f"max|d| {err.max():.2e}{agree_s}  ({profile})"
 
 
+def run_artifact(root: Path, art: dict, x: np.ndarray):
+    """``(outputs, None)``, or ``(None, why)``: the runtime could not load or run it."""
+    try:
+        model = open_model(root, art)
+    except Exception as e:
+        return None, f"cannot load it: {one_line(e)}"
+    try:
+        return predict(model, art, x), None
+    except Exception as e:  # e.g. a kernel this runtime lacks for the input type
+        return None, f"cannot run it: {one_line(e)}"
+
+
 def verify(root: Path, meta: dict) -> bool:
     x, ref = read_probe(root, meta)
     ok = True
@@ -202,17 +214,16 @@ def verify(root: Path, meta: dict) -> bool:
             print(f"{art['target']:12s} skipped: its runtime is not installed here")
             continue
         ran += 1
-        try:
-            model = open_model(root, art)
-        except Exception as e:  # the runtime refuses the model: say why, and what was known
+        got, failure = run_artifact(root, art, x)
+        if failure:  # the runtime refuses the model: say why, and what was known
             ok = False
-            print(f"{art['target']:12s} FAIL  {runtime_name(art)} cannot load it: {one_line(e)}")
+            print(f"{art['target']:12s} FAIL  {runtime_name(art)} {failure}")
             for rt, lacks in art.get("older_runtimes", {}).items():
                 if lacks:
                     print(f"{'':12s}      flagged by deploykit package for {rt}: needs "
                           f"{'; '.join(lacks)}")
             continue
-        passed, summary = compare(predict(model, art, x), ref, art["profile"], meta)
+        passed, summary = compare(got, ref, art["profile"], meta)
         ok &= passed
         print(f"{art['target']:12s} {'PASS' if passed else 'FAIL'}  {summary}")
     if ran == 0:

@@ -24,6 +24,12 @@ RUNTIMES = {"tflite-runtime 2.14": "tflite_runtime_2_14.json"}
 # AddCustom). They cannot be measured like builtins: a custom op is looked up only when a
 # node uses it, so the table holds builtins only.
 BUILT_IN_CUSTOM = {"Mfcc", "AudioSpectrogram", "TFLite_Detection_PostProcess"}
+# Kernels a runtime has at the operator's version but not for an input type, which a version
+# table cannot show: the model loads, then fails at its first invoke. Each was seen on the
+# real runtime by a package's `run.py --verify` (TensorType 9 is int8).
+KERNEL_GAPS = {"tflite-runtime 2.14": {
+    ("DIV", 9): "int8 DIV (its kernel takes float32, int32 and uint8 only)",
+}}
 
 
 @dataclass(frozen=True)
@@ -67,23 +73,53 @@ class _Reader:
             raise BundleError("damaged TFLite flatbuffer: a name is not UTF-8") from None
 
 
-def operator_codes(model: bytes | str | Path) -> list[OpCode]:
-    """The operator codes of a TFLite flatbuffer (schema fields per tflite/schema.fbs)."""
+def _flatbuffer(model: bytes | str | Path) -> _Reader:
     try:
         buf = model if isinstance(model, bytes) else Path(model).read_bytes()
     except OSError as e:
         raise BundleError(f"cannot read {model}: {e.strerror}") from None
     if len(buf) < 8 or buf[4:8] != b"TFL3":
         raise BundleError("not a TFLite flatbuffer (no 'TFL3' identifier)")
-    r = _Reader(buf)
-    codes_at = r.field(r.read("I", 0), 1)  # Model.operator_codes
-    if codes_at is None:
+    return _Reader(buf)
+
+
+def _vector(r: _Reader, at: int | None, what: str) -> list[int]:
+    """Positions of a vector's 4-byte elements (none when the field is absent)."""
+    if at is None:
         return []
-    vec = r.deref(codes_at)
+    vec = r.deref(at)
     n = r.read("I", vec)
-    if vec + 4 + 4 * n > len(buf):
-        raise BundleError("damaged TFLite flatbuffer: the operator code list runs past the end")
-    return [_opcode(r, r.deref(vec + 4 + 4 * i)) for i in range(n)]
+    if vec + 4 + 4 * n > len(r.buf):
+        raise BundleError(f"damaged TFLite flatbuffer: the {what} list runs past the end")
+    return [vec + 4 + 4 * i for i in range(n)]
+
+
+def operator_codes(model: bytes | str | Path) -> list[OpCode]:
+    """The operator codes of a TFLite flatbuffer (schema fields per tflite/schema.fbs)."""
+    r = _flatbuffer(model)
+    codes = _vector(r, r.field(r.read("I", 0), 1), "operator code")  # Model.operator_codes
+    return [_opcode(r, r.deref(at)) for at in codes]
+
+
+def first_input_types(model: bytes | str | Path) -> list[tuple[int, int | None]]:
+    """``(operator code index, TensorType of its first input)`` for every operator of every
+    subgraph (Model.subgraphs; SubGraph.tensors, .operators; Tensor.type; Operator.inputs)."""
+    r = _flatbuffer(model)
+    out = []
+    for sg in _vector(r, r.field(r.read("I", 0), 2), "subgraph"):
+        sg = r.deref(sg)
+        types = []
+        for t in _vector(r, r.field(sg, 0), "tensor"):
+            at = r.field(r.deref(t), 1)
+            types.append(r.read("b", at) if at is not None else 0)  # default FLOAT32
+        for op in _vector(r, r.field(sg, 3), "operator"):
+            op = r.deref(op)
+            index_at = r.field(op, 0)
+            inputs = [r.read("i", i) for i in _vector(r, r.field(op, 1), "input")]
+            first = inputs[0] if inputs and 0 <= inputs[0] < len(types) else None
+            out.append((r.read("I", index_at) if index_at is not None else 0,
+                        None if first is None else types[first]))
+    return out
 
 
 def _opcode(r: _Reader, t: int) -> OpCode:
@@ -122,7 +158,17 @@ def missing_ops(model: bytes | str | Path, runtime: str = "tflite-runtime 2.14")
         elif op.version not in versions:
             problems.append(f"{name} version {op.version} ({runtime} has version "
                             f"{_ranges(versions)})")
-    return problems
+    return problems + _kernel_gaps(model, runtime)
+
+
+def _kernel_gaps(model: bytes | str | Path, runtime: str) -> list[str]:
+    gaps, by_code = KERNEL_GAPS.get(runtime, {}), _table(runtime)["by_code"]
+    if not gaps:
+        return []
+    codes = operator_codes(model)
+    found = {gaps[key] for index, dtype in first_input_types(model) if index < len(codes)
+             and (key := (by_code.get(codes[index].code, ("",))[0], dtype)) in gaps}
+    return [f"{why} ({runtime} lacks that kernel)" for why in sorted(found)]
 
 
 def _ranges(versions: list[int]) -> str:
