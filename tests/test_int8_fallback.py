@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import shared
 
 import deploykit
 
@@ -28,24 +27,35 @@ def test_check_rows_are_rows_then_blends_of_two_rows():
     assert len(check_rows({"x": x[:5]}, n=16)["x"]) == 10  # fewer rows than asked: all of them
 
 
+@pytest.fixture(scope="module")
+def digits():
+    from deploykit.data import load_dataset, split_dataset
+
+    return split_dataset(load_dataset("digits"), seed=0)
+
+
 @pytest.mark.slow
-def test_digits_svm_int8_keeps_its_kernel_float_and_agrees_with_sklearn(tmp_path):
+def test_digits_svm_int8_keeps_its_kernel_float_and_agrees_with_sklearn(digits, tmp_path):
+    """The training core's digits model: a calibrated RBF SVM behind a scaler."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
     from deploykit.formats.tflite import TfliteRunner
     from deploykit.sklearn_compile import to_keras
-    from deploykit.training import read_test_split
-    from deploykit.training.sklearn_path import load_estimator
 
-    folder = shared.digits(("sklearn",))["sklearn"]["model"]  # the calibrated RBF SVM
-    svm = load_estimator(folder / "model.skops")
-    x, _, _ = read_test_split(folder)
+    svm = make_pipeline(StandardScaler(), CalibratedClassifierCV(SVC(C=10.0), ensemble=False))
+    svm.fit(digits.X_train, digits.y_train)
+    x = digits.X_test.astype(np.float32)
     r = deploykit.export(to_keras(svm, x.shape[1], classify=True), ["tflite-int8"],
                          out=tmp_path / "b", sample=x, quiet=True)
-    art = deploykit.load_bundle(r.bundle).artifact("tflite-int8")
+    bundle = deploykit.load_bundle(r.bundle)
+    art = bundle.artifact("tflite-int8")
     assert art.passed, art.parity.failures
     kept = art.converter_options["float32_ops"]
     assert "EXP" in kept and "kept float32" in kept
-    got = TfliteRunner(r.bundle / art.path, deploykit.load_bundle(r.bundle).signature
-                       ).predict({"x": x.astype(np.float32)})
+    got = TfliteRunner(r.bundle / art.path, bundle.signature).predict({"x": x})
     agree = np.mean(got["probabilities"].argmax(1) == svm.predict_proba(x).argmax(1))
     assert agree >= 0.99, agree
     ops = {o["op_name"] for o in _ops(r.bundle / art.path)}
@@ -53,12 +63,20 @@ def test_digits_svm_int8_keeps_its_kernel_float_and_agrees_with_sklearn(tmp_path
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("flow", ["tensorflow", "keras-tensorflow"])
-def test_a_network_that_agrees_at_int8_stays_full_integer(flow):
-    d = shared.digits((flow,))[flow]
-    art = deploykit.load_bundle(d["bundle"]).artifact("tflite-int8")
+def test_a_network_that_agrees_at_int8_stays_full_integer(digits, tmp_path):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    net = keras.Sequential([keras.Input((64,), name="x"), keras.layers.Rescaling(1 / 16),
+                            keras.layers.Dense(64, activation="relu"),
+                            keras.layers.Dense(10, activation="softmax")])
+    net.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    net.fit(digits.X_train, digits.y_train, epochs=30, batch_size=32, verbose=0)
+    r = deploykit.export(net, ["tflite-int8"], out=tmp_path / "b",
+                         sample=digits.X_test.astype(np.float32), quiet=True)
+    art = deploykit.load_bundle(r.bundle).artifact("tflite-int8")
     assert art.passed and "float32_ops" not in art.converter_options
-    float_ops = {o["op_name"] for o in _ops(d["bundle"] / art.path)
+    float_ops = {o["op_name"] for o in _ops(r.bundle / art.path)
                  if o["op_name"] not in ("QUANTIZE", "DEQUANTIZE")
                  and any(t == np.float32 for t in o["dtypes"])}
     assert not float_ops, float_ops

@@ -308,7 +308,9 @@ def _keras_memory(model, sample, task, labels, file: Path | None = None) -> Sour
 
 def _keras_named(model, out) -> dict[str, np.ndarray]:
     """Keras outputs (an array, a list or a dict) by the model's output names, in order."""
-    names = list(model.output_names)
+    from deploykit.formats.keras import output_names
+
+    names = output_names(model)
     if isinstance(out, dict):
         return {n: np.asarray(out[n]) for n in names}
     outs = list(out) if isinstance(out, (list, tuple)) else [out]

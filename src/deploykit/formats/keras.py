@@ -52,10 +52,17 @@ def call(model, xs):
     return model(xs[0] if len(xs) == 1 else list(xs), training=False)
 
 
+def output_names(model) -> list[str]:
+    """A Keras model's output names: a functional model's own, else (a ``Sequential``,
+    which has none) its last layer's name."""
+    names = getattr(model, "output_names", None)
+    return list(names) if names else [model.layers[-1].name]
+
+
 def ordered_outputs(model, y) -> list:
-    """The model's outputs as a list in ``model.output_names`` order (the signature's)."""
+    """The model's outputs as a list in :func:`output_names` order (the signature's)."""
     if isinstance(y, dict):
-        return [y[n] for n in model.output_names]
+        return [y[n] for n in output_names(model)]
     return list(y) if isinstance(y, (list, tuple)) else [y]
 
 

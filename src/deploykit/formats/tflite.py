@@ -71,13 +71,10 @@ def saved_model_to_tflite_fp16(src: Path, out: Path, ctx: EdgeContext) -> dict[s
 
 def _within_fp16(src: Path, path: Path, ctx: EdgeContext) -> bool:
     """The fp16 profile's element rule against the SavedModel on check rows."""
-    from deploykit.formats.saved_model import SavedModelRunner
     from deploykit.parity import PROFILES
-    from deploykit.signature import Signature
 
-    sig, prof = Signature.from_dict(ctx.signature), PROFILES["fp16"]
-    check = check_rows(calibration_rows(ctx))
-    reference = SavedModelRunner(src, sig).predict(check)
+    prof = PROFILES["fp16"]
+    sig, check, reference = _checked_against(src, ctx, calibration_rows(ctx))
     got = TfliteRunner(path, sig).predict(check)
     return all(np.all(np.abs(got[k] - r) <= prof.atol + prof.rtol * np.abs(r))
                for k, r in reference.items() if r.dtype.kind == "f")
@@ -166,12 +163,7 @@ def _keep_float(tf, src: Path, rows: dict[str, np.ndarray], ctx: EdgeContext,
                 dest: Path) -> list[str]:
     """Op types to keep float32 (none: ``dest`` is full integer and stays), writing the
     chosen model to ``dest``."""
-    from deploykit.formats.saved_model import SavedModelRunner
-    from deploykit.signature import Signature
-
-    sig = Signature.from_dict(ctx.signature)
-    check = check_rows(rows)
-    reference = SavedModelRunner(src, sig).predict(check)
+    sig, check, reference = _checked_against(src, ctx, rows)
     n = len(next(iter(check.values()))) // 2  # the plain rows; blends after them
     if _agrees(dest, sig, *({k: v[:n] for k, v in d.items()} for d in (check, reference))):
         return []  # full integer unless it changes predictions on plain rows
@@ -188,6 +180,16 @@ def _keep_float(tf, src: Path, rows: dict[str, np.ndarray], ctx: EdgeContext,
             lo = k + 1
     dest.write_bytes(best[0] if best else full)  # nothing agreed: verify reports full int8
     return types[:best[1]] if best else []
+
+
+def _checked_against(src: Path, ctx: EdgeContext, rows: dict[str, np.ndarray]):
+    """``(signature, check rows, the SavedModel's outputs on them)``."""
+    from deploykit.formats.saved_model import SavedModelRunner
+    from deploykit.signature import Signature
+
+    sig = Signature.from_dict(ctx.signature)
+    check = check_rows(rows)
+    return sig, check, SavedModelRunner(src, sig).predict(check)
 
 
 def _selective(tf, src: Path, rows: dict[str, np.ndarray], float_ops: list[str]
