@@ -143,10 +143,12 @@ def _table(runtime: str) -> dict:
 
 
 def missing_ops(model: bytes | str | Path, runtime: str = "tflite-runtime 2.14") -> list[str]:
-    """What ``runtime`` lacks to load ``model``, one line per operator code; [] = it loads."""
-    by_code = _table(runtime)["by_code"]
+    """What ``runtime`` lacks to load and run ``model``, one line per operator code or
+    kernel; [] = it runs."""
+    model = _flatbuffer(model).buf  # read once, parsed twice below
+    by_code, codes = _table(runtime)["by_code"], operator_codes(model)
     problems = []
-    for op in operator_codes(model):
+    for op in codes:
         if op.code == CUSTOM:
             if op.custom not in BUILT_IN_CUSTOM:
                 problems.append(f"custom op '{op.custom or '(unnamed)'}' ({runtime} does not "
@@ -158,14 +160,13 @@ def missing_ops(model: bytes | str | Path, runtime: str = "tflite-runtime 2.14")
         elif op.version not in versions:
             problems.append(f"{name} version {op.version} ({runtime} has version "
                             f"{_ranges(versions)})")
-    return problems + _kernel_gaps(model, runtime)
+    return problems + _kernel_gaps(model, codes, runtime)
 
 
-def _kernel_gaps(model: bytes | str | Path, runtime: str) -> list[str]:
+def _kernel_gaps(model: bytes, codes: list[OpCode], runtime: str) -> list[str]:
     gaps, by_code = KERNEL_GAPS.get(runtime, {}), _table(runtime)["by_code"]
     if not gaps:
         return []
-    codes = operator_codes(model)
     found = {gaps[key] for index, dtype in first_input_types(model) if index < len(codes)
              and (key := (by_code.get(codes[index].code, ("",))[0], dtype)) in gaps}
     return [f"{why} ({runtime} lacks that kernel)" for why in sorted(found)]
