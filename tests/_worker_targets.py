@@ -33,3 +33,9 @@ def noisy():
     print("python stderr line", file=sys.stderr, flush=True)
     os.write(2, b"I0000 c-level stderr line\n")
     return "quiet result"
+
+
+def slow_pid():
+    """The pid after a pause, so two jobs started together need two workers."""
+    time.sleep(1)
+    return os.getpid()

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from deploykit import _runlog, worker
@@ -48,6 +50,19 @@ def test_pool_reuses_a_worker_per_environment(tests_on_path):
         with worker.pool():  # a nested block shares the outer pool's workers
             assert worker.run("_worker_targets:pid") == first
     assert run_in_worker("_worker_targets:pid") not in (first, other)  # a process of its own
+
+
+def test_pool_prefers_warm_workers_and_ignores_variables_framework_imports_set(tests_on_path,
+                                                                              monkeypatch):
+    """A job goes to the idle worker that has imported what it needs; TensorFlow setting
+    variables on import in this process does not retire every worker."""
+    with worker.pool(), ThreadPoolExecutor(2) as threads:
+        tf, torch = threads.map(lambda w: worker.run("_worker_targets:slow_pid", warm=(w,)),
+                                ["tensorflow", "torch"])
+        assert tf != torch  # two jobs at once: two workers
+        monkeypatch.setenv("TPU_SKIP_MDS_QUERY", "set-by-an-import-in-the-test")
+        assert worker.run("_worker_targets:pid", warm=("torch",)) == torch
+        assert worker.run("_worker_targets:pid", warm=("tensorflow",)) == tf
 
 
 @pytest.mark.parametrize("job, error", [("segfault", WorkerCrashed), ("hang", WorkerTimeout)])

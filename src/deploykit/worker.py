@@ -40,6 +40,10 @@ from deploykit.errors import WorkerCrashed, WorkerError, WorkerTimeout
 
 TAIL_BYTES = 6000  # of a job's output, quoted in errors and failure records
 TAIL_LINES = 40
+# Idle workers a pool keeps: an export to every target uses five at once (two lanes, three
+# environments: no Keras backend, Keras on TensorFlow, Keras on torch), each about 1 GB once
+# warm. With four, each export evicted a warm worker and started a cold one.
+IDLE = 5
 MAX_JOBS = 200  # a worker is replaced after this many jobs (bounds leaks in converters)
 _END = "\x00deploykit-job-end"  # written by the worker to stderr after each job
 # Workers run one math thread each: an export runs two of them at once on two cores, and
@@ -59,6 +63,7 @@ class Worker:
     def __init__(self, env: dict[str, str] | None = None) -> None:
         self.env = dict(env or {})
         self.jobs = 0
+        self.warm: set[str] = set()  # what its jobs have imported (see Pool.run's ``warm``)
         term = os.dup(_runlog.terminal_fd())  # a fresh number above 2, passed to the child
         try:
             self.proc = subprocess.Popen(
@@ -187,21 +192,24 @@ class Pool:
     Thread-safe: several threads may :meth:`run` at once; each job gets a worker of its own.
     """
 
-    def __init__(self, idle: int = 4) -> None:
+    def __init__(self, idle: int = IDLE) -> None:
         self.idle_limit = idle
         self.idle: list[tuple[tuple, Worker]] = []
         self.lock = threading.Lock()
         self.closed = False
 
     def run(self, target: str, kwargs: dict[str, Any] | None = None, *,
-            env: dict[str, str] | None = None, timeout: float = 600.0, label: str = "") -> Any:
-        """Run a job on a worker with ``env`` (see :meth:`Worker.call`)."""
+            env: dict[str, str] | None = None, timeout: float = 600.0, label: str = "",
+            warm: tuple[str, ...] = ()) -> Any:
+        """Run a job on a worker with ``env`` (see :meth:`Worker.call`); an idle worker that
+        has imported the job's ``warm`` modules already is taken first."""
         key = _key(env)
-        w = self._take(key) or Worker(env)
+        w = self._take(key, set(warm)) or Worker(env)
         ok = False
         try:
             result = w.call(target, kwargs, timeout=timeout, label=label)
             ok = True
+            w.warm.update(warm)
             return result
         except WorkerError as e:
             ok = not isinstance(e, (WorkerCrashed, WorkerTimeout))
@@ -209,13 +217,16 @@ class Pool:
         finally:
             self._give(key, w, ok)
 
-    def _take(self, key: tuple) -> Worker | None:
+    def _take(self, key: tuple, warm: set[str]) -> Worker | None:
+        """The idle worker for ``key`` that has imported most of ``warm`` (a TensorFlow or
+        PyTorch import costs seconds; without this, every worker ended up paying for every
+        framework)."""
         with self.lock:
-            for i, (k, w) in enumerate(self.idle):
-                if k == key and w.alive:
-                    del self.idle[i]
-                    return w
-        return None
+            fits = [(len(warm & w.warm), i) for i, (k, w) in enumerate(self.idle)
+                    if k == key and w.alive]
+            if not fits:
+                return None
+            return self.idle.pop(max(fits)[1])[1]
 
     def _give(self, key: tuple, w: Worker, ok: bool) -> None:
         if not ok or not w.alive or w.jobs >= MAX_JOBS or self.closed:
@@ -236,8 +247,13 @@ class Pool:
             w.close()
 
 
-# Variables a test runner rewrites while the caller runs; they do not shape a worker.
-_VOLATILE = ("PYTEST_CURRENT_TEST",)
+# Variables that change while the caller runs but do not shape a worker: a test runner's, and
+# those TensorFlow, PyTorch and Keras set on import in this process (a worker's own imports set
+# them again). Keyed on, they made every framework import here start a new set of workers: an
+# export after the first paid all its workers' framework imports again.
+_VOLATILE = ("PYTEST_CURRENT_TEST", "TF_CPP_MIN_LOG_LEVEL", "TF2_BEHAVIOR",
+             "ENABLE_RUNTIME_UPTIME_TELEMETRY", "TPU_ML_PLATFORM", "TPU_ML_PLATFORM_VERSION",
+             "TPU_SKIP_MDS_QUERY", "HDF5_PLUGIN_PATH", "TORCHINDUCTOR_CACHE_DIR")
 
 
 def _key(env: dict[str, str] | None) -> tuple:
@@ -250,7 +266,7 @@ _active: Pool | None = None
 
 
 @contextlib.contextmanager
-def pool(idle: int = 4) -> Iterator[Pool]:
+def pool(idle: int = IDLE) -> Iterator[Pool]:
     """Reuse worker processes until the block ends (``deploykit.workers()`` from the API).
 
     Nested blocks share the outermost pool, so an export inside a what-if run reuses the
@@ -275,7 +291,7 @@ def pool(idle: int = 4) -> Iterator[Pool]:
 
 
 def run(target: str, kwargs: dict[str, Any] | None = None, *, env: dict[str, str] | None = None,
-        timeout: float = 600.0, label: str = "") -> Any:
+        timeout: float = 600.0, label: str = "", warm: tuple[str, ...] = ()) -> Any:
     """Run ``target(**kwargs)`` on the open :func:`pool`'s workers, else in a process of its own.
 
     Args:
@@ -284,6 +300,7 @@ def run(target: str, kwargs: dict[str, Any] | None = None, *, env: dict[str, str
         env: extra environment variables for the worker (e.g. ``KERAS_BACKEND``).
         timeout: seconds the job may take.
         label: the job's name in the run log and in errors.
+        warm: the modules the job imports (an open pool prefers a worker that has them).
 
     Returns:
         The function's JSON result.
@@ -292,7 +309,7 @@ def run(target: str, kwargs: dict[str, Any] | None = None, *, env: dict[str, str
         WorkerError, WorkerCrashed, WorkerTimeout: see :meth:`Worker.call`.
     """
     if _active is not None:
-        return _active.run(target, kwargs, env=env, timeout=timeout, label=label)
+        return _active.run(target, kwargs, env=env, timeout=timeout, label=label, warm=warm)
     return run_in_worker(target, kwargs, env=env, timeout=timeout, label=label)
 
 
