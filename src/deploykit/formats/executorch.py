@@ -95,7 +95,10 @@ def _batch(program, placeholder) -> int | tuple[int, int] | None:
     if isinstance(dim, int):
         return dim
     bounds = program.range_constraints.get(dim.node.expr)
-    return None if bounds is None else (int(bounds.lower), int(bounds.upper))
+    try:
+        return int(bounds.lower), int(bounds.upper)
+    except (AttributeError, TypeError, OverflowError):  # no range, or no upper bound
+        return None
 
 
 def _simplified(program):
@@ -109,22 +112,21 @@ def _simplified(program):
     and Keras-on-torch BatchNorm computes its scale with them (``rsqrt_``, ``mul_``):
     constant propagation then refuses the program ("constant is mutated") and every weight
     stays a runtime input. A program with any is functionalised (decompositions with an
-    empty table: no op is decomposed). On MobileNetV3 this halved lowering time and the
-    ``.pte``."""
+    empty table: no op is decomposed) before copies are dropped. On MobileNetV3 this halved
+    lowering time and the ``.pte``."""
     torch = require("torch")
     aten = torch.ops.aten
 
     def useless(n) -> bool:
-        return (n.target == aten.contiguous.default
-                or (n.target == aten._assert_tensor_metadata.default and not n.users)
+        return ((n.target == aten._assert_tensor_metadata.default and not n.users)
                 or (n.target in (aten.to.dtype, aten.to.dtype_layout, aten._to_copy.default)
                     and _same_dtype(n)))
 
-    _drop(program, useless)
+    _drop(program, lambda n: n.target == aten.contiguous.default)
     if any(isinstance(n.target, torch._ops.OpOverload) and n.target._schema.is_mutable
            for n in program.graph.nodes if n.op == "call_function"):
-        program = program.run_decompositions({})
-        _drop(program, useless)
+        program = program.run_decompositions({})  # first: an in-place op may write to a copy
+    _drop(program, useless)
     return program
 
 
