@@ -177,3 +177,30 @@ def test_a_bare_array_for_several_inputs_is_refused_by_name():
     with pytest.raises(SourceError, match=r"takes 2 inputs \(features, weight\): pass one "
                                           r"sample array per input name \(an .npz"):
         detect(program, sample=np.zeros((40, 6), np.float32))
+
+
+class InPlace(torch.nn.Module):
+    """An in-place op on a value nothing else reads (as Keras-on-torch's BatchNorm writes
+    them), and one on a value read again afterwards."""
+
+    def forward(self, x):
+        scale = (x * x + 1).rsqrt_()
+        y = x * 2
+        before = y + 1
+        y.mul_(3)
+        return scale + y + before
+
+
+def test_executorch_lowering_drops_in_place_ops_and_keeps_the_values():
+    from deploykit.formats import executorch
+
+    program = torch.export.export(InPlace(), (torch.randn(4, 6),))
+    mutable = [str(n.target) for n in program.graph.nodes if executorch._mutable(n)]
+    assert mutable == ["aten.rsqrt_.default", "aten.mul_.Tensor"], mutable
+    executorch._out_of_place(program)  # in place, on the program
+    kept = [str(n.target) for n in program.graph.nodes if executorch._mutable(n)]
+    assert kept == ["aten.mul_.Tensor"], kept  # `y` is read after it is written
+    simple = executorch._simplified(program)
+    assert not any(executorch._mutable(n) for n in simple.graph.nodes)
+    x = torch.randn(4, 6)
+    torch.testing.assert_close(simple.module()(x), InPlace()(x))

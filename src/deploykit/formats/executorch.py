@@ -123,11 +123,46 @@ def _simplified(program):
                     and _same_dtype(n)))
 
     _drop(program, lambda n: n.target == aten.contiguous.default)
-    if any(isinstance(n.target, torch._ops.OpOverload) and n.target._schema.is_mutable
-           for n in program.graph.nodes if n.op == "call_function"):
+    _out_of_place(program)
+    if any(_mutable(n) for n in program.graph.nodes):
         program = program.run_decompositions({})  # first: an in-place op may write to a copy
     _drop(program, useless)
     return program
+
+
+def _mutable(node) -> bool:
+    torch = require("torch")
+    return (node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload)
+            and node.target._schema.is_mutable)
+
+
+def _out_of_place(program) -> None:
+    """An in-place op on a value nothing else reads (``rsqrt_(var + eps)``, Keras-on-torch's
+    BatchNorm) becomes its out-of-place twin, with the same value: functionalising the whole
+    program for such ops took MobileNetV3 6 of its 36 CPU-seconds of lowering."""
+    for n in program.graph.nodes:
+        twin = _functional_twin(n) if _mutable(n) and n.args else None
+        written = n.args[0] if twin is not None else None
+        if (getattr(written, "op", None) == "call_function" and len(written.users) == 1
+                and not _mutable(written) and _fresh(written)):
+            n.target = twin
+    program.graph_module.recompile()
+
+
+def _functional_twin(node):
+    """``aten.mul.Tensor`` for ``aten.mul_.Tensor``; None for other mutable ops."""
+    name = node.target._schema.name.split("::")[-1]
+    if not name.endswith("_"):
+        return None
+    twin = getattr(getattr(require("torch").ops.aten, name[:-1], None),
+                   node.target._overloadname, None)
+    return None if twin is None or twin._schema.is_mutable else twin
+
+
+def _fresh(node) -> bool:
+    """The op makes a new tensor (its result aliases none of its inputs)."""
+    returns = getattr(getattr(node.target, "_schema", None), "returns", None)
+    return returns is not None and all(r.alias_info is None for r in returns)
 
 
 def _same_dtype(node) -> bool:
