@@ -204,3 +204,33 @@ def test_executorch_lowering_drops_in_place_ops_and_keeps_the_values():
     assert not any(executorch._mutable(n) for n in simple.graph.nodes)
     x = torch.randn(4, 6)
     torch.testing.assert_close(simple.module()(x), InPlace()(x))
+
+
+class Gates(torch.nn.Module):
+    """A recurrent cell's gates: one projection chunked along the features."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = torch.nn.Linear(4, 9)
+
+    def forward(self, x):
+        z, r, h = self.fc(x).chunk(3, dim=1)
+        return torch.sigmoid(z) * torch.tanh(h) + r
+
+
+def test_executorch_lowering_keeps_the_batch_of_a_chunked_projection():
+    """ExecuTorch's edge check pinned the batch of a chunk's pieces to the example's (16)."""
+    from executorch import exir
+
+    from deploykit.formats import executorch
+    from deploykit.formats.torch_program import EXAMPLE_BATCH, MAX_BATCH
+
+    program = torch.export.export(Gates().eval(), (torch.zeros(EXAMPLE_BATCH, 4),),
+                                  dynamic_shapes=({0: torch.export.Dim("batch", max=MAX_BATCH)},))
+    simple = executorch._simplified(program)
+    assert "chunk" not in str(simple.graph)
+    x = torch.randn(EXAMPLE_BATCH, 4)
+    torch.testing.assert_close(simple.module()(x), Gates()(x))
+    edge = exir.to_edge(simple).exported_program()
+    assert [int(r.upper) for r in edge.range_constraints.values()] == [MAX_BATCH]

@@ -22,9 +22,9 @@ node("executorch", "executorch", column=7, serve_rank=3, devices=("android", "io
 
 @edge("torch", "executorch", requires=("torch", "executorch"))
 def torch_to_executorch(src: Path, out: Path, ctx: EdgeContext) -> dict[str, Any]:
-    """Lower to XNNPACK with a dynamic batch; where lowering narrows the batch (a recurrent
-    layer's loop, a Keras reshape), the program is lowered at a fixed batch of 1 instead,
-    recorded in the manifest (phones run one row at a time anyway)."""
+    """Lower to XNNPACK with a dynamic batch; where lowering still narrows the batch (see
+    :func:`_simplified` for the causes removed first), the program is lowered at a fixed
+    batch of 1 instead, recorded in the manifest (phones run one row at a time anyway)."""
     require("executorch.exir", extra="mobile", purpose="PyTorch -> ExecuTorch")
     from deploykit.formats.torch_program import fixed_batch, with_batch
 
@@ -111,9 +111,11 @@ def _simplified(program):
     makes ExecuTorch's layout copy fail (error 0x12). ``torch.export`` keeps in-place ops,
     and Keras-on-torch BatchNorm computes its scale with them (``rsqrt_``, ``mul_``):
     constant propagation then refuses the program ("constant is mutated") and every weight
-    stays a runtime input. A program with any is functionalised (decompositions with an
+    stays a runtime input. Those on values nothing else reads become out-of-place ops
+    (:func:`_out_of_place`); a program with others is functionalised (decompositions with an
     empty table: no op is decomposed) before copies are dropped. On MobileNetV3 this halved
-    lowering time and the ``.pte``."""
+    lowering time and the ``.pte``. Splits become slices (:func:`_slice_splits`), which
+    keeps a recurrent layer's batch dynamic."""
     torch = require("torch")
     aten = torch.ops.aten
 
@@ -123,11 +125,46 @@ def _simplified(program):
                     and _same_dtype(n)))
 
     _drop(program, lambda n: n.target == aten.contiguous.default)
+    _slice_splits(program)
     _out_of_place(program)
     if any(_mutable(n) for n in program.graph.nodes):
         program = program.run_decompositions({})  # first: an in-place op may write to a copy
     _drop(program, useless)
     return program
+
+
+def _slice_splits(program) -> None:
+    """Each ``chunk``/``split`` into pieces of static size becomes one ``slice`` per piece.
+
+    ExecuTorch's edge-dialect check calls ``len()`` on the first piece of an op returning a
+    list of tensors, which pins a dynamic first dimension to the example's: a GRU's gates
+    (``chunk`` along the features of a ``(batch, 3 * units)`` matrix) narrowed the batch to
+    16, and the program was lowered a second time at batch 1."""
+    import operator
+
+    aten = require("torch").ops.aten
+    graph = program.graph_module.graph
+    for n in list(graph.nodes):
+        pieces = n.meta.get("val")
+        if (n.op != "call_function" or n.target not in (
+                aten.chunk.default, aten.split.Tensor, aten.split_with_sizes.default)
+                or not isinstance(pieces, (list, tuple))
+                or any(u.target is not operator.getitem for u in n.users)):
+            continue
+        dim = n.args[2] if len(n.args) > 2 else n.kwargs.get("dim", 0)
+        sizes = [piece.shape[dim] for piece in pieces]
+        if not all(isinstance(size, int) for size in sizes):
+            continue
+        starts = np.cumsum([0, *sizes]).tolist()
+        for use in list(n.users):
+            with graph.inserting_before(use):
+                piece = graph.call_function(aten.slice.Tensor, (
+                    n.args[0], dim, starts[use.args[1]], starts[use.args[1] + 1]))
+            piece.meta = dict(use.meta)
+            use.replace_all_uses_with(piece)
+            graph.erase_node(use)
+        graph.erase_node(n)
+    program.graph_module.recompile()
 
 
 def _mutable(node) -> bool:
