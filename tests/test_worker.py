@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -63,6 +64,20 @@ def test_pool_prefers_warm_workers_and_ignores_variables_framework_imports_set(t
         monkeypatch.setenv("TPU_SKIP_MDS_QUERY", "set-by-an-import-in-the-test")
         assert worker.run("_worker_targets:pid", warm=("torch",)) == torch
         assert worker.run("_worker_targets:pid", warm=("tensorflow",)) == tf
+
+
+def test_pool_keeps_workers_across_commands_on_one_terminal(tests_on_path, tmp_path):
+    """Each command run in one process (the CLI's ``capture``) takes a new duplicate of the
+    terminal: its workers carry on. Another terminal gets workers of its own."""
+    first, second = tmp_path / "first.log", tmp_path / "second.log"
+    with worker.pool():
+        with _runlog.capture(first):
+            one = worker.run("_worker_targets:pid")
+        with open(tmp_path / "other", "w") as elsewhere, _runlog.capture(second):
+            assert worker.run("_worker_targets:pid") == one
+            os.dup2(elsewhere.fileno(), 2)  # another terminal
+            with _runlog.capture(tmp_path / "third.log"):
+                assert worker.run("_worker_targets:pid") != one
 
 
 @pytest.mark.parametrize("job, error", [("segfault", WorkerCrashed), ("hang", WorkerTimeout)])

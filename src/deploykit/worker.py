@@ -262,7 +262,19 @@ _VOLATILE = ("PYTEST_CURRENT_TEST", "TF_CPP_MIN_LOG_LEVEL", "TF2_BEHAVIOR",
 def _key(env: dict[str, str] | None) -> tuple:
     """Workers are interchangeable when everything that shapes the process is equal."""
     full = {k: v for k, v in {**os.environ, **(env or {})}.items() if k not in _VOLATILE}
-    return tuple(sorted(full.items())), os.getcwd(), _runlog.terminal_fd()
+    return tuple(sorted(full.items())), os.getcwd(), _terminal_identity()
+
+
+def _terminal_identity() -> tuple[int, int] | int:
+    """Which file the terminal a worker draws progress on is, not its descriptor's number:
+    each command run in one process takes a new duplicate of the same terminal (and a number
+    may be reused for another file), which started a fresh set of workers per command."""
+    fd = _runlog.terminal_fd()
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return fd
+    return st.st_dev, st.st_ino
 
 
 _active: Pool | None = None
