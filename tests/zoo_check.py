@@ -12,7 +12,9 @@ answers with what the original model predicted.
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -46,28 +48,52 @@ FIXED_AT_SAMPLE = {"keras-gru", "torch-bert-mask"}
 SEVERAL_INPUTS = {"keras-gru", "torch-bert-mask"}
 # Models whose parity proves nothing: every cell must say so.
 VACUOUS = {"keras-constant"}
+# Every zoo model gets a cell for every target its framework reaches: a lost route fails the
+# test instead of leaving the table. These have no route from the framework yet.
+TARGETS = ("saved_model", "tflite", "tflite-fp16", "tflite-int8", "onnx", "torchscript", "ptl",
+           "executorch", "tfjs", "tfjs-fp16", "onnx-web")
+NO_ROUTE = {"torch": {"saved_model", "tfjs", "tfjs-fp16"},
+            "tensorflow": {"torchscript", "ptl", "executorch"}}
 
 
-def in_process(capfd) -> Callable[..., tuple[int, str]]:
+def in_process() -> Callable[..., tuple[int, str]]:
     """``deploykit ARGS`` run by the CLI's own ``main`` in this test process, so its workers
     are the session's (conftest): each zoo model then skips the TensorFlow and PyTorch imports
-    a fresh process pays. What the user would see is read back from descriptors 1 and 2. The
-    command sends framework output to its run log by pointing those descriptors there, so
+    a fresh process pays. What the user would see is read back from descriptors 1 and 2,
+    pointed for the command at one file that every run shares (:data:`_SEEN`): workers are
+    kept per terminal, and a file per test (``capfd``) would start new ones for every model.
+    The command sends framework output to its run log by pointing those descriptors there, so
     ``sys.stdout``/``sys.stderr`` are the process's own streams meanwhile, as in a process of
     its own (pytest's replacements would write to its capture file directly)."""
     from deploykit import cli
 
     def run(*args: str) -> tuple[int, str]:
-        capfd.readouterr()
-        streams = sys.stdout, sys.stderr
+        if not _SEEN:
+            _SEEN.append(tempfile.TemporaryFile())
+        seen = _SEEN[0]
+        seen.seek(0)
+        seen.truncate()
+        streams, saved = (sys.stdout, sys.stderr), (os.dup(1), os.dup(2))
+        for stream in streams:
+            stream.flush()
+        os.dup2(seen.fileno(), 1)
+        os.dup2(seen.fileno(), 2)
         sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
         try:
             code = cli.main(list(args))
         finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
             sys.stdout, sys.stderr = streams
-        seen = capfd.readouterr()
-        return code, seen.out + seen.err
+            for fd, saved_fd in enumerate(saved, start=1):
+                os.dup2(saved_fd, fd)
+                os.close(saved_fd)
+        seen.seek(0)
+        return code, seen.read().decode(errors="replace")
     return run
+
+
+_SEEN: list = []  # the one file in_process's commands write to (see there)
 
 
 def check_model(name: str, out: Path, results: dict[str, dict[str, tuple[str, str]]],
@@ -79,6 +105,9 @@ def check_model(name: str, out: Path, results: dict[str, dict[str, tuple[str, st
     results[name] = cells
     assert not shared.CHATTER.search(text), text[-3000:]
     assert cells, f"{name}: no bundle was written\n{text[-2000:]}"
+    group, _ = zoo.ZOO[name]
+    asked = files["targets"].split(",") if "targets" in files else TARGETS
+    assert set(cells) == set(asked) - NO_ROUTE.get(group, set()), sorted(cells)
     expected_ok = all(status == "pass" for status, _ in cells.values())
     assert (code == 0) == expected_ok, text[-2000:]
     for target, (status, why) in cells.items():
@@ -190,8 +219,8 @@ def tests_for(groups: tuple[str, ...]):
     results: dict[str, dict[str, tuple[str, str]]] = {}
 
     @pytest.mark.parametrize("name", models)
-    def test_zoo_model(name, tmp_path_factory, capfd):
-        check_model(name, tmp_path_factory.mktemp("zoo"), results, in_process(capfd))
+    def test_zoo_model(name, tmp_path_factory):
+        check_model(name, tmp_path_factory.mktemp("zoo"), results, in_process())
 
     def test_zoo_table():
         assert set(results) == set(models), "run the whole file"
