@@ -128,3 +128,23 @@ def test_too_few_probe_rows_are_vacuous_and_say_how_many(rows, profile, needed):
 def _softmax(z: np.ndarray) -> np.ndarray:
     e = np.exp(z - z.max(axis=1, keepdims=True))
     return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.mark.slow
+def test_one_sample_row_from_the_cli_fails_and_asks_for_more(tmp_path):
+    """What a user passing one row sees: exit 1, the cell ``vacuous``, and what to do."""
+    import skops.io
+    from conftest import run_cli
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = load_iris(return_X_y=True)
+    skops.io.dump(LogisticRegression(max_iter=500).fit(X, y), tmp_path / "model.skops")
+    np.save(tmp_path / "one.npy", X[:1].astype(np.float32))
+    r = run_cli("export", str(tmp_path / "model.skops"), "--sample", str(tmp_path / "one.npy"),
+                "--to", "onnx", "--out", str(tmp_path / "b"), "--quiet")
+    said = r.stdout + r.stderr
+    assert r.returncode == 1, said
+    assert "the probe set has 1 row" in said and "pass more sample rows (--sample)" in said, said
+    assert "Traceback" not in said
+    assert deploykit.load_bundle(tmp_path / "b").artifact("onnx").parity.status == "vacuous"
