@@ -173,6 +173,24 @@ def test_nan_outputs_are_an_error_not_invalid_json(server, bundles):
     assert "NaN" not in r.text.replace("NaN or Inf", "")
 
 
+def test_a_failing_runtime_is_a_json_500_naming_it(bundles, monkeypatch):
+    """A runtime that fails at request time (a crashed session, a dead helper process) is
+    the server's fault: a 500 whose JSON names the runtime and its error, no traceback."""
+    from deploykit.errors import RunnerError
+    from deploykit.serve import create_app
+
+    app = create_app([bundles["sk"]])
+    served = next(iter(app.extensions["deploykit"]["models"].values()))
+    for target, one in served.served.items():
+        def fail(inputs, target=target):
+            raise RunnerError(f"{target}: the session was closed")
+        monkeypatch.setattr(one.runner, "predict", fail)
+    r = app.test_client().post("/predict", json={"instances": np.zeros((1, 64)).tolist()})
+    assert r.status_code == 500, r.get_data(as_text=True)
+    error = r.get_json()["error"]
+    assert "runtime failed: onnx: the session was closed" in error and "Traceback" not in error
+
+
 def test_batch_and_body_limits(server, bundles):
     _, _, name = _probe(bundles["sk"])
     big = {"instances": np.zeros((501, 64)).tolist()}

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from deploykit import __version__
-from deploykit.errors import DeploykitError, InputError
+from deploykit.errors import DeploykitError, InputError, RunnerError
 from deploykit.graph import BROWSER
 from deploykit.parity import padded
 from deploykit.serve.models import ServedModel
@@ -80,6 +80,12 @@ def _errors(app) -> None:
     @app.errorhandler(InputError)
     def input_error(e: InputError):
         return jsonify(error=str(e)), 400
+
+    @app.errorhandler(RunnerError)
+    def runner_error(e: RunnerError):  # the server's fault, not the request's
+        app.logger.error("runtime failed", exc_info=e)  # the traceback: the server's run log
+        return jsonify(error=f"the model's runtime failed: {e} (the server's run log has "
+                             f"the details)"), 500
 
     @app.errorhandler(HTTPException)
     def http_error(e: HTTPException):
