@@ -98,11 +98,12 @@ def keras_gru(folder: Path):
 
 @entry("keras-lstm-tokens", "keras-torch")
 def keras_lstm_tokens(folder: Path):
-    """Token ids (int32) -> Embedding -> LSTM -> softmax, built on Keras's torch backend."""
+    """Token ids (int32) of any length (``Input((None,))``) -> Embedding -> LSTM -> softmax,
+    built on Keras's torch backend. Exported at the sample's length, 12."""
     import keras
 
     keras.utils.set_random_seed(0)
-    inp = keras.Input((12,), dtype="int32")
+    inp = keras.Input((None,), dtype="int32")
     x = keras.layers.Embedding(50, 8)(inp)
     x = keras.layers.LSTM(16)(x)
     out = keras.layers.Dense(4, activation="softmax")(x)
