@@ -260,19 +260,21 @@ def torch_fixed_reshape(folder: Path):
     return "model.pt2", _save_sample(folder, x.numpy())
 
 
-@entry("torch-lstm", "torch")
-def torch_lstm(folder: Path):
-    """nn.LSTM over float sequences, last step -> linear -> softmax (dynamic batch)."""
+@entry("torch-gru-lstm", "torch")
+def torch_gru_lstm(folder: Path):
+    """nn.GRU then nn.LSTM over float sequences, each from its implicit zero state, last step
+    -> linear -> softmax (dynamic batch)."""
     import torch
 
     class Net(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.lstm = torch.nn.LSTM(5, 12, batch_first=True)
+            self.gru = torch.nn.GRU(5, 12, batch_first=True)
+            self.lstm = torch.nn.LSTM(12, 12, batch_first=True)
             self.head = torch.nn.Linear(12, 3)
 
         def forward(self, x):
-            h, _ = self.lstm(x)
+            h, _ = self.lstm(self.gru(x)[0])
             return torch.softmax(self.head(h[:, -1]), dim=-1)
 
     torch.manual_seed(0)

@@ -356,6 +356,7 @@ def torch_to_tflite_int8(src: Path, out: Path, ctx: EdgeContext) -> dict[str, An
     quantizer = PT2EQuantizer().set_global(
         get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
     module = torch.export.export(load_program(src).module(), sample).module()
+    options = _float_grus(torch, module, quantizer)
     module = prepare_pt2e(module, quantizer)
     batch = len(sample[0])  # the exported graph has this batch baked in
     with torch.no_grad():
@@ -364,8 +365,25 @@ def torch_to_tflite_int8(src: Path, out: Path, ctx: EdgeContext) -> dict[str, An
     module = convert_pt2e(module, fold_quantize=False)
     model = litert_torch.convert(module, sample, quant_config=QuantConfig(pt2e_quantizer=quantizer))
     model.export(str(out / "model_int8.tflite"))
-    return {"file": "model_int8.tflite", "batch": batch,
+    return {"file": "model_int8.tflite", "batch": batch, "options": options,
             "versions": {"litert-torch": litert_torch.__version__}}
+
+
+def _float_grus(torch, module, quantizer) -> dict[str, str]:
+    """Leave GRUs float32 when one starts from an implicit zero state.
+
+    litert-torch's ``gru_io_only`` annotator takes the GRU's second input for its initial
+    state and fails with an IndexError when the module was called without one (the usual
+    ``gru(x)``). LSTMs have no annotator and stay float32 anyway; GRUs then do the same.
+    """
+    from torch.fx.passes.utils.source_matcher_utils import get_source_partitions
+
+    grus = get_source_partitions(module.graph, [torch.nn.GRU])
+    if all(len(p.input_nodes) > 1 for parts in grus.values() for p in parts):
+        return {}
+    quantizer.STATIC_OPS = [op for op in quantizer.STATIC_OPS if op != "gru_io_only"]
+    return {"float_ops": "GRU stays float32: litert-torch's GRU annotator needs an "
+                         "explicit initial state"}
 
 
 def _same_batch(src: Path) -> dict[str, Any]:
