@@ -27,6 +27,8 @@ import numpy as np
 RNG = np.random.default_rng(0)
 ROWS = 128  # probe rows: int8's 99 % agreement threshold needs at least 100
 ZOO: dict[str, tuple[str, Callable[[Path], tuple[str, str]]]] = {}  # name -> (group, build)
+# Token-id inputs and the rows of the embedding table each indexes, by model and input name.
+VOCAB = {"keras-lstm-tokens": {"x": 50}, "torch-bert-mask": {"input_ids": 64}}
 
 
 def entry(name: str, group: str):
@@ -104,10 +106,10 @@ def keras_lstm_tokens(folder: Path):
 
     keras.utils.set_random_seed(0)
     inp = keras.Input((None,), dtype="int32")
-    x = keras.layers.Embedding(50, 8)(inp)
+    x = keras.layers.Embedding(VOCAB["keras-lstm-tokens"]["x"], 8)(inp)
     x = keras.layers.LSTM(16)(x)
     out = keras.layers.Dense(4, activation="softmax")(x)
-    x = RNG.integers(0, 50, (512, 12)).astype("int32")
+    x = RNG.integers(0, VOCAB["keras-lstm-tokens"]["x"], (512, 12)).astype("int32")
     _fit_keras(keras.Model(inp, out), x, 4, epochs=30).save(folder / "model.keras")
     return "model.keras", _save_sample(folder, x[:ROWS])
 
@@ -171,7 +173,7 @@ def _tiny_bert():
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
-    config = BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2,
+    config = BertConfig(vocab_size=VOCAB["torch-bert-mask"]["input_ids"], hidden_size=32, num_hidden_layers=2,
                         num_attention_heads=2, intermediate_size=64, max_position_embeddings=32,
                         num_labels=3, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     torch.manual_seed(0)
@@ -196,7 +198,8 @@ def torch_bert_mask(folder: Path):
     batch and a dynamic sequence length."""
     import torch
 
-    ids = torch.from_numpy(RNG.integers(1, 64, (512, 16)).astype("int64"))
+    vocab = VOCAB["torch-bert-mask"]["input_ids"]
+    ids = torch.from_numpy(RNG.integers(1, vocab, (512, 16)).astype("int64"))
     mask = (torch.arange(16) < torch.from_numpy(RNG.integers(4, 17, (512, 1)))).long()
     ids = ids * mask  # padding id 0 past each sequence's length
     bert = _fit_torch(_tiny_bert(), ids, 3, epochs=8).bert

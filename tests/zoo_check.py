@@ -123,6 +123,9 @@ def check_model(name: str, out: Path, results: dict[str, dict[str, tuple[str, st
     manifest = zoo.json.loads((out / name / "manifest.json").read_text())
     notes = manifest["source"]["notes"]
     assert (name in FIXED_AT_SAMPLE) == any("at the sample's" in n for n in notes), notes
+    for spec in manifest["signature"]["inputs"]:  # token ids: the table's rows, from the model
+        rows = zoo.VOCAB.get(name, {}).get(spec["name"])
+        assert spec.get("range") == (None if rows is None else [0, rows - 1]), spec
     for a in manifest["artifacts"]:
         unrolled = "unroll_recurrent" in a["converter_options"]
         assert unrolled == (name in UNROLLED and "saved_model" in a["route"]), a
@@ -197,6 +200,13 @@ def serve(bundle: Path, other_length: bool = False) -> None:
         assert short.status_code == 400 and want in short.get_json()["error"], short.get_json()
     bad = client.post("/predict", json={"instances": [["not", "numbers"]]})
     assert bad.status_code == 400 and "error" in bad.get_json()
+    for spec in b.signature.inputs:  # one id past the table: a 400 before any runtime runs
+        if spec.range is not None:
+            oov = {k: v[:3].tolist() for k, v in probe.inputs.items()}
+            oov[spec.name][1][0] = spec.range[1] + 1
+            r = client.post("/predict", json={"inputs": oov})
+            want = f"input '{spec.name}': ids must be in [0, {spec.range[1]}]"
+            assert r.status_code == 400 and want in r.get_json()["error"], r.get_json()
 
 
 def pass_rate(results: dict[str, dict[str, tuple[str, str]]]) -> float:

@@ -21,17 +21,23 @@ Shape = tuple[int | None, ...]
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """One named tensor: dtype and shape (``None`` = dynamic dimension)."""
+    """One named tensor: dtype and shape (``None`` = dynamic dimension), and for integer
+    inputs that index a table (token ids) the inclusive ``range`` of valid values."""
 
     name: str
     dtype: str
     shape: Shape
+    range: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         np.dtype(self.dtype)  # raises TypeError on a dtype numpy does not know
         for d in self.shape:
             if d is not None and (not isinstance(d, int) or d < 0):
                 raise ValueError(f"tensor '{self.name}': bad dimension {d!r} in {self.shape}")
+        if self.range is not None and (np.dtype(self.dtype).kind not in "iu"
+                                       or len(self.range) != 2 or self.range[0] > self.range[1]):
+            raise ValueError(f"tensor '{self.name}': bad value range {self.range!r} for "
+                             f"{self.dtype}")
 
     def validate(self, value: Any, *, require_finite: bool = True) -> np.ndarray:
         """Return ``value`` as an array of this spec's dtype or raise :class:`InputError`.
@@ -58,14 +64,23 @@ class TensorSpec:
             )
         if require_finite and want.kind == "f" and not np.isfinite(arr).all():
             raise InputError(f"input '{self.name}': contains NaN or Inf")
+        if self.range is not None and arr.size and (arr.min() < self.range[0]
+                                                    or arr.max() > self.range[1]):
+            lo, hi = self.range
+            raise InputError(f"input '{self.name}': ids must be in [{lo}, {hi}] (the model's "
+                             f"table has {hi + 1} rows); got values from {arr.min()} to "
+                             f"{arr.max()}")
         return arr
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+        d = {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+        return d | ({"range": list(self.range)} if self.range is not None else {})
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TensorSpec:
-        return cls(str(d["name"]), str(d["dtype"]), tuple(d["shape"]))
+        rng = d.get("range")
+        return cls(str(d["name"]), str(d["dtype"]), tuple(d["shape"]),
+                   (int(rng[0]), int(rng[1])) if rng is not None else None)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -160,11 +160,15 @@ def _probe(signature: Signature, sample) -> dict[str, np.ndarray]:
         return signature.validate(sample)
     rng, inputs = np.random.default_rng(0), {}
     for spec in signature.inputs:
+        shape = [PROBE_ROWS if d is None else d for d in spec.shape]
+        if spec.range is not None:  # token ids: any in the model's table
+            inputs[spec.name] = rng.integers(spec.range[0], spec.range[1] + 1, shape,
+                                             dtype=spec.dtype)
+            continue
         if np.dtype(spec.dtype).kind in "iu":
             raise SourceError(f"input '{spec.name}' takes integers ({spec.dtype}: token ids or "
                               f"category codes?) and deploykit cannot guess their valid range: "
                               f"pass example inputs with --sample (sample= in Python)")
-        shape = [PROBE_ROWS if d is None else d for d in spec.shape]
         inputs[spec.name] = rng.normal(size=shape).astype(spec.dtype)
     return inputs
 
@@ -241,7 +245,7 @@ def _fixed_lengths(spec: TensorSpec, sample) -> tuple[TensorSpec, list[str]]:
                           f"{format_shape(sample.shape)}")
     dims = tuple(None if i == 0 else (sample.shape[i] if d is None else d)
                  for i, d in enumerate(spec.shape))
-    fixed = TensorSpec(spec.name, spec.dtype, dims)
+    fixed = replace(spec, shape=dims)
     return fixed, [f"input '{spec.name}' takes {shown}; deploykit exported it at the sample's "
                    f"{format_shape(dims)} (static shapes for the mobile and browser "
                    f"converters): every artifact takes exactly that, pad or cut inputs to it"]
@@ -283,10 +287,13 @@ def _sklearn_memory(model, sample, labels) -> Source:
 def _keras_memory(model, sample, task, labels, file: Path | None = None) -> Source:
     import keras
 
+    from deploykit.id_ranges import keras_rows
+
     names = ["x"] if len(model.inputs) == 1 else [str(t.name) for t in model.inputs]
     specs, notes = _all_fixed_lengths(
         [_spec_from_shape(t.shape, str(t.dtype), n) for t, n in zip(model.inputs, names,
                                                                      strict=True)], sample)
+    specs = _with_ranges(specs, keras_rows(model))
     inputs = _probe(Signature(tuple(specs)), sample)
     feed = list(inputs.values())
     out = model.predict(feed[0] if len(feed) == 1 else feed, verbose=0)  # the model as it is
@@ -337,6 +344,7 @@ def _torch_memory(model, sample, task, labels, file: Path | None = None) -> Sour
     import torch
 
     from deploykit.formats.torch_program import with_dynamic_batch
+    from deploykit.id_ranges import torch_rows
 
     program = model if isinstance(model, torch.export.ExportedProgram) else None
     fixed, notes = None, []
@@ -362,6 +370,7 @@ def _torch_memory(model, sample, task, labels, file: Path | None = None) -> Sour
             notes.append(f"torch.export could not give the module a dynamic batch (it "
                          f"computes with the batch size), so it was exported at {fixed} rows and "
                          + _STAYS)
+    specs = _with_ranges(specs, torch_rows(program))
     inputs = _probe(Signature(tuple(specs)), sample)
     # the reference: the user's own module, eagerly, or their program at the batch it takes
     module, chunk = (model, None) if isinstance(model, torch.nn.Module) else original
@@ -387,6 +396,14 @@ def _named(sample) -> dict[str, np.ndarray]:
     if isinstance(sample, Mapping):
         return {str(k): np.asarray(v) for k, v in sample.items()}
     return {"x": np.asarray(sample)}
+
+
+def _with_ranges(specs: list[TensorSpec], rows: dict[int, int]) -> list[TensorSpec]:
+    """``specs`` with the valid ids ``[0, rows - 1]`` of the integer inputs (by position) that
+    index an embedding table of ``rows`` rows."""
+    return [replace(s, range=(0, rows[i] - 1))
+            if i in rows and np.dtype(s.dtype).kind in "iu" else s
+            for i, s in enumerate(specs)]
 
 
 def _all_fixed_lengths(specs: list[TensorSpec], sample) -> tuple[list[TensorSpec], list[str]]:
