@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -73,7 +74,9 @@ def _probe(bundle: Path):
 
 def test_binds_to_loopback_by_default(server):
     line = server["proc"].stdout.readline()
-    assert "on http://127.0.0.1:" in line
+    assert "on http://127.0.0.1:" in line, line
+    one = r"[\w.-]+ \([\w-]+(, [\w-]+)*\)"  # a model and the targets it serves
+    assert re.match(rf"serving {one}; {one} on http", line), line  # both bundles
 
 
 def test_v2_metadata_health_and_infer(server, bundles):

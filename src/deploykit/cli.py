@@ -281,7 +281,8 @@ def _cmd_serve(a: argparse.Namespace) -> int:
     targets = [t.strip() for t in a.targets.split(",")] if a.targets else None
     app = create_app(a.bundles, targets=targets, max_batch=a.max_batch,
                      max_body_bytes=int(a.max_body_mb * 1024 * 1024))
-    served = {n: list(m.served) for n, m in app.extensions["deploykit"]["models"].items()}
+    served = "; ".join(f"{n} ({', '.join(m.served)})"
+                       for n, m in app.extensions["deploykit"]["models"].items())
     _say(f"serving {served} on http://{a.host}:{a.port}/")
     if a.dev:
         app.run(host=a.host, port=a.port, threaded=True)
