@@ -47,6 +47,25 @@ def test_bad_input_is_an_error_line_not_a_traceback(tmp_path, args, words):
     assert not (tmp_path / "m").exists()
 
 
+def test_a_bug_in_deploykit_is_one_line_and_its_traceback_goes_to_the_log(tmp_path,
+                                                                          monkeypatch):
+    from zoo_check import in_process
+
+    from deploykit import cli
+
+    def bug(args):
+        raise ZeroDivisionError("planted bug")
+    monkeypatch.setattr(cli, "_cmd_inspect", bug)
+    code, text = in_process()("inspect", str(tmp_path / "bundle"))
+    lines = text.strip().splitlines()
+    assert code == 3 and len(lines) == 2, text
+    assert lines[0] == ("error: internal error in deploykit (ZeroDivisionError: planted bug); "
+                        "please report it with the log")
+    log = Path(lines[1].removeprefix("details: "))
+    assert log.parent == tmp_path / "logs" and "Traceback" in log.read_text(), lines[1]
+    assert 'raise ZeroDivisionError("planted bug")' in log.read_text()
+
+
 def test_unknown_path_is_rejected_by_the_parser(tmp_path):
     r = run_cli("train", "--flow", "jax", "--out", str(tmp_path / "m"))
     assert r.returncode == 2 and "invalid choice: 'jax'" in r.stderr

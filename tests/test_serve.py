@@ -194,6 +194,23 @@ def test_a_failing_runtime_is_a_json_500_naming_it(bundles, monkeypatch):
     assert "runtime failed: onnx: the session was closed" in error and "Traceback" not in error
 
 
+def test_a_bug_in_deploykit_is_a_json_500_and_its_traceback_goes_to_the_log(bundles, monkeypatch,
+                                                                          caplog):
+    from deploykit.serve import create_app
+
+    app = create_app([bundles["sk"]])
+    served = next(iter(app.extensions["deploykit"]["models"].values()))
+    for one in served.served.values():
+        def bug(inputs):
+            raise ZeroDivisionError("planted bug")
+        monkeypatch.setattr(one.runner, "predict", bug)
+    r = app.test_client().post("/predict", json={"instances": np.zeros((1, 64)).tolist()})
+    assert r.status_code == 500 and r.is_json, r.get_data(as_text=True)
+    assert "internal error in deploykit; the server's run log" in r.get_json()["error"]
+    assert "planted" not in r.get_data(as_text=True)  # nothing of the internals in the answer
+    assert "ZeroDivisionError: planted bug" in caplog.text and "Traceback" in caplog.text
+
+
 def test_batch_and_body_limits(server, bundles):
     _, _, name = _probe(bundles["sk"])
     big = {"instances": np.zeros((501, 64)).tolist()}

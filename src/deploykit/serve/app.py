@@ -90,7 +90,10 @@ def _errors(app) -> None:
     @app.errorhandler(HTTPException)
     def http_error(e: HTTPException):
         msg = {413: f"request body is larger than the limit of "
-                    f"{app.config['MAX_CONTENT_LENGTH']} bytes"}.get(e.code, e.description)
+                    f"{app.config['MAX_CONTENT_LENGTH']} bytes",
+               # a bug in deploykit: Flask has logged its traceback (the server's run log)
+               500: "internal error in deploykit; the server's run log has the details, "
+                    "please report it"}.get(e.code, e.description)
         return jsonify(error=msg), e.code
 
 
