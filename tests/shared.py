@@ -173,5 +173,31 @@ def venv(*packages: str) -> Path:
     return folder / "bin" / "python"
 
 
+def edge_run(python: Path, pkg: Path) -> Callable[[object], tuple[int, dict]]:
+    """The package's ``run.py --serve`` on a free loopback port, as a ``post(body) -> (status,
+    json)`` function; stop it with ``post.stop()``."""
+    import socket
+
+    import requests
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([str(python), str(pkg / "run.py"), str(pkg), "--serve", "--port",
+                             str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()  # printed once it listens
+    assert f"on http://127.0.0.1:{port}/predict" in line, line + proc.stderr.read()
+
+    def post(body) -> tuple[int, dict]:
+        r = requests.post(f"http://127.0.0.1:{port}/predict", json=body, timeout=60)
+        return r.status_code, r.json()
+
+    def stop() -> None:
+        proc.terminate()
+        proc.wait(timeout=10)
+    post.stop = stop
+    return post
+
+
 if __name__ == "__main__":
     whatif_run()

@@ -296,6 +296,40 @@ def test_litert_phone_run_imports_no_framework(bundles, tmp_path):
     assert _lines(r)["tflite-int8"].split()[1] == "PASS"
 
 
+def test_edge_serve_and_input_answer_as_the_original_and_refuse_bad_rows_by_name(
+        bundles, edge_packages, litert_python, tmp_path):
+    """``run.py --serve`` (what a device runs behind its app) and ``--input``: the probe rows
+    get the original framework's answers; rows of the wrong shape or not numbers get a 400
+    (``--input``: one error line, exit 2) naming the input and what it takes."""
+    pkg, b = edge_packages["torch"], deploykit.load_bundle(bundles["torch"])
+    probe = b.probe()
+    x, want = probe.inputs["x"][:5], probe.reference["probabilities"][:5]
+    post = shared.edge_run(litert_python, pkg)
+    try:
+        status, body = post({"instances": x.tolist()})
+        assert status == 200, body
+        np.testing.assert_allclose(body["predictions"], want, atol=1e-4, rtol=1e-3)
+        assert body["labels"] == [b.labels[i] for i in want.argmax(1)]
+        for bad, says in (({"instances": x[:, :-1].tolist()}, "input 'x': expected shape "
+                                                              "[batch, 64], got [5, 63]"),
+                          ({"instances": [["a"] * 64]}, "input 'x': expected numbers"),
+                          ({"rows": x.tolist()}, "instances")):
+            status, body = post(bad)
+            assert status == 400 and says in body["error"], body
+    finally:
+        post.stop()
+    np.save(tmp_path / "x.npy", x)
+    r = subprocess.run([str(litert_python), str(pkg / "run.py"), str(pkg), "--input",
+                        str(tmp_path / "x.npy")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    np.testing.assert_allclose(json.loads(r.stdout)["predictions"], want, atol=1e-4, rtol=1e-3)
+    np.save(tmp_path / "short.npy", x[:, :10])
+    r = subprocess.run([str(litert_python), str(pkg / "run.py"), str(pkg), "--input",
+                        str(tmp_path / "short.npy")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.startswith("error: ") and "[batch, 64]" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
 def test_size_and_metric_change_match_an_independent_count(bundles, edge_packages, litert_python):
     """The int8 metric change in package.json and `deploykit inspect` equals the accuracy
     change measured here: the original model and the packaged int8 file on the held-out split."""

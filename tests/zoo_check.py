@@ -159,6 +159,33 @@ def package_for_edge(bundle: Path, cli: Callable[..., tuple[int, str]]) -> None:
         ran += v.stdout.count(" PASS ")
         assert " FAIL " not in v.stdout, v.stdout
     assert ran >= 2, "no packaged artifact ran"
+    edge_serve(bundle, pkg)
+
+
+def edge_serve(bundle: Path, pkg: Path) -> None:
+    """The package's ``run.py --serve`` answers probe rows as the original did, and refuses an
+    id past the model's table by name (integer inputs)."""
+    import numpy as np
+
+    import deploykit
+
+    b = deploykit.load_bundle(bundle)
+    probe, spec = b.probe(), b.signature.inputs[0]
+    x = probe.inputs[spec.name][:4]
+    want = probe.reference.get("probabilities", next(iter(probe.reference.values())))[:4]
+    post = shared.edge_run(shared.venv("numpy", "ai-edge-litert"), pkg)
+    try:
+        status, body = post({"instances": x.tolist()})
+        assert status == 200, body
+        np.testing.assert_allclose(np.asarray(body["predictions"]).reshape(want.shape), want,
+                                   atol=1e-4, rtol=1e-3)
+        if spec.range is not None:
+            oov = x.copy()
+            oov[0, 0] = spec.range[1] + 1
+            status, body = post({"instances": oov.tolist()})
+            assert status == 400 and f"ids must be in [0, {spec.range[1]}]" in body["error"], body
+    finally:
+        post.stop()
 
 
 def serve(bundle: Path, other_length: bool = False) -> None:

@@ -162,6 +162,33 @@ def predict(model, artifact: dict, x: np.ndarray) -> np.ndarray:
     return np.concatenate(parts)
 
 
+def model_input(values, meta: dict) -> np.ndarray:
+    """Rows for the package's one input, checked against its spec in package.json: numbers
+    of its dtype (integer ids stay integers, inside the model's table when the spec gives a
+    range) and of its shape. Raises ValueError naming the problem."""
+    spec = meta["signature"]["inputs"][0]
+    name, want, shape = spec["name"], np.dtype(spec["dtype"]), spec["shape"]
+    x = np.asarray(values)
+    if x.dtype == object or x.dtype.kind not in "biuf":
+        raise ValueError(f"input '{name}': expected numbers ({want}), got {x.dtype}")
+    if x.ndim != len(shape) or any(d is not None and d != n for d, n in zip(shape[1:], x.shape[1:])):
+        dims = ", ".join("batch" if d is None else str(d) for d in shape)
+        raise ValueError(f"input '{name}': expected shape [{dims}], got {list(x.shape)}")
+    if want.kind in "iu":
+        if x.dtype.kind == "f" and not np.array_equal(x, np.round(x)):
+            raise ValueError(f"input '{name}': takes integers ({want}), got fractions")
+        x = x.astype(want)
+        lo, hi = spec.get("range") or (None, None)
+        if lo is not None and x.size and (x.min() < lo or x.max() > hi):
+            raise ValueError(f"input '{name}': ids must be in [{lo}, {hi}]; got values from "
+                             f"{x.min()} to {x.max()}")
+        return x
+    x = x.astype(np.float32)
+    if not np.isfinite(x).all():
+        raise ValueError(f"input '{name}': contains NaN or Inf")
+    return x
+
+
 def one_line(e: BaseException, limit: int = 300) -> str:
     return " ".join(str(e).split())[:limit]
 
@@ -243,9 +270,7 @@ def serve(root: Path, meta: dict, port: int) -> None:
                 n = int(self.headers.get("Content-Length", 0))
                 if self.path != "/predict" or n > 8 << 20:
                     raise ValueError("POST /predict with a body under 8 MB")
-                x = np.asarray(json.loads(self.rfile.read(n))["instances"], dtype=np.float32)
-                if x.ndim != 2 or not np.isfinite(x).all():
-                    raise ValueError("instances must be a 2-D list of finite numbers")
+                x = model_input(json.loads(self.rfile.read(n))["instances"], meta)
                 y = predict(model, art, x)
                 body = {"predictions": y.tolist()}
                 if labels:
@@ -281,8 +306,13 @@ def main() -> int:
     if a.serve:
         serve(a.package, meta, a.port)
         return 0
+    try:
+        x = model_input(np.load(a.input, allow_pickle=False), meta)
+    except (OSError, ValueError) as e:
+        print(f"error: {a.input}: {one_line(e)}", file=sys.stderr)
+        return 2
     art, model = first_loadable(a.package, meta)
-    y = predict(model, art, np.load(a.input, allow_pickle=False).astype(np.float32))
+    y = predict(model, art, x)
     print(json.dumps({"target": art["target"], "predictions": y.tolist()}))
     return 0
 
