@@ -128,7 +128,59 @@ def test_a_dynamic_sequence_length_is_fixed_at_the_samples():
     assert "takes [batch, ?, 6]" in src.notes[0] and "[batch, 9, 6]" in src.notes[0]
     with torch.no_grad():
         want = MeanOverSteps()(torch.from_numpy(x)).numpy()
+        shorter = MeanOverSteps()(torch.from_numpy(x[:, :7])).numpy()  # 9 less a quarter
     np.testing.assert_allclose(src.reference["probabilities"], want, rtol=1e-6, atol=1e-7)
+    assert src.signature.inputs[0].open_axes == (1,)
+    np.testing.assert_array_equal(src.shorter.inputs["x"], x[:, :7])
+    np.testing.assert_allclose(src.shorter.reference["probabilities"], shorter, rtol=1e-6,
+                               atol=1e-7)
+
+
+class PositionalMean(RowWise):
+    """A learned position table sliced to the length, then the mean step: a tracer that
+    reads the length as a constant bakes it in."""
+
+    def __init__(self):
+        super().__init__()
+        self.pos = torch.nn.Parameter(torch.randn(64, 6))
+
+    def forward(self, x):
+        h = x + self.pos[:x.shape[1]]
+        return torch.softmax(self.fc(h.sum(1) / x.shape[1]), dim=1)
+
+
+def test_server_side_artifacts_that_prove_a_shorter_length_take_any_length(tmp_path):
+    """ONNX keeps the program's open length and proves it; the traced TorchScript does not.
+    The ONNX runner then answers a length neither probe used as the program does, and
+    verify refuses an artifact whose manifest claims any length it does not take."""
+    import json
+
+    import deploykit
+    from deploykit import formats
+
+    dims = ({0: torch.export.Dim("batch", max=512), 1: torch.export.Dim("steps", max=64)},)
+    module = PositionalMean().eval()
+    program = torch.export.export(module, (torch.zeros(4, 5, 6),), dynamic_shapes=dims)
+    x = np.random.default_rng(0).normal(size=(40, 9, 6)).astype(np.float32)
+    r = deploykit.export(program, ["onnx", "torchscript"], sample=x, out=tmp_path / "b",
+                         quiet=True)
+    assert r.ok, [c.reason for c in r.cells]
+    b = deploykit.load_bundle(r.bundle)
+    assert {a.target: a.any_length for a in b.artifacts} == {"onnx": True, "torchscript": False}
+    onnx = b.artifact("onnx")
+    runner = formats.open_runner("onnx", b.root / onnx.path, onnx.signature(b.signature))
+    x4 = x[:5, :4]
+    with torch.no_grad():
+        want = module(torch.from_numpy(x4)).numpy()
+    np.testing.assert_allclose(runner.predict({"x": x4})["probabilities"], want, atol=1e-5)
+    runner.close()
+    assert deploykit.verify(r.bundle).ok
+    manifest = json.loads((r.bundle / "manifest.json").read_text())
+    next(a for a in manifest["artifacts"] if a["target"] == "torchscript")["any_length"] = True
+    (r.bundle / "manifest.json").write_text(json.dumps(manifest))
+    failed = [res for res in deploykit.verify(r.bundle).results if not res]
+    assert [f.target for f in failed] == ["torchscript"]
+    assert "disagrees at a shorter one" in failed[0].failures[0]
 
 
 def test_a_dynamic_sequence_length_needs_a_sample():

@@ -32,6 +32,8 @@ class Artifact:
         parity: the parity result on the probe set.
         runs: ``"server"`` or ``"browser"`` (where its runtime runs; see the graph's nodes).
         batch: the fixed batch size it accepts, or ``None`` for any batch.
+        any_length: it takes its inputs' ``open_axes`` at any size, not only the signature's
+            (proved on the probe set cut to a shorter length, with the original's outputs).
         outputs: the runtime's output names in signature order, when they differ.
         converter_versions: the converters that wrote it.
         converter_options: options its route needed beyond the converters' defaults (e.g.
@@ -51,6 +53,7 @@ class Artifact:
     parity: ParityResult
     runs: str = "server"
     batch: int | None = None
+    any_length: bool = False
     outputs: tuple[str, ...] | None = None
     converter_versions: dict[str, str] = field(default_factory=dict)
     converter_options: dict[str, str] = field(default_factory=dict)
@@ -70,7 +73,10 @@ class Artifact:
         return f"artifacts/{self.target}"
 
     def signature(self, bundle: Signature) -> Signature:
-        """The bundle's signature with this artifact's fixed batch size, if it has one."""
+        """The bundle's signature with this artifact's fixed batch size, if it has one, and
+        the inputs' open axes dynamic when it takes any length."""
+        if self.any_length:
+            bundle = Signature(tuple(s.opened() for s in bundle.inputs), bundle.outputs)
         if not self.batch:
             return bundle
         sig = bundle.to_dict()

@@ -91,6 +91,11 @@ class BundleWriter:
         if probe.y is not None:
             np.savez(self.root / "probe" / "targets.npz", y=probe.y)
             paths["targets"] = "probe/targets.npz"
+        if probe.shorter is not None:  # for the artifacts that take any length
+            np.savez(self.root / "probe" / "shorter_inputs.npz", **probe.shorter.inputs)
+            np.savez(self.root / "probe" / "shorter_reference.npz", **probe.shorter.reference)
+            paths["shorter_inputs"] = "probe/shorter_inputs.npz"
+            paths["shorter_reference"] = "probe/shorter_reference.npz"
         return paths
 
     def add_artifact(self, target: str, produced: Path, file: str) -> str:
@@ -187,15 +192,15 @@ class Bundle:
 
     def probe(self) -> Probe:
         p = self.manifest["probe"]
-        with np.load(self.root / p["inputs"], allow_pickle=False) as z:
-            inputs = {k: z[k] for k in z.files}
-        with np.load(self.root / p["reference"], allow_pickle=False) as z:
-            reference = {k: z[k] for k in z.files}
-        y = None
-        if "targets" in p:
-            with np.load(self.root / p["targets"], allow_pickle=False) as z:
-                y = z["y"]
-        return Probe(inputs, reference, y, self.task)
+        y = self._arrays(p["targets"])["y"] if "targets" in p else None
+        shorter = Probe(self._arrays(p["shorter_inputs"]), self._arrays(p["shorter_reference"]),
+                        None, self.task) if "shorter_inputs" in p else None
+        return Probe(self._arrays(p["inputs"]), self._arrays(p["reference"]), y, self.task,
+                     shorter)
+
+    def _arrays(self, rel: str) -> dict[str, np.ndarray]:
+        with np.load(self.root / rel, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
 
 
 def load_bundle(path: str | Path, *, check_hashes: bool = True) -> Bundle:

@@ -265,9 +265,12 @@ def _cmd_inspect(a: argparse.Namespace) -> int:
                      str(x.batch or "dynamic")])
     _print_table("artifacts", ["target", "runtime", "route", "size", "vs fp32",
                                "metric Δ (held-out)", "parity", "worst", "batch-1", "batch"], rows)
+    open_axes = ", ".join(f"{s.name}[{a}]" for s in b.signature.inputs for a in s.open_axes)
     for x in b.artifacts:  # what a route changed from its converters' defaults, and why
         for key, why in x.converter_options.items():
             _say(f"{x.target}: {key}: {why}")
+        if x.any_length:
+            _say(f"{x.target}: takes any length along {open_axes} (proved at a shorter one)")
     for f in b.failed:
         _say(f"\n{f.status.upper()} {f.target} ({' → '.join(f.route)}): {f.reason}")
         if f.log_tail:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ import numpy as np
 
 from deploykit import formats, graph
 from deploykit._progress import Reporter
-from deploykit.building import Build, Cell, check_artifact
+from deploykit.building import Build, Cell, check_artifact, takes_any_length
 from deploykit.bundle import SCHEMA, BundleWriter, load_bundle
 from deploykit.errors import DeploykitError, ExportError
 from deploykit.parity import ParityResult, Probe, profile_rules
@@ -111,8 +111,8 @@ def export(model: Any, targets: str | list[str] = "all", *, out: str | Path,
     t0 = time.perf_counter()
     source = detect(model if not isinstance(model, (str, Path)) else Path(model).resolve(),
                     sample=sample, task=task, labels=labels)
-    probe = Probe(source.probe_inputs, source.reference,
-                  source.y, source.task)
+    probe = Probe(source.probe_inputs, source.reference, source.y, source.task,
+                  source.shorter)
     writer = BundleWriter(out)
     timings: dict[str, Any] = {"source": time.perf_counter() - t0}
     try:
@@ -198,5 +198,8 @@ def verify(bundle: str | Path) -> VerifyReport:
         result, runner = check_artifact(b.root, b.signature, art, probe)
         if runner is not None:
             runner.close()
+        if result and art.any_length and not takes_any_length(b.root, b.signature, art, probe):
+            result = replace(result, passed=False, failures=[
+                "recorded as taking any length, but disagrees at a shorter one"])
         results.append(result)
     return VerifyReport(b.root, results)

@@ -56,12 +56,15 @@ INT8_TIE_MARGIN = 2 / 255
 
 @dataclass(frozen=True)
 class Probe:
-    """Inputs, the original model's outputs on them, and the true targets when known."""
+    """Inputs, the original model's outputs on them, and the true targets when known;
+    ``shorter``: the same rows cut to a shorter length along the inputs' open axes, with the
+    original's outputs on them (for models that take any length)."""
 
     inputs: dict[str, np.ndarray]
     reference: dict[str, np.ndarray]
     y: np.ndarray | None = None
     task: str = "classification"
+    shorter: Probe | None = None
 
     @property
     def n(self) -> int:

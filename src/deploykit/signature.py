@@ -9,7 +9,7 @@ instead of a crash deep inside a runtime.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -21,13 +21,16 @@ Shape = tuple[int | None, ...]
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """One named tensor: dtype and shape (``None`` = dynamic dimension), and for integer
-    inputs that index a table (token ids) the inclusive ``range`` of valid values."""
+    """One named tensor: dtype and shape (``None`` = dynamic dimension), for integer inputs
+    that index a table (token ids) the inclusive ``range`` of valid values, and the
+    ``open_axes`` the model takes at any size although ``shape`` fixes them (a sequence
+    length fixed at the sample's for the converters that need static shapes)."""
 
     name: str
     dtype: str
     shape: Shape
     range: tuple[int, int] | None = None
+    open_axes: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         np.dtype(self.dtype)  # raises TypeError on a dtype numpy does not know
@@ -74,13 +77,23 @@ class TensorSpec:
 
     def to_dict(self) -> dict[str, Any]:
         d = {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
-        return d | ({"range": list(self.range)} if self.range is not None else {})
+        if self.range is not None:
+            d["range"] = list(self.range)
+        if self.open_axes:
+            d["open_axes"] = list(self.open_axes)
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TensorSpec:
         rng = d.get("range")
         return cls(str(d["name"]), str(d["dtype"]), tuple(d["shape"]),
-                   (int(rng[0]), int(rng[1])) if rng is not None else None)
+                   (int(rng[0]), int(rng[1])) if rng is not None else None,
+                   tuple(int(a) for a in d.get("open_axes", ())))
+
+    def opened(self) -> TensorSpec:
+        """This spec with its ``open_axes`` dynamic."""
+        shape = tuple(None if i in self.open_axes else d for i, d in enumerate(self.shape))
+        return replace(self, shape=shape)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from deploykit.errors import SourceError
+from deploykit.parity import Probe
 from deploykit.signature import Signature, TensorSpec, format_shape
 
 PROBE_ROWS = 64  # random probe rows when neither a test split nor a sample is available
@@ -44,6 +45,7 @@ class Source:
     image_shape: list[int] | None = None  # when each input row is an image (h, w, c)
     fixed_batch: int | None = None  # a program exported at a fixed batch that stays fixed
     notes: list[str] = field(default_factory=list)  # what deploykit changed, for the manifest
+    shorter: Probe | None = None  # the probe cut along the open axes (see Probe.shorter)
 
 
 def _module_of(obj: Any) -> set[str]:
@@ -245,10 +247,11 @@ def _fixed_lengths(spec: TensorSpec, sample) -> tuple[TensorSpec, list[str]]:
                           f"{format_shape(sample.shape)}")
     dims = tuple(None if i == 0 else (sample.shape[i] if d is None else d)
                  for i, d in enumerate(spec.shape))
-    fixed = replace(spec, shape=dims)
+    fixed = replace(spec, shape=dims, open_axes=tuple(open_axes))
     return fixed, [f"input '{spec.name}' takes {shown}; deploykit exported it at the sample's "
                    f"{format_shape(dims)} (static shapes for the mobile and browser "
-                   f"converters): every artifact takes exactly that, pad or cut inputs to it"]
+                   f"converters): artifacts take exactly that, pad or cut inputs to it, "
+                   f"except those marked any_length (proved at a shorter length too)"]
 
 
 # -- scikit-learn -----------------------------------------------------------------------------------
@@ -379,6 +382,7 @@ def _torch_memory(model, sample, task, labels, file: Path | None = None) -> Sour
                          inputs, chunk)
     task, ref, outs, labels = _described(out, task, labels)
     sig = Signature(tuple(specs), outs)
+    shorter = _shorter(torch, module, chunk, sig, inputs, task)
 
     def write(root: Path) -> str:
         if file is not None:
@@ -388,7 +392,35 @@ def _torch_memory(model, sample, task, labels, file: Path | None = None) -> Sour
         return "model.pt2"
 
     return Source("torch", "torch", sig, task, labels, write, inputs, ref,
-                  versions={"torch": torch.__version__}, fixed_batch=fixed, notes=notes)
+                  versions={"torch": torch.__version__}, fixed_batch=fixed, notes=notes,
+                  shorter=shorter)
+
+
+def _shorter(torch, module, chunk: int | None, sig: Signature, inputs: dict[str, np.ndarray],
+             task: str) -> Probe | None:
+    """The probe rows cut to a shorter length along the inputs' open axes (each length ``n``
+    to ``n - max(1, n // 4)``), with the user's program's outputs on them; ``None`` when no
+    input has an open axis or the program refuses that length. Artifacts that agree on these
+    too take any length (:attr:`Artifact.any_length`)."""
+    if not any(s.open_axes for s in sig.inputs):
+        return None
+    cut = {}
+    for s in sig.inputs:
+        x = inputs[s.name]
+        for axis in s.open_axes:
+            n = x.shape[axis]
+            x = np.take(x, range(n - max(1, n // 4)), axis=axis)
+        cut[s.name] = np.ascontiguousarray(x)
+    try:
+        with torch.no_grad():
+            out = _in_chunks(lambda rows: _torch_named(module(*map(torch.from_numpy,
+                                                                    rows.values()))),
+                             cut, chunk)
+    except Exception:  # the program's length range stops short of it
+        return None
+    names = [o.name for o in sig.outputs]
+    return Probe(cut, {n: _as_reference(v) for n, v in zip(names, out.values(), strict=True)},
+                 None, task)
 
 
 def _named(sample) -> dict[str, np.ndarray]:

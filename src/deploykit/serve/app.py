@@ -219,16 +219,16 @@ def _v2_metadata(app, models: dict[str, ServedModel]) -> None:
     @app.get("/v2/models/<name>")
     @app.get("/v2/models/<name>/versions/<target>")
     def model_metadata(name: str, target: str | None = None):
-        m = _model(models, name)
-        if target is not None:
-            _served(m, target)
+        m = _model(models, name)  # a version's own shapes: its batch, any length
+        sig = m.signature if target is None else \
+            _served(m, target).artifact.signature(m.signature)
 
         def tensors(specs):
             return [{"name": s.name, "datatype": NP_TO_V2.get(s.dtype, s.dtype.upper()),
                      "shape": [-1 if d is None else d for d in s.shape]} for s in specs]
 
         return jsonify(name=m.name, versions=list(m.served), platform="deploykit",
-                       inputs=tensors(m.signature.inputs), outputs=tensors(m.signature.outputs))
+                       inputs=tensors(sig.inputs), outputs=tensors(sig.outputs))
 
     @app.get("/v2/models/<name>/ready")
     @app.get("/v2/models/<name>/versions/<target>/ready")
