@@ -409,6 +409,8 @@ def _shorter(torch, module, chunk: int | None, sig: Signature, inputs: dict[str,
         x = inputs[s.name]
         for axis in s.open_axes:
             n = x.shape[axis]
+            if n < 2:  # nothing shorter to try
+                return None
             x = np.take(x, range(n - max(1, n // 4)), axis=axis)
         cut[s.name] = np.ascontiguousarray(x)
     try:
