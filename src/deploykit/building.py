@@ -194,8 +194,9 @@ class Build:
                        verified_with=runtime_version(n))
         start = time.perf_counter()
         result, runner = check_artifact(self.writer.root, self.source.signature, art, self.probe)
-        self.arts[target] = art.replace(parity=result, any_length=bool(result) and takes_any_length(
-            self.writer.root, self.source.signature, art, self.probe))
+        any_length = bool(result) and takes_any_length(self.writer.root, self.source.signature,
+                                                       art, self.probe)
+        self.arts[target] = art.replace(parity=result, any_length=any_length)
         if runner is not None:
             self.runners[target] = runner
         self.cells[target] = Cell(

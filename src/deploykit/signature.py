@@ -71,7 +71,7 @@ class TensorSpec:
                                                     or arr.max() > self.range[1]):
             lo, hi = self.range
             raise InputError(f"input '{self.name}': ids must be in [{lo}, {hi}] (the model's "
-                             f"table has {hi + 1} rows); got values from {arr.min()} to "
+                             f"table has {hi - lo + 1} rows); got values from {arr.min()} to "
                              f"{arr.max()}")
         return arr
 
