@@ -189,7 +189,12 @@ def edge_run(python: Path, pkg: Path) -> Callable[[object], tuple[int, dict]]:
     assert f"on http://127.0.0.1:{port}/predict" in line, line + proc.stderr.read()
 
     def post(body) -> tuple[int, dict]:
-        r = requests.post(f"http://127.0.0.1:{port}/predict", json=body, timeout=60)
+        try:
+            r = requests.post(f"http://127.0.0.1:{port}/predict", json=body, timeout=60)
+        except requests.ConnectionError as e:
+            died = proc.poll() is not None
+            raise AssertionError(f"run.py --serve {'exited' if died else 'is not answering'}: "
+                                 f"{e}\n{proc.stderr.read() if died else ''}") from e
         return r.status_code, r.json()
 
     def stop() -> None:

@@ -287,8 +287,9 @@ def serve(root: Path, meta: dict, port: int) -> None:
             self.end_headers()
             self.wfile.write(data)
 
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)  # listening from here on
     print(f"serving {art['target']} on http://127.0.0.1:{port}/predict", flush=True)
-    ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+    server.serve_forever()
 
 
 def main() -> int:
