@@ -95,3 +95,13 @@ def test_a_range_is_checked_kept_through_json_and_refused_on_floats():
             sig.validate(np.array(bad))
     with pytest.raises(ValueError, match="bad value range"):
         TensorSpec("x", "float32", (None, 3), range=(0, 4))
+
+
+def test_ids_are_checked_before_a_narrowing_cast_could_wrap_them():
+    ranged = TensorSpec("ids", "int32", (None, 3), range=(0, 99))
+    with pytest.raises(InputError, match=r"ids must be in \[0, 99\]"):
+        ranged.validate(np.array([[2**32 + 5, 1, 2]]))  # int64 that int32 would make 5
+    with pytest.raises(InputError, match="do not fit int32"):
+        TensorSpec("codes", "int32", (None, 3)).validate(np.array([[2**40, 1, 2]]))
+    assert TensorSpec("codes", "int32", (None, 3)).validate(np.array([[7, 1, 2]])).dtype == \
+        np.int32

@@ -328,6 +328,10 @@ def test_edge_serve_and_input_answer_as_the_original_and_refuse_bad_rows_by_name
                         str(tmp_path / "short.npy")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.startswith("error: ") and "[batch, 64]" in r.stderr
     assert "Traceback" not in r.stderr
+    np.save(tmp_path / "none.npy", x[:0])
+    r = subprocess.run([str(litert_python), str(pkg / "run.py"), str(pkg), "--input",
+                        str(tmp_path / "none.npy")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "got [0, 64]" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_size_and_metric_change_match_an_independent_count(bundles, edge_packages, litert_python):

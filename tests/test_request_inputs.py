@@ -40,3 +40,12 @@ def test_bad_bodies_are_400s_naming_the_problem(body, says):
     with pytest.raises(ApiError) as e:
         _request_inputs(body, [IDS, MASK], 8)
     assert e.value.status == 400 and says in str(e.value), str(e.value)
+
+
+def test_ids_too_large_for_the_dtype_are_refused_not_wrapped_into_other_ids():
+    spec = TensorSpec("input_ids", "int32", (None, 2))
+    assert _request_inputs({"instances": [[2**31 - 1, 0]]}, [spec], 8)["input_ids"][0, 0] == \
+        2**31 - 1
+    with pytest.raises(ApiError) as e:
+        _request_inputs({"instances": [[2**32 + 5, 0]]}, [spec], 8)  # would wrap to 5
+    assert e.value.status == 400 and "do not fit int32" in str(e.value), str(e.value)

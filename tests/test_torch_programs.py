@@ -155,8 +155,11 @@ def test_server_side_artifacts_that_prove_a_shorter_length_take_any_length(tmp_p
     verify refuses an artifact whose manifest claims any length it does not take."""
     import json
 
+    import pytest
+
     import deploykit
     from deploykit import formats
+    from deploykit.errors import InputError
 
     dims = ({0: torch.export.Dim("batch", max=512), 1: torch.export.Dim("steps", max=64)},)
     module = PositionalMean().eval()
@@ -173,6 +176,8 @@ def test_server_side_artifacts_that_prove_a_shorter_length_take_any_length(tmp_p
     with torch.no_grad():
         want = module(torch.from_numpy(x4)).numpy()
     np.testing.assert_allclose(runner.predict({"x": x4})["probabilities"], want, atol=1e-5)
+    with pytest.raises(InputError, match="axis 1 takes 1 to 9 steps, got 10"):
+        runner.predict({"x": np.zeros((2, 10, 6), np.float32)})  # longer was never proved
     runner.close()
     assert deploykit.verify(r.bundle).ok
     manifest = json.loads((r.bundle / "manifest.json").read_text())

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deploykit.parity import ParityResult
-from deploykit.signature import Signature
+from deploykit.signature import Signature, TensorSpec
 
 # Bundles of schema /1 did not record where an artifact runs; their browser runtimes were these.
 _BUNDLE_1_BROWSER = {"tfjs": "browser", "onnx-web": "browser"}
@@ -72,17 +72,17 @@ class Artifact:
         """Its folder, relative to the bundle."""
         return f"artifacts/{self.target}"
 
-    def signature(self, bundle: Signature) -> Signature:
-        """The bundle's signature with this artifact's fixed batch size, if it has one, and
-        the inputs' open axes dynamic when it takes any length."""
-        if self.any_length:
-            bundle = Signature(tuple(s.opened() for s in bundle.inputs), bundle.outputs)
-        if not self.batch:
-            return bundle
-        sig = bundle.to_dict()
-        for spec in sig["inputs"] + sig["outputs"]:
-            spec["shape"][0] = self.batch
-        return Signature.from_dict(sig)
+    def signature(self, bundle: Signature, with_batch: bool = True) -> Signature:
+        """The bundle's signature with this artifact's fixed batch size, if it has one (and
+        ``with_batch``: a server runs other batches in chunks of it), and the inputs' open
+        axes dynamic when it takes any length."""
+        inputs = tuple(s.opened() for s in bundle.inputs) if self.any_length else bundle.inputs
+        if not self.batch or not with_batch:
+            return Signature(inputs, bundle.outputs)
+
+        def batched(spec: TensorSpec) -> TensorSpec:
+            return dataclasses.replace(spec, shape=(self.batch, *spec.shape[1:]))
+        return Signature(tuple(map(batched, inputs)), tuple(map(batched, bundle.outputs)))
 
     def replace(self, **changes: Any) -> Artifact:
         return dataclasses.replace(self, **changes)

@@ -67,5 +67,5 @@ def keras_rows(model: Any) -> dict[int, int]:
             continue
         for i, model_input in enumerate(model.inputs):
             if tensor is model_input:
-                rows[i] = min(rows.get(i, layer.input_dim), int(layer.input_dim))
+                rows[i] = min(int(rows.get(i, layer.input_dim)), int(layer.input_dim))
     return rows

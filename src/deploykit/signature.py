@@ -31,6 +31,7 @@ class TensorSpec:
     shape: Shape
     range: tuple[int, int] | None = None
     open_axes: tuple[int, ...] = ()
+    opened_from: Shape | None = None  # set by opened(): the longest sizes of the open axes
 
     def __post_init__(self) -> None:
         np.dtype(self.dtype)  # raises TypeError on a dtype numpy does not know
@@ -45,19 +46,38 @@ class TensorSpec:
     def validate(self, value: Any, *, require_finite: bool = True) -> np.ndarray:
         """Return ``value`` as an array of this spec's dtype or raise :class:`InputError`.
 
-        Integers are accepted for a float spec (cast safely); floats are never silently
-        truncated to integers.
+        Integers are accepted for a float spec (cast safely) and for a narrower integer spec
+        when every value fits; floats are never silently truncated to integers.
         """
-        arr = np.asarray(value)
+        arr = self._as_dtype(np.asarray(value))
+        self._check_shape(arr)
+        if require_finite and arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise InputError(f"input '{self.name}': contains NaN or Inf")
+        return arr
+
+    def _as_dtype(self, arr: np.ndarray) -> np.ndarray:
         want = np.dtype(self.dtype)
         if arr.dtype == object or arr.dtype.kind not in "biuf":
             raise InputError(f"input '{self.name}': expected numbers of dtype {want}, got {arr.dtype}")
-        if arr.dtype != want:
-            if not np.can_cast(arr.dtype, want, casting="same_kind") or (
-                want.kind in "iu" and arr.dtype.kind == "f"
-            ):
-                raise InputError(f"input '{self.name}': expected dtype {want}, got {arr.dtype}")
-            arr = arr.astype(want)
+        if self.range is not None and arr.dtype.kind in "iu" and arr.size:  # before any cast
+            lo, hi = self.range
+            if arr.min() < lo or arr.max() > hi:
+                raise InputError(f"input '{self.name}': ids must be in [{lo}, {hi}] (the "
+                                 f"model's table has {hi - lo + 1} rows); got values from "
+                                 f"{arr.min()} to {arr.max()}")
+        if arr.dtype == want:
+            return arr
+        if not np.can_cast(arr.dtype, want, casting="same_kind") or (
+            want.kind in "iu" and arr.dtype.kind == "f"
+        ):
+            raise InputError(f"input '{self.name}': expected dtype {want}, got {arr.dtype}")
+        if want.kind in "iu" and arr.dtype.kind in "iu" and arr.size and (
+                arr.min() < np.iinfo(want).min or arr.max() > np.iinfo(want).max):
+            raise InputError(f"input '{self.name}': values from {arr.min()} to {arr.max()} do "
+                             f"not fit {want}")
+        return arr.astype(want)
+
+    def _check_shape(self, arr: np.ndarray) -> None:
         if arr.ndim != len(self.shape) or any(
             d is not None and d != a for d, a in zip(self.shape, arr.shape, strict=False)
         ):
@@ -65,15 +85,10 @@ class TensorSpec:
                 f"input '{self.name}': expected shape {format_shape(self.shape)}, "
                 f"got {format_shape(arr.shape)}"
             )
-        if require_finite and want.kind == "f" and not np.isfinite(arr).all():
-            raise InputError(f"input '{self.name}': contains NaN or Inf")
-        if self.range is not None and arr.size and (arr.min() < self.range[0]
-                                                    or arr.max() > self.range[1]):
-            lo, hi = self.range
-            raise InputError(f"input '{self.name}': ids must be in [{lo}, {hi}] (the model's "
-                             f"table has {hi - lo + 1} rows); got values from {arr.min()} to "
-                             f"{arr.max()}")
-        return arr
+        for axis in self.open_axes if self.opened_from else ():
+            if self.opened_from[axis] and not 1 <= arr.shape[axis] <= self.opened_from[axis]:
+                raise InputError(f"input '{self.name}': axis {axis} takes 1 to "
+                                 f"{self.opened_from[axis]} steps, got {arr.shape[axis]}")
 
     def to_dict(self) -> dict[str, Any]:
         d = {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
@@ -91,9 +106,10 @@ class TensorSpec:
                    tuple(int(a) for a in d.get("open_axes", ())))
 
     def opened(self) -> TensorSpec:
-        """This spec with its ``open_axes`` dynamic."""
+        """This spec with its ``open_axes`` taking any size from 1 up to the fixed one (the
+        sample's length: longer was never checked, and a position table may end there)."""
         shape = tuple(None if i in self.open_axes else d for i, d in enumerate(self.shape))
-        return replace(self, shape=shape)
+        return replace(self, shape=shape, opened_from=self.shape)
 
 
 @dataclass(frozen=True)

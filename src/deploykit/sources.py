@@ -435,7 +435,7 @@ def _named(sample) -> dict[str, np.ndarray]:
 def _with_ranges(specs: list[TensorSpec], rows: dict[int, int]) -> list[TensorSpec]:
     """``specs`` with the valid ids ``[0, rows - 1]`` of the integer inputs (by position) that
     index an embedding table of ``rows`` rows."""
-    return [replace(s, range=(0, rows[i] - 1))
+    return [replace(s, range=(0, min(rows[i] - 1, int(np.iinfo(s.dtype).max))))
             if i in rows and np.dtype(s.dtype).kind in "iu" else s
             for i, s in enumerate(specs)]
 

@@ -171,18 +171,18 @@ def model_input(values, meta: dict) -> np.ndarray:
     x = np.asarray(values)
     if x.dtype == object or x.dtype.kind not in "biuf":
         raise ValueError(f"input '{name}': expected numbers ({want}), got {x.dtype}")
-    if x.ndim != len(shape) or any(d is not None and d != n for d, n in zip(shape[1:], x.shape[1:])):
+    if x.ndim != len(shape) or not len(x) or any(d is not None and d != n
+                                                 for d, n in zip(shape[1:], x.shape[1:])):
         dims = ", ".join("batch" if d is None else str(d) for d in shape)
         raise ValueError(f"input '{name}': expected shape [{dims}], got {list(x.shape)}")
     if want.kind in "iu":
         if x.dtype.kind == "f" and not np.array_equal(x, np.round(x)):
             raise ValueError(f"input '{name}': takes integers ({want}), got fractions")
-        x = x.astype(want)
-        lo, hi = spec.get("range") or (None, None)
-        if lo is not None and x.size and (x.min() < lo or x.max() > hi):
+        lo, hi = spec.get("range") or (np.iinfo(want).min, np.iinfo(want).max)
+        if x.size and (x.min() < lo or x.max() > hi):  # checked before a cast could wrap them
             raise ValueError(f"input '{name}': ids must be in [{lo}, {hi}]; got values from "
                              f"{x.min()} to {x.max()}")
-        return x
+        return x.astype(want)
     x = x.astype(np.float32)
     if not np.isfinite(x).all():
         raise ValueError(f"input '{name}': contains NaN or Inf")

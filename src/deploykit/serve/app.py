@@ -163,6 +163,10 @@ def _as_array(values: Any, dtype: str, shape: list[int] | None, what: str,
             raise ValueError
         if np.dtype(dtype).kind in "biu" and arr.dtype.kind == "f":
             raise ApiError(400, f"{what}: {dtype} data must be integers, got decimals")
+        if np.dtype(dtype).kind in "iu" and arr.dtype.kind in "iu" and arr.size and (
+                arr.min() < np.iinfo(dtype).min or arr.max() > np.iinfo(dtype).max):
+            raise ApiError(400, f"{what}: values from {arr.min()} to {arr.max()} do not fit "
+                                f"{dtype}")  # a cast would wrap them (an id into another id)
         arr = arr.astype(dtype)
     except (ValueError, TypeError, OverflowError, RecursionError):
         raise ApiError(400, f"{what}: data must be a (nested) list of numbers") from None
@@ -219,9 +223,8 @@ def _v2_metadata(app, models: dict[str, ServedModel]) -> None:
     @app.get("/v2/models/<name>")
     @app.get("/v2/models/<name>/versions/<target>")
     def model_metadata(name: str, target: str | None = None):
-        m = _model(models, name)  # a version's own shapes: its batch, any length
-        sig = m.signature if target is None else \
-            _served(m, target).artifact.signature(m.signature)
+        m = _model(models, name)  # the version's (default: the default's) own shapes
+        sig = _served(m, target).artifact.signature(m.signature, with_batch=False)
 
         def tensors(specs):
             return [{"name": s.name, "datatype": NP_TO_V2.get(s.dtype, s.dtype.upper()),

@@ -110,8 +110,8 @@ def _probe_from_default(model: ServedModel, x: dict[str, np.ndarray] | np.ndarra
     """Posted inputs: the default artifact's answers are the reference for the others."""
     from deploykit.parity import Probe, run_batched
 
-    arrays = model.signature.validate(x)
-    default = model.get(None)
+    default = model.get(None)  # its own shapes: a length it takes may be new to the others
+    arrays = default.artifact.signature(model.signature, with_batch=False).validate(x)
     probe = Probe(arrays, {}, None, model.task)
     try:
         ref = run_batched(default.predict, probe, default.artifact.batch or probe.n)
