@@ -71,8 +71,7 @@ class TensorSpec:
             want.kind in "iu" and arr.dtype.kind == "f"
         ):
             raise InputError(f"input '{self.name}': expected dtype {want}, got {arr.dtype}")
-        if want.kind in "iu" and arr.dtype.kind in "iu" and arr.size and (
-                arr.min() < np.iinfo(want).min or arr.max() > np.iinfo(want).max):
+        if not fits(arr, want):
             raise InputError(f"input '{self.name}': values from {arr.min()} to {arr.max()} do "
                              f"not fit {want}")
         return arr.astype(want)
@@ -160,6 +159,15 @@ class Signature:
                name: str = "x", dtype: str = "float32") -> Signature:
         """A one-input signature ``[batch, n_features]`` with a dynamic batch."""
         return cls((TensorSpec(name, dtype, (None, n_features)),), tuple(outputs))
+
+
+def fits(arr: np.ndarray, dtype: Any) -> bool:
+    """Whether casting integer ``arr`` to integer ``dtype`` keeps every value (a narrowing
+    cast wraps them silently: an id into another id). Other kinds always fit."""
+    want = np.dtype(dtype)
+    if want.kind not in "iu" or arr.dtype.kind not in "iu" or not arr.size:
+        return True
+    return bool(arr.min() >= np.iinfo(want).min and arr.max() <= np.iinfo(want).max)
 
 
 def format_shape(shape: Sequence[int | None]) -> str:

@@ -17,6 +17,7 @@ from deploykit.errors import DeploykitError, InputError, RunnerError
 from deploykit.graph import BROWSER
 from deploykit.parity import padded
 from deploykit.serve.models import ServedModel
+from deploykit.signature import fits
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 MAX_BATCH = 1024
@@ -163,8 +164,7 @@ def _as_array(values: Any, dtype: str, shape: list[int] | None, what: str,
             raise ValueError
         if np.dtype(dtype).kind in "biu" and arr.dtype.kind == "f":
             raise ApiError(400, f"{what}: {dtype} data must be integers, got decimals")
-        if np.dtype(dtype).kind in "iu" and arr.dtype.kind in "iu" and arr.size and (
-                arr.min() < np.iinfo(dtype).min or arr.max() > np.iinfo(dtype).max):
+        if not fits(arr, dtype):
             raise ApiError(400, f"{what}: values from {arr.min()} to {arr.max()} do not fit "
                                 f"{dtype}")  # a cast would wrap them (an id into another id)
         arr = arr.astype(dtype)
