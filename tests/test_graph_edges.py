@@ -41,6 +41,7 @@ EDGE_CASES = {
     "torch_to_executorch": "torch",
     "tflite_to_tflite_fp16": "torch",
     "torch_to_tflite_int8": "torch",
+    "onnx_to_keras": "torch",
 }
 
 

@@ -21,9 +21,11 @@ def load_keras(src: Path, purpose: str = "to convert a Keras model"):
     """``(keras, model)`` for a ``.keras`` file, safe mode on; deploykit's own layers (the
     compiled scikit-learn program) are registered first."""
     keras = require("keras", purpose=purpose)
+    from deploykit import onnx_keras
     from deploykit.sklearn_compile.program import layer_class
 
     layer_class()
+    onnx_keras.layer_class()
     return keras, keras.saving.load_model(src, safe_mode=True)
 
 
@@ -45,6 +47,20 @@ def keras_to_saved_model(src: Path, out: Path, ctx: EdgeContext) -> dict[str, An
     archive.add_endpoint("serve", serve, input_signature=specs)
     archive.write_out(str(out / "model" / "1"), verbose=False)
     return {"file": "model/1", "versions": {"keras": keras.__version__}, "options": options}
+
+
+@edge("onnx", "keras", requires=("onnx", "keras"), keras_backend="tensorflow", cost=2.0)
+def onnx_to_keras(src: Path, out: Path, ctx: EdgeContext) -> dict[str, Any]:
+    """deploykit's ONNX → ``keras.ops`` translator (:mod:`deploykit.onnx_keras`): the bridge
+    from TensorFlow models to the PyTorch targets and from PyTorch programs to SavedModel and
+    TF.js. It costs more than any direct route, so only sources without one take it."""
+    keras = require("keras", purpose="to translate ONNX into Keras")
+    onnx = require("onnx")
+    from deploykit.onnx_keras import to_keras
+
+    to_keras(src, ctx.signature).save(out / "model.keras")
+    return {"file": "model.keras", "versions": {"onnx": onnx.__version__,
+                                                "keras": keras.__version__}}
 
 
 def call(model, xs):
