@@ -111,7 +111,12 @@ async function loadTfjs(modelJson, readBytes) {
     outputNames,
     async predict(inputs) {
       const feed = {};
-      for (const [k, v] of Object.entries(inputs)) feed[k] = t.tensor(v.data, v.shape, v.dtype);
+      for (const [k, v] of Object.entries(inputs)) {
+        // TF.js has no int64: ids arrive as int32, as the TF.js converter narrows them too
+        const int64 = v.dtype === 'int64';
+        feed[k] = t.tensor(int64 ? Int32Array.from(v.data, Number) : v.data, v.shape,
+          int64 ? 'int32' : v.dtype);
+      }
       const result = await model.executeAsync(feed, outputNames);
       const list = Array.isArray(result) ? result : [result];
       const out = {};

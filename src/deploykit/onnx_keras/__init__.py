@@ -37,6 +37,7 @@ How it works:
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -201,7 +202,11 @@ def to_keras(path: str | Path, signature: dict[str, Any]):
     xs = [keras.Input(tuple(s["shape"][1:]), dtype=s["dtype"], name=s["name"],
                       batch_size=s["shape"][0] if isinstance(s["shape"][0], int) else None)
           for s in signature["inputs"]]
-    ys = layer(xs[0] if len(xs) == 1 else xs)
+    try:
+        ys = layer(xs[0] if len(xs) == 1 else xs)
+    except UnsupportedOperator as e:  # Keras wraps it in a page about compute_output_spec
+        found = re.search(r"ONNX .*? is not covered by [^\x1b\n]*", str(e))
+        raise UnsupportedOperator(found.group(0) if found else str(e)) from None
     ys = list(ys) if isinstance(ys, (list, tuple)) else [ys]
     order = _match_outputs(t.outputs, [s["name"] for s in signature["outputs"]])
     named = [keras.layers.Identity(name=s["name"])(ys[i])

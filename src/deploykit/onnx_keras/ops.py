@@ -352,7 +352,14 @@ def _slice(args, attrs):
         index[_axis(a, rank)] = slice(s, None if isinstance(e, int) and abs(e) >= 2**31 else e, st)
     if isinstance(x, Dims):
         return Dims.of(list(x)[index[0]])
-    return tensor(x)[tuple(index)]
+    x = tensor(x)
+    for a, cut in enumerate(index):  # backwards steps (torch has none): the indices they pick
+        if cut.step is not None and cut.step < 0:
+            if not isinstance(x.shape[a], int):
+                unsupported("Slice backwards along an axis of open size")
+            x = _gather([x, np.arange(*cut.indices(x.shape[a]))], {"axis": a})
+            index[a] = slice(None)
+    return x[tuple(index)]
 
 
 @op("Gather")
@@ -360,8 +367,8 @@ def _gather(args, attrs):
     data, idx = args
     axis = attrs.get("axis", 0)
     if isinstance(data, Dims) and _is_static(idx):
-        picked = np.asarray(list(data), dtype=object)[np.asarray(idx)]
-        return Dims.of([picked], scalar=True) if np.ndim(idx) == 0 else Dims.of(list(picked))
+        picked = [data[int(i)] for i in np.asarray(idx).ravel()]
+        return Dims.of(picked, scalar=np.ndim(idx) == 0)
     data = tensor(data)
     axis = _axis(axis, _rank(data))
     if _is_static(idx):  # negative constant indices count from the end
