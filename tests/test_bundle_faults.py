@@ -135,17 +135,21 @@ def test_tampered_or_truncated_artifact_is_refused(torch_bundle, tmp_path):
     assert r.returncode == 2 and "does not match its sha256" in r.stderr
 
 
-def test_unknown_target_and_missing_route(tmp_path):
+def test_unknown_target_and_missing_route(tmp_path, monkeypatch):
     from sources_for_tests import tf_module
+
+    from deploykit import formats, graph
 
     with pytest.raises(ExportError, match="unknown target"):
         deploykit.export(tf_module(), ["tfjs-nope"], out=tmp_path / "x", quiet=True)
-    r = deploykit.export(tf_module(), ["tflite", "torchscript"], out=tmp_path / "b",
+    formats.load()  # every built-in target is reachable from every source: add one that is not
+    monkeypatch.setitem(graph.NODES, "island", graph.Node("island", "onnx", column=98))
+    r = deploykit.export(tf_module(), ["tflite", "island"], out=tmp_path / "b",
                          sample=sample(), quiet=True)
     cells = {c.target: c for c in r.cells}
     assert cells["tflite"].status == "pass"
-    assert cells["torchscript"].status == "n/a" and "reachable from 'saved_model': " in \
-        cells["torchscript"].reason and "tflite" in cells["torchscript"].reason
+    assert cells["island"].status == "n/a" and "reachable from 'saved_model': " in \
+        cells["island"].reason and "tflite" in cells["island"].reason
     assert deploykit.verify(tmp_path / "b").ok
 
 

@@ -27,7 +27,8 @@ def digits_bundles():
     return shared.digits()
 
 
-@pytest.mark.parametrize("path", ["tensorflow", "keras-tensorflow", "keras-torch", "sklearn"])
+@pytest.mark.parametrize("path", ["tensorflow", "keras-tensorflow", "keras-torch", "sklearn",
+                                  "torch"])
 def test_tfjs_matches_the_original_in_node(digits_bundles, path):
     cells = digits_bundles[path]["cells"]
     for target in ("tfjs", "tfjs-fp16", "onnx-web"):
@@ -38,10 +39,10 @@ def test_tfjs_matches_the_original_in_node(digits_bundles, path):
     assert tfjs.profile == "fp32" and tfjs.runs == "browser" and tfjs.parity.max_abs < 1e-4
 
 
-def test_onnx_web_for_sources_without_savedmodel(digits_bundles):
-    cells = digits_bundles["torch"]["cells"]
-    assert cells["onnx-web"]["status"] == "pass", cells["onnx-web"]["reason"]
-    assert cells["tfjs"]["status"] == "n/a" and "reachable" in cells["tfjs"]["reason"]
+def test_a_pytorch_program_reaches_tfjs_through_the_onnx_bridge(digits_bundles):
+    tfjs = deploykit.load_bundle(digits_bundles["torch"]["bundle"]).artifact("tfjs")
+    assert tfjs.route == ("torch", "onnx", "keras", "saved_model", "tfjs"), tfjs.route
+    assert "onnx" in tfjs.converter_versions and tfjs.parity.passed
 
 
 @pytest.mark.parametrize("path", ["tensorflow", "keras-tensorflow", "keras-torch", "sklearn",
