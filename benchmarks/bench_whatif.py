@@ -7,7 +7,8 @@ target, a fresh output folder), then reads its ``report.json`` and prints where 
 went: training per path, conversion and verification (two cells run at once, so the busy
 time of edges and parity checks is shown beside the wall time they took together), latency
 measurement (one artifact at a time), and the rest (loading sources, writing bundles,
-reports). Exits 1 when the run fails a cell or takes longer than ``--limit`` seconds.
+reports). Then each converter's busy time over the run, with the ONNX → Keras bridge (the
+route between the TensorFlow and PyTorch families) marked, and the cells that take it. Exits 1 when the run fails a cell or takes longer than ``--limit`` seconds.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def main() -> int:
         wall = time.perf_counter() - start
         report = json.loads((out / "report.json").read_text())
     print(split(report, wall))
+    print(per_edge(report))
     if run.returncode != 0:
         print(f"what-if exited {run.returncode}: {run.stderr.strip().splitlines()[-1:]}")
     over = wall > args.limit
@@ -65,6 +67,29 @@ def split(report: dict, wall: float) -> str:
              f"{wall - sum(train.values()) - convert_wall - latency:7.1f} s",
              f"  {'total (wall)':34s} {wall:7.1f} s"]
     return "\n".join(lines)
+
+
+def per_edge(report: dict) -> str:
+    """Each converter's busy time over the run (it runs once per flow that needs it), and the
+    cells that cross between the TensorFlow and PyTorch families through ONNX → Keras."""
+    totals: dict[str, list[float]] = {}
+    for r in report["rows"]:
+        for name, s in ((r.get("export_seconds") or {}).get("edges") or {}).items():
+            totals.setdefault(name, []).append(s)
+    lines = ["\nconversion time per converter (runs x mean = busy total):"]
+    for name, times in sorted(totals.items(), key=lambda kv: -sum(kv[1])):
+        mark = "   <- the ONNX -> Keras bridge" if name == "onnx_to_keras" else ""
+        lines.append(f"  {name:28s} {len(times)} x {sum(times) / len(times):6.2f} s = "
+                     f"{sum(times):6.1f} s{mark}")
+    bridged = [f"{r['flow']} -> {c['target']} ({c['status']}, convert "
+               f"{(c.get('seconds') or {}).get('convert', 0.0):.1f} s)"
+               for r in report["rows"] for c in r.get("cells") or [] if _bridged(c["route"])]
+    lines.append(f"cells through the bridge ({len(bridged)}): " + "; ".join(bridged))
+    return "\n".join(lines)
+
+
+def _bridged(route: list[str]) -> bool:
+    return any(a == "onnx" and b == "keras" for a, b in zip(route, route[1:]))
 
 
 if __name__ == "__main__":
