@@ -78,6 +78,17 @@ def test_the_bundle_and_the_graph_import_no_runner():
         assert not {n for n in g[m] if n.startswith("deploykit.formats")}, m
 
 
+def test_every_subpackage_is_in_the_wheel():
+    """pyproject lists the packages by hand (``deploykit.targets`` maps to another folder), so
+    a new subpackage missing there would be missing from every non-editable install."""
+    import tomllib
+
+    listed = set(tomllib.loads((SRC.parents[1] / "pyproject.toml").read_text())
+                 ["tool"]["setuptools"]["packages"])
+    found = {_module(p.parent / "x.py").rsplit(".", 1)[0] for p in SRC.rglob("__init__.py")}
+    assert found - listed == set(), "add these to [tool.setuptools] packages"
+
+
 def test_no_function_is_longer_than_60_lines():
     long = []
     for p in SRC.rglob("*.py"):
