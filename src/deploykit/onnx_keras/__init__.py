@@ -11,8 +11,9 @@ Why our own translator rather than a library (checked in 2026-11):
 
 - onnx2torch 1.5.15 (last release 2024-08) needs torchvision. pip would then fetch a
   CUDA-built torchvision against the CPU torch this project pins.
-- onnx2tf 2.6.x pins exact onnx/TF versions, and by default turns NCHW inputs into NHWC,
-  which changes the artifact's signature.
+- onnx2tf is built to turn NCHW graphs into NHWC ones (keeping an input NCHW takes
+  per-input flags), which changes the artifact's signature, and it brings onnx-simplifier,
+  onnx_graphsurgeon and polygraphy.
 - nobuco maps PyTorch to tf.keras by tracing, so it does not help the TensorFlow → PyTorch
   direction.
 
