@@ -99,6 +99,7 @@ def test_an_onnx_cnn_reaches_both_families_with_its_own_signature(tmp_path):
     assert [s.shape[1:] for s in bundle.signature.inputs] == [(1, 8, 8)]
     for a in bundle.artifacts:  # parity fed each runtime the NCHW probe rows
         assert a.route[:2] == ("onnx", "keras") and a.parity.passed, a
+    assert bundle.artifact("torchscript").batch is None  # the trace kept Flatten's batch open
     from ai_edge_litert.interpreter import Interpreter
 
     tflite = Interpreter(str(bundle.root / bundle.artifact("tflite").path))

@@ -175,7 +175,7 @@ def layer_class() -> type:
             env = {k: literal(c) for k, c in self.consts.items()}
             env.update({k: keras.ops.convert_to_tensor(w) for k, w in self.tensors.items()})
             env.update(zip(self.graph_inputs, xs, strict=True))
-            return run(self.nodes, env, self.graph_outputs)
+            return run(self.nodes, env, self.graph_outputs, batch=xs[0].shape[0])
 
         def get_config(self) -> dict[str, Any]:
             return {**super().get_config(), "nodes": self.nodes, "inputs": self.graph_inputs,

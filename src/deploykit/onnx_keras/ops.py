@@ -74,8 +74,32 @@ def _backend() -> str:
     return keras.backend.backend()
 
 
-def run(nodes: list[dict[str, Any]], env: dict[str, Any], outputs: list[str]) -> list[Any]:
-    """Run ``nodes`` in order on ``env`` (name -> value); the ``outputs`` as tensors."""
+_TRACED: list[int] = []  # the batch of the call being traced by torch.jit.trace, if any
+
+
+def run(nodes: list[dict[str, Any]], env: dict[str, Any], outputs: list[str],
+        batch: Any = None) -> list[Any]:
+    """Run ``nodes`` in order on ``env`` (name -> value); the ``outputs`` as tensors.
+    ``batch``: the inputs' batch size (see :func:`shape_of`)."""
+    import keras
+
+    tracing = keras.backend.backend() == "torch" and batch is not None and _jit_tracing()
+    if tracing:
+        _TRACED.append(int(batch))
+    try:
+        return _run(nodes, env, outputs)
+    finally:
+        if tracing:
+            _TRACED.pop()
+
+
+def _jit_tracing() -> bool:
+    import torch
+
+    return torch.jit.is_tracing()
+
+
+def _run(nodes: list[dict[str, Any]], env: dict[str, Any], outputs: list[str]) -> list[Any]:
     for node in nodes:
         args = [env[i] if i else None for i in node["in"]]
         result = OPS[node["op"]](args, node["attrs"])
@@ -110,9 +134,19 @@ def ints(v: Any) -> list[Any]:
 
 
 def shape_of(x) -> list[Any]:
-    """``x``'s shape: ints where static, backend scalars where not."""
+    """``x``'s shape: ints where static, backend scalars where not. Under ``torch.jit.trace``
+    every size is a traced tensor: sizes equal to the traced batch stay traced (so the trace
+    keeps the batch dynamic), the others become ints. A size that only happens to equal the
+    batch makes a trace that fails on other batches, which the TorchScript edge checks and
+    then traces at a fixed batch instead."""
     static = list(x.shape)
-    if all(isinstance(d, int) for d in static) or _backend() == "torch":
+    if _backend() == "torch":
+        import torch
+
+        if torch.jit.is_tracing() and _TRACED:
+            return [d if int(d) == _TRACED[-1] else int(d) for d in static]
+        return static
+    if all(isinstance(d, int) for d in static):
         return static
     import tensorflow as tf
 
@@ -317,7 +351,7 @@ def _squeeze(args, attrs):
         return Dims.of(args[0], scalar=True) if len(args[0]) == 1 else args[0]
     x = tensor(args[0])
     if axes is None:
-        axes = [i for i, d in enumerate(x.shape) if d == 1]
+        axes = [i for i, d in enumerate(shape_of(x)) if isinstance(d, int) and d == 1]
     return _ops().squeeze(x, axis=tuple(_axis(a, _rank(x)) for a in axes))
 
 
@@ -355,9 +389,10 @@ def _slice(args, attrs):
     x = tensor(x)
     for a, cut in enumerate(index):  # backwards steps (torch has none): the indices they pick
         if cut.step is not None and cut.step < 0:
-            if not isinstance(x.shape[a], int):
+            size = shape_of(x)[a]
+            if not isinstance(size, int):
                 unsupported("Slice backwards along an axis of open size")
-            x = _gather([x, np.arange(*cut.indices(x.shape[a]))], {"axis": a})
+            x = _gather([x, np.arange(*cut.indices(size))], {"axis": a})
             index[a] = slice(None)
     return x[tuple(index)]
 
@@ -372,7 +407,7 @@ def _gather(args, attrs):
     data = tensor(data)
     axis = _axis(axis, _rank(data))
     if _is_static(idx):  # negative constant indices count from the end
-        idx = np.where(np.asarray(idx) < 0, np.asarray(idx) + data.shape[axis], idx)
+        idx = np.where(np.asarray(idx) < 0, np.asarray(idx) + shape_of(data)[axis], idx)
     if _backend() == "torch":
         import torch
 
@@ -439,7 +474,7 @@ def _split(args, attrs):
     sizes = ints(args[1]) if len(args) > 1 and args[1] is not None else attrs.get("split")
     if sizes is None:
         n = attrs["num_outputs"]
-        sizes = [x.shape[axis] // n] * n
+        sizes = [shape_of(x)[axis] // n] * n
     points = list(np.cumsum(sizes)[:-1])
     return list(_ops().split(x, [int(p) for p in points], axis=axis))
 
@@ -533,7 +568,7 @@ def _pads(attrs, spatial: int, x=None, kernel=None) -> list[tuple[int, int]]:
         dil = attrs.get("dilations", [1] * spatial)
         out = []
         for i in range(spatial):
-            size = x.shape[2 + i]
+            size = shape_of(x)[2 + i]
             eff = (kernel[i] - 1) * dil[i] + 1
             total = max((-(-size // strides[i]) - 1) * strides[i] + eff - size, 0)
             small, big = total // 2, total - total // 2
@@ -557,7 +592,7 @@ def _conv(args, attrs):
     spatial = _rank(x) - 2
     kernel = list(w.shape[2:])
     group = attrs.get("group", 1)
-    channels, out_ch = x.shape[1], w.shape[0]
+    channels, out_ch = shape_of(x)[1], w.shape[0]
     pads = _pads(attrs, spatial, x, kernel)
     y = _pad_last(_last(x), pads)
     k = ops.transpose(tensor(w), [*range(2, 2 + spatial), 1, 0])  # (..., in/group, out)
@@ -636,7 +671,7 @@ def _recurrent_inputs(args, attrs, kind: str):
     x = tensor(args[0])
     if attrs.get("layout", 0):
         x = _ops().transpose(x, [1, 0, 2])
-    seq = x.shape[0]
+    seq = shape_of(x)[0]
     if not isinstance(seq, int):
         unsupported(f"{kind} over a sequence length that is not fixed")
     direction = attrs.get("direction", "forward")
