@@ -40,6 +40,7 @@ class Case:
     inputs: dict[str, np.ndarray]
     consts: dict[str, np.ndarray] = field(default_factory=dict)
     outputs: tuple[str, ...] = ("y",)
+    opset: int = OPSET
 
 
 def node(op: str, ins: list[str], outs: tuple[str, ...] = ("y",), **attrs):
@@ -119,6 +120,10 @@ def _cases() -> dict[str, Case]:
                     beta=2.0)
     c["Softmax"] = one("Softmax", {"x": f32(2, 4)}, axis=1)
     c["LogSoftmax"] = one("LogSoftmax", x)
+    # opset 11: Softmax normalises over every axis from `axis` on, axes are attributes
+    c["Softmax opset 11"] = Case([node("Softmax", ["x"], axis=1)], {"x": f32(2, 3)}, opset=11)
+    c["Squeeze opset 11"] = Case([node("Squeeze", ["x"], ("s",), axes=[1]),
+                                  node("Unsqueeze", ["s"], axes=[2])], {"x": f32(1, 4)}, opset=11)
     for op in ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd"):
         c[op] = one(op, {"x": f32(2, 3)}, {"axes": i64(-1)}, keepdims=0)
     c["LayerNormalization"] = one("LayerNormalization", {"x": f32(2, 4)},
@@ -172,7 +177,7 @@ def model(case: Case):
     def make(types):
         outputs = [helper.make_tensor_value_info(o, t, None) for o, t in zip(case.outputs, types)]
         graph = helper.make_graph(case.nodes, "case", inputs, outputs, inits)
-        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", case.opset)])
 
     from onnx.reference import ReferenceEvaluator  # the outputs' types, for onnxruntime
 
@@ -191,6 +196,9 @@ REFUSED = {
                                   hidden_size=2)],
                             {"x": f32(3, 2)}, {"w": w32(1, 8, 2), "r": w32(1, 8, 2),
                                                "p": w32(1, 6)}), "LSTM with peepholes"),
+    "data-dependent shape": (Case([node("Reshape", ["x", "s"])],
+                                  {"x": f32(4), "s": i64(3, 2, 2)}),
+                             "a shape computed from the values of a tensor"),
 }
 
 

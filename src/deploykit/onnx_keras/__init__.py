@@ -49,6 +49,7 @@ from deploykit.onnx_keras.ops import OPS, UnsupportedOperator, literal, run
 
 __all__ = ["OPS", "Translation", "UnsupportedOperator", "layer_class", "to_keras", "translate"]
 SMALL = 64  # constants up to this many elements live in the layer's config, not its weights
+OPSET_DEPENDENT = {"Softmax", "LogSoftmax"}  # meaning changed at opset 13: the node keeps it
 RANDOM_OPS = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike",
               "Multinomial", "Bernoulli"}
 
@@ -83,14 +84,17 @@ def translate(path: str | Path) -> Translation:
 
     model = onnx.load(str(path))
     graph = model.graph
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     known = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     nodes = []
     for n in graph.node:
         if _fold(n, known):
             continue
+        attrs = {a.name: _attr(a) for a in n.attribute}
+        if n.op_type in OPSET_DEPENDENT:
+            attrs["_opset"] = opset
         nodes.append({"op": n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}:{n.op_type}",
-                      "in": list(n.input), "out": list(n.output),
-                      "attrs": {a.name: _attr(a) for a in n.attribute}})
+                      "in": list(n.input), "out": list(n.output), "attrs": attrs})
     missing = sorted({n["op"] for n in nodes} - set(OPS))
     if missing:
         raise UnsupportedOperator(f"ONNX operator(s) {', '.join(missing)} not covered by "

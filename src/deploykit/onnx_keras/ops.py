@@ -130,6 +130,8 @@ def ints(v: Any) -> list[Any]:
     """A shape-like value (constant or :class:`Dims`) as a list of sizes."""
     if isinstance(v, Dims):
         return list(v)
+    if not isinstance(v, (np.ndarray, np.generic, int, list, tuple)):
+        unsupported("a shape computed from the values of a tensor")
     return [int(e) for e in np.asarray(v).ravel()]
 
 
@@ -500,14 +502,23 @@ def _gemm(args, attrs):
     return y
 
 
-@op("Softmax")
-def _softmax(args, attrs):
-    return _ops().softmax(tensor(args[0]), axis=attrs.get("axis", -1))
+def _softmax_like(name: str) -> Op:
+    """Softmax and LogSoftmax; before opset 13 they flatten the axes from ``axis`` on into
+    one (default axis 1) and normalise over it."""
+    def fn(args, attrs):
+        x = tensor(args[0])
+        fn = getattr(_ops(), name)
+        if attrs.get("_opset", 13) >= 13:
+            return fn(x, axis=attrs.get("axis", -1))
+        axis = _axis(attrs.get("axis", 1), _rank(x))
+        dims = shape_of(x)
+        flat = _flatten([x], {"axis": axis})
+        return _reshape_to(fn(flat, axis=-1), [-1 if not isinstance(d, int) else d
+                                               for d in dims])
+    return fn
 
 
-@op("LogSoftmax")
-def _log_softmax(args, attrs):
-    return _ops().log_softmax(tensor(args[0]), axis=attrs.get("axis", -1))
+OPS["Softmax"], OPS["LogSoftmax"] = _softmax_like("softmax"), _softmax_like("log_softmax")
 
 
 def _reduce(name: str) -> Op:
