@@ -43,6 +43,7 @@ def test_a_pytorch_program_reaches_tfjs_through_the_onnx_bridge(digits_bundles):
     tfjs = deploykit.load_bundle(digits_bundles["torch"]["bundle"]).artifact("tfjs")
     assert tfjs.route == ("torch", "onnx", "keras", "saved_model", "tfjs"), tfjs.route
     assert tfjs.parity.passed and tfjs.parity.max_abs < 1e-4, tfjs.parity.failures
+    assert {"torch", "onnx", "keras", "tensorflow"} <= set(tfjs.converter_versions)  # the route
 
 
 @pytest.mark.parametrize("path", ["tensorflow", "keras-tensorflow", "keras-torch", "sklearn",

@@ -35,7 +35,7 @@ class Artifact:
         any_length: it takes its inputs' ``open_axes`` at any size, not only the signature's
             (proved on the probe set cut to a shorter length, with the original's outputs).
         outputs: the runtime's output names in signature order, when they differ.
-        converter_versions: the converters that wrote it.
+        converter_versions: the converters that wrote it, along its whole route.
         converter_options: options its route needed beyond the converters' defaults (e.g.
             ``unroll_recurrent``), each with why.
         verified_with: the runtime version that checked its parity.

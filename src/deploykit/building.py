@@ -178,6 +178,13 @@ class Build:
             self.cells[node] = Cell(node, "error", names, why, log_tail=tail)
             advance(status=f"{node}: error")
 
+    def _along(self, target: str, key: str) -> dict[str, str]:
+        """What every edge on ``target``'s route reported under ``key`` (``versions``: the
+        converters that wrote it; ``options``: what they needed beyond their defaults)."""
+        infos = [self.produced[e.dst][1] for e in self.routes[target]]
+        return {k: v for info in infos or [self.produced[target][1]]
+                for k, v in info.get(key, {}).items()}
+
     def _verify(self, target: str) -> str:
         folder, info = self.produced[target]
         rel = self.writer.add_artifact(target, folder, info["file"])
@@ -187,10 +194,8 @@ class Build:
                        n.profile, ParityResult(target, n.profile, False), runs=n.runs,
                        batch=info.get("batch") or self.source.fixed_batch, outputs=tuple(info["outputs"])
                        if info.get("outputs") else None,
-                       converter_versions=info.get("versions", {}),
-                       converter_options={k: v for e in self.routes[target]
-                                          for k, v in self.produced[e.dst][1].get("options",
-                                                                                   {}).items()},
+                       converter_versions=self._along(target, "versions"),
+                       converter_options=self._along(target, "options"),
                        verified_with=runtime_version(n))
         start = time.perf_counter()
         result, runner = check_artifact(self.writer.root, self.source.signature, art, self.probe)
