@@ -507,14 +507,11 @@ def _softmax_like(name: str) -> Op:
     one (default axis 1) and normalise over it."""
     def fn(args, attrs):
         x = tensor(args[0])
-        fn = getattr(_ops(), name)
+        norm = getattr(_ops(), name)
         if attrs.get("_opset", 13) >= 13:
-            return fn(x, axis=attrs.get("axis", -1))
-        axis = _axis(attrs.get("axis", 1), _rank(x))
-        dims = shape_of(x)
-        flat = _flatten([x], {"axis": axis})
-        return _reshape_to(fn(flat, axis=-1), [-1 if not isinstance(d, int) else d
-                                               for d in dims])
+            return norm(x, axis=attrs.get("axis", -1))
+        flat = _flatten([x], {"axis": _axis(attrs.get("axis", 1), _rank(x))})
+        return _reshape_to(norm(flat, axis=-1), shape_of(x))
     return fn
 
 
@@ -645,15 +642,14 @@ OPS["MaxPool"] = _pool("max")
 OPS["AveragePool"] = _pool("average")
 
 
-@op("GlobalAveragePool", "GlobalMaxPool")
-def _global_pool(args, attrs):
-    x = tensor(args[0])
-    axes = tuple(range(2, _rank(x)))
-    return _ops().mean(x, axis=axes, keepdims=True)
+def _global_pool(name: str) -> Op:
+    def fn(args, attrs):
+        x = tensor(args[0])
+        return getattr(_ops(), name)(x, axis=tuple(range(2, _rank(x))), keepdims=True)
+    return fn
 
 
-OPS["GlobalMaxPool"] = lambda args, attrs: _ops().max(
-    tensor(args[0]), axis=tuple(range(2, _rank(tensor(args[0])))), keepdims=True)
+OPS["GlobalAveragePool"], OPS["GlobalMaxPool"] = _global_pool("mean"), _global_pool("max")
 
 
 @op("Pad")
