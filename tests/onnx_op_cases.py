@@ -155,7 +155,40 @@ def _cases() -> dict[str, Case]:
                                          direction="reverse")],
                                 {"x": f32(5, 3)}, {"w": w32(1, 12, 3), "r": w32(1, 12, 4)},
                                 ("y", "h"))
+    c.update(_review_cases())
     return c
+
+
+def _review_cases() -> dict[str, Case]:
+    """Defaults and corners where Keras's conventions differ from ONNX's."""
+    return {
+        "MaxPool without strides (1, not the kernel)": one("MaxPool", {"x": f32(2, 5, 5)},
+                                                           kernel_shape=[2, 2]),
+        "integer Div truncates": Case([node("Cast", ["x"], ("n",), to=7),
+                                       node("Div", ["n", "d"])],
+                                      {"x": f32(4, low=-9, high=9)}, {"d": i64(2, -3, 4, -2)}),
+        "Split num_outputs uneven": one("Split", {"x": f32(7)}, outs=("a", "b", "y"), axis=1,
+                                        num_outputs=3),
+        "Split by output count": Case([node("Split", ["x"], ("a", "y"), axis=1)],
+                                      {"x": f32(6)}, outputs=("a", "y"), opset=13),
+        "size cast to float": Case([node("Shape", ["x"], ("s",)),
+                                    node("Gather", ["s", "one"], ("n",)),
+                                    node("Cast", ["n"], ("f",), to=1),
+                                    node("Mul", ["f", "half"], ("h",)), node("Mul", ["x", "h"])],
+                                   {"x": f32(5)}, {"one": np.int64(1),
+                                                   "half": np.float32(0.5)}),
+        "Gather negative ids": Case([node("Gather", ["t", "i"])],
+                                    {"i": RNG.integers(-5, 5, (BATCH, 2))}, {"t": w32(5, 2)}),
+        "ReduceSum no axes no-op": one("ReduceSum", {"x": f32(3)}, {"axes": i64()},
+                                       noop_with_empty_axes=1),
+        "Slice-1 attributes": Case([node("Slice", ["x"], starts=[1], ends=[2**62], axes=[1])],
+                                   {"x": f32(4)}, opset=9),
+        "folded at the graph's opset": Case([node("Softmax", ["c"], ("p",), axis=1),
+                                             node("Add", ["x", "p"])],
+                                            {"x": f32(2, 2)}, {"c": w32(1, 2, 2)}, opset=11),
+        "Pad-2 value": Case([node("Pad", ["x"], pads=[0, 1, 0, 2], value=0.5)], {"x": f32(3)},
+                            opset=10),
+    }
 
 
 def _tensor(value: np.ndarray):

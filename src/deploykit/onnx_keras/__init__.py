@@ -88,11 +88,13 @@ def translate(path: str | Path) -> Translation:
     known = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     nodes = []
     for n in graph.node:
-        if _fold(n, known):
+        if _fold(n, known, opset):
             continue
         attrs = {a.name: _attr(a) for a in n.attribute}
         if n.op_type in OPSET_DEPENDENT:
             attrs["_opset"] = opset
+        if n.op_type == "Split":  # without sizes, it splits into as many parts as outputs
+            attrs["_outputs"] = len(n.output)
         nodes.append({"op": n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}:{n.op_type}",
                       "in": list(n.input), "out": list(n.output), "attrs": attrs})
     missing = sorted({n["op"] for n in nodes} - set(OPS))
@@ -113,22 +115,30 @@ def translate(path: str | Path) -> Translation:
     return t
 
 
-def _fold(node, known: dict[str, np.ndarray]) -> bool:
-    """Evaluate ``node`` now when all its inputs are constants (adding its outputs to
-    ``known``); ``False`` when it must run in the graph."""
+def _fold(node, known: dict[str, np.ndarray], opset: int) -> bool:
+    """Evaluate ``node`` now, at the graph's opset, when all its inputs are constants
+    (adding its outputs to ``known``); ``False`` when it must run in the graph."""
     if node.op_type in RANDOM_OPS or node.domain not in ("", "ai.onnx"):
         return False
-    ins = [i for i in node.input if i]
+    if node.op_type in OPSET_DEPENDENT and opset < 13:  # the evaluator has opset 13's only
+        return False
+    ins = list(dict.fromkeys(i for i in node.input if i))
     if not all(i in known for i in ins) or any(a.type == a.GRAPH for a in node.attribute):
         return False
+    from onnx import helper
     from onnx.reference import ReferenceEvaluator
 
+    graph = helper.make_graph(
+        [node], "fold", [helper.make_tensor_value_info(
+            i, helper.np_dtype_to_tensor_dtype(np.asarray(known[i]).dtype), None) for i in ins],
+        [helper.make_tensor_value_info(o, 0, None) for o in node.output if o])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     try:
-        outs = ReferenceEvaluator(node).run(None, {i: known[i] for i in ins})
+        outs = ReferenceEvaluator(model).run(None, {i: known[i] for i in ins})
     except Exception:  # the reference evaluator lacks it: leave it to the graph
         return False
-    known.update({name: np.asarray(v) for name, v in zip(node.output, outs, strict=False)
-                  if name})
+    known.update({name: np.asarray(v) for name, v in
+                  zip([o for o in node.output if o], outs, strict=False)})
     return True
 
 
@@ -198,9 +208,8 @@ def to_keras(path: str | Path, signature: dict[str, Any]):
     import keras
 
     t = translate(path)
-    if len(t.inputs) != len(signature["inputs"]):
-        raise UnsupportedOperator(f"the ONNX graph takes {len(t.inputs)} inputs, the "
-                                  f"signature {len(signature['inputs'])}")
+    order = _match_by_name(t.inputs, [s["name"] for s in signature["inputs"]], "inputs")
+    t.inputs = [t.inputs[i] for i in order]
     specs = {k: (list(v.shape), str(v.dtype)) for k, v in t.weights.items()}
     layer = layer_class()(t.nodes, t.inputs, t.outputs, t.consts, specs, t.weights,
                           name="onnx_graph")
@@ -213,18 +222,18 @@ def to_keras(path: str | Path, signature: dict[str, Any]):
         found = re.search(r"ONNX .*? is not covered by [^\x1b\n]*", str(e))
         raise UnsupportedOperator(found.group(0) if found else str(e)) from None
     ys = list(ys) if isinstance(ys, (list, tuple)) else [ys]
-    order = _match_outputs(t.outputs, [s["name"] for s in signature["outputs"]])
+    order = _match_by_name(t.outputs, [s["name"] for s in signature["outputs"]], "outputs")
     named = [keras.layers.Identity(name=s["name"])(ys[i])
              for s, i in zip(signature["outputs"], order, strict=True)]
     return keras.Model(xs[0] if len(xs) == 1 else xs, named[0] if len(named) == 1 else named,
                        name="from_onnx")
 
 
-def _match_outputs(onnx_names: list[str], names: list[str]) -> list[int]:
-    """For each signature output, the index of its ONNX output: by name (tf2onnx adds
-    ``:0``), else by position."""
+def _match_by_name(onnx_names: list[str], names: list[str], what: str) -> list[int]:
+    """For each signature input or output, the index of the ONNX graph's: by name (tf2onnx
+    adds ``:0``), else by position."""
     if len(onnx_names) != len(names):
-        raise UnsupportedOperator(f"the ONNX graph has {len(onnx_names)} outputs, the "
+        raise UnsupportedOperator(f"the ONNX graph has {len(onnx_names)} {what}, the "
                                   f"signature {len(names)}")
     bare = [n.split(":")[0] for n in onnx_names]
     if sorted(bare) == sorted(names):

@@ -18,7 +18,7 @@ last around the Keras op, because TensorFlow's CPU kernels have only that layout
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -32,7 +32,7 @@ class UnsupportedOperator(ExportError):
     """An ONNX operator (or an attribute of one) that the translator does not cover."""
 
 
-def unsupported(what: str):
+def unsupported(what: str) -> NoReturn:
     raise UnsupportedOperator(f"ONNX {what} is not covered by deploykit's ONNX → Keras "
                               f"translator")
 
@@ -99,13 +99,28 @@ def _jit_tracing() -> bool:
     return torch.jit.is_tracing()
 
 
+class _Missing:
+    """An output a node names that its operator here does not compute (MaxPool's indices,
+    LayerNormalization's mean): an error only if something reads it."""
+
+    def __init__(self, op: str, name: str) -> None:
+        self.what = f"{op}'s output {name!r} (the translator computes only the first ones)"
+
+
 def _run(nodes: list[dict[str, Any]], env: dict[str, Any], outputs: list[str]) -> list[Any]:
-    for node in nodes:
+    for node in nodes + [{"op": "graph", "in": outputs}]:
         args = [env[i] if i else None for i in node["in"]]
+        for a in args:
+            if isinstance(a, _Missing):
+                unsupported(a.what)
+        if node["op"] == "graph":
+            return [tensor(a) for a in args]
         result = OPS[node["op"]](args, node["attrs"])
         results = result if isinstance(result, list) else [result]
-        env.update((name, v) for name, v in zip(node["out"], results, strict=False) if name)
-    return [tensor(env[o]) for o in outputs]
+        for i, name in enumerate(node["out"]):
+            if name:
+                env[name] = results[i] if i < len(results) else _Missing(node["op"], name)
+    raise AssertionError("unreachable")
 
 
 def tensor(v: Any, dtype: str | None = None):
@@ -161,8 +176,11 @@ def _is_static(*vs) -> bool:
 
 
 def _dims_like(*vs) -> bool:
+    """Arithmetic on sizes: a :class:`Dims` with integer constants (float ones make it
+    ordinary tensor arithmetic, as after a Cast to float)."""
     return any(isinstance(v, Dims) for v in vs) and all(
-        isinstance(v, (Dims, np.ndarray, np.generic)) for v in vs)
+        isinstance(v, Dims) or isinstance(v, (np.ndarray, np.generic))
+        and np.asarray(v).dtype.kind in "iu" for v in vs)
 
 
 def _dtype(x) -> str:
@@ -201,13 +219,20 @@ _BINARY = {"Add": "add", "Sub": "subtract", "Mul": "multiply", "Pow": "power",
            "Greater": "greater", "GreaterOrEqual": "greater_equal", "And": "logical_and",
            "Or": "logical_or", "Xor": "logical_xor", "Max": "maximum", "Min": "minimum"}
 _PY = {"Add": lambda a, b: a + b, "Sub": lambda a, b: a - b, "Mul": lambda a, b: a * b,
-       "Div": lambda a, b: a // b, "Max": max, "Min": min}
+       "Div": lambda a, b: a // b}
 
 
 def _binary(onnx_name: str, name: str) -> Op:
     def fn(args, attrs):
         if onnx_name in _PY and _dims_like(*args):  # arithmetic on sizes stays on sizes
             return _on_dims(_PY[onnx_name], *args)
+        if onnx_name in ("Max", "Min") and _dims_like(*args) and all(
+                isinstance(e, (int, np.integer)) for a in args for e in ints(a)):
+            pick = max if onnx_name == "Max" else min
+            out = args[0]
+            for b in args[1:]:
+                out = _on_dims(pick, out, b)
+            return out
         out = tensor(args[0])
         for b in args[1:]:  # Max and Min take any number of inputs
             out = getattr(_ops(), name)(out, tensor(b))
@@ -231,10 +256,12 @@ def _on_dims(fn, a, b) -> Dims:
 def _div(args, attrs):
     if _dims_like(*args):
         return _on_dims(_PY["Div"], *args)
+    ops = _ops()
     a, b = tensor(args[0]), tensor(args[1])
-    if "int" in _dtype(a):  # ONNX: integer division truncates (sizes are never negative)
-        return _ops().floor_divide(a, b)
-    return _ops().divide(a, b)
+    if "int" in _dtype(a):  # ONNX: integer division truncates toward zero
+        q = ops.floor_divide(ops.abs(a), ops.abs(b))
+        return ops.where(ops.equal(ops.less(a, 0), ops.less(b, 0)), q, ops.negative(q))
+    return ops.divide(a, b)
 
 
 @op("Where")
@@ -287,8 +314,8 @@ def _cast(args, attrs):
     from onnx import helper
 
     dtype = str(np.dtype(helper.tensor_dtype_to_np_dtype(attrs["to"])))
-    if isinstance(args[0], Dims):
-        return args[0]
+    if isinstance(args[0], Dims):  # sizes stay sizes as integers; as floats they are values
+        return args[0] if np.dtype(dtype).kind in "iu" else tensor(args[0], dtype)
     if _is_static(args[0]):
         return np.asarray(args[0]).astype(dtype)
     return _ops().cast(args[0], dtype)
@@ -378,14 +405,17 @@ def _concat(args, attrs):
 
 @op("Slice")
 def _slice(args, attrs):
+    if len(args) == 1:  # Slice-1: starts, ends and axes are attributes
+        args = [args[0], attrs["starts"], attrs["ends"], attrs.get("axes")]
     starts, ends = ints(args[1]), ints(args[2])
     x = args[0]
     rank = 1 if isinstance(x, Dims) else _rank(tensor(x))
     axes = ints(args[3]) if len(args) > 3 and args[3] is not None else list(range(len(starts)))
     steps = ints(args[4]) if len(args) > 4 and args[4] is not None else [1] * len(starts)
     index = [slice(None)] * rank
+    big = 2**31 - 1  # ONNX clamps as Python does; the backends want int32 bounds
     for a, s, e, st in zip(axes, starts, ends, steps, strict=True):
-        index[_axis(a, rank)] = slice(s, None if isinstance(e, int) and abs(e) >= 2**31 else e, st)
+        index[_axis(a, rank)] = slice(max(min(s, big), -big), max(min(e, big), -big), st)
     if isinstance(x, Dims):
         return Dims.of(list(x)[index[0]])
     x = tensor(x)
@@ -408,16 +438,20 @@ def _gather(args, attrs):
         return Dims.of(picked, scalar=np.ndim(idx) == 0)
     data = tensor(data)
     axis = _axis(axis, _rank(data))
-    if _is_static(idx):  # negative constant indices count from the end
-        idx = np.where(np.asarray(idx) < 0, np.asarray(idx) + shape_of(data)[axis], idx)
-    if _backend() == "torch":
+    size = shape_of(data)[axis]
+    if _is_static(idx) and isinstance(size, int):  # negative indices count from the end
+        idx = np.where(np.asarray(idx) < 0, np.asarray(idx) + size, idx)
+    if _backend() == "torch":  # torch's indexing takes negative indices itself
         import torch
 
         i = torch.as_tensor(tensor(idx)).long()
         return data[(slice(None),) * axis + (i,)]
     import tensorflow as tf
 
-    return tf.gather(data, tensor(idx), axis=axis)
+    i = tensor(idx)
+    if not _is_static(idx) or not isinstance(size, int):
+        i = tf.where(i < 0, i + tf.cast(size, i.dtype), i)
+    return tf.gather(data, i, axis=axis)
 
 
 @op("GatherElements")
@@ -461,8 +495,8 @@ def _constant_of_shape(args, attrs):
 
 @op("Range")
 def _range(args, attrs):
-    if _is_static(*args):
-        return np.arange(*(np.asarray(a).item() for a in args))
+    if _is_static(*args):  # (folded before the graph runs, unless the evaluator failed)
+        return np.arange(*(np.asarray(a).item() for a in args)).astype(np.asarray(args[0]).dtype)
     start, limit, delta = (a[0] if isinstance(a, Dims) else np.asarray(a).item()
                            if _is_static(a) else a for a in args)
     dtype = str(np.asarray(args[2]).dtype) if _is_static(args[2]) else "int64"
@@ -474,9 +508,12 @@ def _split(args, attrs):
     x = tensor(args[0])
     axis = _axis(attrs.get("axis", 0), _rank(x))
     sizes = ints(args[1]) if len(args) > 1 and args[1] is not None else attrs.get("split")
-    if sizes is None:
-        n = attrs["num_outputs"]
-        sizes = [shape_of(x)[axis] // n] * n
+    if sizes is None:  # num_outputs (opset 18): parts of ceil(size / n), the last smaller
+        n, size = attrs.get("num_outputs", attrs["_outputs"]), shape_of(x)[axis]
+        if not isinstance(size, int):
+            unsupported("Split without sizes along an axis of open size")
+        step = -(-size // n) if "num_outputs" in attrs else size // n
+        sizes = [step] * (n - 1) + [size - step * (n - 1)]
     points = list(np.cumsum(sizes)[:-1])
     return list(_ops().split(x, [int(p) for p in points], axis=axis))
 
@@ -523,7 +560,7 @@ def _reduce(name: str) -> Op:
         x = tensor(args[0])
         axes = attrs.get("axes", ints(args[1]) if len(args) > 1 and args[1] is not None
                          else None)
-        if axes is None and attrs.get("noop_with_empty_axes", 0):
+        if not axes and attrs.get("noop_with_empty_axes", 0):
             return x
         axes = tuple(_axis(a, _rank(x)) for a in axes) if axes else None
         return getattr(_ops(), name)(x, axis=axes, keepdims=bool(attrs.get("keepdims", 1)))
@@ -550,6 +587,8 @@ def _layer_norm(args, attrs):
 @op("BatchNormalization")
 def _batch_norm(args, attrs):
     ops = _ops()
+    if attrs.get("training_mode", 0):
+        unsupported("BatchNormalization in training mode")
     x, scale, bias, mean, var = (tensor(a) for a in args[:5])
     shape = [1, -1] + [1] * (_rank(x) - 2)
     inv = ops.divide(scale, ops.sqrt(ops.add(var, attrs.get("epsilon", 1e-5))))
@@ -632,7 +671,7 @@ def _pool(kind: str) -> Op:
             unsupported("AveragePool excluding its padding")
         y = _pad_last(_last(x), pads, -np.inf if kind == "max" else 0.0)
         pool = ops.max_pool if kind == "max" else ops.average_pool
-        y = pool(y, kernel, strides=attrs.get("strides", kernel), padding="valid",
+        y = pool(y, kernel, strides=attrs.get("strides", [1] * len(kernel)), padding="valid",
                  data_format="channels_last")
         return _first(y)
     return fn
@@ -658,7 +697,10 @@ def _pad(args, attrs):
     pads = ints(args[1]) if len(args) > 1 else attrs["pads"]
     if attrs.get("mode", "constant") != "constant" or (len(args) > 3 and args[3] is not None):
         unsupported("Pad other than constant on every axis")
-    value = float(np.asarray(args[2]).ravel()[0]) if len(args) > 2 and args[2] is not None else 0
+    if any(p < 0 for p in pads):
+        unsupported("Pad with negative pads (cropping)")
+    value = (float(np.asarray(args[2]).ravel()[0]) if len(args) > 2 and args[2] is not None
+             else attrs.get("value", 0.0))
     r = _rank(x)
     return _ops().pad(x, [(pads[i], pads[i + r]) for i in range(r)], constant_values=value)
 
@@ -666,13 +708,14 @@ def _pad(args, attrs):
 # -- recurrent ------------------------------------------------------------------------------------
 def _recurrent_inputs(args, attrs, kind: str):
     """``(x [seq, batch, input], directions, seq, hidden)``, after refusing what the
-    unrolled cells do not cover."""
+    unrolled cells do not cover: clipping, coupled input/forget gates, activations other
+    than the defaults, per-row lengths, peepholes, an open sequence length."""
     if attrs.get("clip") is not None or attrs.get("input_forget", 0):
         unsupported(f"{kind} with clip or input_forget")
-    if any(a.lower() not in ("sigmoid", "tanh") for a in attrs.get("activations", [])):
+    default = ["sigmoid", "tanh"] + (["tanh"] if kind == "LSTM" else [])
+    dirs = 2 if attrs.get("direction") == "bidirectional" else 1
+    if [a.lower() for a in attrs.get("activations", default * dirs)] != default * dirs:
         unsupported(f"{kind} with activations {attrs['activations']}")
-    if len(args) > 4 and args[4] is not None and not _is_static(args[4]):
-        unsupported(f"{kind} with per-row sequence lengths")
     if kind == "LSTM" and len(args) > 7 and args[7] is not None:
         unsupported("LSTM with peepholes")
     x = tensor(args[0])
@@ -681,6 +724,9 @@ def _recurrent_inputs(args, attrs, kind: str):
     seq = shape_of(x)[0]
     if not isinstance(seq, int):
         unsupported(f"{kind} over a sequence length that is not fixed")
+    lens = args[4] if len(args) > 4 else None
+    if lens is not None and not (_is_static(lens) and np.all(np.asarray(lens) == seq)):
+        unsupported(f"{kind} with per-row sequence lengths")
     direction = attrs.get("direction", "forward")
     dirs = ["forward", "reverse"] if direction == "bidirectional" else [direction]
     return x, dirs, seq, attrs["hidden_size"]
