@@ -8,7 +8,8 @@ went: training per path, conversion and verification (two cells run at once, so 
 time of edges and parity checks is shown beside the wall time they took together), latency
 measurement (one artifact at a time), and the rest (loading sources, writing bundles,
 reports). Then each converter's busy time over the run, with the ONNX → Keras bridge (the
-route between the TensorFlow and PyTorch families) marked, and the cells that take it. Exits 1 when the run fails a cell or takes longer than ``--limit`` seconds.
+route between the TensorFlow and PyTorch families) marked, and the cells that take it.
+Exits 1 when the run fails a cell or takes longer than ``--limit`` seconds.
 """
 
 from __future__ import annotations
