@@ -19,7 +19,7 @@ node("keras", "keras", description="Keras 3 model (.keras)")
 
 def load_keras(src: Path, purpose: str = "to convert a Keras model"):
     """``(keras, model)`` for a ``.keras`` file, safe mode on; deploykit's own layers (the
-    compiled scikit-learn program) are registered first."""
+    compiled scikit-learn program, the translated ONNX graph) are registered first."""
     keras = require("keras", purpose=purpose)
     from deploykit import onnx_keras
     from deploykit.sklearn_compile.program import layer_class
