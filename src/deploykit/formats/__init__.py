@@ -63,7 +63,7 @@ def runner_class(runtime: str) -> type[Runner]:
 
 
 def open_runner(runtime: str, path: str | Path, signature: Signature,
-                outputs: Sequence[str] | None = None) -> Runner:
+                outputs: Sequence[str] | None = None, *, threads: int | None = None) -> Runner:
     """Load the artifact at ``path`` in ``runtime``'s runner (see :class:`Runner`).
 
     Args:
@@ -71,6 +71,7 @@ def open_runner(runtime: str, path: str | Path, signature: Signature,
         path: the artifact file or folder.
         signature: the artifact's signature (its batch may be fixed).
         outputs: the runtime's output names in signature order, when they differ.
+        threads: the runtime's math threads (default: the runtime's own choice).
 
     Returns:
         The loaded runner; ``predict(inputs)`` gives named outputs, ``close()`` frees it.
@@ -79,15 +80,16 @@ def open_runner(runtime: str, path: str | Path, signature: Signature,
         RunnerError: no runner for ``runtime``, or the runtime cannot load the artifact.
         MissingDependencyError: the runtime is not installed.
     """
-    return runner_class(runtime)(path, signature, outputs)
+    return runner_class(runtime)(path, signature, outputs, threads=threads)
 
 
-def open_artifact(bundle: Bundle, art: Artifact | str) -> Runner:
+def open_artifact(bundle: Bundle, art: Artifact | str, *, threads: int | None = None) -> Runner:
     """Load one of ``bundle``'s artifacts in its runtime.
 
     Args:
         bundle: a loaded bundle.
         art: the artifact, or its target name.
+        threads: the runtime's math threads (see :func:`open_runner`).
 
     Returns:
         The loaded runner (see :func:`open_runner`).
@@ -96,4 +98,5 @@ def open_artifact(bundle: Bundle, art: Artifact | str) -> Runner:
         BundleError: the bundle has no such artifact. RunnerError: see :func:`open_runner`.
     """
     a = bundle.artifact(art) if isinstance(art, str) else art
-    return open_runner(a.runtime, bundle.root / a.path, a.signature(bundle.signature), a.outputs)
+    return open_runner(a.runtime, bundle.root / a.path, a.signature(bundle.signature), a.outputs,
+                       threads=threads)

@@ -37,6 +37,9 @@ class Runner(ABC):
         path: the artifact (file or folder).
         signature: the artifact's signature (its batch may be fixed, e.g. ``[1, 64]``).
         outputs: the runtime's output names in signature order, when they differ.
+        threads: the runtime's math threads (intra-op); None keeps the runtime's default.
+            The server passes 1 per worker process: a runtime's own pool spinning between
+            calls fights the web server for the cores.
     """
 
     runtime: ClassVar[str] = ""
@@ -45,10 +48,13 @@ class Runner(ABC):
     thread_safe: ClassVar[bool] = False
 
     def __init__(self, path: str | Path, signature: Signature,
-                 outputs: Sequence[str] | None = None) -> None:
+                 outputs: Sequence[str] | None = None, *, threads: int | None = None) -> None:
+        if threads is not None and (type(threads) is not int or threads < 1):
+            raise ValueError(f"threads must be a positive integer, got {threads!r}")
         self.path = Path(path).resolve()  # runtimes in other processes have other cwds
         self.signature = signature
         self.output_names = list(outputs) if outputs else None
+        self.threads = threads
         try:
             self._load()
         except DeploykitError:

@@ -225,6 +225,10 @@ class ExecutorchRunner(Runner):
     def _load(self) -> None:
         self.torch = require("torch")
         runtime = require("executorch.runtime", extra="mobile", purpose="to run a .pte")
+        if self.threads:  # the runtime's one thread pool (XNNPACK), for the whole process
+            from executorch.extension.pybindings import portable_lib
+
+            portable_lib._unsafe_reset_threadpool(self.threads)
         self.program = runtime.Runtime.get().load_program(str(self.path))
         self.method = self.program.load_method("forward")
 

@@ -126,11 +126,21 @@ class OnnxRunner(Runner):
         ort = require("onnxruntime", purpose="to run ONNX")
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
+        if self.threads:  # serving: a small pool that sleeps between calls, not spins
+            opts.intra_op_num_threads = self.threads
+            opts.inter_op_num_threads = 1
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(self.path), opts,
                                             providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.onnx_outputs = [o.name for o in self.session.get_outputs()]
+        # the outputs in signature order, worked out once (not per call) when they map
+        ordered = self._by_name(dict(zip(self.onnx_outputs, self.onnx_outputs, strict=True)),
+                                [s.name for s in self.signature.outputs])
+        self.ordered = ordered if len(ordered) == len(self.signature.outputs) else None
 
     def _predict(self, inputs):
         feed = self._feed(self.input_names, inputs)
+        if self.ordered is not None:
+            return self.session.run(self.ordered, feed)
         return dict(zip(self.onnx_outputs, self.session.run(None, feed), strict=True))

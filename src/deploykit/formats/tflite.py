@@ -270,16 +270,41 @@ class TfliteRunner(Runner):
     """
 
     def _load(self) -> None:
-        self.interpreter = _interpreter_class()(model_path=str(self.path))
-        self.runner = self.interpreter.get_signature_runner()
-        self.inputs = self.runner.get_input_details()
-        self.outputs = self.runner.get_output_details()
+        kw = {"num_threads": self.threads} if self.threads else {}
+        self.interpreter = _interpreter_class()(model_path=str(self.path), **kw)
+        self.interpreter.allocate_tensors()
+        runner = self.interpreter.get_signature_runner()
+        self.inputs = runner.get_input_details()
+        self.outputs = runner.get_output_details()
+        self.input_names = list(self.inputs)
+        # The default signature on the main subgraph (every converter's output we know) runs
+        # on the interpreter's tensors directly: the signature runner's per-call checks cost
+        # 2-3x the model at batch 1. Shapes are resized only when a batch differs. The
+        # signature runner is then let go: while it lives, the interpreter refuses invoke().
+        self.direct = getattr(runner, "_subgraph_index", None) == 0
+        self.runner = None if self.direct else runner
+        self.shapes = {n: tuple(int(d) for d in v["shape"]) for n, v in self.inputs.items()}
 
     def _predict(self, inputs):
         feed = {name: _quantize(v, self.inputs[name])
-                for name, v in self._feed(list(self.inputs), inputs).items()}
+                for name, v in self._feed(self.input_names, inputs).items()}
+        if self.direct:
+            return self._invoke(feed)
         out = self.runner(**feed)
         return {k: _dequantize(np.array(v), self.outputs[k]) for k, v in out.items()}
+
+    def _invoke(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        it = self.interpreter
+        changed = {n: x.shape for n, x in feed.items() if x.shape != self.shapes[n]}
+        for name, shape in changed.items():
+            it.resize_tensor_input(self.inputs[name]["index"], shape)
+        if changed:
+            it.allocate_tensors()
+            self.shapes.update(changed)
+        for name, x in feed.items():
+            it.set_tensor(self.inputs[name]["index"], x)
+        it.invoke()
+        return {k: _dequantize(it.get_tensor(d["index"]), d) for k, d in self.outputs.items()}
 
 
 def _qparams(detail: dict[str, Any]) -> tuple[float, int] | None:

@@ -112,6 +112,8 @@ def load_program(path: Path):
 @register_runner("torch_program")
 class TorchProgramRunner(Runner):
     def _load(self) -> None:
+        if self.threads:  # torch's intra-op pool is one per process
+            require("torch").set_num_threads(self.threads)
         self.module = load_program(self.path).module()
 
     def _predict(self, inputs):

@@ -116,6 +116,8 @@ def _outputs(out) -> list[np.ndarray]:
 class TorchScriptRunner(Runner):
     def _load(self) -> None:
         self.torch = require("torch", purpose="to run TorchScript")
+        if self.threads:  # torch's intra-op pool is one per process
+            self.torch.set_num_threads(self.threads)
         self.module = self.torch.jit.load(str(self.path)).eval()
 
     def _predict(self, inputs):
@@ -128,6 +130,8 @@ class TorchScriptRunner(Runner):
 class LiteInterpreterRunner(Runner):
     def _load(self) -> None:
         self.torch = require("torch", purpose="to run a .ptl")
+        if self.threads:
+            self.torch.set_num_threads(self.threads)
         from torch.jit.mobile import _load_for_lite_interpreter
 
         self.module = _load_for_lite_interpreter(str(self.path))
