@@ -30,6 +30,12 @@ from deploykit.signature import Signature
 from deploykit.sources import Source
 
 LATENCY_RUNS = 30
+# How latency_ms is measured, written into the manifest beside it. It is the exporting
+# process's number, with each runtime's default threads: `deploykit serve` runs one thread
+# per runtime in each worker (see benchmarks/bench_runners.py for that setting).
+LATENCY_SETTINGS = {"batch": 1, "statistic": "median", "calls": LATENCY_RUNS,
+                    "warm_up_calls": 1, "runtime_threads": "each runtime's default",
+                    "measured_in": "the exporting process, one artifact at a time"}
 
 
 @dataclass

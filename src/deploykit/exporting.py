@@ -21,7 +21,7 @@ import numpy as np
 
 from deploykit import formats, graph
 from deploykit._progress import Reporter
-from deploykit.building import Build, Cell, check_artifact, takes_any_length
+from deploykit.building import LATENCY_SETTINGS, Build, Cell, check_artifact, takes_any_length
 from deploykit.bundle import SCHEMA, BundleWriter, load_bundle
 from deploykit.errors import DeploykitError, ExportError
 from deploykit.parity import ParityResult, Probe, profile_rules
@@ -163,6 +163,7 @@ def _manifest(source: Source, probe_paths: dict[str, str]) -> dict[str, Any]:
         "metrics": source.metrics,
         "probe": probe_paths,
         "profiles": profile_rules(),
+        "latency": LATENCY_SETTINGS,  # how each artifact's latency_ms was measured
         "deploykit": metadata.version("deploykit"),
     }
 
