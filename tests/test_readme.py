@@ -94,9 +94,9 @@ def _serve(root: Path, command: str) -> None:
         deadline = time.time() + 120
         while time.time() < deadline and proc.poll() is None:
             try:
-                if requests.get(url + "/v2/health/ready", timeout=1).ok:
+                if requests.get(url + "/v2/health/ready", timeout=5).ok:
                     break
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or workers still booting
                 time.sleep(0.2)
         assert proc.poll() is None, proc.communicate()
         row = [[float(v % 17) for v in range(64)]]

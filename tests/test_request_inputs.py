@@ -49,3 +49,32 @@ def test_ids_too_large_for_the_dtype_are_refused_not_wrapped_into_other_ids():
     with pytest.raises(ApiError) as e:
         _request_inputs({"instances": [[2**32 + 5, 0]]}, [spec], 8)  # would wrap to 5
     assert e.value.status == 400 and "do not fit int32" in str(e.value), str(e.value)
+
+
+X2 = [TensorSpec("x", "float32", (None, 2))]
+
+
+@pytest.mark.parametrize("body, says", [
+    ({"instances": [[1.0, True]]}, "list of numbers"),  # numpy would make true 1.0
+    ({"instances": [["1.5", 2.0]]}, "list of numbers"),  # and "1.5" 1.5
+    ({"instances": [[1e39, 0.0]]}, "do not fit float32"),  # a cast would make it Inf
+    ({"instances": [[]]}, "axis of size 0"),
+    ({"instances": [[1.0, 2.0]], "inputs": {"x": [[1.0, 2.0]]}}, "not both"),
+])
+def test_what_json_allows_but_the_input_cannot_take_is_a_400(body, says):
+    with pytest.raises(ApiError) as e:
+        _request_inputs(body, X2, 8)
+    assert e.value.status == 400 and says in str(e.value), str(e.value)
+
+
+def test_whole_numbers_are_numbers_whatever_their_json_spelling():
+    # 10**30 is a JSON number a float input takes (numpy alone makes an object array of it)
+    assert _request_inputs({"instances": [[10**30, 1]]}, X2, 8)["x"][0, 0] == np.float32(1e30)
+    ids = [TensorSpec("ids", "int64", (None, 2))]
+    got = _request_inputs({"instances": [[2.0, 3]]}, ids, 8)["ids"]  # 2.0 is an integer
+    assert got.dtype == np.int64 and got.tolist() == [[2, 3]]
+    flags = [TensorSpec("on", "bool", (None, 2))]
+    assert _request_inputs({"instances": [[True, False]]}, flags, 8)["on"].tolist() == \
+        [[True, False]]
+    with pytest.raises(ApiError):
+        _request_inputs({"instances": [[1, 0]]}, flags, 8)  # numbers are not booleans

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -46,24 +48,10 @@ def server(bundles, tmp_path_factory):
     """`deploykit serve` on a copy of both bundles (so a test may tamper with the copy)."""
     root = tmp_path_factory.mktemp("served")
     copies = [shutil.copytree(b, root / b.name) for b in bundles.values()]
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "deploykit", "serve", *map(str, copies),
-                             "--port", str(port), "--max-batch", "500", "--max-body-mb", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if requests.get(url + "/v2/health/ready", timeout=1).ok:
-                break
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        pytest.fail(f"server did not start: {proc.stderr.read()}")
+    proc, url = _serve(copies, "--max-batch", "500", "--max-body-mb", "1")
     yield {"url": url, "copies": copies, "proc": proc}
     proc.terminate()
-    proc.wait(timeout=10)
+    proc.wait(timeout=30)
 
 
 def _probe(bundle: Path):
@@ -153,7 +141,7 @@ def test_predict_gives_labels(server, bundles):
     ("post", "/v2/models/{sk}/infer", b'{"inputs": [{"name": "x", "shape": [1, 64], '
      b'"datatype": ["FP32"], "data": []}]}', 400, "datatype"),
     ("post", "/v2/models/{sk}/infer", b'{"inputs": [{"name": "x", "shape": [1, 1], '
-     b'"datatype": "FP32", "data": [1], "parameters": [1]}]}', 400, "parameters must be"),
+     b'"datatype": "FP32", "data": [1], "parameters": [1]}]}', 400, "'parameters' must be"),
     ("post", "/v2/models/{sk}/infer", b'{"inputs": [{"name": "x", "shape": [1, 1], '
      b'"datatype": "INT64", "data": [1.5]}]}', 400, "must be integers"),
     ("get", "/bundles/{sk}/artifacts/onnx/model.onnx", None, 404, "not a browser artifact"),
@@ -279,14 +267,17 @@ def test_tampered_bundle_is_refused_at_start(bundles, tmp_path):
     assert r.returncode == 2 and "does not match its sha256" in r.stderr
 
 
-def test_onnx_only_server_imports_no_framework(bundles):
+@pytest.mark.parametrize("bundle, targets", [("sk", None), ("torch", ["onnx", "tflite"])])
+def test_onnx_and_tflite_serving_imports_no_framework(bundles, bundle, targets):
     code = f"""
 import sys, time
 t = time.perf_counter()
 from deploykit.serve import create_app
-app = create_app([{str(bundles['sk'])!r}])
-r = app.test_client().post('/predict', json={{'instances': [[0.0] * 64]}})
-assert r.status_code == 200, r.json
+app = create_app([{str(bundles[bundle])!r}], targets={targets!r})
+for target in {targets or [None]!r}:
+    r = app.test_client().post('/predict' + (f'?target={{target}}' if target else ''),
+                               json={{'instances': [[0.0] * 64] * 3}})
+    assert r.status_code == 200, r.json
 heavy = sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})
 assert not heavy, heavy
 print(round(time.perf_counter() - t, 3))
@@ -294,6 +285,115 @@ print(round(time.perf_counter() - t, 3))
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     float(r.stdout)  # start-up to first answer, reported by the benchmark, not asserted
+
+
+def test_runtimes_serve_with_the_threads_they_are_given(bundles):
+    """One math thread per runtime by default (workers fill the cores), N when asked; the
+    ONNX session also stops spinning between calls. Each in a fresh process: torch's and
+    ExecuTorch's pools are per process."""
+    code = f"""
+import sys, torch
+from deploykit.serve import create_app
+threads = int(sys.argv[1])
+app = create_app([{str(bundles['torch'])!r}], runtime_threads=threads)
+served = next(iter(app.extensions['deploykit']['models'].values())).served
+opts = served['onnx'].runner.session.get_session_options()
+spin = opts.get_session_config_entry('session.intra_op.allow_spinning')
+print(opts.intra_op_num_threads, spin, torch.get_num_threads())
+"""
+    for n in (1, 2):
+        r = subprocess.run([sys.executable, "-c", code, str(n)], capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.split() == [str(n), "0", str(n)], r.stdout
+
+
+def _serve(bundles: Path | list[Path], *args: str) -> tuple[subprocess.Popen, str]:
+    """`deploykit serve BUNDLES ARGS` on a free loopback port, once it answers."""
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "deploykit", "serve",
+                             *map(str, bundles if isinstance(bundles, list) else [bundles]),
+                             "--port", str(port), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if requests.get(url + "/v2/health/ready", timeout=5).ok:
+                return proc, url
+        except requests.RequestException:  # not listening yet, or its workers still booting
+            time.sleep(0.1)
+    proc.kill()
+    pytest.fail(f"server did not start: {proc.communicate()}")
+
+
+# Valid requests the server may still refuse: 404 (a documented model name's target that the
+# model lacks, from a doc that lists every model's targets) and 422 (documented: the model
+# gives NaN or Inf for these inputs, e.g. values near float32's limit through a CNN).
+ST_CONFIG = """
+[checks.positive_data_acceptance]
+expected-statuses = ["2xx", "404", "422"]
+"""
+
+
+def test_openapi_matches_the_server_under_schemathesis(bundles, tmp_path):
+    """schemathesis (its own venv: its anyio wants a typing-extensions litert-torch refuses)
+    fuzzes every operation against the document, all checks on, with a fixed seed and a
+    bounded number of examples; it must find nothing."""
+    st = shared.venv("schemathesis==4.32.5").with_name("st")
+    (tmp_path / "schemathesis.toml").write_text(ST_CONFIG)
+    proc, url = _serve(bundles["torch"], "--workers", "2")
+    try:
+        r = subprocess.run([str(st), "run", f"{url}/openapi.json", "--checks", "all",
+                            "--max-examples", "25", "--seed", "7", "--no-color"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                           env={**os.environ, "SCHEMATHESIS_HOOKS": "st_hooks",
+                                "PYTHONPATH": str(Path(__file__).parent)})
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert r.returncode == 0 and "No issues found" in r.stdout, r.stdout[-6000:]
+    assert re.search(r"Tested: +10\b", r.stdout), r.stdout[-2000:]  # every operation ran
+
+
+def test_workers_share_one_port_and_finish_a_request_in_flight_on_sigterm(bundles):
+    proc, url = _serve(bundles["torch"], "--workers", "2", "--targets", "onnx")
+    assert "(2 worker processes)" in proc.stdout.readline()
+    ready = [proc.stdout.readline() for _ in range(2)]
+    assert len({re.search(r"worker (\d+) ready \(\d+ MB resident\)", line)[1]
+                for line in ready}) == 2, ready
+    # a request whose body is still arriving when SIGTERM comes: it is in a worker's hands
+    body = json.dumps({"instances": [[0.5] * 64]}).encode()
+    port = int(url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body[:10])
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        s.sendall(body[10:])
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["labels"]
+    assert proc.wait(timeout=60) == 0
+    with pytest.raises(requests.ConnectionError):  # and it let go of the port
+        requests.get(url + "/v2/health/live", timeout=2)
+
+
+def test_405_names_the_allowed_methods_and_wrong_field_types_are_400(bundles):
+    from deploykit.serve import create_app
+
+    client = create_app([bundles["sk"]]).test_client()
+    r = client.delete("/predict")
+    assert r.status_code == 405 and r.headers["Allow"].split(", ") and "POST" in r.headers["Allow"]
+    assert r.is_json
+    name = deploykit.load_bundle(bundles["sk"]).name
+    body = {"id": 5, "inputs": [{"name": "x", "shape": [1, 64], "datatype": "FP32",
+                                 "data": [0.0] * 64}]}
+    r = client.post(f"/v2/models/{name}/infer", json=body)
+    assert r.status_code == 400 and "'id' must be a JSON string" in r.get_json()["error"]
 
 
 def test_page_and_openapi(server, bundles):

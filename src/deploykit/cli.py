@@ -102,7 +102,15 @@ def _serve_args(sub) -> None:
                                      "passing server-side artifact)")
     s.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--threads", type=int, default=4, help="waitress worker threads")
+    s.add_argument("--workers", type=_positive, default=None,
+                   help="worker processes (default: one per core; 1 = a single waitress "
+                        "process, also the choice where gunicorn cannot run)")
+    s.add_argument("--threads", type=_positive, default=None,
+                   help="request threads per worker (default: 1 with several workers, 4 "
+                        "for a single process)")
+    s.add_argument("--runtime-threads", type=_positive, default=1,
+                   help="math threads of each model runtime (default 1: one per worker "
+                        "process is fastest when the workers fill the cores)")
     s.add_argument("--max-batch", type=int, default=1024, help="rows per request (default 1024)")
     s.add_argument("--max-body-mb", type=float, default=8.0, help="request body limit in MB")
     s.add_argument("--dev", action="store_true", help="Flask's development server instead")
@@ -115,6 +123,16 @@ def _package_args(sub) -> None:
     k.add_argument("--for", dest="device", required=True, choices=("edge", "android", "ios", "web"))
     k.add_argument("--out", required=True, help="package folder (a .zip is written beside it)")
     k.set_defaults(func=_cmd_package)
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return n
 
 
 def _verbose_arg(p: argparse.ArgumentParser) -> None:
@@ -279,21 +297,51 @@ def _cmd_inspect(a: argparse.Namespace) -> int:
 
 
 def _cmd_serve(a: argparse.Namespace) -> int:
-    from deploykit.serve import create_app
+    from deploykit.serve import create_app, run
+    from deploykit.serve.models import check_bundles
 
     targets = [t.strip() for t in a.targets.split(",")] if a.targets else None
-    app = create_app(a.bundles, targets=targets, max_batch=a.max_batch,
-                     max_body_bytes=int(a.max_body_mb * 1024 * 1024))
-    served = "; ".join(f"{n} ({', '.join(m.served)})"
-                       for n, m in app.extensions["deploykit"]["models"].items())
-    _say(f"serving {served} on http://{a.host}:{a.port}/")
-    if a.dev:
-        app.run(host=a.host, port=a.port, threaded=True)
-    else:
-        import waitress
+    served = check_bundles(a.bundles, targets)  # before any fork: one error, not one per worker
+    run.check_port(a.host, a.port)
 
-        waitress.serve(app, host=a.host, port=a.port, threads=a.threads, ident="deploykit")
+    def factory():
+        try:
+            return create_app(a.bundles, targets=targets, max_batch=a.max_batch,
+                              max_body_bytes=int(a.max_body_mb * 1024 * 1024),
+                              runtime_threads=a.runtime_threads)
+        except DeploykitError as e:  # in a worker: say it here, the master then stops
+            _say(f"error: {e}", err=True)
+            raise
+
+    workers = a.workers or run.cores()
+    if a.dev or workers == 1 or not run.can_fork_workers():
+        app = factory()
+        mode = "development server" if a.dev else "1 process"
+        _say(f"serving {'; '.join(served)} on http://{a.host}:{a.port}/ ({mode}, "
+             f"{_rss_mb()} MB resident)")
+        if a.dev:
+            app.run(host=a.host, port=a.port, threaded=True)
+        else:
+            run.serve_single(app, host=a.host, port=a.port, threads=a.threads or 4)
+        return 0
+    _say(f"serving {'; '.join(served)} on http://{a.host}:{a.port}/ ({workers} worker "
+         f"processes)")
+    try:
+        run.serve_workers(factory, host=a.host, port=a.port, workers=workers,
+                          threads=a.threads or 1,
+                          ready=lambda pid: _say(f"worker {pid} ready ({_rss_mb()} MB resident)"))
+    except SystemExit as e:  # gunicorn's master ends with sys.exit
+        if e.code not in (0, None):
+            _say(f"error: the workers stopped (gunicorn exit code {e.code})", err=True)
+            return 2
     return 0
+
+
+def _rss_mb() -> str:
+    from deploykit.serve.run import resident_mb
+
+    mb = resident_mb()
+    return "?" if mb is None else f"{mb:.0f}"
 
 
 def _cmd_package(a: argparse.Namespace) -> int:

@@ -162,10 +162,15 @@ class Signature:
 
 
 def fits(arr: np.ndarray, dtype: Any) -> bool:
-    """Whether casting integer ``arr`` to integer ``dtype`` keeps every value (a narrowing
-    cast wraps them silently: an id into another id). Other kinds always fit."""
+    """Whether casting ``arr`` to ``dtype`` keeps every value: a narrowing integer cast wraps
+    them silently (an id into another id), a narrowing float cast makes large ones Inf.
+    Other kinds always fit."""
     want = np.dtype(dtype)
-    if want.kind not in "iu" or arr.dtype.kind not in "iu" or not arr.size:
+    if not arr.size or arr.dtype.itemsize <= want.itemsize and arr.dtype.kind == want.kind:
+        return True
+    if want.kind == "f" and arr.dtype.kind == "f":  # NaN and Inf are the caller's to name
+        return not ((np.abs(arr) > np.finfo(want).max) & np.isfinite(arr)).any()
+    if want.kind not in "iu" or arr.dtype.kind not in "iu":
         return True
     return bool(arr.min() >= np.iinfo(want).min and arr.max() <= np.iinfo(want).max)
 

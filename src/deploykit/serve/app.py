@@ -7,6 +7,7 @@ target names are looked up in the loaded bundles only and never touch the file s
 from __future__ import annotations
 
 import math
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from deploykit.errors import DeploykitError, InputError, RunnerError
 from deploykit.graph import BROWSER
 from deploykit.parity import padded
 from deploykit.serve.models import ServedModel
+from deploykit.serve.openapi import V2_ACCEPTED
 from deploykit.signature import fits
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -35,7 +37,8 @@ class ApiError(Exception):
 
 
 def create_app(bundles: list[str | Path], *, targets: list[str] | None = None,
-               max_batch: int = MAX_BATCH, max_body_bytes: int = MAX_BODY_BYTES):
+               max_batch: int = MAX_BATCH, max_body_bytes: int = MAX_BODY_BYTES,
+               runtime_threads: int | None = 1):
     """Build the Flask app that serves ``bundles``.
 
     Args:
@@ -43,6 +46,9 @@ def create_app(bundles: list[str | Path], *, targets: list[str] | None = None,
         targets: the artifacts to serve (default: every passing server-side one).
         max_batch: rows a request may carry.
         max_body_bytes: the request body limit.
+        runtime_threads: math threads of each runtime (onnxruntime, LiteRT, torch,
+            ExecuTorch); 1 suits a server with a worker process per core; None keeps each
+            runtime's own default.
 
     Returns:
         The Flask app (run it under waitress or gunicorn).
@@ -55,7 +61,7 @@ def create_app(bundles: list[str | Path], *, targets: list[str] | None = None,
 
     models: dict[str, ServedModel] = {}
     for b in bundles:
-        m = ServedModel(b, targets)
+        m = ServedModel(b, targets, threads=runtime_threads)
         if m.name in models:
             raise DeploykitError(f"two bundles are both named '{m.name}'")
         models[m.name] = m
@@ -95,7 +101,8 @@ def _errors(app) -> None:
                # a bug in deploykit: Flask has logged its traceback (the server's run log)
                500: "internal error in deploykit; the server's run log has the details, "
                     "please report it"}.get(e.code, e.description)
-        return jsonify(error=msg), e.code
+        headers = {k: v for k, v in e.get_headers() if k == "Allow"}  # 405 names the methods
+        return jsonify(error=msg), e.code, headers
 
 
 def _body() -> dict[str, Any]:
@@ -158,29 +165,69 @@ def _as_array(values: Any, dtype: str, shape: list[int] | None, what: str,
               max_batch: int) -> np.ndarray:
     if values is None:
         raise ApiError(400, f"{what}: missing data")
-    try:
-        arr = np.asarray(values)
-        if arr.dtype.kind not in "biuf":
-            raise ValueError
-        if np.dtype(dtype).kind in "biu" and arr.dtype.kind == "f":
-            raise ApiError(400, f"{what}: {dtype} data must be integers, got decimals")
-        if not fits(arr, dtype):
-            raise ApiError(400, f"{what}: values from {arr.min()} to {arr.max()} do not fit "
-                                f"{dtype}")  # a cast would wrap them (an id into another id)
-        arr = arr.astype(dtype)
-    except (ValueError, TypeError, OverflowError, RecursionError):
-        raise ApiError(400, f"{what}: data must be a (nested) list of numbers") from None
+    want = np.dtype(dtype)
+    arr = _numbers(values, want, what)
+    if not fits(arr, want):
+        raise ApiError(400, f"{what}: values from {arr.min()} to {arr.max()} do not fit "
+                            f"{dtype}")  # a cast would wrap them (an id into another id)
+    arr = arr.astype(want, copy=False)
     if shape is not None:
-        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+        if not isinstance(shape, list) or any(_whole(d) is None or d < 0 for d in shape):
             raise ApiError(400, f"{what}: shape must be a list of non-negative integers")
+        shape = [int(d) for d in shape]
         if arr.size != math.prod(shape):
             raise ApiError(400, f"{what}: {arr.size} values do not fill shape {shape}")
         arr = arr.reshape(shape)
     if arr.ndim == 0 or arr.shape[0] == 0:
         raise ApiError(400, f"{what}: empty batch")
+    if 0 in arr.shape:
+        raise ApiError(400, f"{what}: an axis of size 0 in shape {list(arr.shape)}")
     if arr.shape[0] > max_batch:
         raise ApiError(413, f"{what}: batch of {arr.shape[0]} exceeds the limit of {max_batch}")
     return arr  # shape, dtype and NaN/Inf are checked by the runner against its signature
+
+
+def _numbers(values: Any, want: np.dtype, what: str) -> np.ndarray:
+    """``values`` (nested JSON lists, or an array from binary data) as a numeric array:
+    booleans only for a boolean input, decimals not for an integer one."""
+    bad = ApiError(400, f"{what}: data must be a (nested) list of "
+                        f"{'true/false values' if want.kind == 'b' else 'numbers'}")
+    try:
+        arr = np.asarray(values)
+    except (ValueError, TypeError, OverflowError, RecursionError):
+        raise bad from None
+    if isinstance(values, list):
+        kinds = set(map(type, _leaves(values, arr.ndim)))
+        if (bool in kinds) != (want.kind == "b") or not kinds <= {bool, int, float}:
+            raise bad  # numpy would have made true 1.0 and "1.5" 1.5
+        if arr.dtype == object and want.kind == "f":  # integers beyond int64: still numbers
+            arr = np.asarray(values, dtype=np.float64)
+    if arr.dtype.kind not in "biuf":
+        raise bad
+    if want.kind in "iu" and arr.dtype.kind == "f":
+        if not np.array_equal(arr, np.trunc(arr)):  # 2.0 is an integer, as in JSON Schema
+            raise ApiError(400, f"{what}: {want} data must be integers, got decimals")
+        if not ((arr >= np.iinfo(want).min) & (arr <= np.iinfo(want).max)).all():
+            raise ApiError(400, f"{what}: values do not fit {want}")
+        arr = arr.astype(want)
+    return arr
+
+
+def _whole(v: Any) -> int | None:
+    """``v`` as an int when it is a whole JSON number (2 or 2.0; not true), else None."""
+    if type(v) is int:
+        return v
+    if type(v) is float and v.is_integer():
+        return int(v)
+    return None
+
+
+def _leaves(values: list, depth: int):
+    """The innermost items of nested lists ``depth`` deep (a C-speed walk, no Python loop)."""
+    it = iter(values)
+    for _ in range(depth - 1):
+        it = chain.from_iterable(it)
+    return it
 
 
 def _run(served, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -252,12 +299,21 @@ def _v2_infer(app, models: dict[str, ServedModel], max_batch: int) -> None:
         served = _served(m, target)
         head, binary = _raw_body()
         body = _parse_json(head)
+        _check_types(body, {"id": str, "parameters": dict}, "request")
+        wanted = _v2_outputs(body, [s.name for s in m.signature.outputs])  # before the work
         out = _run(served, _v2_inputs(body.get("inputs"), m.signature.inputs, binary, max_batch))
-        wanted = _v2_outputs(body, out)
         return jsonify(model_name=m.name, model_version=served.target, id=body.get("id", ""),
                        outputs=[{"name": k, "datatype": NP_TO_V2.get(out[k].dtype.name, "FP32"),
                                  "shape": list(out[k].shape),
                                  "data": out[k].reshape(-1).tolist()} for k in wanted])
+
+
+def _check_types(obj: dict[str, Any], types: dict[str, type], what: str) -> None:
+    """Optional fields, when present, have their protocol types."""
+    for key, kind in types.items():
+        if key in obj and not isinstance(obj[key], kind):
+            raise ApiError(400, f"{what} field '{key}' must be a JSON "
+                                f"{ {str: 'string', dict: 'object', list: 'array'}[kind]}")
 
 
 def _v2_inputs(inputs: Any, specs, binary: bytes, max_batch: int) -> dict[str, np.ndarray]:
@@ -271,15 +327,16 @@ def _v2_inputs(inputs: Any, specs, binary: bytes, max_batch: int) -> dict[str, n
     by_name = {s.name: s for s in specs}
     arrays, offset = {}, 0
     for t in inputs:
-        spec = by_name.get(t.get("name"))
+        name = t.get("name")
+        spec = by_name.get(name) if isinstance(name, str) else None
         if spec is None:
             raise ApiError(400, f"unknown input '{t.get('name')}' (expected {names})")
         if spec.name in arrays:
             raise ApiError(400, f"input '{spec.name}' is sent twice")
         params = t.get("parameters")
-        size = params.get("binary_data_size") if isinstance(params, dict) else None
+        size = _whole(params.get("binary_data_size")) if isinstance(params, dict) else None
         part = b""
-        if isinstance(size, int) and size >= 0:  # else _v2_input names the problem
+        if size is not None and size >= 0:  # else _v2_input names the problem
             part, offset = binary[offset:offset + size], offset + size
         arrays[spec.name] = _v2_input(t, spec, part, max_batch)
     if offset != len(binary):
@@ -290,16 +347,16 @@ def _v2_inputs(inputs: Any, specs, binary: bytes, max_batch: int) -> dict[str, n
 
 def _v2_input(t: dict[str, Any], spec, binary: bytes, max_batch: int) -> np.ndarray:
     """One v2 input tensor (JSON data or the binary tensor extension) as an array."""
-    if not isinstance(t.get("datatype"), str) or t["datatype"] not in V2_TYPES:
+    accepted = V2_ACCEPTED[np.dtype(spec.dtype).kind]
+    if not isinstance(t.get("datatype"), str) or t["datatype"] not in accepted:
         raise ApiError(400, f"input '{spec.name}': datatype {t.get('datatype')!r} is not one "
-                            f"of {list(V2_TYPES)}")
+                            f"of {accepted} (the input is {spec.dtype})")
     data = t.get("data")
-    params = t.get("parameters") or {}
-    if not isinstance(params, dict):
-        raise ApiError(400, f"input '{spec.name}': parameters must be an object")
-    size = params.get("binary_data_size")
-    if size is not None:  # binary tensor extension
-        if not isinstance(size, int) or size != len(binary):
+    _check_types(t, {"parameters": dict}, f"input '{spec.name}'")
+    params = t.get("parameters", {})
+    if "binary_data_size" in params:  # binary tensor extension
+        size = _whole(params["binary_data_size"])
+        if size is None or size != len(binary):
             raise ApiError(400, f"input '{spec.name}': binary_data_size {size} does not "
                                 f"match the {len(binary)} bytes sent")
         dtype = np.dtype(V2_TYPES[t["datatype"]]).newbyteorder("<")
@@ -311,16 +368,18 @@ def _v2_input(t: dict[str, Any], spec, binary: bytes, max_batch: int) -> np.ndar
                      max_batch)
 
 
-def _v2_outputs(body: dict[str, Any], out: dict[str, np.ndarray]) -> list[str]:
+def _v2_outputs(body: dict[str, Any], names: list[str]) -> list[str]:
     """The output names a v2 request asked for (all of them when it names none)."""
     requested = body.get("outputs", [])
     if not isinstance(requested, list) or not all(
             isinstance(o, dict) and isinstance(o.get("name"), str) for o in requested):
         raise ApiError(400, "'outputs' must be a list of {\"name\": \"...\"} objects")
-    wanted = [o["name"] for o in requested] or list(out)
-    missing = [w for w in wanted if w not in out]
+    for o in requested:
+        _check_types(o, {"parameters": dict}, f"output '{o['name']}'")
+    wanted = [o["name"] for o in requested] or names
+    missing = [w for w in wanted if w not in names]
     if missing:
-        raise ApiError(400, f"unknown output(s) {missing} (has {list(out)})")
+        raise ApiError(400, f"unknown output(s) {missing} (has {names})")
     return wanted
 
 
@@ -384,11 +443,13 @@ def _predict_routes(app, models: dict[str, ServedModel], max_batch: int) -> None
         return jsonify(model=m.name, reference="probe set" if x is None else m.default,
                        passed=all(r["passed"] for r in rows), artifacts=rows)
 
+    from deploykit.serve.openapi import document
+
+    doc = document(models, max_batch)  # built once, at start
+
     @app.get("/openapi.json")
     def openapi():
-        from deploykit.serve.openapi import document
-
-        return jsonify(document(list(models)))
+        return jsonify(doc)
 
 
 def _request_inputs(body: dict[str, Any], specs, max_batch: int) -> dict[str, np.ndarray]:
@@ -398,6 +459,8 @@ def _request_inputs(body: dict[str, Any], specs, max_batch: int) -> dict[str, np
     names = [s.name for s in specs]
     several = (f"this model takes {len(specs)} inputs {names}: send "
                f"{{\"instances\": [{{name: row, ...}}, ...]}} or {{\"inputs\": {{name: rows}}}}")
+    if "inputs" in body and "instances" in body:
+        raise ApiError(400, "send either 'instances' or 'inputs', not both")
     if isinstance(body.get("inputs"), dict):
         columns = body["inputs"]
     elif "instances" in body and len(specs) == 1:

@@ -30,6 +30,42 @@ def served_by_default(art: Artifact) -> bool:
     return art.passed and art.runs == graph.SERVER
 
 
+def served_targets(bundle: Bundle, path: str | Path, targets: list[str] | None) -> list[str]:
+    """The artifacts of ``bundle`` to serve: ``targets``, or every passing server-side one.
+
+    Raises:
+        BundleError: a named target has no passing artifact, or nothing is left to serve.
+    """
+    available = [a.target for a in bundle.artifacts if a.passed]
+    wanted = targets or [a.target for a in bundle.artifacts if served_by_default(a)]
+    unknown = [t for t in wanted if t not in available]
+    if unknown:
+        raise BundleError(f"{path}: no passing artifact for {unknown} (has {available})")
+    if not wanted:
+        raise BundleError(f"{path}: nothing to serve (artifacts: {available})")
+    return wanted
+
+
+def check_bundles(paths: list[str | Path], targets: list[str] | None = None) -> list[str]:
+    """What a server of ``paths`` would serve, checked without opening a runtime (a process
+    that forks workers checks first, so a damaged bundle is one error, not N).
+
+    Returns:
+        One "name (target, ...)" per bundle.
+
+    Raises:
+        BundleError: a bundle is damaged or has nothing to serve.
+        DeploykitError: two bundles have the same name.
+    """
+    seen: dict[str, str] = {}
+    for p in paths:
+        b = load_bundle(p)
+        if b.name in seen:
+            raise DeploykitError(f"two bundles are both named '{b.name}'")
+        seen[b.name] = f"{b.name} ({', '.join(served_targets(b, p, targets))})"
+    return list(seen.values())
+
+
 @dataclass
 class Served:
     """One artifact ready to answer, with its own lock."""
@@ -48,20 +84,16 @@ class Served:
 
 class ServedModel:
     """A bundle loaded for serving; ``targets`` picks which artifacts (default: all that
-    run server-side; browser artifacts are for the page)."""
+    run server-side; browser artifacts are for the page); ``threads`` is each runtime's
+    math threads (see :class:`deploykit.formats.base.Runner`)."""
 
-    def __init__(self, path: str | Path, targets: list[str] | None = None) -> None:
+    def __init__(self, path: str | Path, targets: list[str] | None = None, *,
+                 threads: int | None = 1) -> None:
         self.bundle: Bundle = load_bundle(path)  # refuses tampered bundles at start
         self.name = self.bundle.name
-        available = [a.target for a in self.bundle.artifacts if a.passed]
-        wanted = targets or [a.target for a in self.bundle.artifacts if served_by_default(a)]
-        unknown = [t for t in wanted if t not in available]
-        if unknown:
-            raise BundleError(f"{path}: no passing artifact for {unknown} (has {available})")
-        self.served = {t: Served(t, formats.open_artifact(self.bundle, t),
-                                 self.bundle.artifact(t)) for t in wanted}
-        if not self.served:
-            raise BundleError(f"{path}: nothing to serve (artifacts: {available})")
+        self.served = {t: Served(t, formats.open_artifact(self.bundle, t, threads=threads),
+                                 self.bundle.artifact(t))
+                       for t in served_targets(self.bundle, path, targets)}
         self.default = next(t for t in (*preference(), *self.served) if t in self.served)
         self.signature = self.bundle.signature
         self.labels = self.bundle.labels

@@ -1,66 +1,201 @@
-"""The OpenAPI 3 document for the server's endpoints."""
+"""The OpenAPI 3 document for the server's endpoints, with each served model's own request
+schemas: the batch limit, every axis's size, the value range of each input's dtype, the
+input names. A request the document calls valid is one the server accepts, and the other way
+round, with two exceptions JSON Schema cannot state:
+
+* an Open Inference Protocol tensor's ``data`` must fill its ``shape`` (the product of one
+  field against the length of another);
+* with several models, ``/predict?model=NAME`` takes NAME's inputs (a query parameter
+  choosing the body's schema); the body is documented as one of the models' schemas.
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+import numpy as np
 
 from deploykit import __version__
 
-_ERROR = {"description": "bad input, named in 'error'",
-          "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+# the Open Inference Protocol datatypes a server input of each numpy kind accepts
+V2_ACCEPTED = {"f": ["FP32", "FP64", "INT32", "INT64"], "i": ["INT32", "INT64"],
+               "u": ["INT32", "INT64"], "b": ["BOOL"]}
+V2_NUMPY = {"FP32": "float32", "FP64": "float64", "INT64": "int64", "INT32": "int32",
+            "BOOL": "bool"}
 
 
-def _op(summary: str, body: str | None = None, params: list[str] = ()) -> dict[str, Any]:
-    op: dict[str, Any] = {"summary": summary,
-                          "parameters": [{"name": p, "in": "path", "required": True,
-                                          "schema": {"type": "string"}} for p in params],
-                          "responses": {"200": {"description": "ok"}, "400": _ERROR,
-                                        "404": _ERROR, "413": _ERROR}}
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+_ANSWERS = {"200": {"description": "ok"}, "400": _error("bad input, named in 'error'"),
+            "404": _error("no such model or target")}
+_RUNS = {"413": _error("the body or the batch is larger than the server's limit"),
+         "422": _error("valid inputs for which the model gives NaN or Inf"),
+         "500": _error("the model's runtime failed (the server's run log has the details)")}
+
+
+def _op(summary: str, body: str | None = None, *, path: dict[str, list[str]] | None = None,
+        query: dict[str, list[str]] | None = None, body_required: bool = True,
+        runs: bool = False) -> dict[str, Any]:
+    params = [{"name": k, "in": "path", "required": True,
+               "schema": {"type": "string", "enum": v}} for k, v in (path or {}).items()]
+    params += [{"name": k, "in": "query", "required": False,
+                "schema": {"type": "string", "enum": v}} for k, v in (query or {}).items()]
+    op: dict[str, Any] = {"summary": summary, "parameters": params,
+                          "responses": {**_ANSWERS, **(_RUNS if runs else {})}}
     if body:
-        op["requestBody"] = {"required": True, "content": {"application/json": {
+        op["requestBody"] = {"required": body_required, "content": {"application/json": {
             "schema": {"$ref": f"#/components/schemas/{body}"}}}}
     return op
 
 
-def document(models: list[str]) -> dict[str, Any]:
-    tensor = {"type": "object", "required": ["name", "shape", "datatype", "data"],
-              "properties": {"name": {"type": "string"},
-                             "shape": {"type": "array", "items": {"type": "integer"}},
-                             "datatype": {"type": "string",
-                                          "enum": ["FP32", "FP64", "INT64", "INT32", "BOOL"]},
-                             "data": {"type": "array", "items": {}}}}
+def _leaf(spec, sent: str | None = None) -> dict[str, Any]:
+    """One value of an input: what its dtype holds and, for ids, the input's range. ``sent``:
+    the dtype a v2 request sends it as (an INT32 value for a float input), which narrows it."""
+    dtype = np.dtype(spec.dtype)
+    via = np.dtype(sent) if sent else dtype
+    if dtype.kind == "b":
+        return {"type": "boolean"}
+    if via.kind == "f":  # the server's input dtype bounds the value (float64 sent to float32)
+        top = float(np.finfo(dtype).max)
+        return {"type": "number", "minimum": -top, "maximum": top}
+    infos = [np.iinfo(d) for d in (via, dtype) if d.kind in "iu"]
+    lo, hi = max(int(i.min) for i in infos), min(int(i.max) for i in infos)
+    if spec.range:
+        lo, hi = max(lo, spec.range[0]), min(hi, spec.range[1])
+    return {"type": "integer", "minimum": lo, "maximum": hi}
+
+
+def _row(spec) -> dict[str, Any]:
+    """One row of an input (its shape after the batch axis) as nested arrays."""
+    schema = _leaf(spec)
+    for axis in range(len(spec.shape) - 1, 0, -1):
+        d = spec.shape[axis]
+        if d is None:
+            top = spec.opened_from[axis] if spec.opened_from and axis in spec.open_axes else None
+            schema = {"type": "array", "items": schema, "minItems": 1,
+                      **({"maxItems": top} if top else {})}
+        else:
+            schema = {"type": "array", "items": schema, "minItems": d, "maxItems": d}
+    return schema
+
+
+def _rows(spec, max_batch: int) -> dict[str, Any]:
+    return {"type": "array", "items": _row(spec), "minItems": 1, "maxItems": max_batch}
+
+
+def _instances(sig, max_batch: int) -> dict[str, Any]:
+    """/predict: ``instances`` (rows; rows of {name: row} for several inputs) or ``inputs``
+    (columns by name), exactly one of the two."""
+    specs = sig.inputs
+    if len(specs) == 1:
+        instances = _rows(specs[0], max_batch)
+    else:
+        instances = {"type": "array", "minItems": 1, "maxItems": max_batch, "items": {
+            "type": "object", "required": [s.name for s in specs], "additionalProperties": False,
+            "properties": {s.name: _row(s) for s in specs}}}
+    columns = {"type": "object", "required": [s.name for s in specs],
+               "additionalProperties": False,
+               "properties": {s.name: _rows(s, max_batch) for s in specs}}
+    return {"type": "object", "properties": {"instances": instances, "inputs": columns}}
+
+
+def _tensor(spec, max_batch: int) -> dict[str, Any]:
+    """An Open Inference Protocol input tensor; ``data`` flat, row-major, of its datatype."""
+    common = {"name": {"type": "string", "enum": [spec.name]},
+              "shape": {"type": "array", "prefixItems": _dims(spec, max_batch),
+                        "minItems": len(spec.shape), "maxItems": len(spec.shape)},
+              # binary_data_size belongs to the binary tensor extension (raw bytes after the
+              # JSON, Inference-Header-Content-Length header), which this JSON body is not
+              "parameters": {"type": "object", "not": {"required": ["binary_data_size"]}}}
+    return {"oneOf": [
+        {"type": "object", "required": ["name", "shape", "datatype", "data"], "properties": {
+            **common, "datatype": {"type": "string", "enum": [v2]},
+            "data": {"type": "array", "minItems": 1, "items": _leaf(spec, V2_NUMPY[v2])}}}
+        for v2 in V2_ACCEPTED[np.dtype(spec.dtype).kind]]}
+
+
+def _dims(spec, max_batch: int) -> list[dict[str, Any]]:
+    """Each axis of an input's shape: the batch up to the limit, the fixed sizes, the open
+    axes up to the longest length checked."""
+    dims: list[dict[str, Any]] = [{"type": "integer", "minimum": 1, "maximum": max_batch}]
+    for axis, d in enumerate(spec.shape[1:], start=1):
+        if d is not None:
+            dims.append({"type": "integer", "enum": [d]})
+            continue
+        top = spec.opened_from[axis] if spec.opened_from and axis in spec.open_axes else None
+        dims.append({"type": "integer", "minimum": 1, **({"maximum": top} if top else {})})
+    return dims
+
+
+def _infer(sig, max_batch: int) -> dict[str, Any]:
+    tensors = [_tensor(s, max_batch) for s in sig.inputs]
+    n = len(tensors)
+    return {"type": "object", "required": ["inputs"], "properties": {
+        "id": {"type": "string"},
+        "parameters": {"type": "object"},
+        "inputs": {"type": "array", "minItems": n, "maxItems": n,
+                   "items": tensors[0] if n == 1 else {"oneOf": tensors}},
+        "outputs": {"type": "array", "items": {
+            "type": "object", "required": ["name"], "properties": {
+                "name": {"type": "string", "enum": [s.name for s in sig.outputs]},
+                "parameters": {"type": "object"}}}}}}
+
+
+def _key(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
+
+
+def _schemas(models: dict[str, Any], max_batch: int) -> dict[str, Any]:
+    schemas: dict[str, Any] = {
+        "Error": {"type": "object", "required": ["error"],
+                  "properties": {"error": {"type": "string"}}}}
+    for name, m in models.items():
+        sig = m.get(None).artifact.signature(m.signature, with_batch=False)
+        predict = _instances(sig, max_batch)
+        schemas[f"Instances.{_key(name)}"] = {**predict, "oneOf": [
+            {"required": ["instances"]}, {"required": ["inputs"]}]}
+        schemas[f"Validate.{_key(name)}"] = {**predict,
+                                             "not": {"required": ["instances", "inputs"]}}
+        schemas[f"InferRequest.{_key(name)}"] = _infer(sig, max_batch)
+    for kind in ("Instances", "Validate", "InferRequest") if len(models) > 1 else ():
+        schemas[kind] = {"oneOf": [{"$ref": f"#/components/schemas/{kind}.{_key(n)}"}
+                                   for n in models]}
+    return schemas
+
+
+def document(models: dict[str, Any], max_batch: int) -> dict[str, Any]:
+    """The document for a server of ``models`` (name -> ServedModel)."""
+    one = next(iter(models)) if len(models) == 1 else None
+    kind = (lambda k: f"{k}.{_key(one)}") if one else (lambda k: k)
+    names = {"model": list(models)}
+    targets = {"target": sorted({t for m in models.values() for t in m.served})}
     return {
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",  # 3.1: JSON Schema 2020-12, for prefixItems
         "info": {"title": "deploykit serve", "version": __version__,
                  "description": f"Serving: {', '.join(models)}. Open Inference Protocol v2 "
-                                "plus /predict and /validate."},
+                                "plus /predict and /validate; request schemas are each "
+                                "model's own (batch limit, shapes, value ranges)."},
         "paths": {
             "/v2": {"get": _op("server metadata")},
             "/v2/health/live": {"get": _op("liveness")},
             "/v2/health/ready": {"get": _op("readiness")},
-            "/v2/models/{model}": {"get": _op("model metadata", params=["model"])},
-            "/v2/models/{model}/ready": {"get": _op("model readiness", params=["model"])},
-            "/v2/models/{model}/infer": {"post": _op("infer (default target)", "InferRequest",
-                                                    ["model"])},
-            "/v2/models/{model}/versions/{target}/infer": {
-                "post": _op("infer on one artifact", "InferRequest", ["model", "target"])},
-            "/predict": {"post": _op("predict a batch of instances", "Instances")},
-            "/validate": {"post": _op("re-check parity of every loaded artifact")},
+            "/v2/models/{model}": {"get": _op("model metadata", path=names)},
+            "/v2/models/{model}/ready": {"get": _op("model readiness", path=names)},
+            "/v2/models/{model}/infer": {"post": _op(
+                "infer (default target)", kind("InferRequest"), path=names, runs=True)},
+            "/v2/models/{model}/versions/{target}/infer": {"post": _op(
+                "infer on one artifact", kind("InferRequest"), path={**names, **targets},
+                runs=True)},
+            "/predict": {"post": _op("predict a batch of instances", kind("Instances"),
+                                     query={**names, **targets}, runs=True)},
+            "/validate": {"post": _op("re-check parity of every loaded artifact (on the probe "
+                                      "set, or on the posted inputs)", kind("Validate"),
+                                      query=names, body_required=False, runs=True)},
             "/metadata": {"get": _op("bundle manifests with parity")},
         },
-        "components": {"schemas": {
-            "Error": {"type": "object", "properties": {"error": {"type": "string"}}},
-            "Tensor": tensor,
-            "InferRequest": {"type": "object", "required": ["inputs"], "properties": {
-                "id": {"type": "string"},
-                "inputs": {"type": "array", "items": {"$ref": "#/components/schemas/Tensor"}},
-                "outputs": {"type": "array", "items": {"type": "object", "properties": {
-                    "name": {"type": "string"}}}}}},
-            # rows (one input), rows of {input: value} objects, or columns by input name
-            "Instances": {"type": "object", "properties": {
-                "instances": {"type": "array", "items": {"oneOf": [
-                    {"type": "array"}, {"type": "object"}]}},
-                "inputs": {"type": "object", "additionalProperties": {"type": "array"}}},
-                "anyOf": [{"required": ["instances"]}, {"required": ["inputs"]}]},
-        }},
+        "components": {"schemas": _schemas(models, max_batch)},
     }

@@ -1,0 +1,111 @@
+"""Run the app: N worker processes under gunicorn (Linux and macOS), or one waitress process.
+
+Each gunicorn worker builds its own app after the fork (``preload_app`` is off): it loads and
+hash-checks the bundles once and opens its runtimes in its own process, so no runtime thread
+pool or file handle crosses a fork. The master checks the bundles first, so a damaged bundle
+is one error line at start instead of workers failing to boot. SIGTERM stops the workers
+gracefully: requests in flight finish (up to ``GRACE`` seconds), new ones are refused.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from deploykit.errors import DeploykitError
+
+GRACE = 30  # seconds a stopping worker has to finish its requests in flight
+KEEPALIVE = 5  # seconds an idle keep-alive connection stays open
+
+
+def cores() -> int:
+    """CPUs this process may run on (the default number of workers)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def can_fork_workers() -> bool:
+    """gunicorn runs where fork does (not on Windows)."""
+    if sys.platform == "win32":
+        return False
+    try:
+        import gunicorn  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def check_port(host: str, port: int) -> None:
+    """Raise a one-line error now if ``host:port`` cannot be bound (in use, or not an
+    address of this machine), rather than a server library's retries and traceback."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise DeploykitError(f"cannot listen on {host}:{port}: {e.strerror or e} (pick "
+                                 f"another with --port or --host)") from None
+
+
+def resident_mb(pid: int | str = "self") -> float | None:
+    """A process's resident memory in MB (Linux's /proc; None elsewhere)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def serve_workers(factory: Callable[[], Any], *, host: str, port: int, workers: int,
+                  threads: int, ready: Callable[[int], None] | None = None) -> None:
+    """Serve ``factory()``'s app from ``workers`` gunicorn processes (returns on shutdown).
+
+    Args:
+        factory: builds the app; called once in every worker, after the fork.
+        host: bind address. port: bind port.
+        workers: worker processes. threads: request threads per worker (1: sync workers).
+        ready: called in each worker with its pid once its app is built.
+    """
+    from gunicorn.app.base import BaseApplication
+
+    options = {"bind": f"{host}:{port}", "workers": workers, "threads": threads,
+               "worker_class": "gthread" if threads > 1 else "sync", "preload_app": False,
+               "graceful_timeout": GRACE, "keepalive": KEEPALIVE, "loglevel": "warning",
+               "accesslog": None, "errorlog": "-", "proc_name": "deploykit-serve",
+               "worker_tmp_dir": _tmp_dir()}
+    if ready is not None:
+        options["post_worker_init"] = lambda worker: ready(worker.pid)
+
+    class _App(BaseApplication):
+        def load_config(self) -> None:
+            for key, value in options.items():
+                self.cfg.set(key, value)
+
+        def load(self):
+            return factory()
+
+    _App().run()
+
+
+def _tmp_dir() -> str:
+    """gunicorn's heartbeat files: /dev/shm when there is one (a disk write per beat
+    otherwise), else the system's temporary folder."""
+    shm = Path("/dev/shm")
+    return str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else tempfile.gettempdir()
+
+
+def serve_single(app: Any, *, host: str, port: int, threads: int) -> None:
+    """Serve ``app`` from this process with waitress (every platform)."""
+    import waitress
+
+    waitress.serve(app, host=host, port=port, threads=threads, ident="deploykit")
