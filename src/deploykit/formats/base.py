@@ -55,6 +55,7 @@ class Runner(ABC):
         self.signature = signature
         self.output_names = list(outputs) if outputs else None
         self.threads = threads
+        self._signature_outputs = [s.name for s in signature.outputs]
         try:
             self._load()
         except DeploykitError:
@@ -77,15 +78,17 @@ class Runner(ABC):
 
     def _name_outputs(self, raw: Mapping[str, np.ndarray] | Sequence[np.ndarray]
                       ) -> dict[str, np.ndarray]:
-        names = [s.name for s in self.signature.outputs]
-        if isinstance(raw, Mapping):
+        names = self._signature_outputs
+        if type(raw) is list or type(raw) is tuple:
+            values = raw
+        elif isinstance(raw, Mapping):
             values = self._by_name(raw, names)
         else:
             values = list(raw)
         if len(values) != len(names):
             raise RunnerError(f"{self.runtime}: artifact gives {len(values)} outputs, the "
                               f"signature expects {len(names)} ({names})")
-        return {n: np.asarray(v) for n, v in zip(names, values, strict=True)}
+        return {n: v if type(v) is np.ndarray else np.asarray(v) for n, v in zip(names, values)}
 
     def _by_name(self, raw: Mapping[str, np.ndarray], names: list[str]) -> list[np.ndarray]:
         """Recorded names first; else exact names, then the rest by position among the rest."""
@@ -108,6 +111,8 @@ class Runner(ABC):
               ) -> dict[str, np.ndarray]:
         """Inputs keyed by the runtime's names: by name when the artifact kept the signature's
         names, otherwise by position (converters keep the signature's input order)."""
+        if len(runtime_names) == 1 == len(inputs):  # one input: whatever it is called
+            return {runtime_names[0]: next(iter(inputs.values()))}
         if set(runtime_names) == set(inputs):
             return dict(inputs)
         return dict(zip(runtime_names, inputs.values(), strict=True))

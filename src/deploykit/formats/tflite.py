@@ -284,27 +284,45 @@ class TfliteRunner(Runner):
         self.direct = getattr(runner, "_subgraph_index", None) == 0
         self.runner = None if self.direct else runner
         self.shapes = {n: tuple(int(d) for d in v["shape"]) for n, v in self.inputs.items()}
+        self.as_is = {n for n, d in self.inputs.items() if _qparams(d) is None}  # float in
+        self.float_out = {n for n, d in self.outputs.items() if _qparams(d) is None}
+        order = self._by_name({k: k for k in self.outputs}, self._signature_outputs)
+        self.order = order if len(order) == len(self.outputs) else list(self.outputs)
+        self.out_index = [self.outputs[k]["index"] for k in self.order]
+        # one unquantised input, unquantised outputs: the serving case, kept to the bare calls
+        self.plain = self.direct and len(self.inputs) == 1 and len(self.as_is) == 1 and \
+            len(self.float_out) == len(self.outputs)
 
     def _predict(self, inputs):
-        feed = {name: _quantize(v, self.inputs[name])
+        if self.plain:
+            (name, x), = inputs.items()
+            d = self.inputs[self.input_names[0]]
+            if x.dtype == d["dtype"]:
+                return self._invoke({self.input_names[0]: x})
+        feed = {name: v if name in self.as_is and v.dtype == self.inputs[name]["dtype"]
+                else _quantize(v, self.inputs[name])
                 for name, v in self._feed(self.input_names, inputs).items()}
         if self.direct:
             return self._invoke(feed)
         out = self.runner(**feed)
         return {k: _dequantize(np.array(v), self.outputs[k]) for k, v in out.items()}
 
-    def _invoke(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _invoke(self, feed: dict[str, np.ndarray]):
         it = self.interpreter
-        changed = {n: x.shape for n, x in feed.items() if x.shape != self.shapes[n]}
-        for name, shape in changed.items():
-            it.resize_tensor_input(self.inputs[name]["index"], shape)
-        if changed:
+        resized = [n for n, x in feed.items() if x.shape != self.shapes[n]]
+        for name in resized:  # all of them, then one allocation, then the data
+            it.resize_tensor_input(self.inputs[name]["index"], feed[name].shape)
+            self.shapes[name] = feed[name].shape
+        if resized:
             it.allocate_tensors()
-            self.shapes.update(changed)
         for name, x in feed.items():
             it.set_tensor(self.inputs[name]["index"], x)
         it.invoke()
-        return {k: _dequantize(it.get_tensor(d["index"]), d) for k, d in self.outputs.items()}
+        out = [it.get_tensor(i) for i in self.out_index]
+        if len(self.float_out) == len(out):
+            return out  # in signature order
+        return {k: y if k in self.float_out else _dequantize(y, self.outputs[k])
+                for k, y in zip(self.order, out)}
 
 
 def _qparams(detail: dict[str, Any]) -> tuple[float, int] | None:
