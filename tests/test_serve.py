@@ -382,6 +382,34 @@ def test_workers_share_one_port_and_finish_a_request_in_flight_on_sigterm(bundle
         requests.get(url + "/v2/health/live", timeout=2)
 
 
+def test_batching_server_gives_each_concurrent_request_its_own_answer(bundles):
+    from deploykit.serve import create_app
+
+    b = deploykit.load_bundle(bundles["torch"])
+    x = b.probe().inputs["x"][:12]
+    plain = create_app([bundles["torch"]], targets=["onnx"]).test_client()
+    want = [plain.post("/predict", json={"instances": x[i:i + 1 + i % 3].tolist()}).get_json()
+            for i in range(8)]
+    app = create_app([bundles["torch"]], targets=["onnx"], batch_window_ms=100)
+    runner = app.extensions["deploykit"]["models"][b.name].served["onnx"].runner
+    calls, run = [], runner.predict
+    runner.predict = lambda arrays: calls.append(1) or run(arrays)
+    got: dict[int, dict] = {}
+
+    def ask(i):
+        r = app.test_client().post("/predict", json={"instances": x[i:i + 1 + i % 3].tolist()})
+        got[i] = r.get_json()
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    for i in range(8):
+        assert got[i]["labels"] == want[i]["labels"]
+        np.testing.assert_allclose(got[i]["predictions"], want[i]["predictions"], atol=1e-6)
+    assert len(calls) < 8  # coalesced into fewer runtime calls than requests
+
+
 def test_405_names_the_allowed_methods_and_wrong_field_types_are_400(bundles):
     from deploykit.serve import create_app
 

@@ -111,6 +111,10 @@ def _serve_args(sub) -> None:
     s.add_argument("--runtime-threads", type=_positive, default=1,
                    help="math threads of each model runtime (default 1: one per worker "
                         "process is fastest when the workers fill the cores)")
+    s.add_argument("--batch-window-ms", type=_window_ms, default=0.0,
+                   help="dynamic batching: run concurrent requests arriving within this many "
+                        "ms as one batch (default 0: off; takes request threads, so --threads "
+                        "defaults to 8 with it)")
     s.add_argument("--max-batch", type=int, default=1024, help="rows per request (default 1024)")
     s.add_argument("--max-body-mb", type=float, default=8.0, help="request body limit in MB")
     s.add_argument("--dev", action="store_true", help="Flask's development server instead")
@@ -133,6 +137,16 @@ def _positive(text: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
     return n
+
+
+def _window_ms(text: str) -> float:
+    try:
+        ms = float(text)
+    except ValueError:
+        ms = -1.0
+    if not 0 <= ms <= 1000:
+        raise argparse.ArgumentTypeError(f"expected milliseconds from 0 to 1000, got {text!r}")
+    return ms
 
 
 def _verbose_arg(p: argparse.ArgumentParser) -> None:
@@ -308,12 +322,14 @@ def _cmd_serve(a: argparse.Namespace) -> int:
         try:
             return create_app(a.bundles, targets=targets, max_batch=a.max_batch,
                               max_body_bytes=int(a.max_body_mb * 1024 * 1024),
-                              runtime_threads=a.runtime_threads)
+                              runtime_threads=a.runtime_threads,
+                              batch_window_ms=a.batch_window_ms)
         except DeploykitError as e:  # in a worker: say it here, the master then stops
             _say(f"error: {e}", err=True)
             raise
 
     workers = a.workers or run.cores()
+    threads = a.threads or (8 if a.batch_window_ms > 0 else None)  # batching needs company
     if a.dev or workers == 1 or not run.can_fork_workers():
         app = factory()
         mode = "development server" if a.dev else "1 process"
@@ -322,13 +338,13 @@ def _cmd_serve(a: argparse.Namespace) -> int:
         if a.dev:
             app.run(host=a.host, port=a.port, threaded=True)
         else:
-            run.serve_single(app, host=a.host, port=a.port, threads=a.threads or 4)
+            run.serve_single(app, host=a.host, port=a.port, threads=threads or 4)
         return 0
     _say(f"serving {'; '.join(served)} on http://{a.host}:{a.port}/ ({workers} worker "
          f"processes)")
     try:
         run.serve_workers(factory, host=a.host, port=a.port, workers=workers,
-                          threads=a.threads or 1,
+                          threads=threads or 1,
                           ready=lambda pid: _say(f"worker {pid} ready ({_rss_mb()} MB resident)"))
     except SystemExit as e:  # gunicorn's master ends with sys.exit
         if e.code not in (0, None):

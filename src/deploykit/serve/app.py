@@ -38,7 +38,7 @@ class ApiError(Exception):
 
 def create_app(bundles: list[str | Path], *, targets: list[str] | None = None,
                max_batch: int = MAX_BATCH, max_body_bytes: int = MAX_BODY_BYTES,
-               runtime_threads: int | None = 1):
+               runtime_threads: int | None = 1, batch_window_ms: float = 0.0):
     """Build the Flask app that serves ``bundles``.
 
     Args:
@@ -49,6 +49,8 @@ def create_app(bundles: list[str | Path], *, targets: list[str] | None = None,
         runtime_threads: math threads of each runtime (onnxruntime, LiteRT, torch,
             ExecuTorch); 1 suits a server with a worker process per core; None keeps each
             runtime's own default.
+        batch_window_ms: dynamic batching: concurrent requests to one artifact that arrive
+            within this window run as one batch (0: off; needs a threaded server).
 
     Returns:
         The Flask app (run it under waitress or gunicorn).
@@ -61,7 +63,8 @@ def create_app(bundles: list[str | Path], *, targets: list[str] | None = None,
 
     models: dict[str, ServedModel] = {}
     for b in bundles:
-        m = ServedModel(b, targets, threads=runtime_threads)
+        m = ServedModel(b, targets, threads=runtime_threads, batch_window_ms=batch_window_ms,
+                        max_batch=max_batch)
         if m.name in models:
             raise DeploykitError(f"two bundles are both named '{m.name}'")
         models[m.name] = m

@@ -15,6 +15,7 @@ from deploykit.artifact import Artifact
 from deploykit.bundle import Bundle, load_bundle, sha256
 from deploykit.errors import BundleError, DeploykitError, InputError
 from deploykit.parity import check
+from deploykit.serve.batching import Batcher
 
 
 def preference() -> list[str]:
@@ -74,8 +75,14 @@ class Served:
     runner: Any
     artifact: Artifact
     lock: threading.Lock = field(default_factory=threading.Lock)
+    batcher: Batcher | None = None  # set when dynamic batching is on
 
-    def predict(self, x: np.ndarray) -> dict[str, np.ndarray]:
+    def predict(self, x: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.batcher is not None:  # each request checked alone, then run with others
+            return self.batcher(self.runner.signature.validate(x))
+        return self.predict_now(x)
+
+    def predict_now(self, x: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.runner.thread_safe:
             return self.runner.predict(x)
         with self.lock:
@@ -88,12 +95,16 @@ class ServedModel:
     math threads (see :class:`deploykit.formats.base.Runner`)."""
 
     def __init__(self, path: str | Path, targets: list[str] | None = None, *,
-                 threads: int | None = 1) -> None:
+                 threads: int | None = 1, batch_window_ms: float = 0.0,
+                 max_batch: int = 1024) -> None:
         self.bundle: Bundle = load_bundle(path)  # refuses tampered bundles at start
         self.name = self.bundle.name
         self.served = {t: Served(t, formats.open_artifact(self.bundle, t, threads=threads),
                                  self.bundle.artifact(t))
                        for t in served_targets(self.bundle, path, targets)}
+        for s in self.served.values():  # a fixed-batch artifact runs in chunks anyway
+            if batch_window_ms > 0 and not s.artifact.batch:
+                s.batcher = Batcher(s.predict_now, batch_window_ms / 1000, max_batch)
         self.default = next(t for t in (*preference(), *self.served) if t in self.served)
         self.signature = self.bundle.signature
         self.labels = self.bundle.labels
