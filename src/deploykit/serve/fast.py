@@ -1,0 +1,80 @@
+"""The hot path: POST /predict and POST /v2/models/NAME[/versions/TARGET]/infer straight on
+WSGI, before Flask.
+
+Flask's request machinery (context, routing, request and response objects) cost about twice
+the model and the checks together at batch 1 (benchmarks/bench_serve.py). These two routes
+answer here with the very functions the Flask views call (:func:`predict_answer`,
+:func:`infer_answer`, :func:`error_answer`), so answers and errors are the same either way;
+every other request, and any of these that this path does not take as it is (a query
+string, the binary tensor extension, no or too large a Content-Length, a model name it does
+not know), goes on to Flask untouched.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from deploykit.serve.app import _parse_json, dumps, error_answer, infer_answer, predict_answer
+
+
+class FastPath:
+    """WSGI middleware in front of the Flask app (``app.wsgi_app``)."""
+
+    def __init__(self, app, models: dict, max_batch: int, max_body_bytes: int, logger) -> None:
+        self.app = app
+        self.models = models
+        self.max_batch = max_batch
+        self.max_body = max_body_bytes
+        self.logger = logger
+
+    def __call__(self, environ: dict[str, Any], start_response):
+        answer = self._route(environ)
+        if answer is None:
+            return self.app(environ, start_response)
+        try:
+            status, payload = 200, answer()
+        except Exception as e:  # noqa: BLE001  (each kind is answered as the Flask views do)
+            status, message = error_answer(e, self.logger)
+            payload = {"error": message}
+        body = dumps(payload)
+        start_response(_STATUS.get(status, f"{status} Error"),
+                       [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return [body]
+
+    def _route(self, environ: dict[str, Any]):
+        """A function making this request's answer, or None to leave it to Flask."""
+        if environ.get("REQUEST_METHOD") != "POST" or environ.get("QUERY_STRING") or \
+                "HTTP_INFERENCE_HEADER_CONTENT_LENGTH" in environ:
+            return None
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or "")
+        except ValueError:
+            return None
+        if not 0 < length <= self.max_body:
+            return None
+        path = environ.get("PATH_INFO", "")
+        if path == "/predict":
+            return lambda: predict_answer(self.models, None, None,
+                                          _parse_json(_read(environ, length)), self.max_batch)
+        return self._infer_route(environ, path, length)
+
+    def _infer_route(self, environ: dict[str, Any], path: str, length: int):
+        parts = path.split("/")  # "", v2, models, NAME, [versions, TARGET,] infer
+        if len(parts) not in (5, 7) or parts[:3] != ["", "v2", "models"] or parts[-1] != "infer" \
+                or len(parts) == 7 and parts[4] != "versions":
+            return None
+        m = self.models.get(parts[3])
+        target = parts[5] if len(parts) == 7 else None
+        if m is None or target is not None and target not in m.served:
+            return None  # Flask answers the 404
+        return lambda: infer_answer(m, m.get(target), _read(environ, length), b"",
+                                    self.max_batch)
+
+
+def _read(environ: dict[str, Any], length: int) -> bytes:
+    return environ["wsgi.input"].read(length)
+
+
+_STATUS = {200: "200 OK", 400: "400 Bad Request", 404: "404 Not Found",
+           413: "413 Content Too Large", 422: "422 Unprocessable Content",
+           500: "500 Internal Server Error"}
