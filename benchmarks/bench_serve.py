@@ -11,7 +11,7 @@ JSON rows of the digits probe set. Reports req/s, p50 and p99; then a soak: 64 c
 60 s against deploykit's 2 workers, counting errors and the workers' resident memory growth.
 
     .venv/bin/python benchmarks/bench_serve.py [--bundle DIR] [--rounds 2] [--seconds 8]
-                                               [--mlflow] [--soak-seconds 60]
+                                               [--mlflow] [--batching] [--soak-seconds 60]
 
 Without --bundle it trains the digits CNN along the torch flow and exports its ONNX artifact.
 """
@@ -39,7 +39,7 @@ from deploykit.serve.run import resident_mb
 HERE = Path(__file__).resolve().parent
 VENV_BIN = Path(sys.executable).parent
 CACHE = HERE.parent / "test-artifacts" / "bench-venvs"
-MLFLOW = "mlflow==3.18.0"
+MLFLOW = "mlflow==3.17.2"  # 3.18.0 needs an mlflow-tracing the registry lacks
 
 
 def free_port() -> int:
@@ -101,12 +101,14 @@ def ensure_wrk() -> None:
 def mlflow_python() -> Path:
     """A venv holding MLflow (and onnxruntime), built once."""
     venv = CACHE / "mlflow"
-    python = venv / "bin" / "python"
-    if not python.exists():
+    python, done = venv / "bin" / "python", venv / ".installed"
+    if not done.exists():
         print(f"installing {MLFLOW} into {venv} (first run only)...", flush=True)
+        shutil.rmtree(venv, ignore_errors=True)
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "-q", MLFLOW, "onnx",
                         "onnxruntime"], check=True)
+        done.touch()
     return python
 
 
@@ -117,7 +119,8 @@ def mlflow_server(onnx: Path, tmp: Path) -> tuple[list[str], dict]:
         subprocess.run([str(python), "-c", "import mlflow.onnx, onnx, sys; mlflow.onnx."
                         "save_model(onnx.load(sys.argv[1]), sys.argv[2])", str(onnx),
                         str(model)], check=True, capture_output=True)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"file://{tmp / 'mlruns'}"}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"file://{tmp / 'mlruns'}",
+           "PATH": f"{python.parent}{os.pathsep}{os.environ['PATH']}"}  # it execs uvicorn
     return [str(python.with_name("mlflow")), "models", "serve", "-m", str(model), "--env-manager",
             "local", "-w", "2", "-h", "127.0.0.1", "-p", "{port}"], env
 
@@ -162,6 +165,26 @@ def one_round(apps: dict, row: list, seconds: int, results: dict, startup: list)
         results.setdefault(name, []).append(r)
         print(f"{name:42s} {r['rps']:8.0f} req/s  p50 {r['p50']:6.2f} ms  p99 "
               f"{r['p99']:6.2f} ms  errors {r['errors']}", flush=True)
+
+
+def batching(bundle: Path, row: list, seconds: int) -> None:
+    """Dynamic batching on and off, 64 connections (where coalescing has company)."""
+    print("\ndynamic batching, 2 workers x 8 threads, wrk -c64:")
+    for window in ("0", "1", "4"):
+        port = free_port()
+        proc = subprocess.Popen([str(VENV_BIN / "deploykit"), "serve", str(bundle), "--targets",
+                                 "onnx", "--workers", "2", "--threads", "8",
+                                 "--batch-window-ms", window, "--port", str(port)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        url = f"http://127.0.0.1:{port}/predict"
+        try:
+            wait_ready(proc, url, {"instances": [row]})
+            r = wrk(url, {"instances": [row]}, seconds, 64)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+        print(f"--batch-window-ms {window:2s} {r['rps']:8.0f} req/s  p50 {r['p50']:6.2f} ms  "
+              f"p99 {r['p99']:6.2f} ms  errors {r['errors']}", flush=True)
 
 
 def soak(bundle: Path, row: list, seconds: int) -> None:
@@ -218,6 +241,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=8)
     ap.add_argument("--mlflow", action="store_true", help="also MLflow's model server")
     ap.add_argument("--soak-seconds", type=int, default=60, help="0: no soak")
+    ap.add_argument("--batching", action="store_true", help="also: --batch-window-ms on/off")
     args = ap.parse_args()
     ensure_wrk()
     with tempfile.TemporaryDirectory() as tmp:
@@ -236,6 +260,8 @@ def main() -> None:
         for _ in range(args.rounds):
             one_round(apps, row, args.seconds, results, startup)
         report(results, startup, args.rounds)
+        if args.batching:
+            batching(bundle, row, args.seconds)
         if args.soak_seconds:
             soak(bundle, row, args.soak_seconds)
 
