@@ -76,10 +76,19 @@ def create_app(bundles: list[str | Path], *, targets: list[str] | None = None,
     _errors(app)
     _v2(app, models, max_batch)
     _simple(app, models, max_batch)
+    app.wsgi_app = _fast_path(app, models, max_batch, max_body_bytes)
+    return app
+
+
+def _fast_path(app, models: dict[str, ServedModel], max_batch: int, max_body: int):
+    """The inference routes on WSGI before Flask, with the Flask views' own functions."""
     from deploykit.serve.fast import FastPath
 
-    app.wsgi_app = FastPath(app.wsgi_app, models, max_batch, max_body_bytes, app.logger)
-    return app
+    return FastPath(
+        app.wsgi_app, models, max_body,
+        predict=lambda raw: predict_answer(models, None, None, _parse_json(raw), max_batch),
+        infer=lambda m, target, raw: infer_answer(m, m.get(target), raw, b"", max_batch),
+        error=lambda e: error_answer(e, app.logger), dumps=dumps)
 
 
 def _codec():

@@ -3,8 +3,9 @@ WSGI, before Flask.
 
 Flask's request machinery (context, routing, request and response objects) cost about twice
 the model and the checks together at batch 1 (benchmarks/bench_serve.py). These two routes
-answer here with the very functions the Flask views call (:func:`predict_answer`,
-:func:`infer_answer`, :func:`error_answer`), so answers and errors are the same either way;
+answer here with the very functions the Flask views call (``predict_answer``,
+``infer_answer``, ``error_answer`` of :mod:`deploykit.serve.app`, handed in by it), so
+answers and errors are the same either way;
 every other request, and any of these that this path does not take as it is (a query
 string, the binary tensor extension, no or too large a Content-Length, a model name it does
 not know), goes on to Flask untouched.
@@ -12,20 +13,29 @@ not know), goes on to Flask untouched.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
-
-from deploykit.serve.app import _parse_json, dumps, error_answer, infer_answer, predict_answer
 
 
 class FastPath:
-    """WSGI middleware in front of the Flask app (``app.wsgi_app``)."""
+    """WSGI middleware in front of the Flask app (``app.wsgi_app``).
 
-    def __init__(self, app, models: dict, max_batch: int, max_body_bytes: int, logger) -> None:
+    Args:
+        app: the Flask app's WSGI callable.
+        models: the served models by name.
+        max_body: the request body limit in bytes.
+        predict: body bytes -> the /predict answer (no ?model, no ?target).
+        infer: (model, target or None, body bytes) -> the v2 infer answer.
+        error: exception -> (status, message), as the Flask error handlers answer it.
+        dumps: JSON-able answer -> bytes.
+    """
+
+    def __init__(self, app, models: dict, max_body: int, *, predict: Callable,
+                 infer: Callable, error: Callable, dumps: Callable) -> None:
         self.app = app
         self.models = models
-        self.max_batch = max_batch
-        self.max_body = max_body_bytes
-        self.logger = logger
+        self.max_body = max_body
+        self.predict, self.infer, self.error, self.dumps = predict, infer, error, dumps
 
     def __call__(self, environ: dict[str, Any], start_response):
         answer = self._route(environ)
@@ -34,9 +44,9 @@ class FastPath:
         try:
             status, payload = 200, answer()
         except Exception as e:  # noqa: BLE001  (each kind is answered as the Flask views do)
-            status, message = error_answer(e, self.logger)
+            status, message = self.error(e)
             payload = {"error": message}
-        body = dumps(payload)
+        body = self.dumps(payload)
         start_response(_STATUS.get(status, f"{status} Error"),
                        [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
         return [body]
@@ -54,8 +64,7 @@ class FastPath:
             return None
         path = environ.get("PATH_INFO", "")
         if path == "/predict":
-            return lambda: predict_answer(self.models, None, None,
-                                          _parse_json(_read(environ, length)), self.max_batch)
+            return lambda: self.predict(_read(environ, length))
         return self._infer_route(environ, path, length)
 
     def _infer_route(self, environ: dict[str, Any], path: str, length: int):
@@ -67,8 +76,7 @@ class FastPath:
         target = parts[5] if len(parts) == 7 else None
         if m is None or target is not None and target not in m.served:
             return None  # Flask answers the 404
-        return lambda: infer_answer(m, m.get(target), _read(environ, length), b"",
-                                    self.max_batch)
+        return lambda: self.infer(m, target, _read(environ, length))
 
 
 def _read(environ: dict[str, Any], length: int) -> bytes:
