@@ -410,6 +410,36 @@ def test_batching_server_gives_each_concurrent_request_its_own_answer(bundles):
     assert len(calls) < 8  # coalesced into fewer runtime calls than requests
 
 
+FAST_PATH_BODIES = [
+    b'{"instances": [[0.5, 1, 2.0' + b", 0" * 61 + b"]]}",
+    b'{"instances": [[true' + b", 0" * 63 + b"]]}",
+    b'{"instances": [[1e39' + b", 0" * 63 + b"]]}",
+    b'{"instances": [[NaN' + b", 0" * 63 + b"]]}",
+    b'{"instances": []}', b'{"instances": [[]]}', b'[1, 2]', b'{"nope": 1}', b"{not json",
+    b'{"instances": [[0]], "inputs": {"x": [[0]]}}',
+    b'{"inputs": [{"name": "x", "shape": [1, 64], "datatype": "FP32", "data": [' +
+    b", ".join([b"0.25"] * 64) + b"]}]}",
+    b'{"inputs": [{"name": "x", "shape": [2, 64], "datatype": "FP32", "data": [1]}]}',
+    b'{"inputs": [{"name": "x", "shape": [1, 64], "datatype": "BOOL", "data": [true]}]}',
+    b'{"id": 3, "inputs": []}', b'{"inputs": [{"name": {"a": 1}}]}',
+    b'{"instances":' + b"[" * 5000 + b"]" * 5000 + b"}",
+]
+
+
+@pytest.mark.parametrize("body", FAST_PATH_BODIES)
+def test_fast_path_answers_as_flask_does(bundles, body):
+    """/predict and /infer are answered before Flask; a query string sends the same request
+    through Flask. Status and body must be the same, for good requests and bad."""
+    from deploykit.serve import create_app
+
+    name = deploykit.load_bundle(bundles["torch"]).name
+    client = create_app([bundles["torch"]], targets=["onnx"]).test_client()
+    for path in ("/predict", f"/v2/models/{name}/infer"):
+        fast = client.post(path, data=body)
+        flask = client.post(path + "?via=flask", data=body)
+        assert (fast.status_code, fast.get_json()) == (flask.status_code, flask.get_json()), path
+
+
 def test_405_names_the_allowed_methods_and_wrong_field_types_are_400(bundles):
     from deploykit.serve import create_app
 
