@@ -440,6 +440,28 @@ def test_fast_path_answers_as_flask_does(bundles, body):
         assert (fast.status_code, fast.get_json()) == (flask.status_code, flask.get_json()), path
 
 
+def _binary(n_bytes: int, declared: int, header: str | None = None) -> tuple[bytes, dict]:
+    head = json.dumps({"inputs": [{"name": "x", "shape": [1, 64], "datatype": "FP32",
+                                   "parameters": {"binary_data_size": declared}}]}).encode()
+    data = np.linspace(0, 16, 64, dtype="<f4").tobytes()[:n_bytes]
+    return head + data, {"Inference-Header-Content-Length": header or str(len(head))}
+
+
+@pytest.mark.parametrize("n_bytes, declared, header", [
+    (256, 256, None), (255, 256, None), (256, 256, "99999"), (256, 256, "x")])
+def test_fast_path_takes_the_binary_extension_as_flask_does(bundles, n_bytes, declared, header):
+    from deploykit.serve import create_app
+
+    name = deploykit.load_bundle(bundles["torch"]).name
+    client = create_app([bundles["torch"]], targets=["onnx"]).test_client()
+    body, headers = _binary(n_bytes, declared, header)
+    path = f"/v2/models/{name}/infer"
+    fast = client.post(path, data=body, headers=headers)
+    flask = client.post(path + "?via=flask", data=body, headers=headers)
+    assert (fast.status_code, fast.get_json()) == (flask.status_code, flask.get_json())
+    assert fast.status_code == (200 if (n_bytes, header) == (256, None) else 400), fast.get_json()
+
+
 def test_405_names_the_allowed_methods_and_wrong_field_types_are_400(bundles):
     from deploykit.serve import create_app
 

@@ -87,7 +87,8 @@ def _fast_path(app, models: dict[str, ServedModel], max_batch: int, max_body: in
     return FastPath(
         app.wsgi_app, models, max_body,
         predict=lambda raw: predict_answer(models, None, None, _parse_json(raw), max_batch),
-        infer=lambda m, target, raw: infer_answer(m, m.get(target), raw, b"", max_batch),
+        infer=lambda m, target, raw, header: infer_answer(m, m.get(target),
+                                                          *split_binary(raw, header), max_batch),
         error=lambda e: error_answer(e, app.logger), dumps=dumps)
 
 
@@ -181,8 +182,13 @@ def _raw_body() -> tuple[bytes, bytes]:
     puts raw tensor bytes after a JSON header of ``Inference-Header-Content-Length`` bytes."""
     from flask import request
 
-    data = request.get_data(cache=True)
-    header = request.headers.get("Inference-Header-Content-Length")
+    return split_binary(request.get_data(cache=True),
+                        request.headers.get("Inference-Header-Content-Length"))
+
+
+def split_binary(data: bytes, header: str | None) -> tuple[bytes, bytes]:
+    """``data`` cut at the ``Inference-Header-Content-Length`` header's value (None: all
+    JSON)."""
     if header is None:
         return data, b""
     try:

@@ -7,8 +7,8 @@ answer here with the very functions the Flask views call (``predict_answer``,
 ``infer_answer``, ``error_answer`` of :mod:`deploykit.serve.app`, handed in by it), so
 answers and errors are the same either way;
 every other request, and any of these that this path does not take as it is (a query
-string, the binary tensor extension, no or too large a Content-Length, a model name it does
-not know), goes on to Flask untouched.
+string, no or too large a Content-Length, a model name it does not know), goes on to Flask
+untouched.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ class FastPath:
         models: the served models by name.
         max_body: the request body limit in bytes.
         predict: body bytes -> the /predict answer (no ?model, no ?target).
-        infer: (model, target or None, body bytes) -> the v2 infer answer.
+        infer: (model, target or None, body bytes, Inference-Header-Content-Length or None)
+            -> the v2 infer answer (JSON and the binary tensor extension).
         error: exception -> (status, message), as the Flask error handlers answer it.
         dumps: JSON-able answer -> bytes.
     """
@@ -53,8 +54,7 @@ class FastPath:
 
     def _route(self, environ: dict[str, Any]):
         """A function making this request's answer, or None to leave it to Flask."""
-        if environ.get("REQUEST_METHOD") != "POST" or environ.get("QUERY_STRING") or \
-                "HTTP_INFERENCE_HEADER_CONTENT_LENGTH" in environ:
+        if environ.get("REQUEST_METHOD") != "POST" or environ.get("QUERY_STRING"):
             return None
         try:
             length = int(environ.get("CONTENT_LENGTH") or "")
@@ -76,7 +76,8 @@ class FastPath:
         target = parts[5] if len(parts) == 7 else None
         if m is None or target is not None and target not in m.served:
             return None  # Flask answers the 404
-        return lambda: self.infer(m, target, _read(environ, length))
+        header = environ.get("HTTP_INFERENCE_HEADER_CONTENT_LENGTH")  # binary extension
+        return lambda: self.infer(m, target, _read(environ, length), header)
 
 
 def _read(environ: dict[str, Any], length: int) -> bytes:
