@@ -295,10 +295,9 @@ class TfliteRunner(Runner):
 
     def _predict(self, inputs):
         if self.plain:
-            (name, x), = inputs.items()
-            d = self.inputs[self.input_names[0]]
-            if x.dtype == d["dtype"]:
-                return self._invoke({self.input_names[0]: x})
+            name, x = self.input_names[0], next(iter(inputs.values()))
+            if x.dtype == self.inputs[name]["dtype"]:
+                return self._invoke({name: x})
         feed = {name: v if name in self.as_is and v.dtype == self.inputs[name]["dtype"]
                 else _quantize(v, self.inputs[name])
                 for name, v in self._feed(self.input_names, inputs).items()}

@@ -19,16 +19,12 @@ from deploykit.errors import DeploykitError, InputError, RunnerError
 from deploykit.graph import BROWSER
 from deploykit.parity import padded
 from deploykit.serve.models import ServedModel
-from deploykit.serve.openapi import V2_ACCEPTED
+from deploykit.serve.openapi import V2_ACCEPTED, V2_TYPES
 from deploykit.signature import fits
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 MAX_BATCH = 1024
-# Open Inference Protocol datatypes <-> numpy
-V2_TYPES = {"FP32": "float32", "FP64": "float64", "INT64": "int64", "INT32": "int32",
-            "BOOL": "bool"}
-NP_TO_V2 = {"float32": "FP32", "float64": "FP64", "int64": "INT64", "int32": "INT32",
-            "bool": "BOOL"}
+NP_TO_V2 = {np_name: v2 for v2, np_name in V2_TYPES.items()}  # numpy -> Open Inference Protocol
 
 
 class ApiError(Exception):

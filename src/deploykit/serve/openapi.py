@@ -21,7 +21,8 @@ from deploykit import __version__
 # the Open Inference Protocol datatypes a server input of each numpy kind accepts
 V2_ACCEPTED = {"f": ["FP32", "FP64", "INT32", "INT64"], "i": ["INT32", "INT64"],
                "u": ["INT32", "INT64"], "b": ["BOOL"]}
-V2_NUMPY = {"FP32": "float32", "FP64": "float64", "INT64": "int64", "INT32": "int32",
+# Open Inference Protocol datatype -> numpy
+V2_TYPES = {"FP32": "float32", "FP64": "float64", "INT64": "int64", "INT32": "int32",
             "BOOL": "bool"}
 
 
@@ -114,7 +115,7 @@ def _tensor(spec, max_batch: int) -> dict[str, Any]:
     return {"oneOf": [
         {"type": "object", "required": ["name", "shape", "datatype", "data"], "properties": {
             **common, "datatype": {"type": "string", "enum": [v2]},
-            "data": {"type": "array", "minItems": 1, "items": _leaf(spec, V2_NUMPY[v2])}}}
+            "data": {"type": "array", "minItems": 1, "items": _leaf(spec, V2_TYPES[v2])}}}
         for v2 in V2_ACCEPTED[np.dtype(spec.dtype).kind]]}
 
 
