@@ -7,6 +7,7 @@ redirected to the run log: see :mod:`deploykit._runlog`), so stdout stays clean 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -38,20 +39,41 @@ class Reporter:
         if self.quiet:
             yield lambda n=1, status="": None
             return
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
+        progress = _live_progress(self.console)
+        tid = progress.add_task(description, total=total, status="")
 
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), TextColumn("{task.fields[status]}"))
-        with Progress(*columns, console=self.console, transient=False) as progress:
-            tid = progress.add_task(description, total=total, status="")
+        def advance(n: int = 1, status: str = "") -> None:
+            progress.update(tid, advance=n, status=status)
 
-            def advance(n: int = 1, status: str = "") -> None:
-                progress.update(tid, advance=n, status=status)
-
+        try:
             yield advance
+        finally:
+            _release(progress)
+
+
+# One live display per process: rich allows no more, and exports on a Ray cluster run several
+# bars at once (one per model). Each task() adds its row; the display stops with the last one.
+_live: list = []  # [progress, users] while a display is up
+_live_lock = threading.Lock()
+
+
+def _live_progress(console):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with _live_lock:
+        if not _live:
+            columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                       TimeElapsedColumn(), TextColumn("{task.fields[status]}"))
+            progress = Progress(*columns, console=console, transient=False)
+            progress.start()
+            _live.extend([progress, 0])
+        _live[1] += 1
+        return _live[0]
+
+
+def _release(progress) -> None:
+    with _live_lock:
+        _live[1] -= 1
+        if _live[1] == 0:
+            _live.clear()
+            progress.stop()

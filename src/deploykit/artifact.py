@@ -43,6 +43,9 @@ class Artifact:
         files: sha256 of every file under its folder (paths relative to the bundle).
         sha256: one digest over ``files``.
         bytes: the size of its folder.
+        placement: made on a Ray cluster: the node that ran its last conversion
+            (``converted_on``), each edge's node (``edges``), the node that verified it
+            (``verified_on``), and ``retried`` when a node was lost and a task ran again.
     """
 
     target: str
@@ -62,6 +65,7 @@ class Artifact:
     files: dict[str, str] = field(default_factory=dict)
     sha256: str = ""
     bytes: int = 0
+    placement: dict[str, Any] | None = None
 
     @property
     def passed(self) -> bool:

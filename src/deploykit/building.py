@@ -36,6 +36,8 @@ LATENCY_RUNS = 30
 LATENCY_SETTINGS = {"batch": 1, "statistic": "median", "calls": LATENCY_RUNS,
                     "warm_up_calls": 1, "runtime_threads": "each runtime's default",
                     "measured_in": "the exporting process, one artifact at a time"}
+RAY_LATENCY_SETTINGS = {**LATENCY_SETTINGS, "measured_in": "the Ray task that verified it, on "
+                        "the node in its placement.verified_on, beside that node's other tasks"}
 
 
 @dataclass
@@ -56,6 +58,7 @@ class Cell:
     latency_ms: float | None = None
     log_tail: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)  # convert, verify, latency
+    placement: dict[str, Any] | None = None  # on a Ray cluster: the nodes that made it
 
     def failure(self) -> Failure:
         """The manifest's record of a failed or errored cell."""
@@ -64,12 +67,17 @@ class Cell:
 
 
 class Build:
-    """The cells of one export; :meth:`run` returns them with the artifacts that were made."""
+    """The cells of one export; :meth:`run` returns them with the artifacts that were made.
+
+    With a ``cluster`` (:class:`deploykit.cluster.Cluster`), edges and verifications run as
+    Ray tasks on its nodes; everything else (planning, the bundle) stays here.
+    """
 
     def __init__(self, source: Source, wanted: list[str], writer: BundleWriter, probe: Probe,
-                 timeout: float, lanes: int) -> None:
+                 timeout: float, lanes: int, cluster=None) -> None:
         self.source, self.wanted, self.writer, self.probe = source, wanted, writer, probe
-        self.timeout, self.lanes = timeout, lanes
+        self.timeout, self.lanes, self.cluster = timeout, lanes, cluster
+        self.probe_ref = cluster.put(probe) if cluster else None
         self.work = writer.root / ".work"
         self.routes: dict[str, list[graph.Edge]] = {}
         self.cells: dict[str, Cell] = {}
@@ -139,7 +147,7 @@ class Build:
                     verified = running.pop(f)
                     node = f.result()  # a bug in deploykit itself surfaces here
                     if verified:
-                        advance(status=f"{verified}: {self.cells[verified].status}")
+                        advance(status=f"{verified}: {self._said(self.cells[verified])}")
                     elif node in self.failed:
                         self._finish_failed(node, advance)
                     elif node in self.wanted:
@@ -165,9 +173,9 @@ class Build:
 
     def _convert(self, e: graph.Edge, ctx: graph.EdgeContext) -> str:
         start = time.perf_counter()
+        convert = self.cluster.convert if self.cluster else run_edge_in_worker
         try:
-            info = run_edge_in_worker(e, self.produced[e.src], self.work / e.dst, ctx,
-                                      self.timeout)
+            info = convert(e, self.produced[e.src], self.work / e.dst, ctx, self.timeout)
             self.produced[e.dst] = (self.work / e.dst, info)
         except DeploykitError as err:
             why = reason(err)
@@ -193,30 +201,62 @@ class Build:
 
     def _verify(self, target: str) -> str:
         folder, info = self.produced[target]
-        rel = self.writer.add_artifact(target, folder, info["file"])
-        n = graph.NODES[target]
-        art = Artifact(target, n.runtime, rel, (self.source.node, *[e.dst for e in
-                                                                    self.routes[target]]),
-                       n.profile, ParityResult(target, n.profile, False), runs=n.runs,
-                       batch=info.get("batch") or self.source.fixed_batch, outputs=tuple(info["outputs"])
-                       if info.get("outputs") else None,
-                       converter_versions=self._along(target, "versions"),
-                       converter_options=self._along(target, "options"),
-                       verified_with=runtime_version(n))
+        art = self._artifact(target, info, self.writer.add_artifact(target, folder, info["file"]))
         start = time.perf_counter()
-        result, runner = check_artifact(self.writer.root, self.source.signature, art, self.probe)
-        any_length = bool(result) and takes_any_length(self.writer.root, self.source.signature,
-                                                       art, self.probe)
-        self.arts[target] = art.replace(parity=result, any_length=any_length)
-        if runner is not None:
-            self.runners[target] = runner
+        if self.cluster:
+            result, any_length, ms, placement = self._verify_remote(art)
+        else:
+            result, any_length, ms, placement = self._verify_here(art)
+        self.arts[target] = art.replace(parity=result, any_length=any_length, latency_ms=ms,
+                                        placement=placement)
         self.cells[target] = Cell(
             target, result.status, list(art.route),
             None if result else ("; ".join(result.failures) or result.vacuous), result,
-            tree_size(self.writer.root / art.folder), None,
+            tree_size(self.writer.root / art.folder), ms,
             seconds={"convert": round(self.edge_seconds.get(target, 0.0), 3),
-                     "verify": round(time.perf_counter() - start, 3)})
+                     "verify": round(time.perf_counter() - start, 3)}, placement=placement)
         return target
+
+    def _artifact(self, target: str, info: dict[str, Any], rel: str) -> Artifact:
+        n = graph.NODES[target]
+        return Artifact(target, n.runtime, rel,
+                        (self.source.node, *[e.dst for e in self.routes[target]]),
+                        n.profile, ParityResult(target, n.profile, False), runs=n.runs,
+                        batch=info.get("batch") or self.source.fixed_batch,
+                        outputs=tuple(info["outputs"]) if info.get("outputs") else None,
+                        converter_versions=self._along(target, "versions"),
+                        converter_options=self._along(target, "options"),
+                        verified_with=runtime_version(n))
+
+    def _verify_here(self, art: Artifact):
+        """Parity in this process; the runner stays open for :meth:`_measure_latency`."""
+        sig = self.source.signature
+        result, runner = check_artifact(self.writer.root, sig, art, self.probe)
+        any_length = bool(result) and takes_any_length(self.writer.root, sig, art, self.probe)
+        if runner is not None:
+            self.runners[art.target] = runner
+        return result, any_length, None, None
+
+    def _verify_remote(self, art: Artifact):
+        """Parity, any-length and latency in a Ray task; where each step of it ran."""
+        value, verified = self.cluster.verify(self.writer.root / art.folder, art,
+                                              self.source.signature, self.probe_ref)
+        edges = {e.name: self.produced[e.dst][1]["placement"] for e in self.routes[art.target]}
+        placement: dict[str, Any] = {
+            "converted_on": edges[self.routes[art.target][-1].name]["node"] if edges else None,
+            "verified_on": verified["node"], "edges": {k: v["node"] for k, v in edges.items()}}
+        retried = [f"{k}: {v['retried']}" for k, v in {**edges, "verify": verified}.items()
+                   if "retried" in v]
+        if retried:
+            placement["retried"] = retried
+        return value["parity"], value["any_length"], value["latency_ms"], placement
+
+    @staticmethod
+    def _said(cell: Cell) -> str:
+        """A cell's verdict for the progress line (and that it was run again on another node)."""
+        again = (cell.placement or {}).get("retried")
+        return f"{cell.status} (run again after a node was lost: {'; '.join(again)})" if again \
+            else cell.status
 
     def _measure_latency(self) -> None:
         """Batch-1 latency of each passing artifact, one at a time (nothing else runs)."""

@@ -13,6 +13,7 @@
     │   └── NoRouteError           no route to a target; names the reachable ones
     ├── BundleError                a bundle is missing, incomplete, tampered or unknown
     ├── RunnerError                an artifact could not be loaded or run by its runtime
+    ├── ClusterError               a Ray cluster cannot be reached, or lost what a cell needed
     └── WorkerError                a worker process failed
         ├── WorkerCrashed          ... died from a signal or exited without a result
         └── WorkerTimeout          ... ran past its time limit and was killed
@@ -104,3 +105,7 @@ class BundleError(DeploykitError):
 
 class RunnerError(DeploykitError):
     """An artifact could not be loaded or run by its runtime."""
+
+
+class ClusterError(DeploykitError):
+    """A Ray cluster cannot be reached, or a cell's task was lost with no retry left."""

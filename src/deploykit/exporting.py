@@ -21,7 +21,14 @@ import numpy as np
 
 from deploykit import formats, graph
 from deploykit._progress import Reporter
-from deploykit.building import LATENCY_SETTINGS, Build, Cell, check_artifact, takes_any_length
+from deploykit.building import (
+    LATENCY_SETTINGS,
+    RAY_LATENCY_SETTINGS,
+    Build,
+    Cell,
+    check_artifact,
+    takes_any_length,
+)
 from deploykit.bundle import SCHEMA, BundleWriter, load_bundle
 from deploykit.errors import DeploykitError, ExportError
 from deploykit.parity import ParityResult, Probe, profile_rules
@@ -82,7 +89,7 @@ def default_lanes() -> int:
 def export(model: Any, targets: str | list[str] = "all", *, out: str | Path,
            sample: np.ndarray | Mapping[str, np.ndarray] | None = None, task: str | None = None,
            labels: list[str] | None = None, quiet: bool = False, timeout: float = 600.0,
-           lanes: int | None = None) -> ExportReport:
+           lanes: int | None = None, ray: Any = None) -> ExportReport:
     """Export ``model`` to ``targets``, verify every artifact, and write the bundle ``out``.
 
     Args:
@@ -95,7 +102,12 @@ def export(model: Any, targets: str | list[str] = "all", *, out: str | Path,
         task, labels: when they cannot be read from the model.
         quiet: no progress output.
         timeout: seconds allowed to each converter.
-        lanes: cells converted at once (default: one per core, at most two).
+        lanes: cells converted at once (default: one per core, at most two; on Ray, twice
+            the cluster's CPUs, and Ray queues what does not fit).
+        ray: run the cells as tasks on a Ray cluster: ``True`` (the one ``RAY_ADDRESS`` names,
+            else a new one on this machine), an address (``"HEAD:6379"``), or a
+            :class:`deploykit.cluster.Cluster` shared by several exports. The bundle is
+            written here either way; each artifact records the nodes that made it.
 
     Returns:
         The :class:`ExportReport`: targets without a route are ``n/a`` cells naming what is
@@ -103,24 +115,26 @@ def export(model: Any, targets: str | list[str] = "all", *, out: str | Path,
 
     Raises:
         ExportError: an unknown target. SourceError: a model deploykit does not recognise.
-        BundleError: ``out`` exists and is not a bundle.
+        BundleError: ``out`` exists and is not a bundle. ClusterError: the Ray cluster cannot
+        be reached.
     """
-    from deploykit.worker import pool
-
     wanted = resolve_targets(targets)
     t0 = time.perf_counter()
     source = detect(model if not isinstance(model, (str, Path)) else Path(model).resolve(),
                     sample=sample, task=task, labels=labels)
     probe = Probe(source.probe_inputs, source.reference, source.y, source.task,
                   source.shorter)
+    cluster = _cluster(ray)
     writer = BundleWriter(out)
     timings: dict[str, Any] = {"source": time.perf_counter() - t0}
     try:
-        with pool():
+        with _local_workers(cluster):
             cells, artifacts = Build(source, wanted, writer, probe, timeout,
-                                     lanes or default_lanes()).run(Reporter(quiet), timings)
+                                     lanes or _lanes(cluster), cluster).run(Reporter(quiet),
+                                                                            timings)
         t = time.perf_counter()
-        bundle = writer.commit(_manifest(source, writer.add_probe(probe)), artifacts,
+        manifest = _manifest(source, writer.add_probe(probe), cluster is not None)
+        bundle = writer.commit(manifest, artifacts,
                                [c.failure() for c in cells if c.status not in ("pass", "n/a")])
         timings["write"] = time.perf_counter() - t
     except BaseException:
@@ -129,6 +143,30 @@ def export(model: Any, targets: str | list[str] = "all", *, out: str | Path,
     timings["total"] = time.perf_counter() - t0
     return ExportReport(bundle, _source_facts(source), cells,
                         {k: round(v, 3) if isinstance(v, float) else v for k, v in timings.items()})
+
+
+def _cluster(ray: Any):
+    """The :class:`deploykit.cluster.Cluster` that ``ray`` asks for, or None (this machine)."""
+    if ray is None or ray is False:
+        return None
+    from deploykit.cluster import Cluster
+
+    if isinstance(ray, Cluster):
+        return ray
+    return Cluster(None if ray is True else str(ray))
+
+
+def _local_workers(cluster):
+    """This machine's worker pool, unless the cells run on a cluster."""
+    from contextlib import nullcontext
+
+    from deploykit.worker import pool
+
+    return nullcontext() if cluster is not None else pool()
+
+
+def _lanes(cluster) -> int:
+    return default_lanes() if cluster is None else max(2, 2 * cluster.cpus)
 
 
 def run_edge(edge: str, src: str, out: str, ctx: dict[str, Any]) -> dict[str, Any]:
@@ -151,7 +189,7 @@ def _source_facts(source: Source) -> dict[str, Any]:
             "versions": source.versions, "notes": source.notes}
 
 
-def _manifest(source: Source, probe_paths: dict[str, str]) -> dict[str, Any]:
+def _manifest(source: Source, probe_paths: dict[str, str], on_ray: bool) -> dict[str, Any]:
     return {
         "schema": SCHEMA,
         "name": source.name,
@@ -163,7 +201,8 @@ def _manifest(source: Source, probe_paths: dict[str, str]) -> dict[str, Any]:
         "metrics": source.metrics,
         "probe": probe_paths,
         "profiles": profile_rules(),
-        "latency": LATENCY_SETTINGS,  # how each artifact's latency_ms was measured
+        "latency": RAY_LATENCY_SETTINGS if on_ray else LATENCY_SETTINGS,  # how latency_ms was
+        # measured
         "deploykit": metadata.version("deploykit"),
     }
 

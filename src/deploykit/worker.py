@@ -305,6 +305,16 @@ def pool(idle: int = IDLE) -> Iterator[Pool]:
         p.close()
 
 
+def keep_pool(idle: int = IDLE) -> Pool:
+    """Open a pool for the rest of this process's life unless one is open: a Ray worker's
+    tasks (:mod:`deploykit.cluster`) reuse its warm workers. They end with this process (their
+    input closes)."""
+    global _active
+    if _active is None:
+        _active = Pool(idle)
+    return _active
+
+
 def run(target: str, kwargs: dict[str, Any] | None = None, *, env: dict[str, str] | None = None,
         timeout: float = 600.0, label: str = "", warm: tuple[str, ...] = ()) -> Any:
     """Run ``target(**kwargs)`` on the open :func:`pool`'s workers, else in a process of its own.

@@ -1,0 +1,255 @@
+"""Cells on a Ray cluster: ``export --ray`` and ``what-if --ray``.
+
+Each edge (one conversion) and each verification is a Ray task, scheduled on whichever node
+has room. Nothing assumes a shared file system: the driver packs a converter's input folder
+into Ray's object store, the task unpacks it on its node, converts, and returns the output
+folder packed the same way. The driver keeps every intermediate (so losing a node loses only
+the tasks in flight on it) and writes the bundle exactly as a local export does.
+
+Inside a task, the converter runs in a :mod:`deploykit.worker` process, as it does locally: its
+time limit counts from its start on the node (not from its wait in Ray's queue), a crash or a
+hang is that one job's typed error with the last lines it printed, and warm workers are reused
+by the next task on the same Ray worker. A task's Ray worker gets the edge's Keras backend
+(``runtime_env``), one CPU and the memory its frameworks need (:func:`resources`), so a small
+node does not take two TensorFlow conversions at once.
+
+A task whose node dies is run again once on another node; the cell records it. Ray is
+imported only here, only when ``--ray`` is asked for.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import tarfile
+import tempfile
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from deploykit.errors import ClusterError, MissingDependencyError, WorkerCrashed, WorkerError, WorkerTimeout
+
+GIB = 1024 ** 3
+# What one conversion asks of a node, by the heaviest framework it imports. Ray admits a task
+# only where this much memory is unreserved: a 4 GB node runs one TensorFlow conversion at a
+# time, not two. Measured here: a warm TensorFlow worker holds about 1.2 GB, a torch one 0.9 GB.
+MEMORY = {"tensorflow": 2 * GIB, "torch": 1.5 * GIB, "keras": 1.5 * GIB}
+MEMORY_DEFAULT = 0.5 * GIB
+VERIFY_MEMORY = 1 * GIB
+# A task waits in Ray's queue before its own time limit starts; the driver gives up on a task
+# that has neither started nor finished by its limit plus this.
+QUEUE_SLACK = 1800.0
+_LOST = ("NodeDiedError", "ObjectLostError", "OwnerDiedError", "ObjectFetchTimedOutError")
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError as e:
+        raise MissingDependencyError("ray", "ray", "for --ray") from e
+    return ray
+
+
+def connect(address: str | None = None) -> dict[str, Any]:
+    """Join the Ray cluster at ``address`` (``HOST:6379``, ``auto``), or start one on this
+    machine when ``address`` is None and ``RAY_ADDRESS`` is unset.
+
+    Returns:
+        The cluster's resources (``CPU``, ``memory``, ...).
+
+    Raises:
+        MissingDependencyError: Ray is not installed. ClusterError: the address cannot be
+        reached.
+    """
+    ray = _ray()
+    if not ray.is_initialized():
+        local = address is None and not os.environ.get("RAY_ADDRESS")
+        options = {"include_dashboard": False, "num_cpus": os.cpu_count()} if local else {}
+        try:
+            ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR,
+                     configure_logging=True, **options)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise ClusterError(f"cannot join the Ray cluster at {address or 'RAY_ADDRESS'}: "
+                               f"{str(e).splitlines()[0]} (start it with: ray start --head)") \
+                from None
+    return ray.cluster_resources()
+
+
+def resources(requires: tuple[str, ...]) -> dict[str, Any]:
+    """Ray resource requests of an edge that imports ``requires``."""
+    memory = max([MEMORY.get(r, MEMORY_DEFAULT) for r in requires] or [MEMORY_DEFAULT])
+    return {"num_cpus": 1, "memory": int(memory)}
+
+
+def pack(folder: Path) -> bytes:
+    """A folder as an uncompressed tar (artifacts are already compact; speed matters more)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        tar.add(folder, arcname=".")
+    return buf.getvalue()
+
+
+def unpack(blob: bytes, folder: Path) -> Path:
+    """The inverse of :func:`pack` (members that would land outside ``folder`` are refused)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(blob), mode="r") as tar:
+        tar.extractall(folder, filter="data")
+    return folder
+
+
+def node_id() -> str:
+    """The Ray node this task runs on."""
+    return _ray().get_runtime_context().get_node_id()
+
+
+class Cluster:
+    """Runs a build's edges and verifications as Ray tasks (see the module's docstring).
+
+    Thread-safe: a build calls it from several threads, and several builds may share it.
+    """
+
+    def __init__(self, address: str | None = None) -> None:
+        self.resources = connect(address)
+        self.ray = _ray()
+        self._shipped: dict[Path, Any] = {}
+        self._lock = threading.Lock()
+        self._convert = self.ray.remote(max_retries=0)(convert_task)
+        self._verify = self.ray.remote(max_retries=0)(verify_task)
+
+    @property
+    def cpus(self) -> int:
+        return int(self.resources.get("CPU", 1))
+
+    def ship(self, path: Path) -> Any:
+        """A folder (packed) or a file's bytes in the object store, once per path. The driver
+        owns it, so it outlives any worker node."""
+        with self._lock:
+            if path not in self._shipped:
+                data = pack(path) if path.is_dir() else path.read_bytes()
+                self._shipped[path] = self.ray.put(data)
+            return self._shipped[path]
+
+    def put(self, value: Any) -> Any:
+        return self.ray.put(value)
+
+    def convert(self, e, src: tuple[Path, dict[str, Any]], out: Path, ctx, timeout: float) -> dict[str, Any]:
+        """Run edge ``e`` on some node; unpack its output into ``out``; return the converter's
+        info with ``placement`` (``node``, and ``retried`` when a node was lost)."""
+        env = {"env_vars": {"KERAS_BACKEND": e.keras_backend}} if e.keras_backend else None
+        options = {**resources(e.requires), "runtime_env": env, "name": f"convert {e.name}"}
+        limit = min(timeout, e.timeout)
+        calibration = self.ship(Path(ctx.calibration)) if ctx.calibration else None
+        value, placement = self._run(self._convert, options, e.name, limit + QUEUE_SLACK,
+                                     e.name, self.ship(src[0]), src[1]["file"], asdict(ctx),
+                                     calibration, limit)
+        unpack(value.pop("blob"), out)
+        return {**value["info"], "placement": placement}
+
+    def verify(self, folder: Path, art, signature, probe_ref) -> tuple[dict[str, Any], dict]:
+        """Check one artifact folder in its runtime on some node: parity, any-length, latency."""
+        options = {"num_cpus": 1, "memory": VERIFY_MEMORY, "name": f"verify {art.target}"}
+        return self._run(self._verify, options, f"verify {art.target}", 600 + QUEUE_SLACK,
+                         pack(folder), art, signature, probe_ref)
+
+    def _run(self, task, options: dict[str, Any], label: str, limit: float, *args):
+        """Submit, wait, and run once more on another node when the first one was lost."""
+        retried = None
+        for attempt in (1, 2):
+            ref = task.options(**options).remote(*args)
+            ready, _ = self.ray.wait([ref], timeout=limit)
+            if not ready:
+                self.ray.cancel(ref, force=True)
+                raise WorkerTimeout(f"{label} did not finish on the Ray cluster within "
+                                    f"{limit:g} s and was cancelled")
+            try:
+                value = self.ray.get(ref)
+            except self.ray.exceptions.RayError as err:
+                kind = type(err).__name__
+                if kind in _LOST and attempt == 1:
+                    retried = f"{kind}: {first_line(err)}"
+                    continue
+                raise _typed(label, err, retried) from None
+            placement = {"node": value.pop("node")}
+            if retried:
+                placement["retried"] = retried
+            if not value.get("ok", True):
+                raise _job_error(value["error"])
+            return value, placement
+        raise AssertionError("unreachable")
+
+
+def first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [""])[0][:300]
+
+
+def _typed(label: str, err: Exception, retried: str | None) -> Exception:
+    kind = type(err).__name__
+    again = f" (on its second node; the first was lost: {retried})" if retried else ""
+    if kind == "WorkerCrashedError":
+        return WorkerCrashed(f"{label}: the Ray worker running it died{again}")
+    if kind in _LOST:
+        return ClusterError(f"{label}: its node was lost twice{again}: {first_line(err)}")
+    return ClusterError(f"{label} failed on the Ray cluster{again}: {kind}: {first_line(err)}")
+
+
+def _job_error(e: dict[str, str]) -> WorkerError:
+    cls = {"WorkerTimeout": WorkerTimeout, "WorkerCrashed": WorkerCrashed}.get(e["type"],
+                                                                               WorkerError)
+    return cls(e["message"], error_type=e["type"], log_tail=e.get("log_tail") or "")
+
+
+# -- the task side (runs in Ray's worker processes) -----------------------------------------------
+def convert_task(edge: str, blob: bytes, file: str, ctx: dict[str, Any],
+                 calibration: bytes | None, timeout: float) -> dict[str, Any]:
+    """Unpack the input, run the converter in a (reused) deploykit worker, pack the output."""
+    from deploykit import graph, worker
+    from deploykit.building import run_edge_in_worker
+
+    worker.keep_pool(idle=1)  # one warm converter process per Ray worker, across its tasks
+    node = node_id()
+    e = graph.EDGES.get(edge) or _load_edges(graph)[edge]
+    with tempfile.TemporaryDirectory(prefix="deploykit-ray-") as tmp:
+        src = unpack(blob, Path(tmp) / "src")
+        if calibration is not None:
+            ctx = {**ctx, "calibration": str(Path(tmp) / "calibration.npz")}
+            Path(ctx["calibration"]).write_bytes(calibration)
+        try:
+            info = run_edge_in_worker(e, (src, {"file": file}), Path(tmp) / "out",
+                                      graph.EdgeContext(**ctx), timeout)
+        except WorkerError as err:
+            return {"ok": False, "node": node, "error": {
+                "type": err.error_type, "message": str(err), "log_tail": err.log_tail}}
+        return {"ok": True, "node": node, "info": info, "blob": pack(Path(tmp) / "out")}
+
+
+def _load_edges(graph):
+    from deploykit import formats
+
+    formats.load()
+    return graph.EDGES
+
+
+def verify_task(blob: bytes, art, signature, probe) -> dict[str, Any]:
+    """Parity of one artifact in its runtime on this node, whether it takes any length, and
+    its batch-1 latency when it passed (measured here, beside whatever else the node runs)."""
+    from deploykit.building import check_artifact, latency, takes_any_length
+
+    node = node_id()
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="deploykit-ray-") as tmp:
+        root = Path(tmp)
+        unpack(blob, root / art.folder)
+        result, runner = check_artifact(root, signature, art, probe)
+        verify_s = time.perf_counter() - start
+        try:
+            any_length = bool(result) and takes_any_length(root, signature, art, probe)
+            ms = latency(runner, probe) if runner is not None and result.status == "pass" \
+                else None
+        finally:
+            if runner is not None:
+                runner.close()
+    return {"node": node, "parity": result, "any_length": any_length, "latency_ms": ms,
+            "verify_s": round(verify_s, 3)}
