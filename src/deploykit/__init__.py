@@ -10,7 +10,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 __all__ = ["train", "load_model", "load_dataset", "split_dataset", "what_if", "export",
-           "verify", "load_bundle", "workers", "__version__"]
+           "export_many", "verify", "load_bundle", "workers", "__version__"]
 
 _API = {  # name -> "module:attribute"
     "train": "deploykit.training:train",
@@ -19,6 +19,7 @@ _API = {  # name -> "module:attribute"
     "split_dataset": "deploykit.data:split_dataset",
     "what_if": "deploykit.whatif:what_if",
     "export": "deploykit.exporting:export",
+    "export_many": "deploykit.exporting:export_many",
     "verify": "deploykit.exporting:verify",
     "load_bundle": "deploykit.bundle:load_bundle",
     "workers": "deploykit.worker:pool",  # `with deploykit.workers():` shares worker processes

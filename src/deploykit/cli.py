@@ -63,16 +63,18 @@ def _whatif_args(sub) -> None:
     w.add_argument("--to", default="all", help="targets: 'all', a comma-separated list, "
                                                "or 'none' to only train")
     w.add_argument("--flows", help="comma-separated flows (default: all five)")
+    _ray_arg(w)
     _verbose_arg(w)
     w.set_defaults(func=_cmd_whatif)
 
 
 def _export_args(sub) -> None:
     e = sub.add_parser("export", help="export a model to deployment targets and verify each")
-    e.add_argument("model", help="a deploykit model folder, or a .keras/.skops/.pt2/.onnx file "
-                                 "or SavedModel folder")
+    e.add_argument("model", nargs="+", help="a deploykit model folder, a .keras/.skops/.pt2/"
+                   ".onnx file or SavedModel folder; several of them, or a folder of them")
     e.add_argument("--to", default="all", help="'all' or a comma-separated list of targets")
-    e.add_argument("--out", required=True, help="bundle folder to write")
+    e.add_argument("--out", required=True, help="bundle folder to write (several models: the "
+                                                "folder that gets one bundle per model)")
     e.add_argument("--sample", help=".npy (or .npz with X) of example inputs: the probe set "
                                     "and, for PyTorch modules, the input shape; for a model "
                                     "with several inputs, an .npz with one array per input "
@@ -80,6 +82,7 @@ def _export_args(sub) -> None:
     e.add_argument("--task", choices=("classification", "regression"))
     e.add_argument("--timeout", type=float, default=600.0, help="seconds per converter")
     e.add_argument("--quiet", action="store_true")
+    _ray_arg(e)
     _verbose_arg(e)
     e.set_defaults(func=_cmd_export)
 
@@ -149,6 +152,12 @@ def _window_ms(text: str) -> float:
     return ms
 
 
+def _ray_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ray", nargs="?", const=True, default=None, metavar="ADDRESS",
+                   help="run the cells as tasks on a Ray cluster: the one at ADDRESS "
+                        "(HEAD:6379), else RAY_ADDRESS's, else a new one on this machine")
+
+
 def _verbose_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--verbose", action="store_true",
                    help="show the frameworks' own output live (it goes to a run log otherwise)")
@@ -197,7 +206,8 @@ def _cmd_whatif(a: argparse.Namespace) -> int:
     if unknown:
         raise DeploykitError(f"unknown flow(s) {unknown}: use some of {', '.join(FLOWS)}")
     result = what_if(a.data, a.out, flows=flows, seed=a.seed, epochs=a.epochs, quiet=a.quiet,
-                     label_column=a.label_column, targets="" if a.to == "none" else a.to)
+                     label_column=a.label_column, targets="" if a.to == "none" else a.to,
+                     ray=a.ray)
     _print_table(f"What-if on {a.data}: training", *table_rows(result))
     if result["targets"]:
         _print_table(f"What-if on {a.data}: every flow × every target "
@@ -233,15 +243,18 @@ def _load_sample(path: str | None):
 
 
 def _cmd_export(a: argparse.Namespace) -> int:
-    from deploykit.exporting import export
+    from deploykit.exporting import export, models_in
 
-    r = export(a.model, a.to, out=a.out, sample=_load_sample(a.sample), task=a.task,
-               quiet=a.quiet, timeout=a.timeout)
+    models = models_in(a.model)
+    if len(models) > 1 or models[0] != Path(a.model[0]):
+        return _export_several(a, models)
+    r = export(models[0], a.to, out=a.out, sample=_load_sample(a.sample), task=a.task,
+               quiet=a.quiet, timeout=a.timeout, ray=a.ray)
     rows = [[c.target, c.status, " → ".join(c.route), human_bytes(c.bytes),
              _ms(c.latency_ms), (c.reason or (c.parity.worst if c.parity else ""))[:90]]
             for c in r.cells]
-    _print_table(f"Export {a.model}", ["target", "status", "route", "size", "batch-1",
-                                        "parity / reason"], rows)
+    _print_table(f"Export {a.model[0]}", ["target", "status", "route", "size", "batch-1",
+                                           "parity / reason"], rows)
     _say(f"bundle: {a.out}")
     for note in r.source.get("notes") or []:
         _say(f"note: {note}")
@@ -256,6 +269,29 @@ def _cmd_export(a: argparse.Namespace) -> int:
         _say(f"warning: {len(hollow)} target(s) not verified ({', '.join(c.target for c in hollow)}"
              f"): {hollow[0].reason}", err=True)
     return 0 if r.ok else 1
+
+
+def _export_several(a: argparse.Namespace, models: list[Path]) -> int:
+    """One bundle per model in ``--out``; a table with a row per model."""
+    from deploykit.exporting import export_many
+
+    if a.sample or a.task:
+        raise DeploykitError("--sample and --task apply to one model: export the models that "
+                             "need them one at a time")
+    reports = export_many(models, a.to, out=a.out, quiet=a.quiet, timeout=a.timeout, ray=a.ray)
+    rows = []
+    for m, r in zip(models, reports):
+        bad = [c for c in r.cells if c.status in ("fail", "error", "vacuous")]
+        passed = sum(c.status == "pass" for c in r.cells)
+        rows.append([str(m), str(r.bundle or "(none)"), f"{passed}/{len(r.cells)}",
+                     "; ".join(f"{c.target}: {(c.reason or '')[:60]}" for c in bad)[:120]])
+    _print_table(f"Export of {len(models)} models", ["model", "bundle", "passed", "failed"],
+                 rows)
+    failed = sum(not r.ok for r in reports)
+    if failed:
+        _say(f"{failed} of {len(models)} models have failed targets. Whole reasons: deploykit "
+             f"inspect BUNDLE", err=True)
+    return 1 if failed else 0
 
 
 def _cmd_verify(a: argparse.Namespace) -> int:

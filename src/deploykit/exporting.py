@@ -30,11 +30,12 @@ from deploykit.building import (
     takes_any_length,
 )
 from deploykit.bundle import SCHEMA, BundleWriter, load_bundle
-from deploykit.errors import DeploykitError, ExportError
+from deploykit.errors import DeploykitError, ExportError, SourceError
 from deploykit.parity import ParityResult, Probe, profile_rules
 from deploykit.sources import Source, detect
 
-__all__ = ["Cell", "ExportReport", "VerifyReport", "export", "verify", "resolve_targets"]
+__all__ = ["Cell", "ExportReport", "VerifyReport", "export", "export_many", "verify",
+           "resolve_targets"]
 
 
 @dataclass
@@ -143,6 +144,86 @@ def export(model: Any, targets: str | list[str] = "all", *, out: str | Path,
     timings["total"] = time.perf_counter() - t0
     return ExportReport(bundle, _source_facts(source), cells,
                         {k: round(v, 3) if isinstance(v, float) else v for k, v in timings.items()})
+
+
+MODEL_SUFFIXES = (".keras", ".skops", ".pt2", ".onnx")
+
+
+def models_in(paths: list[str | Path]) -> list[Path]:
+    """The models ``paths`` name: each path is a model, or a folder of models (deploykit model
+    folders, SavedModel folders and model files directly inside it, in name order).
+
+    Raises:
+        SourceError: a path does not exist, a folder holds no model, or two models would
+        write bundles of the same name.
+    """
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise SourceError(f"model not found: {p}")
+        found += [p] if _is_model(p) or not p.is_dir() else \
+            [c for c in sorted(p.iterdir()) if _is_model(c)] or _no_models(p)
+    names = [bundle_name(m) for m in found]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise SourceError(f"several models would write the bundle {twice[0]!r}: rename one, or "
+                          f"export them one at a time")
+    return found
+
+
+def bundle_name(model: Path) -> str:
+    """The bundle folder a model gets when several are exported at once."""
+    return model.stem if model.suffix in MODEL_SUFFIXES else model.name
+
+
+def _is_model(p: Path) -> bool:
+    return (p / "deploykit-model.json").is_file() or (p / "saved_model.pb").is_file() or \
+        (p.is_file() and p.suffix in MODEL_SUFFIXES)
+
+
+def _no_models(folder: Path) -> list[Path]:
+    raise SourceError(f"{folder}: neither a model nor a folder of models (deploykit model "
+                      f"folders, SavedModel folders, {', '.join(MODEL_SUFFIXES)} files)")
+
+
+def export_many(models: list[str | Path], targets: str | list[str] = "all", *,
+                out: str | Path, quiet: bool = False, timeout: float = 600.0,
+                ray: Any = None) -> list[ExportReport]:
+    """Export several models, one bundle each in ``out/<model name>``.
+
+    On a Ray cluster (``ray``: as for :func:`export`) the models are exported at once and
+    their cells share the cluster; here they go one after another and share the workers.
+
+    Args:
+        models: models, or folders of models (see :func:`models_in`).
+        targets, quiet, timeout, ray: as for :func:`export`.
+
+    Returns:
+        One :class:`ExportReport` per model, in the order of :func:`models_in`; a model whose
+        export raised has a report without a bundle and one ``error`` cell naming why.
+
+    Raises:
+        SourceError: as for :func:`models_in`. ExportError: an unknown target.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from deploykit.worker import pool
+
+    found, wanted, cluster = models_in(models), resolve_targets(targets), _cluster(ray)
+
+    def one(model: Path) -> ExportReport:
+        try:
+            return export(model, wanted, out=Path(out) / bundle_name(model), quiet=quiet,
+                          timeout=timeout, ray=cluster)
+        except DeploykitError as e:
+            why = f"{type(e).__name__}: {e}"
+            return ExportReport(None, {"model": str(model)}, [Cell("*", "error", reason=why)])
+
+    if cluster is None:
+        with pool():
+            return [one(m) for m in found]
+    with ThreadPoolExecutor(max(1, min(len(found), 2 * cluster.cpus))) as ex:
+        return list(ex.map(one, found))
 
 
 def _cluster(ray: Any):

@@ -55,7 +55,7 @@ class _Run:
 def what_if(data: str = "digits", out: str | Path = "whatif-out", *,
             flows: tuple[str, ...] = FLOWS, seed: int = 0, epochs: int | None = None,
             quiet: bool = False, label_column: str | None = None,
-            targets: str | list[str] = "all") -> dict[str, Any]:
+            targets: str | list[str] = "all", ray: Any = None) -> dict[str, Any]:
     """Train every flow on ``data``, export each to ``targets``; return (and write) the report.
 
     Worker processes are shared by the whole run (one per Keras backend, reused by every
@@ -68,6 +68,8 @@ def what_if(data: str = "digits", out: str | Path = "whatif-out", *,
         seed, epochs, label_column: as for :func:`deploykit.train`.
         quiet: no progress output.
         targets: ``"all"``, a list, or an empty value to only train.
+        ray: export on a Ray cluster (as for :func:`deploykit.export`): each flow's export
+            starts as soon as it is trained, while the next flow trains here.
 
     Returns:
         The report (also written as ``OUT/report.json`` and ``OUT/report.md``); a flow that
@@ -82,12 +84,10 @@ def what_if(data: str = "digits", out: str | Path = "whatif-out", *,
     dataset = load_dataset(data, label_column=label_column)  # bad data: one error, not five
     run = _Run(str(data), dataset, Path(out).resolve(), seed, epochs, quiet, targets)
     report = Reporter(quiet)
-    rows = []
     start = time.perf_counter()
+    cluster = _cluster(ray) if run.targets else None
     with pool():
-        for flow in flows:
-            report.info(f"[bold]── {flow}[/bold]")
-            rows.append(_one_flow(flow, run, report))
+        rows = _flows(flows, run, report, cluster)
     result = {"schema": SCHEMA, "data": str(data), "seed": seed,
               "targets": _columns(rows), "rows": [asdict(r) for r in rows],
               "seconds": round(time.perf_counter() - start, 2)}
@@ -97,22 +97,57 @@ def what_if(data: str = "digits", out: str | Path = "whatif-out", *,
     return result
 
 
-def _one_flow(flow: str, run: _Run, report: Reporter) -> FlowRow:
-    from deploykit.exporting import export
+def _flows(flows: tuple[str, ...], run: _Run, report: Reporter, cluster) -> list[FlowRow]:
+    """Train each flow here, in turn; export each here after it, or on the cluster while
+    the next one trains."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(flows) if cluster else 1) as ex:
+        rows = []
+        for flow in flows:
+            report.info(f"[bold]── {flow}[/bold]")
+            trained = _train_one(flow, run, report)
+            rows.append(ex.submit(_export_one, flow, *trained, run, report, cluster)
+                        if isinstance(trained, tuple) else trained)
+            if cluster is None and not isinstance(rows[-1], FlowRow):
+                rows[-1].result()  # one at a time: the export has the cores to itself
+        return [r if isinstance(r, FlowRow) else r.result() for r in rows]
+
+
+def _cluster(ray: Any):
+    from deploykit.exporting import _cluster
+
+    return _cluster(ray)
+
+
+def _failed(flow: str, e: DeploykitError, report: Reporter) -> FlowRow:
+    report.info(f"[red]{flow} failed:[/red] {str(e).splitlines()[0]}")
+    return FlowRow(flow, False, error=f"{type(e).__name__}: {e}",
+                   log_tail=getattr(e, "log_tail", None) or None)
+
+
+def _train_one(flow: str, run: _Run, report: Reporter):
+    """``(training result, seconds)``, or the failed row."""
     from deploykit.training import train
 
     start = time.perf_counter()
     try:
-        name = f"{Path(run.data).stem}-{flow}"
-        r = train(flow, run.dataset, run.out / "models" / name, seed=run.seed,
-                  epochs=run.epochs, quiet=run.quiet)
-        seconds = round(time.perf_counter() - start, 2)
-        exported = export(r.folder, run.targets, out=run.out / "bundles" / name,
-                          quiet=run.quiet) if run.targets else None
+        r = train(flow, run.dataset, run.out / "models" / f"{Path(run.data).stem}-{flow}",
+                  seed=run.seed, epochs=run.epochs, quiet=run.quiet)
     except DeploykitError as e:
-        report.info(f"[red]{flow} failed:[/red] {str(e).splitlines()[0]}")
-        return FlowRow(flow, False, error=f"{type(e).__name__}: {e}",
-                       log_tail=getattr(e, "log_tail", None) or None)
+        return _failed(flow, e, report)
+    return r, round(time.perf_counter() - start, 2)
+
+
+def _export_one(flow: str, r, seconds: float, run: _Run, report: Reporter, cluster) -> FlowRow:
+    from deploykit.exporting import export
+
+    bundle = run.out / "bundles" / f"{Path(run.data).stem}-{flow}"
+    try:
+        exported = export(r.folder, run.targets, out=bundle, quiet=run.quiet,
+                          ray=cluster) if run.targets else None
+    except DeploykitError as e:
+        return _failed(flow, e, report)
     return FlowRow(flow, True, str(r.folder), _model_name(r.card), r.metrics["test"],
                    r.metrics["validation"], seconds, _size(r.folder, r.card),
                    cells=[asdict(c) for c in exported.cells] if exported else [],
