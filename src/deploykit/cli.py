@@ -121,6 +121,13 @@ def _serve_args(sub) -> None:
     s.add_argument("--max-batch", type=int, default=1024, help="rows per request (default 1024)")
     s.add_argument("--max-body-mb", type=float, default=8.0, help="request body limit in MB")
     s.add_argument("--dev", action="store_true", help="Flask's development server instead")
+    s.add_argument("--ray", nargs="?", const=True, default=None, metavar="ADDRESS",
+                   help="serve as a Ray Serve application on the Ray cluster at ADDRESS "
+                        "(HEAD:6379), else RAY_ADDRESS's, else a new one on this machine")
+    s.add_argument("--replicas", type=_positive, default=None,
+                   help="with --ray: replicas of the server, one CPU each (default 1)")
+    s.add_argument("--max-replicas", type=_positive, default=None,
+                   help="with --ray: scale between --replicas and this many with the load")
     s.set_defaults(func=_cmd_serve)
 
 
@@ -271,6 +278,30 @@ def _cmd_export(a: argparse.Namespace) -> int:
     return 0 if r.ok else 1
 
 
+def _serve_on_ray(a: argparse.Namespace, targets: list[str] | None, served: list[str]) -> int:
+    from deploykit.serve import on_ray
+
+    if a.ray is None:
+        raise DeploykitError("--replicas and --max-replicas serve on Ray: add --ray [ADDRESS]")
+    replicas = a.replicas or 1
+    if a.max_replicas and a.max_replicas < replicas:
+        raise DeploykitError(f"--max-replicas {a.max_replicas} is below --replicas {replicas}")
+    options = {"targets": targets, "max_batch": a.max_batch, "runtime_threads": a.runtime_threads,
+               "max_body_bytes": int(a.max_body_mb * 1024 * 1024),
+               "batch_window_ms": a.batch_window_ms}
+    stopping = on_ray.stop_signal()
+    url = on_ray.deploy(a.bundles, host=a.host, port=a.port, replicas=replicas,
+                        max_replicas=a.max_replicas, app_options=options,
+                        address=None if a.ray is True else a.ray)
+    try:
+        scale = f"{replicas} to {a.max_replicas}" if a.max_replicas else str(replicas)
+        _say(f"serving {'; '.join(served)} on {url} (Ray Serve, {scale} replicas)")
+        stopping.wait()
+    finally:
+        on_ray.stop()
+    return 0
+
+
 def _export_several(a: argparse.Namespace, models: list[Path]) -> int:
     """One bundle per model in ``--out``; a table with a row per model."""
     from deploykit.exporting import export_many
@@ -364,6 +395,8 @@ def _cmd_serve(a: argparse.Namespace) -> int:
             _say(f"error: {e}", err=True)
             raise
 
+    if a.ray is not None or a.replicas or a.max_replicas:
+        return _serve_on_ray(a, targets, served)
     workers = a.workers or run.cores()
     threads = a.threads or (8 if a.batch_window_ms > 0 else None)  # batching needs company
     if a.dev or workers == 1 or not run.can_fork_workers():
