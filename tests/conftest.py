@@ -25,7 +25,7 @@ os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 # loggers' levels.
 logging.getLogger("torch.utils._pytree").addFilter(lambda r: r.levelno >= logging.ERROR)
 
-HEAVY = ("tensorflow", "torch", "keras", "executorch", "jax")
+HEAVY = ("tensorflow", "torch", "keras", "executorch", "jax", "ray")
 TESTS = Path(__file__).parent
 
 

@@ -293,6 +293,7 @@ def _serve_on_ray(a: argparse.Namespace, targets: list[str] | None, served: list
     url = on_ray.deploy(a.bundles, host=a.host, port=a.port, replicas=replicas,
                         max_replicas=a.max_replicas, app_options=options,
                         address=None if a.ray is True else a.ray)
+    on_ray.stop_signal(stopping)
     try:
         scale = f"{replicas} to {a.max_replicas}" if a.max_replicas else str(replicas)
         _say(f"serving {'; '.join(served)} on {url} (Ray Serve, {scale} replicas)")

@@ -65,10 +65,11 @@ def deploy(bundles: list[str], *, host: str, port: int, replicas: int,
     return f"http://{host}:{port}/"
 
 
-def stop_signal() -> threading.Event:
-    """An event set by SIGINT or SIGTERM (installed before the deployment starts, so a
-    signal during the start still ends in :func:`stop`)."""
-    done = threading.Event()
+def stop_signal(done: threading.Event | None = None) -> threading.Event:
+    """An event set by SIGINT or SIGTERM. Install it before the deployment starts (a signal
+    during the start still ends in :func:`stop`) and again after it: ``ray.init`` puts in a
+    handler of its own that exits at once."""
+    done = done or threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
     return done
