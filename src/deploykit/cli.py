@@ -278,14 +278,18 @@ def _cmd_export(a: argparse.Namespace) -> int:
     return 0 if r.ok else 1
 
 
+def _check_replicas(a: argparse.Namespace) -> None:
+    if a.ray is None:
+        raise DeploykitError("--replicas and --max-replicas serve on Ray: add --ray [ADDRESS]")
+    if a.max_replicas and a.max_replicas < (a.replicas or 1):
+        raise DeploykitError(f"--max-replicas {a.max_replicas} is below --replicas "
+                             f"{a.replicas or 1}")
+
+
 def _serve_on_ray(a: argparse.Namespace, targets: list[str] | None, served: list[str]) -> int:
     from deploykit.serve import on_ray
 
-    if a.ray is None:
-        raise DeploykitError("--replicas and --max-replicas serve on Ray: add --ray [ADDRESS]")
     replicas = a.replicas or 1
-    if a.max_replicas and a.max_replicas < replicas:
-        raise DeploykitError(f"--max-replicas {a.max_replicas} is below --replicas {replicas}")
     options = {"targets": targets, "max_batch": a.max_batch, "runtime_threads": a.runtime_threads,
                "max_body_bytes": int(a.max_body_mb * 1024 * 1024),
                "batch_window_ms": a.batch_window_ms}
@@ -383,6 +387,9 @@ def _cmd_serve(a: argparse.Namespace) -> int:
     from deploykit.serve.models import check_bundles
 
     targets = [t.strip() for t in a.targets.split(",")] if a.targets else None
+    on_ray = a.ray is not None or a.replicas or a.max_replicas
+    if on_ray:
+        _check_replicas(a)
     served = check_bundles(a.bundles, targets)  # before any fork: one error, not one per worker
     run.check_port(a.host, a.port)
 
@@ -396,7 +403,7 @@ def _cmd_serve(a: argparse.Namespace) -> int:
             _say(f"error: {e}", err=True)
             raise
 
-    if a.ray is not None or a.replicas or a.max_replicas:
+    if on_ray:
         return _serve_on_ray(a, targets, served)
     workers = a.workers or run.cores()
     threads = a.threads or (8 if a.batch_window_ms > 0 else None)  # batching needs company

@@ -22,6 +22,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import socket
 import tarfile
 import tempfile
 import threading
@@ -42,6 +43,7 @@ VERIFY_MEMORY = 1 * GIB
 # A task waits in Ray's queue before its own time limit starts; the driver gives up on a task
 # that has neither started nor finished by its limit plus this.
 QUEUE_SLACK = 1800.0
+CONNECT_TIMEOUT = 10.0  # seconds to reach a cluster's address before giving up
 _LOST = ("NodeDiedError", "ObjectLostError", "OwnerDiedError", "ObjectFetchTimedOutError")
 
 
@@ -66,6 +68,7 @@ def connect(address: str | None = None) -> dict[str, Any]:
     """
     ray = _ray()
     if not ray.is_initialized():
+        _check_reachable(address or os.environ.get("RAY_ADDRESS"))
         local = address is None and not os.environ.get("RAY_ADDRESS")
         options = {"include_dashboard": False, "num_cpus": os.cpu_count()} if local else {}
         try:
@@ -76,6 +79,19 @@ def connect(address: str | None = None) -> dict[str, Any]:
                                f"{str(e).splitlines()[0]} (start it with: ray start --head)") \
                 from None
     return ray.cluster_resources()
+
+
+def _check_reachable(address: str | None) -> None:
+    """Fail fast on a HOST:PORT nothing listens on (``ray.init`` would wait for minutes)."""
+    if not address or "://" in address or address == "auto" or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT).close()
+    except (OSError, ValueError) as e:
+        raise ClusterError(f"cannot reach the Ray cluster at {address}: "
+                           f"{e.strerror or e} (start one with: ray start --head --port "
+                           f"{port}; or leave out the address to start one here)") from None
 
 
 def resources(requires: tuple[str, ...]) -> dict[str, Any]:

@@ -120,12 +120,12 @@ def export(model: Any, targets: str | list[str] = "all", *, out: str | Path,
         be reached.
     """
     wanted = resolve_targets(targets)
+    cluster = _cluster(ray)  # an unreachable cluster is said before the model loads
     t0 = time.perf_counter()
     source = detect(model if not isinstance(model, (str, Path)) else Path(model).resolve(),
                     sample=sample, task=task, labels=labels)
     probe = Probe(source.probe_inputs, source.reference, source.y, source.task,
                   source.shorter)
-    cluster = _cluster(ray)
     writer = BundleWriter(out)
     timings: dict[str, Any] = {"source": time.perf_counter() - t0}
     try:

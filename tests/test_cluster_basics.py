@@ -1,0 +1,132 @@
+"""The parts of running on Ray that need no cluster: packing folders for the object store,
+what a task asks of a node, which models a folder holds, the CLI's refusals, and that a local
+export never imports Ray. (The cluster itself: ``test_ray.py``.)"""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+
+from deploykit import cluster, formats, graph
+from deploykit.errors import SourceError
+from deploykit.exporting import bundle_name, models_in
+
+
+def test_a_folder_survives_the_object_stores_packing(tmp_path):
+    src = tmp_path / "src"
+    (src / "variables").mkdir(parents=True)
+    (src / "saved_model.pb").write_bytes(b"\x00\x01pb")
+    (src / "variables" / "v.data").write_bytes(bytes(range(256)) * 40)
+    out = cluster.unpack(cluster.pack(src), tmp_path / "out")
+    got = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert got == {p.relative_to(src): p.read_bytes() for p in src.rglob("*") if p.is_file()}
+
+
+def test_unpacking_refuses_members_outside_the_folder(tmp_path):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("../escaped")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"bad"))
+    with pytest.raises(tarfile.TarError):
+        cluster.unpack(buf.getvalue(), tmp_path / "out")
+    assert not (tmp_path / "escaped").exists()
+
+
+def test_each_edge_asks_for_one_cpu_and_its_frameworks_memory():
+    formats.load()
+    asks = {e.name: cluster.resources(e.requires) for e in graph.EDGES.values()}
+    assert all(a["num_cpus"] == 1 for a in asks.values())
+    assert asks["saved_model_to_tflite"]["memory"] == 2 * cluster.GIB  # TensorFlow
+    assert asks["torch_to_executorch"]["memory"] == int(1.5 * cluster.GIB)
+    assert asks["onnx_to_onnx_web"]["memory"] == int(cluster.MEMORY_DEFAULT)
+    # two TensorFlow conversions do not fit a 3 GiB node at once; two light ones do
+    assert 2 * asks["saved_model_to_tfjs"]["memory"] > 3 * cluster.GIB
+    assert 2 * asks["onnx_to_onnx_web"]["memory"] <= 3 * cluster.GIB
+
+
+def _model_folder(path: Path) -> Path:
+    path.mkdir(parents=True)
+    (path / "deploykit-model.json").write_text("{}")
+    return path
+
+
+def test_a_folder_of_models_is_every_model_in_it(tmp_path):
+    a = _model_folder(tmp_path / "fleet" / "digits-sklearn")
+    sm = tmp_path / "fleet" / "exported"
+    sm.mkdir()
+    (sm / "saved_model.pb").write_bytes(b"")
+    (tmp_path / "fleet" / "net.onnx").write_bytes(b"")
+    (tmp_path / "fleet" / "notes.txt").write_text("not a model")
+    (tmp_path / "fleet" / "empty").mkdir()
+    single = _model_folder(tmp_path / "other")
+    found = models_in([tmp_path / "fleet", single])
+    assert found == [a, sm, tmp_path / "fleet" / "net.onnx", single]
+    assert [bundle_name(m) for m in found] == ["digits-sklearn", "exported", "net", "other"]
+    assert models_in([single]) == [single]
+
+
+@pytest.mark.parametrize("case", ["missing", "no models", "same name"])
+def test_models_that_cannot_be_exported_together_are_refused(tmp_path, case):
+    if case == "missing":
+        paths, words = [tmp_path / "nowhere"], "model not found"
+    elif case == "no models":
+        (tmp_path / "junk").mkdir()
+        (tmp_path / "junk" / "a.txt").write_text("x")
+        paths, words = [tmp_path / "junk"], "neither a model nor a folder of models"
+    else:
+        (tmp_path / "a").mkdir()
+        (tmp_path / "a" / "m.onnx").write_bytes(b"")
+        _model_folder(tmp_path / "b" / "m")
+        paths, words = [tmp_path / "a" / "m.onnx", tmp_path / "b" / "m"], "bundle 'm'"
+    with pytest.raises(SourceError, match=words):
+        models_in(paths)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--replicas", "2"], "add --ray"),
+    (["--ray", "--replicas", "3", "--max-replicas", "2"], "below --replicas 3"),
+])
+def test_serve_refuses_replicas_it_cannot_honour(tmp_path, args, words):
+    """Before it reads a bundle (there is none here)."""
+    r = run_cli("serve", str(tmp_path / "no-bundle"), *args)
+    assert r.returncode == 2 and words in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_an_unreachable_cluster_is_one_line_at_once(tmp_path):
+    """Said before the model loads (the file here is no model at all)."""
+    (tmp_path / "m.skops").write_bytes(b"")
+    r = run_cli("export", str(tmp_path / "m.skops"), "--to", "onnx", "--out",
+                str(tmp_path / "b"), "--ray", "127.0.0.1:1", timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert "cannot reach the Ray cluster at 127.0.0.1:1" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "b").exists()
+
+
+@pytest.mark.slow
+def test_a_local_export_never_imports_ray(tmp_path):
+    """``export_many`` of a .skops file, here: the model's own bundle, and no Ray module."""
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+    from skops.io import dump
+
+    X, y = load_iris(return_X_y=True)
+    dump(LogisticRegression(max_iter=300).fit(X, y), tmp_path / "iris.skops")
+    code = """
+import sys
+import deploykit
+r = deploykit.export_many([sys.argv[1]], "onnx", out=sys.argv[2], quiet=True)
+assert r[0].ok, r[0].cells
+assert "ray" not in sys.modules, "a local export imported Ray"
+"""
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "iris.skops"), str(tmp_path / "out")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (tmp_path / "out" / "iris" / "manifest.json").is_file()
