@@ -5,8 +5,8 @@ node on 127.0.0.1), driven through the CLI as a user would (``--ray HOST:PORT``)
   and its cells ran on both nodes;
 * ``serve --ray --replicas 2`` answers tritonclient and ``/predict`` with the bundle's
   reference, and a stream of requests survives the kill of one replica's process;
-* a worker node removed while a conversion runs on it: the export still finishes, the lost task
-  ran again on the other node and says so, and the bundle verifies.
+* a worker node removed while two models export and a conversion runs on it: the export still
+  finishes, the lost task ran again on the other node and says so, and the bundles verify.
 
 The tests share one cluster and run in this order (the node removal is last).
 """
@@ -221,11 +221,14 @@ def _descendants(pid: int) -> list[tuple[int, str]]:
     return found
 
 
-def test_a_node_lost_mid_export_retries_its_cell_and_the_bundle_verifies(cluster, tmp_path):
-    model = shared.digits(["sklearn"])["sklearn"]["model"]
+def test_a_node_lost_mid_export_retries_its_cell_and_the_bundles_verify(cluster, tmp_path):
+    """Two models at once (one bundle each); the worker node is removed while a conversion
+    runs on it."""
+    models = shared.digits(["sklearn", "tensorflow"])
     raylet = cluster["worker"].all_processes["raylet"][0].process.pid
-    proc = subprocess.Popen([*CLI, "export", str(model), "--to", TARGETS, "--out", "b",
-                             "--ray", cluster["address"]], cwd=tmp_path,
+    proc = subprocess.Popen([*CLI, "export", *(str(m["model"]) for m in models.values()),
+                             "--to", "onnx,tflite", "--out", "fleet", "--ray",
+                             cluster["address"]], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None and \
@@ -236,12 +239,15 @@ def test_a_node_lost_mid_export_retries_its_cell_and_the_bundle_verifies(cluster
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, out + err
     assert not shared.CHATTER.findall(out + err), out + err
-    placements = _placements(tmp_path / "b")
+    bundles = sorted((tmp_path / "fleet").iterdir())
+    assert [b.name for b in bundles] == ["digits-sklearn", "digits-tensorflow"]
+    placements = [p for b in bundles for p in _placements(b)]
+    assert len(placements) == 4
     retried = [r for p in placements for r in p.get("retried", [])]
     assert retried and all("NodeDiedError" in r for r in retried), placements
     head = next(n for n, role in cluster["nodes"].items() if role == "head")
     assert {p["verified_on"] for p in placements if p.get("retried")} == {head}
-    assert not list(tmp_path.glob("b.*")) and not list(tmp_path.glob(".b*")), \
-        "a temporary bundle folder was left behind"
-    v = _run(["verify", "b"], tmp_path)
-    assert v.returncode == 0, v.stdout + v.stderr
+    assert not list((tmp_path / "fleet").glob(".*")), "a half-written bundle was left behind"
+    for b in bundles:
+        v = _run(["verify", str(b)], tmp_path)
+        assert v.returncode == 0, v.stdout + v.stderr

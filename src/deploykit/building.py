@@ -106,6 +106,8 @@ class Build:
         finally:
             for runner in self.runners.values():  # left open only when something raised
                 runner.close()
+            if self.cluster:
+                self.cluster.release(self.work)
         timings["edges"] = {e.name: round(self.edge_seconds[e.dst], 3)
                             for e in {e for r in self.routes.values() for e in r}
                             if e.dst in self.edge_seconds}
@@ -249,7 +251,8 @@ class Build:
                    if "retried" in v]
         if retried:
             placement["retried"] = retried
-        return value["parity"], value["any_length"], value["latency_ms"], placement
+        return ParityResult.from_dict(value["parity"]), value["any_length"], \
+            value["latency_ms"], placement
 
     @staticmethod
     def _said(cell: Cell) -> str:

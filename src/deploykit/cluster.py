@@ -6,12 +6,14 @@ into Ray's object store, the task unpacks it on its node, converts, and returns 
 folder packed the same way. The driver keeps every intermediate (so losing a node loses only
 the tasks in flight on it) and writes the bundle exactly as a local export does.
 
-Inside a task, the converter runs in a :mod:`deploykit.worker` process, as it does locally: its
-time limit counts from its start on the node (not from its wait in Ray's queue), a crash or a
-hang is that one job's typed error with the last lines it printed, and warm workers are reused
-by the next task on the same Ray worker. A task's Ray worker gets the edge's Keras backend
-(``runtime_env``), one CPU and the memory its frameworks need (:func:`resources`), so a small
-node does not take two TensorFlow conversions at once.
+Inside a task, the converter (or the runtime that verifies) runs in a :mod:`deploykit.worker`
+process, as it does locally: its time limit counts from its start on the node (not from its
+wait in Ray's queue), a crash or a hang is that one cell's typed error with the last lines it
+printed, and the Ray worker keeps it warm for its next tasks. The edge's Keras backend goes to
+that process's environment, not to a Ray ``runtime_env``: one per backend split Ray's workers
+three ways, and each new one paid the framework imports again (Ray on one machine took 1.47x
+the local what-if). A task asks for one CPU and the memory its frameworks need
+(:func:`resources`), so a small node does not take two TensorFlow conversions at once.
 
 A task whose node dies is run again once on another node; the cell records it. Ray is
 imported only here, only when ``--ray`` is asked for.
@@ -148,14 +150,20 @@ class Cluster:
                 self._shipped[path] = self.ray.put(data)
             return self._shipped[path]
 
+    def release(self, folder: Path) -> None:
+        """Drop what was shipped from under ``folder`` (a finished build's work folder), so
+        the object store holds only what running builds still need."""
+        with self._lock:
+            for path in [p for p in self._shipped if p.is_relative_to(folder)]:
+                del self._shipped[path]
+
     def put(self, value: Any) -> Any:
         return self.ray.put(value)
 
     def convert(self, e, src: tuple[Path, dict[str, Any]], out: Path, ctx, timeout: float) -> dict[str, Any]:
         """Run edge ``e`` on some node; unpack its output into ``out``; return the converter's
         info with ``placement`` (``node``, and ``retried`` when a node was lost)."""
-        env = {"env_vars": {"KERAS_BACKEND": e.keras_backend}} if e.keras_backend else None
-        options = {**resources(e.requires), "runtime_env": env, "name": f"convert {e.name}"}
+        options = {**resources(e.requires), "name": f"convert {e.name}"}
         limit = min(timeout, e.timeout)
         calibration = self.ship(Path(ctx.calibration)) if ctx.calibration else None
         value, placement = self._run(self._convert, options, e.name, limit + QUEUE_SLACK,
@@ -218,13 +226,19 @@ def _job_error(e: dict[str, str]) -> WorkerError:
 
 
 # -- the task side (runs in Ray's worker processes) -----------------------------------------------
+# A Ray worker stays light: the converter and the runtime run in a deploykit worker it keeps
+# warm for its next tasks (TensorFlow, torch and Keras imports cost seconds each). One Ray
+# worker keeps up to this many: no backend, Keras on TensorFlow, Keras on torch.
+IDLE_PER_RAY_WORKER = 3
+
+
 def convert_task(edge: str, blob: bytes, file: str, ctx: dict[str, Any],
                  calibration: bytes | None, timeout: float) -> dict[str, Any]:
-    """Unpack the input, run the converter in a (reused) deploykit worker, pack the output."""
+    """Unpack the input, run the converter in a deploykit worker, pack the output."""
     from deploykit import graph, worker
     from deploykit.building import run_edge_in_worker
 
-    worker.keep_pool(idle=1)  # one warm converter process per Ray worker, across its tasks
+    worker.keep_pool(idle=IDLE_PER_RAY_WORKER)
     node = node_id()
     e = graph.EDGES.get(edge) or _load_edges(graph)[edge]
     with tempfile.TemporaryDirectory(prefix="deploykit-ray-") as tmp:
@@ -232,13 +246,17 @@ def convert_task(edge: str, blob: bytes, file: str, ctx: dict[str, Any],
         if calibration is not None:
             ctx = {**ctx, "calibration": str(Path(tmp) / "calibration.npz")}
             Path(ctx["calibration"]).write_bytes(calibration)
-        try:
+        try:  # the edge's Keras backend goes to that worker's environment
             info = run_edge_in_worker(e, (src, {"file": file}), Path(tmp) / "out",
                                       graph.EdgeContext(**ctx), timeout)
         except WorkerError as err:
-            return {"ok": False, "node": node, "error": {
-                "type": err.error_type, "message": str(err), "log_tail": err.log_tail}}
+            return _failed(node, err)
         return {"ok": True, "node": node, "info": info, "blob": pack(Path(tmp) / "out")}
+
+
+def _failed(node: str, err: WorkerError) -> dict[str, Any]:
+    return {"ok": False, "node": node, "error": {"type": err.error_type, "message": str(err),
+                                                 "log_tail": err.log_tail}}
 
 
 def _load_edges(graph):
@@ -249,23 +267,62 @@ def _load_edges(graph):
 
 
 def verify_task(blob: bytes, art, signature, probe) -> dict[str, Any]:
-    """Parity of one artifact in its runtime on this node, whether it takes any length, and
-    its batch-1 latency when it passed (measured here, beside whatever else the node runs)."""
-    from deploykit.building import check_artifact, latency, takes_any_length
+    """Check one artifact in a deploykit worker on this node (see :func:`verify_job`)."""
+    import numpy as np
 
+    from deploykit import worker
+
+    worker.keep_pool(idle=IDLE_PER_RAY_WORKER)
     node = node_id()
-    start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="deploykit-ray-") as tmp:
         root = Path(tmp)
         unpack(blob, root / art.folder)
-        result, runner = check_artifact(root, signature, art, probe)
-        verify_s = time.perf_counter() - start
+        arrays = {f"in/{k}": v for k, v in probe.inputs.items()} | \
+            {f"ref/{k}": v for k, v in probe.reference.items()}
+        if probe.shorter is not None:
+            arrays |= {f"short_in/{k}": v for k, v in probe.shorter.inputs.items()} | \
+                {f"short_ref/{k}": v for k, v in probe.shorter.reference.items()}
+        if probe.y is not None:
+            arrays["y"] = probe.y
+        np.savez(root / "probe.npz", **arrays)
         try:
-            any_length = bool(result) and takes_any_length(root, signature, art, probe)
-            ms = latency(runner, probe) if runner is not None and result.status == "pass" \
-                else None
-        finally:
-            if runner is not None:
-                runner.close()
-    return {"node": node, "parity": result, "any_length": any_length, "latency_ms": ms,
+            value = worker.run("deploykit.cluster:verify_job", {
+                "root": str(root), "art": art.to_dict(), "signature": signature.to_dict(),
+                "probe": str(root / "probe.npz"), "task": probe.task},
+                timeout=VERIFY_TIMEOUT, label=f"verify {art.target}")
+        except WorkerError as err:
+            return _failed(node, err)
+    return {"ok": True, "node": node, **value}
+
+
+VERIFY_TIMEOUT = 600.0
+
+
+def verify_job(root: str, art: dict, signature: dict, probe: str, task: str) -> dict[str, Any]:
+    """Worker side: parity of one artifact in its runtime, whether it takes any length, and
+    its batch-1 latency when it passed (measured here, beside whatever else the node runs)."""
+    import numpy as np
+
+    from deploykit.artifact import Artifact
+    from deploykit.building import check_artifact, latency, takes_any_length
+    from deploykit.parity import Probe
+    from deploykit.signature import Signature
+
+    a, sig = Artifact.from_dict(art), Signature.from_dict(signature)
+    with np.load(probe, allow_pickle=False) as z:
+        part = {k: {n.split("/", 1)[1]: z[n] for n in z.files if n.startswith(k + "/")}
+                for k in ("in", "ref", "short_in", "short_ref")}
+        y = z["y"] if "y" in z.files else None
+    shorter = Probe(part["short_in"], part["short_ref"], None, task) if part["short_in"] else None
+    p = Probe(part["in"], part["ref"], y, task, shorter)
+    start = time.perf_counter()
+    result, runner = check_artifact(Path(root), sig, a, p)
+    verify_s = time.perf_counter() - start
+    try:
+        any_length = bool(result) and takes_any_length(Path(root), sig, a, p)
+        ms = latency(runner, p) if runner is not None and result.status == "pass" else None
+    finally:
+        if runner is not None:
+            runner.close()
+    return {"parity": result.to_dict(), "any_length": any_length, "latency_ms": ms,
             "verify_s": round(verify_s, 3)}
