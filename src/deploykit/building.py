@@ -240,9 +240,16 @@ class Build:
         return result, any_length, None, None
 
     def _verify_remote(self, art: Artifact):
-        """Parity, any-length and latency in a Ray task; where each step of it ran."""
-        value, verified = self.cluster.verify(self.writer.root / art.folder, art,
-                                              self.source.signature, self.probe_ref)
+        """Parity, any-length and latency in a Ray task; where each step of it ran. A runtime
+        that crashes, hangs or loses its node twice fails this cell only."""
+        try:
+            value, verified = self.cluster.verify(self.writer.root / art.folder, art,
+                                                  self.source.signature, self.probe_ref)
+        except DeploykitError as err:
+            value = {"parity": ParityResult(art.target, art.profile, False,
+                                            failures=[reason(err)]).to_dict(),
+                     "any_length": False, "latency_ms": None}
+            verified = {"node": None}
         edges = {e.name: self.produced[e.dst][1]["placement"] for e in self.routes[art.target]}
         placement: dict[str, Any] = {
             "converted_on": edges[self.routes[art.target][-1].name]["node"] if edges else None,
