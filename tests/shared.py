@@ -16,6 +16,7 @@ import hashlib
 import json
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -95,6 +96,13 @@ def _build(folder: Path, build: Callable[[Path], None], in_place: bool) -> None:
     (tmp / DONE).write_text(f"{time.perf_counter() - start:.1f} s\n")
     if not in_place:
         tmp.rename(folder)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def digits(flows: Iterable[str] = FLOWS) -> dict[str, dict[str, Path]]:

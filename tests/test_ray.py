@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -31,7 +30,7 @@ import shared
 pytestmark = pytest.mark.slow  # starts a cluster, trains, exports, serves
 
 CLI = [sys.executable, "-m", "deploykit"]
-TARGETS = "onnx,tflite,torchscript"
+TARGETS = "onnx,tflite"
 
 
 # Every node, and every driver the tests start, on 127.0.0.1: Ray swaps a loopback address for
@@ -89,17 +88,12 @@ def test_what_if_on_two_nodes_gives_the_main_jobs_verdicts(cluster, tmp_path):
     assert v.returncode == 0, v.stdout + v.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="class")
 def ray_server(cluster):
     """Up for the serving tests only: its two replicas hold both nodes' CPUs."""
     bundle = shared.digits(["sklearn"])["sklearn"]["bundle"]
-    port = _free_port()
+    port = shared.free_port()
     proc = subprocess.Popen([*CLI, "serve", str(bundle), "--targets", "onnx,tflite", "--port",
                              str(port), "--ray", cluster["address"], "--replicas", "2"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

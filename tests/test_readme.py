@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import socket
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from shared import CHATTER
+from shared import CHATTER, free_port
 
 pytestmark = pytest.mark.slow  # runs the README session (trains, exports, serves)
 
@@ -39,11 +38,6 @@ def readme_session() -> list[str]:
     block = use[use.index("```\n") + 4:]
     return [ln for ln in block[:block.index("```")].splitlines() if ln.strip()]
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +79,7 @@ def test_every_command_runs_verbatim_from_the_root(root):
 
 
 def _serve(root: Path, command: str) -> None:
-    port = _free_port()
+    port = free_port()
     argv = shlex.split(re.sub(r"--port \d+", f"--port {port}", command))
     proc = subprocess.Popen(argv, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)

@@ -25,11 +25,6 @@ import deploykit
 pytestmark = pytest.mark.slow  # exports and serves the shared digits models
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory):
@@ -263,7 +258,7 @@ def test_tampered_bundle_is_refused_at_start(bundles, tmp_path):
     b = shutil.copytree(bundles["sk"], tmp_path / "b")
     f = b / "artifacts" / "onnx" / "model.onnx"
     f.write_bytes(f.read_bytes() + b"x")
-    r = run_cli("serve", str(b), "--port", str(_free_port()), timeout=60)
+    r = run_cli("serve", str(b), "--port", str(shared.free_port()), timeout=60)
     assert r.returncode == 2 and "does not match its sha256" in r.stderr
 
 
@@ -310,7 +305,7 @@ print(opts.intra_op_num_threads, spin, torch.get_num_threads())
 
 def _serve(bundles: Path | list[Path], *args: str) -> tuple[subprocess.Popen, str]:
     """`deploykit serve BUNDLES ARGS` on a free loopback port, once it answers."""
-    port = _free_port()
+    port = shared.free_port()
     proc = subprocess.Popen([sys.executable, "-m", "deploykit", "serve",
                              *map(str, bundles if isinstance(bundles, list) else [bundles]),
                              "--port", str(port), *args],
