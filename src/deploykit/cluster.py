@@ -42,6 +42,7 @@ GIB = 1024 ** 3
 MEMORY = {"tensorflow": 2 * GIB, "torch": 1.5 * GIB, "keras": 1.5 * GIB}
 MEMORY_DEFAULT = 0.5 * GIB
 VERIFY_MEMORY = 1 * GIB
+VERIFY_TIMEOUT = 600.0  # seconds a runtime may take to check one artifact
 # A task waits in Ray's queue before its own time limit starts; the driver gives up on a task
 # that has neither started nor finished by its limit plus this.
 QUEUE_SLACK = 1800.0
@@ -175,7 +176,8 @@ class Cluster:
     def verify(self, folder: Path, art, signature, probe_ref) -> tuple[dict[str, Any], dict]:
         """Check one artifact folder in its runtime on some node: parity, any-length, latency."""
         options = {"num_cpus": 1, "memory": VERIFY_MEMORY, "name": f"verify {art.target}"}
-        return self._run(self._verify, options, f"verify {art.target}", 600 + QUEUE_SLACK,
+        return self._run(self._verify, options, f"verify {art.target}",
+                         VERIFY_TIMEOUT + QUEUE_SLACK,
                          pack(folder), art, signature, probe_ref)
 
     def _run(self, task, options: dict[str, Any], label: str, limit: float, *args):
@@ -294,8 +296,6 @@ def verify_task(blob: bytes, art, signature, probe) -> dict[str, Any]:
             return _failed(node, err)
     return {"ok": True, "node": node, **value}
 
-
-VERIFY_TIMEOUT = 600.0
 
 
 def verify_job(root: str, art: dict, signature: dict, probe: str, task: str) -> dict[str, Any]:
