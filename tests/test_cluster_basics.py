@@ -92,6 +92,7 @@ def test_models_that_cannot_be_exported_together_are_refused(tmp_path, case):
 @pytest.mark.parametrize("args, words", [
     (["--replicas", "2"], "add --ray"),
     (["--ray", "--replicas", "3", "--max-replicas", "2"], "below --replicas 3"),
+    (["--ray", "--workers", "2"], "on Ray, ask for --replicas"),
 ])
 def test_serve_refuses_replicas_it_cannot_honour(tmp_path, args, words):
     """Before it reads a bundle (there is none here)."""

@@ -121,9 +121,7 @@ def _serve_args(sub) -> None:
     s.add_argument("--max-batch", type=int, default=1024, help="rows per request (default 1024)")
     s.add_argument("--max-body-mb", type=float, default=8.0, help="request body limit in MB")
     s.add_argument("--dev", action="store_true", help="Flask's development server instead")
-    s.add_argument("--ray", nargs="?", const=True, default=None, metavar="ADDRESS",
-                   help="serve as a Ray Serve application on the Ray cluster at ADDRESS "
-                        "(HEAD:6379), else RAY_ADDRESS's, else a new one on this machine")
+    _ray_arg(s, "serve as a Ray Serve application")
     s.add_argument("--replicas", type=_positive, default=None,
                    help="with --ray: replicas of the server, one CPU each (default 1)")
     s.add_argument("--max-replicas", type=_positive, default=None,
@@ -159,10 +157,10 @@ def _window_ms(text: str) -> float:
     return ms
 
 
-def _ray_arg(p: argparse.ArgumentParser) -> None:
+def _ray_arg(p: argparse.ArgumentParser, what: str = "run the cells as Ray tasks") -> None:
     p.add_argument("--ray", nargs="?", const=True, default=None, metavar="ADDRESS",
-                   help="run the cells as tasks on a Ray cluster: the one at ADDRESS "
-                        "(HEAD:6379), else RAY_ADDRESS's, else a new one on this machine")
+                   help=f"{what} on the Ray cluster at ADDRESS (HEAD:6379), else the one "
+                        f"RAY_ADDRESS names, else a new one on this machine")
 
 
 def _verbose_arg(p: argparse.ArgumentParser) -> None:
@@ -281,6 +279,9 @@ def _cmd_export(a: argparse.Namespace) -> int:
 def _check_replicas(a: argparse.Namespace) -> None:
     if a.ray is None:
         raise DeploykitError("--replicas and --max-replicas serve on Ray: add --ray [ADDRESS]")
+    if a.workers or a.threads or a.dev:
+        raise DeploykitError("--workers, --threads and --dev shape a server on this machine; "
+                             "on Ray, ask for --replicas")
     if a.max_replicas and a.max_replicas < (a.replicas or 1):
         raise DeploykitError(f"--max-replicas {a.max_replicas} is below --replicas "
                              f"{a.replicas or 1}")
