@@ -105,6 +105,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def serve(bundles: Path | list[Path], *args: str, wait: float = 60
+          ) -> tuple[subprocess.Popen, str]:
+    """`deploykit serve BUNDLES ARGS` on a free loopback port, once it answers ready (the
+    test fails with the server's output when it does not within ``wait`` seconds)."""
+    import pytest
+    import requests
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "deploykit", "serve",
+                             *map(str, bundles if isinstance(bundles, list) else [bundles]),
+                             "--port", str(port), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + wait
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if requests.get(url + "/v2/health/ready", timeout=5).ok:
+                return proc, url
+        except requests.RequestException:  # not listening yet, or its workers still booting
+            time.sleep(0.1)
+    proc.kill()
+    pytest.fail(f"server did not start: {proc.communicate()}")
+
+
 def digits(flows: Iterable[str] = FLOWS) -> dict[str, dict[str, Path]]:
     """``{flow: {"model": folder, "bundle": folder, "cells": {target: cell}}}`` from the
     main job itself: ``deploykit what-if --data digits`` (every flow at its default epochs,

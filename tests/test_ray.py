@@ -93,21 +93,8 @@ def test_what_if_on_two_nodes_gives_the_main_jobs_verdicts(cluster, tmp_path):
 def ray_server(cluster):
     """Up for the serving tests only: its two replicas hold both nodes' CPUs."""
     bundle = shared.digits(["sklearn"])["sklearn"]["bundle"]
-    port = shared.free_port()
-    proc = subprocess.Popen([*CLI, "serve", str(bundle), "--targets", "onnx,tflite", "--port",
-                             str(port), "--ray", cluster["address"], "--replicas", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 180
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            if requests.get(url + "/v2/health/ready", timeout=5).ok:
-                break
-        except requests.RequestException:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail(f"the Ray Serve server did not start: {proc.communicate()}")
+    proc, url = shared.serve(bundle, "--targets", "onnx,tflite", "--ray", cluster["address"],
+                             "--replicas", "2", wait=180)
     yield {"url": url, "bundle": bundle, "proc": proc}
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)

@@ -43,7 +43,7 @@ def server(bundles, tmp_path_factory):
     """`deploykit serve` on a copy of both bundles (so a test may tamper with the copy)."""
     root = tmp_path_factory.mktemp("served")
     copies = [shutil.copytree(b, root / b.name) for b in bundles.values()]
-    proc, url = _serve(copies, "--max-batch", "500", "--max-body-mb", "1")
+    proc, url = shared.serve(copies, "--max-batch", "500", "--max-body-mb", "1")
     yield {"url": url, "copies": copies, "proc": proc}
     proc.terminate()
     proc.wait(timeout=30)
@@ -303,25 +303,6 @@ print(opts.intra_op_num_threads, spin, torch.get_num_threads())
         assert r.stdout.split() == [str(n), "0", str(n)], r.stdout
 
 
-def _serve(bundles: Path | list[Path], *args: str) -> tuple[subprocess.Popen, str]:
-    """`deploykit serve BUNDLES ARGS` on a free loopback port, once it answers."""
-    port = shared.free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "deploykit", "serve",
-                             *map(str, bundles if isinstance(bundles, list) else [bundles]),
-                             "--port", str(port), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            if requests.get(url + "/v2/health/ready", timeout=5).ok:
-                return proc, url
-        except requests.RequestException:  # not listening yet, or its workers still booting
-            time.sleep(0.1)
-    proc.kill()
-    pytest.fail(f"server did not start: {proc.communicate()}")
-
-
 # Valid requests the server may still refuse: 404 (a documented model name's target that the
 # model lacks, from a doc that lists every model's targets) and 422 (documented: the model
 # gives NaN or Inf for these inputs, e.g. values near float32's limit through a CNN).
@@ -337,7 +318,7 @@ def test_openapi_matches_the_server_under_schemathesis(bundles, tmp_path):
     bounded number of examples; it must find nothing."""
     st = shared.venv("schemathesis==4.32.5").with_name("st")
     (tmp_path / "schemathesis.toml").write_text(ST_CONFIG)
-    proc, url = _serve(bundles["torch"], "--workers", "2")
+    proc, url = shared.serve(bundles["torch"], "--workers", "2")
     try:
         r = subprocess.run([str(st), "run", f"{url}/openapi.json", "--checks", "all",
                             "--max-examples", "25", "--seed", "7", "--no-color"],
@@ -352,7 +333,7 @@ def test_openapi_matches_the_server_under_schemathesis(bundles, tmp_path):
 
 
 def test_workers_share_one_port_and_finish_a_request_in_flight_on_sigterm(bundles):
-    proc, url = _serve(bundles["torch"], "--workers", "2", "--targets", "onnx")
+    proc, url = shared.serve(bundles["torch"], "--workers", "2", "--targets", "onnx")
     assert "(2 worker processes)" in proc.stdout.readline()
     ready = [proc.stdout.readline() for _ in range(2)]
     assert len({re.search(r"worker (\d+) ready \(\d+ MB resident\)", line)[1]
