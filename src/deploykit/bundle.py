@@ -79,24 +79,12 @@ class BundleWriter:
         self.root.chmod(0o755)
 
     def add_probe(self, probe: Probe) -> dict[str, str]:
-        (self.root / "probe").mkdir()
-        np.savez(self.root / "probe" / "inputs.npz", **probe.inputs)
-        np.savez(self.root / "probe" / "reference.npz", **probe.reference)
+        paths = write_probe(probe, self.root)
         # the same, as JSON tensors, for runtimes without numpy (the browser page)
         web = {"inputs": {k: tensor_json(v) for k, v in probe.inputs.items()},
                "reference": {k: tensor_json(v) for k, v in probe.reference.items()}}
         (self.root / "probe" / "probe.json").write_text(json.dumps(web))
-        paths = {"inputs": "probe/inputs.npz", "reference": "probe/reference.npz",
-                 "json": "probe/probe.json"}
-        if probe.y is not None:
-            np.savez(self.root / "probe" / "targets.npz", y=probe.y)
-            paths["targets"] = "probe/targets.npz"
-        if probe.shorter is not None:  # for the artifacts that take any length
-            np.savez(self.root / "probe" / "shorter_inputs.npz", **probe.shorter.inputs)
-            np.savez(self.root / "probe" / "shorter_reference.npz", **probe.shorter.reference)
-            paths["shorter_inputs"] = "probe/shorter_inputs.npz"
-            paths["shorter_reference"] = "probe/shorter_reference.npz"
-        return paths
+        return {**paths, "json": "probe/probe.json"}
 
     def add_artifact(self, target: str, produced: Path, file: str) -> str:
         """Move a converter's output folder in as ``artifacts/<target>``; return the path."""
@@ -191,16 +179,34 @@ class Bundle:
                 "metric_change": round(-metric["drop"], 4) + 0.0 if metric else None}
 
     def probe(self) -> Probe:
-        p = self.manifest["probe"]
-        y = self._arrays(p["targets"])["y"] if "targets" in p else None
-        shorter = Probe(self._arrays(p["shorter_inputs"]), self._arrays(p["shorter_reference"]),
-                        None, self.task) if "shorter_inputs" in p else None
-        return Probe(self._arrays(p["inputs"]), self._arrays(p["reference"]), y, self.task,
-                     shorter)
+        return read_probe(self.root, self.manifest["probe"], self.task)
 
-    def _arrays(self, rel: str) -> dict[str, np.ndarray]:
-        with np.load(self.root / rel, allow_pickle=False) as z:
+
+def write_probe(probe: Probe, root: Path) -> dict[str, str]:
+    """The probe set as .npz files in ``root/probe``; their paths relative to ``root`` (the
+    manifest's ``probe`` record, read back by :func:`read_probe`)."""
+    (root / "probe").mkdir()
+    arrays = {"inputs": probe.inputs, "reference": probe.reference}
+    if probe.y is not None:
+        arrays["targets"] = {"y": probe.y}
+    if probe.shorter is not None:  # for the artifacts that take any length
+        arrays |= {"shorter_inputs": probe.shorter.inputs,
+                   "shorter_reference": probe.shorter.reference}
+    for name, values in arrays.items():
+        np.savez(root / "probe" / f"{name}.npz", **values)
+    return {name: f"probe/{name}.npz" for name in arrays}
+
+
+def read_probe(root: Path, paths: dict[str, str], task: str) -> Probe:
+    """The probe set :func:`write_probe` wrote under ``root``."""
+    def arrays(rel: str) -> dict[str, np.ndarray]:
+        with np.load(root / rel, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
+
+    y = arrays(paths["targets"])["y"] if "targets" in paths else None
+    shorter = Probe(arrays(paths["shorter_inputs"]), arrays(paths["shorter_reference"]), None,
+                    task) if "shorter_inputs" in paths else None
+    return Probe(arrays(paths["inputs"]), arrays(paths["reference"]), y, task, shorter)
 
 
 def load_bundle(path: str | Path, *, check_hashes: bool = True) -> Bundle:

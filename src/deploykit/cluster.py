@@ -270,51 +270,35 @@ def _load_edges(graph):
 
 def verify_task(blob: bytes, art, signature, probe) -> dict[str, Any]:
     """Check one artifact in a deploykit worker on this node (see :func:`verify_job`)."""
-    import numpy as np
-
     from deploykit import worker
+    from deploykit.bundle import write_probe
 
     worker.keep_pool(idle=IDLE_PER_RAY_WORKER)
     node = node_id()
     with tempfile.TemporaryDirectory(prefix="deploykit-ray-") as tmp:
-        root = Path(tmp)
+        root = Path(tmp)  # laid out as a bundle: artifacts/<target>/ and probe/
         unpack(blob, root / art.folder)
-        arrays = {f"in/{k}": v for k, v in probe.inputs.items()} | \
-            {f"ref/{k}": v for k, v in probe.reference.items()}
-        if probe.shorter is not None:
-            arrays |= {f"short_in/{k}": v for k, v in probe.shorter.inputs.items()} | \
-                {f"short_ref/{k}": v for k, v in probe.shorter.reference.items()}
-        if probe.y is not None:
-            arrays["y"] = probe.y
-        np.savez(root / "probe.npz", **arrays)
         try:
             value = worker.run("deploykit.cluster:verify_job", {
                 "root": str(root), "art": art.to_dict(), "signature": signature.to_dict(),
-                "probe": str(root / "probe.npz"), "task": probe.task},
+                "probe": write_probe(probe, root), "task": probe.task},
                 timeout=VERIFY_TIMEOUT, label=f"verify {art.target}")
         except WorkerError as err:
             return _failed(node, err)
     return {"ok": True, "node": node, **value}
 
 
-
-def verify_job(root: str, art: dict, signature: dict, probe: str, task: str) -> dict[str, Any]:
+def verify_job(root: str, art: dict, signature: dict, probe: dict[str, str],
+               task: str) -> dict[str, Any]:
     """Worker side: parity of one artifact in its runtime, whether it takes any length, and
     its batch-1 latency when it passed (measured here, beside whatever else the node runs)."""
-    import numpy as np
-
     from deploykit.artifact import Artifact
     from deploykit.building import check_artifact, latency, takes_any_length
-    from deploykit.parity import Probe
+    from deploykit.bundle import read_probe
     from deploykit.signature import Signature
 
     a, sig = Artifact.from_dict(art), Signature.from_dict(signature)
-    with np.load(probe, allow_pickle=False) as z:
-        part = {k: {n.split("/", 1)[1]: z[n] for n in z.files if n.startswith(k + "/")}
-                for k in ("in", "ref", "short_in", "short_ref")}
-        y = z["y"] if "y" in z.files else None
-    shorter = Probe(part["short_in"], part["short_ref"], None, task) if part["short_in"] else None
-    p = Probe(part["in"], part["ref"], y, task, shorter)
+    p = read_probe(Path(root), probe, task)
     start = time.perf_counter()
     result, runner = check_artifact(Path(root), sig, a, p)
     verify_s = time.perf_counter() - start
