@@ -59,6 +59,9 @@ class Cell:
     log_tail: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)  # convert, verify, latency
     placement: dict[str, Any] | None = None  # on a Ray cluster: the nodes that made it
+    runtime: str | None = None  # the runner that loads the target's artifacts
+    converter_versions: dict[str, str] = field(default_factory=dict)  # along its route
+    verified_with: dict[str, str] = field(default_factory=dict)  # the runtime that checked it
 
     def failure(self) -> Failure:
         """The manifest's record of a failed or errored cell."""
@@ -191,7 +194,8 @@ class Build:
         if node in self.wanted and node not in self.cells:
             why, tail = self.failed[node]
             names = [self.source.node, *[e.dst for e in self.routes[node]]]
-            self.cells[node] = Cell(node, "error", names, why, log_tail=tail)
+            self.cells[node] = Cell(node, "error", names, why, log_tail=tail,
+                                    runtime=graph.NODES[node].runtime)
             advance(status=f"{node}: error")
 
     def _along(self, target: str, key: str) -> dict[str, str]:
@@ -216,7 +220,9 @@ class Build:
             None if result else ("; ".join(result.failures) or result.vacuous), result,
             tree_size(self.writer.root / art.folder), ms,
             seconds={"convert": round(self.edge_seconds.get(target, 0.0), 3),
-                     "verify": round(time.perf_counter() - start, 3)}, placement=placement)
+                     "verify": round(time.perf_counter() - start, 3)}, placement=placement,
+            runtime=art.runtime, converter_versions=art.converter_versions,
+            verified_with=art.verified_with)
         return target
 
     def _artifact(self, target: str, info: dict[str, Any], rel: str) -> Artifact:
