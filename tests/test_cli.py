@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import html
 import json
 import os
 import subprocess
@@ -148,5 +149,9 @@ def test_whatif_with_failed_cells_exits_1_and_keeps_whole_reasons(tmp_path):
     md = (out / "report.md").read_text()
     assert "### sklearn → onnx-web" in md and cells["onnx"]["reason"] in md
     assert "about to crash" in md
+    page = (out / "report.html").read_text()  # the same cells and whole reasons, as a page
+    for target in ("onnx", "onnx-web"):
+        assert f'data-target="{target}" data-status="error"' in page
+    assert html.escape(cells["onnx"]["reason"]) in page
     manifest = json.loads((out / "bundles" / "iris-sklearn" / "manifest.json").read_text())
     assert {f["target"] for f in manifest["failed"]} == {"onnx", "onnx-web"}

@@ -127,3 +127,13 @@ class Failure:
     def from_dict(cls, d: dict[str, Any]) -> Failure:
         return cls(d["target"], d["status"], tuple(d.get("route") or ()), d.get("reason") or "",
                    d.get("log_tail"))
+
+
+def tradeoff(size: int, fp32_size: int | None, metric: dict[str, Any] | None) -> dict[str, Any]:
+    """A reduced-precision artifact against its fp32 sibling: its size as a share of the
+    sibling's, and the task-metric change on the probe set (artifact minus original; None
+    when the truth is unknown)."""
+    return {"bytes": size,
+            "size_vs_fp32": round(size / fp32_size, 3) if fp32_size else None,
+            "metric": metric.get("name") if metric else None,
+            "metric_change": round(-metric["drop"], 4) + 0.0 if metric else None}

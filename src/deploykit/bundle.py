@@ -35,7 +35,7 @@ import numpy as np
 
 from deploykit._fs import json_safe, read_schema_json, replace_dir
 from deploykit._tensors import tensor_json
-from deploykit.artifact import Artifact, Failure
+from deploykit.artifact import Artifact, Failure, tradeoff
 from deploykit.errors import BundleError
 from deploykit.parity import Probe
 from deploykit.signature import Signature
@@ -168,15 +168,11 @@ class Bundle:
                           f"{', '.join(a.target for a in self.artifacts) or 'none'})")
 
     def tradeoff(self, art: Artifact) -> dict[str, Any]:
-        """Size against the fp32 artifact of the same runtime, and the task-metric change on
-        the held-out probe set (artifact minus original; None when the truth is unknown)."""
+        """Size against the fp32 artifact of the same runtime, and the task-metric change
+        (see :func:`deploykit.artifact.tradeoff`)."""
         fp32 = next((a.bytes for a in self.artifacts
                      if a.runtime == art.runtime and a.profile == "fp32"), None)
-        metric = art.parity.metric or {}
-        return {"bytes": art.bytes,
-                "size_vs_fp32": round(art.bytes / fp32, 3) if fp32 else None,
-                "metric": metric.get("name"),
-                "metric_change": round(-metric["drop"], 4) + 0.0 if metric else None}
+        return tradeoff(art.bytes, fp32, art.parity.metric)
 
     def probe(self) -> Probe:
         return read_probe(self.root, self.manifest["probe"], self.task)

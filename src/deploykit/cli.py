@@ -96,6 +96,11 @@ def _bundle_args(sub) -> None:
     i.add_argument("bundle")
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=_cmd_inspect)
+    r = sub.add_parser("report", help="write report.html (one self-contained page) for a "
+                                      "what-if output folder or a bundle")
+    r.add_argument("folder", help="a what-if --out folder (reads its report.json) or a bundle")
+    r.add_argument("--out", help="where to write the page (default: FOLDER/report.html)")
+    r.set_defaults(func=_cmd_report)
 
 
 def _serve_args(sub) -> None:
@@ -204,7 +209,8 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
 
 def _cmd_whatif(a: argparse.Namespace) -> int:
-    from deploykit.whatif import failure_line, matrix_rows, table_rows, what_if
+    from deploykit.report.tables import matrix_rows, table_rows
+    from deploykit.whatif import failure_line, what_if
 
     flows = tuple(f.strip() for f in a.flows.split(",")) if a.flows else FLOWS
     unknown = [f for f in flows if f not in FLOWS]
@@ -217,7 +223,8 @@ def _cmd_whatif(a: argparse.Namespace) -> int:
     if result["targets"]:
         _print_table(f"What-if on {a.data}: every flow × every target "
                      f"(parity, size, batch-1 latency)", *matrix_rows(result))
-    _say(f"report: {a.out}/report.md, {a.out}/report.json; bundles in {a.out}/bundles/ "
+    _say(f"report: {a.out}/report.html (open it in a browser), {a.out}/report.md, "
+         f"{a.out}/report.json; bundles in {a.out}/bundles/ "
          f"({result['seconds']:.0f} s)")
     failed = failure_line(result)
     if failed:
@@ -345,6 +352,13 @@ def _cmd_verify(a: argparse.Namespace) -> int:
         if p.status == "vacuous":
             _say(f"VACUOUS {p.target}: {p.vacuous}", err=True)
     return 0 if r.ok else 1
+
+
+def _cmd_report(a: argparse.Namespace) -> int:
+    from deploykit.report import regenerate
+
+    _say(f"report: {_shown(regenerate(a.folder, a.out))}")
+    return 0
 
 
 def _cmd_inspect(a: argparse.Namespace) -> int:

@@ -109,3 +109,7 @@ class RunnerError(DeploykitError):
 
 class ClusterError(DeploykitError):
     """A Ray cluster cannot be reached, or a cell's task was lost with no retry left."""
+
+
+class ReportError(DeploykitError):
+    """A report cannot be made: the folder holds neither a what-if report nor a bundle."""

@@ -3,7 +3,9 @@
 Each flow trains into ``OUT/models/<dataset>-<flow>/`` and is exported to every target into
 the bundle ``OUT/bundles/<dataset>-<flow>/``; every artifact is verified in its own runtime.
 A flow or a converter that fails is reported with its reason and the rest still run. The
-matrix is written as ``report.json`` and ``report.md`` in ``OUT`` and returned.
+matrix is written as ``report.json``, ``report.md`` and ``report.html`` (one self-contained
+page: the matrix, size against latency, fp16 / int8 against fp32; see
+:mod:`deploykit.report`) in ``OUT``, and returned.
 """
 
 from __future__ import annotations
@@ -14,13 +16,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from deploykit._fs import human_bytes, json_safe
+from deploykit._fs import json_safe, write_atomic
 from deploykit._progress import Reporter
 from deploykit.errors import DeploykitError
-from deploykit.flows import FLOWS
-from deploykit.parity import ParityResult
-
-SCHEMA = "deploykit.whatif/2"
+from deploykit.flows import DEEP_FLOWS, FLOWS
+from deploykit.report import SCHEMA, write_html
+from deploykit.report.tables import markdown
 
 
 @dataclass(frozen=True)
@@ -72,8 +73,9 @@ def what_if(data: str = "digits", out: str | Path = "whatif-out", *,
             starts as soon as it is trained, while the next flow trains here.
 
     Returns:
-        The report (also written as ``OUT/report.json`` and ``OUT/report.md``); a flow that
-        failed is a row with its error, a target that failed a cell with its reason.
+        The report (also written as ``OUT/report.json``, ``report.md`` and ``report.html``);
+        a flow that failed is a row with its error, a target that failed a cell with its
+        reason; ``auto`` is what ``--flow auto`` would choose from these validation scores.
 
     Raises:
         DataError: ``data`` cannot be loaded (before anything is trained).
@@ -90,11 +92,32 @@ def what_if(data: str = "digits", out: str | Path = "whatif-out", *,
         rows = _flows(flows, run, report, cluster)
     result = {"schema": SCHEMA, "data": str(data), "seed": seed,
               "targets": _columns(rows), "rows": [asdict(r) for r in rows],
+              "auto": _auto(rows, dataset.task),
               "seconds": round(time.perf_counter() - start, 2)}
-    run.out.mkdir(parents=True, exist_ok=True)
-    (run.out / "report.json").write_text(json.dumps(json_safe(result), indent=2) + "\n")
-    (run.out / "report.md").write_text(markdown(result))
+    write_reports(json_safe(result), run.out)
     return result
+
+
+def write_reports(result: dict[str, Any], out: Path) -> None:
+    """``report.json``, ``report.md`` and the self-contained ``report.html`` in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "report.json", json.dumps(result, indent=2) + "\n")
+    write_atomic(out / "report.md", markdown(result))
+    write_html(result, out / "report.html")
+
+
+def _auto(rows: list[FlowRow], task: str) -> dict[str, Any] | None:
+    """What ``--flow auto`` would choose from these flows' validation scores (None without
+    the sklearn flow or any deep flow it would need)."""
+    from deploykit.training.auto import DEFAULT_DEEP_FLOW, decision
+    from deploykit.training.common import primary_metric
+
+    metric = primary_metric(task)
+    scores = {r.flow: r.validation[metric] for r in rows if r.ok and r.validation}
+    deep = [f for f in (DEFAULT_DEEP_FLOW, *DEEP_FLOWS) if f in scores]
+    if "sklearn" not in scores:
+        return None
+    return decision(task, scores, deep_flow=deep[0] if deep else DEFAULT_DEEP_FLOW)
 
 
 def _flows(flows: tuple[str, ...], run: _Run, report: Reporter, cluster) -> list[FlowRow]:
@@ -204,76 +227,3 @@ def _columns(rows: list[FlowRow]) -> list[str]:
             if c["target"] not in seen:
                 seen.append(c["target"])
     return seen
-
-
-def cell_text(c: dict[str, Any]) -> str:
-    """One matrix cell: verdict with worst error or agreement, size, batch-1 latency."""
-    if c["status"] == "n/a":
-        return "n/a (no route)"
-    if c["status"] == "error":
-        return "ERROR: " + (c["reason"] or "")[:80]
-    p = ParityResult.from_dict(c["parity"])
-    if c["status"] == "fail" and p.max_abs is None:
-        return "FAIL: " + (c["reason"] or "")[:80]
-    lat = f" {c['latency_ms']:.2f}ms" if c.get("latency_ms") is not None else ""
-    verdict = {"pass": "PASS", "vacuous": "VACUOUS"}.get(c["status"], "FAIL")
-    return f"{verdict} {p.worst} {human_bytes(c['bytes'])}{lat}"
-
-
-def matrix_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """Rows = flows, columns = targets."""
-    targets = result.get("targets", [])
-    header = ["flow", *targets]
-    cells = []
-    for r in result["rows"]:
-        by = {c["target"]: c for c in r.get("cells") or []}
-        if not r["ok"]:
-            cells.append([r["flow"], *[f"FAILED: {r['error']}"[:60]] * len(targets)])
-            continue
-        cells.append([r["flow"], *[cell_text(by[t]) if t in by else "" for t in targets]])
-    return header, cells
-
-
-def table_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """Header and cells of the comparison, shared by the terminal and Markdown renderings."""
-    metric_names: list[str] = []
-    for r in result["rows"]:
-        for k in r["metrics"] or {}:
-            if k not in metric_names:
-                metric_names.append(k)
-    header = ["flow", "model", *[f"test {m}" for m in metric_names], "train s", "model size"]
-    cells = []
-    for r in result["rows"]:
-        if not r["ok"]:
-            cells.append([r["flow"], f"FAILED: {r['error']}", *[""] * (len(header) - 2)])
-            continue
-        cells.append([r["flow"], r["model"], *[f"{r['metrics'][m]:.4f}" for m in metric_names],
-                      f"{r['train_seconds']:.1f}", human_bytes(r["bytes"])])
-    return header, cells
-
-
-def markdown(result: dict[str, Any]) -> str:
-    lines = [f"# What-if: every flow on `{result['data']}`", ""]
-    for title, (header, cells) in (("Training", table_rows(result)),
-                                   ("Deployment targets (parity, size, batch-1 latency)",
-                                    matrix_rows(result))):
-        lines += [f"## {title}", "", "| " + " | ".join(header) + " |",
-                  "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in cells]
-        lines.append("")
-    return "\n".join(lines + _failures_md(result)) + "\n"
-
-
-def _failures_md(result: dict[str, Any]) -> list[str]:
-    """Every failure with its whole reason and the tail of the converter's output."""
-    lines = []
-    for r in result["rows"]:
-        items = [("training", r["error"], r.get("log_tail"))] if not r["ok"] else [
-            (c["target"], c["reason"], c.get("log_tail")) for c in r.get("cells") or []
-            if c["status"] in ("fail", "error")]
-        for target, why, tail in items:
-            lines += [f"### {r['flow']} → {target}", "", (why or "").strip(), ""]
-            if tail:
-                lines += ["<details><summary>last lines of its output</summary>", "", "~~~",
-                          tail, "~~~", "", "</details>", ""]
-    return ["## Failures", "", *lines] if lines else []
