@@ -455,6 +455,18 @@ def test_405_names_the_allowed_methods_and_wrong_field_types_are_400(bundles):
 def test_page_and_openapi(server, bundles):
     html = requests.get(server["url"] + "/").text
     assert "digits-sklearn" in html and "onnx-web" in html and "PASS" in html
+    for b in map(deploykit.load_bundle, bundles.values()):  # each bundle's report, linked
+        assert f'href="/report/{b.name}"' in html
+        r = requests.get(f"{server['url']}/report/{b.name}")
+        assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/html")
+        for a in b.artifacts:  # the same cells, on the page and in the report
+            cell = (f'data-flow="{b.name}" data-target="{a.target}" '
+                    f'data-status="{a.parity.status}"')
+            assert cell in html and f'data-target="{a.target}" data-status=' \
+                f'"{a.parity.status}"' in r.text
+            assert " → ".join(a.route) in html
+    r = requests.get(server["url"] + "/report/nothing")
+    assert r.status_code == 404 and "unknown model 'nothing'" in r.json()["error"]
     doc = requests.get(server["url"] + "/openapi.json").json()
     assert doc["openapi"].startswith("3.") and "/v2/models/{model}/infer" in doc["paths"]
     r = requests.get(server["url"] + "/web/engines.mjs")

@@ -586,6 +586,12 @@ def _file_routes(app, models: dict[str, ServedModel]) -> None:
             raise ApiError(404, f"not a browser artifact of '{name}': {rel}")
         return send_from_directory(m.bundle.root, rel)
 
+    @app.get("/report/<name>")
+    def report(name: str):
+        from deploykit.report import bundle_result, render
+
+        return render(bundle_result(_model(models, name).bundle.manifest))
+
     @app.get("/")
     def index():
         from deploykit.serve.page import render

@@ -8,20 +8,31 @@ import html
 import json
 from typing import Any
 
-from deploykit._fs import human_bytes
 from deploykit.graph import BROWSER
 from deploykit.signature import format_shape
 
 
 def _rows(m) -> str:
+    """One row per target the bundle tried: its verdict, figures and evidence (the same
+    cell as the bundle's report), and where it is served."""
+    from deploykit.report import artifact_cell, failure_cell
+    from deploykit.report.page import cell_html
+
+    made = {a.target for a in m.bundle.artifacts}
     out = []
     for a in m.bundle.artifacts:
         served = "server" if a.target in m.served else (a.runs if a.runs == BROWSER else "-")
-        out.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in (
-            a.target, a.runtime, served, "PASS" if a.passed else "FAIL", a.parity.worst,
-            human_bytes(a.bytes), "" if a.latency_ms is None else f"{a.latency_ms:.3f} ms"))
-            + "</tr>")
+        out.append(_row(a.target, a.runtime, served,
+                        cell_html(m.bundle.name, artifact_cell(a))))
+    for f in m.bundle.failed:
+        if f.target not in made:
+            out.append(_row(f.target, "", "-", cell_html(m.bundle.name, failure_cell(f))))
     return "\n".join(out)
+
+
+def _row(target: str, runtime: str, served: str, cell: str) -> str:
+    return (f"<tr><td>{html.escape(target)}</td><td>{html.escape(runtime)}</td>"
+            f"<td>{html.escape(served)}</td>{cell}</tr>")
 
 
 def render(models: dict[str, Any]) -> str:
@@ -39,21 +50,27 @@ def render(models: dict[str, Any]) -> str:
 <h2>{html.escape(name)}</h2>
 <p>{html.escape(m.task)}, input {html.escape(", ".join(
             f"{s.name} {format_shape(s.shape)}" for s in m.signature.inputs))},
-default target <b>{html.escape(m.default)}</b></p>
-<table><tr><th>target</th><th>runtime</th><th>runs in</th><th>parity</th><th>worst</th>
-<th>size</th><th>batch-1</th></tr>{_rows(m)}</table>
+default target <b>{html.escape(m.default)}</b> ·
+<a href="/report/{html.escape(name)}">report</a> (matrix, size against latency, fp16 / int8)</p>
+<table><tr><th>target</th><th>runtime</th><th>runs in</th>
+<th>parity, size, batch-1 (open for the evidence)</th></tr>{_rows(m)}</table>
 <textarea rows="3" cols="100">{html.escape(example)}</textarea><br>
 <button>predict on every artifact</button>
 <pre class="answers"></pre></section>""")
-    return PAGE.replace("{{sections}}", "\n".join(sections))
+    from deploykit.report.page import CELL_CSS
+
+    return PAGE.replace("{{sections}}", "\n".join(sections)).replace("{{cell_css}}", CELL_CSS)
 
 
 PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>deploykit serve</title>
 <script type="importmap">{"imports": {
  "@tensorflow/tfjs": "/web/node_modules/@tensorflow/tfjs/dist/tf.fesm.min.js",
  "onnxruntime-web": "/web/node_modules/onnxruntime-web/dist/ort.min.mjs"}}</script>
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <style>body{font:14px system-ui,sans-serif;margin:2em}table{border-collapse:collapse}
-td,th{border:1px solid #ccc;padding:3px 8px}</style></head><body>
+td,th{border:1px solid #ccc;padding:3px 8px;vertical-align:top}{{cell_css}}
+.cell summary span{display:inline;margin-left:.8em}</style></head>
+<body>
 <h1>deploykit serve</h1><p><a href="/openapi.json">OpenAPI</a> ·
 <a href="/metadata">metadata</a> · POST /validate re-checks parity live</p>
 {{sections}}
