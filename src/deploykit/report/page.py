@@ -172,12 +172,12 @@ def _table_of(what: str, n: int, head: str, body: str) -> str:
 
 
 def _flow_key(flow: str, flows: list[str]) -> str:
-    return (f'<span class="key"><span class="swatch" style="background:'
+    return (f'<span class="entry"><span class="swatch" style="background:'
             f'{plots.colour(flows.index(flow))}"></span>{escape(flow)}</span>')
 
 
 def _target_key(target: str, targets: list[str]) -> str:
-    return f'<span class="key">{plots.legend_marker(targets.index(target))}{escape(target)}</span>'
+    return f'<span class="entry">{plots.legend_marker(targets.index(target))}{escape(target)}</span>'
 
 
 def _legend(flows: list[str], targets: list[str]) -> str:
@@ -276,7 +276,7 @@ figure.wide{margin:0;max-width:900px}details.table{margin:.5rem 0}
 details.table>summary{cursor:pointer;font-weight:600}details.table td{white-space:nowrap}
 svg.plot{width:100%;height:auto;font-size:11px;background:#fff}
 svg .grid{stroke:#ddd}svg .ref{stroke:#333;stroke-dasharray:4 3}svg .axis{font-size:12px}
-.key{white-space:nowrap;margin-right:.6rem}
+.entry{white-space:nowrap;margin-right:.6rem}
 .swatch{display:inline-block;width:.8em;height:.8em;margin-right:.3em;border:1px solid #222;
 vertical-align:-1px}.mark{vertical-align:-2px;margin-right:.25em}
 .legend{display:block;margin:.3rem 0}
