@@ -21,7 +21,7 @@ _API = {  # name -> "module:attribute"
     "export": "deploykit.exporting:export",
     "export_many": "deploykit.exporting:export_many",
     "verify": "deploykit.exporting:verify",
-    "load_bundle": "deploykit.bundle:load_bundle",
+    "load_bundle": "deploykit.predicting:load_bundle",  # a Bundle that predicts
     "workers": "deploykit.worker:pool",  # `with deploykit.workers():` shares worker processes
 }
 

@@ -319,7 +319,7 @@ def check_artifact(root: Path, signature: Signature, art: Artifact, probe: Probe
     except DeploykitError as e:
         return ParityResult(art.target, art.profile, False, failures=[reason(e)]), None
     try:
-        return check(art.target, art.profile, runner.predict, probe, art.batch), runner
+        return check(art.target, art.profile, runner.predict, probe), runner
     except BaseException:
         runner.close()
         raise

@@ -148,22 +148,27 @@ def profile_rules() -> dict[str, dict[str, float | None]]:
             for p in PROFILES.values()}
 
 
-def batch_sizes(n: int, fixed: int | None = None) -> list[int]:
-    """Batch sizes to try: 1, an odd size and the full set (or only ``fixed``)."""
-    if fixed is not None:
-        return [fixed]
+def batch_sizes(n: int) -> list[int]:
+    """Batch sizes to try: 1, an odd size and the full set. Every artifact takes each: its
+    runner runs one of a fixed batch in chunks of it (:class:`deploykit.formats.base.Runner`)."""
     odd = min(7, n) if min(7, n) % 2 else max(1, min(7, n) - 1)
     return sorted({1, odd, n})
 
 
-def run_batched(predict: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]],
-                probe: Probe, batch: int, fixed: bool = False) -> dict[str, np.ndarray]:
-    """Run the whole probe set in chunks of ``batch`` rows and concatenate; with ``fixed``
-    (an artifact that takes exactly ``batch`` rows), the last chunk is padded."""
+def chunked(predict: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]],
+            inputs: dict[str, np.ndarray], batch: int, *, pad: bool = False
+            ) -> dict[str, np.ndarray]:
+    """``predict`` over ``inputs`` in chunks of ``batch`` rows, the outputs concatenated; with
+    ``pad`` (an artifact that takes exactly ``batch`` rows), the last chunk is padded
+    (:func:`padded`). The one chunking path: runners of fixed-batch artifacts, parity and the
+    sources use it."""
+    n = len(next(iter(inputs.values())))
+    if n == 0 or (n == batch if pad else n <= batch):
+        return predict(inputs)
     parts = []
-    for i in range(0, probe.n, batch):
-        rows = probe.rows(slice(i, i + batch))
-        parts.append(padded(predict, rows, batch) if fixed else predict(rows))
+    for i in range(0, n, batch):
+        rows = {k: v[i:i + batch] for k, v in inputs.items()}
+        parts.append(padded(predict, rows, batch) if pad else predict(rows))
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
@@ -181,21 +186,20 @@ def padded(predict: Callable, rows: Any, batch: int) -> Any:
     return {k: v[:n] for k, v in out.items()} if isinstance(out, dict) else out[:n]
 
 
-def check(target: str, profile: str, predict: Callable, probe: Probe,
-          fixed_batch: int | None = None) -> ParityResult:
+def check(target: str, profile: str, predict: Callable, probe: Probe) -> ParityResult:
     """Compare an artifact's ``predict`` with the probe's reference outputs.
 
     ``predict`` takes a dict of input arrays and returns a dict of outputs named as in the
-    reference. With ``fixed_batch`` (an artifact that declares a fixed batch), the probe is
-    run in chunks of that size; otherwise at batch 1, an odd size and the full set.
+    reference. The probe set is run in chunks of 1, of an odd size and whole (see
+    :func:`batch_sizes`), each compared.
     """
     prof = PROFILES[profile]
     failures: list[str] = []
     batches: dict[str, str] = {}
     full: dict[str, np.ndarray] | None = None
-    for b in batch_sizes(probe.n, fixed_batch):
+    for b in batch_sizes(probe.n):
         try:
-            got = run_batched(predict, probe, b, fixed=fixed_batch is not None)
+            got = chunked(predict, probe.inputs, b)
         except Exception as e:  # any runtime failure at this batch size is a parity failure
             first = (str(e).strip().splitlines() or [""])[0]
             batches[str(b)] = f"error: {type(e).__name__}: {first[:300]}"

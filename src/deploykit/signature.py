@@ -163,6 +163,18 @@ class Signature:
             raise InputError(f"inputs disagree on the batch size: {sorted(batches)}")
         return out
 
+    @property
+    def fixed_batch(self) -> int | None:
+        """The batch every input declares, when it is a fixed size (None when dynamic)."""
+        first = {s.shape[0] if s.shape else None for s in self.inputs}
+        return first.pop() if len(first) == 1 and isinstance(next(iter(first)), int) else None
+
+    def any_batch(self) -> Signature:
+        """The same signature with a dynamic batch."""
+        def opened(s: TensorSpec) -> TensorSpec:
+            return replace(s, shape=(None, *s.shape[1:])) if s.shape else s
+        return Signature(tuple(map(opened, self.inputs)), tuple(map(opened, self.outputs)))
+
     def to_dict(self) -> dict[str, Any]:
         return {"inputs": [s.to_dict() for s in self.inputs],
                 "outputs": [s.to_dict() for s in self.outputs]}

@@ -512,14 +512,9 @@ def _torch_named(out) -> dict[str, np.ndarray]:
 def _in_chunks(fn: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]],
                inputs: dict[str, np.ndarray], batch: int | None) -> dict[str, np.ndarray]:
     """``fn`` over ``inputs`` in chunks of a fixed ``batch`` (the last one padded), or at once."""
-    from deploykit.parity import padded
+    from deploykit.parity import chunked
 
-    if batch is None:
-        return fn(inputs)
-    n = len(next(iter(inputs.values())))
-    parts = [padded(fn, {k: v[i:i + batch] for k, v in inputs.items()}, batch)
-             for i in range(0, n, batch)]
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return fn(inputs) if batch is None else chunked(fn, inputs, batch, pad=True)
 
 
 # -- TensorFlow core ------------------------------------------------------------------------------

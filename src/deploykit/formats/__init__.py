@@ -49,6 +49,16 @@ def load() -> None:
     _loaded = True
 
 
+def preference() -> list[str]:
+    """Targets in the order a default artifact is picked, by the server and by
+    ``Bundle.predict`` (the nodes' ``serve_rank``: light runtimes first)."""
+    from deploykit import graph
+
+    load()
+    ranked = [n for n in graph.NODES.values() if n.serve_rank is not None]
+    return [n.name for n in sorted(ranked, key=lambda n: n.serve_rank)]
+
+
 def runner_class(runtime: str) -> type[Runner]:
     """The Runner registered for ``runtime``.
 

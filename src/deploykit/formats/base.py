@@ -53,6 +53,9 @@ class Runner(ABC):
             raise ValueError(f"threads must be a positive integer, got {threads!r}")
         self.path = Path(path).resolve()  # runtimes in other processes have other cwds
         self.signature = signature
+        # an artifact of a fixed batch takes any batch here, run in chunks of its own
+        self.batch = signature.fixed_batch
+        self._accepts = signature.any_batch() if self.batch else signature
         self.output_names = list(outputs) if outputs else None
         self.threads = threads
         self._signature_outputs = [s.name for s in signature.outputs]
@@ -65,7 +68,22 @@ class Runner(ABC):
                               f"{type(e).__name__}: {e}") from e
 
     def predict(self, inputs: Mapping[str, Any] | Any) -> dict[str, np.ndarray]:
-        arrays = self.signature.validate(inputs)
+        """Named outputs for ``inputs`` (a dict by input name, or a bare array for a model of
+        one input), any batch size: an artifact of a fixed batch runs in chunks of it, the
+        last one padded.
+
+        Raises:
+            InputError: the inputs do not fit the signature.
+            RunnerError: the runtime failed on them.
+        """
+        arrays = self._accepts.validate(inputs)
+        if self.batch:
+            from deploykit.parity import chunked
+
+            return chunked(self._run, arrays, self.batch, pad=True)
+        return self._run(arrays)
+
+    def _run(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
             raw = self._predict(arrays)
         except DeploykitError:

@@ -17,7 +17,6 @@ import numpy as np
 from deploykit import __version__
 from deploykit.errors import DeploykitError, InputError, RunnerError
 from deploykit.graph import BROWSER
-from deploykit.parity import padded
 from deploykit.serve.models import ServedModel
 from deploykit.serve.openapi import V2_ACCEPTED, V2_TYPES
 from deploykit.signature import fits
@@ -293,14 +292,9 @@ def _leaves(values: list, depth: int):
 
 
 def _run(served, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Predict with one artifact; its runner validates the inputs (InputError -> 400)."""
-    fixed, n = served.artifact.batch, len(next(iter(arrays.values())))
-    if fixed and n != fixed:  # a fixed-batch artifact runs in chunks of its batch
-        parts = [padded(served.predict, {k: v[i:i + fixed] for k, v in arrays.items()}, fixed)
-                 for i in range(0, n, fixed)]
-        out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    else:
-        out = served.predict(arrays)
+    """Predict with one artifact; its runner validates the inputs (InputError -> 400) and
+    runs a fixed-batch artifact in chunks of its batch."""
+    out = served.predict(arrays)
     for k, v in out.items():
         if v.dtype.kind == "f" and not np.isfinite(v).all():
             raise ApiError(422, f"the model produced NaN or Inf in '{k}' for these inputs "
@@ -472,10 +466,15 @@ def _answer(m: ServedModel, target: str, out: dict[str, np.ndarray], n: int) -> 
     when the model has outputs that those do not show."""
     answer: dict[str, Any] = {"model": m.name, "target": target}
     if m.task == "classification":
-        probs = out.get("probabilities")
-        idx = out["label"].reshape(-1) if "label" in out else probs.argmax(axis=1)
-        answer["labels"] = [m.labels[i] if i < len(m.labels) else str(i) for i in idx]
-        answer["predictions"] = probs.tolist() if probs is not None else idx.tolist()
+        from deploykit.predicting import labels_of
+
+        answer["labels"] = labels_of(out, m.labels)
+        if "probabilities" in out:
+            answer["predictions"] = out["probabilities"].tolist()
+        elif "label" in out:
+            answer["predictions"] = out["label"].reshape(-1).tolist()
+        else:
+            answer["predictions"] = next(iter(out.values())).reshape(n, -1).tolist()
         shown = {"label", "probabilities"}
     else:
         answer["predictions"] = next(iter(out.values())).reshape(n, -1).tolist()

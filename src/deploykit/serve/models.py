@@ -18,14 +18,6 @@ from deploykit.parity import check
 from deploykit.serve.batching import Batcher
 
 
-def preference() -> list[str]:
-    """Targets in the order the server picks a model's default artifact (the nodes'
-    ``serve_rank``: light runtimes first)."""
-    formats.load()
-    ranked = [n for n in graph.NODES.values() if n.serve_rank is not None]
-    return [n.name for n in sorted(ranked, key=lambda n: n.serve_rank)]
-
-
 def served_by_default(art: Artifact) -> bool:
     """A passing artifact whose runtime runs on the server (browser ones are the page's)."""
     return art.passed and art.runs == graph.SERVER
@@ -105,7 +97,8 @@ class ServedModel:
         for s in self.served.values():  # a fixed-batch artifact runs in chunks anyway
             if batch_window_ms > 0 and not s.artifact.batch:
                 s.batcher = Batcher(s.predict_now, batch_window_ms / 1000, max_batch)
-        self.default = next(t for t in (*preference(), *self.served) if t in self.served)
+        self.default = next(t for t in (*formats.preference(), *self.served)
+                            if t in self.served)
         self.signature = self.bundle.signature
         self.labels = self.bundle.labels
         self.task = self.bundle.task
@@ -131,7 +124,7 @@ class ServedModel:
                              "failures": [f"artifact file changed since start: {changed}"]})
                 continue
             with s.lock:
-                r = check(t, s.artifact.profile, s.runner.predict, probe, s.artifact.batch)
+                r = check(t, s.artifact.profile, s.runner.predict, probe)
             worst = r.max_abs
             rows.append({"target": t, "passed": bool(r), "profile": r.profile,
                          "label_agreement": r.label_agreement, "batches": r.batches,
@@ -151,13 +144,12 @@ def _changed_files(bundle: Bundle, art: Artifact) -> list[str]:
 
 def _probe_from_default(model: ServedModel, x: dict[str, np.ndarray] | np.ndarray):
     """Posted inputs: the default artifact's answers are the reference for the others."""
-    from deploykit.parity import Probe, run_batched
+    from deploykit.parity import Probe
 
     default = model.get(None)  # its own shapes: a length it takes may be new to the others
     arrays = default.artifact.signature(model.signature, with_batch=False).validate(x)
-    probe = Probe(arrays, {}, None, model.task)
     try:
-        ref = run_batched(default.predict, probe, default.artifact.batch or probe.n)
+        ref = default.predict(arrays)
     except DeploykitError as e:
         raise InputError(str(e)) from e
     return Probe(arrays, ref, None, model.task)
