@@ -10,7 +10,6 @@ from conftest import run_cli
 from sources_for_tests import keras_model, sample, tf_module, torch_model
 
 import deploykit
-from deploykit import formats
 
 pytestmark = pytest.mark.slow  # exports user models to every runtime
 
@@ -42,15 +41,21 @@ def test_user_torch_module_needs_a_sample_then_exports(tmp_path):
                          sample=sample(), quiet=True)
     assert r.ok, {c.target: c.reason for c in r.cells}
     tfl = next(c for c in r.cells if c.target == "tflite")
-    assert tfl.parity.batches == {"1": "ok"}  # litert-torch: fixed batch 1, run row by row
     b = deploykit.load_bundle(tmp_path / "b")
+    assert b.artifact("tflite").batch == 1  # litert-torch: a fixed batch of 1 ...
+    assert tfl.parity.batches == {"1": "ok", "7": "ok", "40": "ok"}  # ... run in chunks
     x = sample(5)
     import torch
 
     with torch.no_grad():
         want = torch_model()(torch.from_numpy(x)).numpy()  # the original framework, here
-    got = formats.open_artifact(b, "onnx").predict(x)["probabilities"]
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    with b:
+        for target in ("onnx", "tflite", "executorch"):  # any batch on every artifact
+            for n in (1, 2, 5):
+                got = b.predict(x[:n], target=target).outputs["probabilities"]
+                np.testing.assert_allclose(got, want[:n], rtol=1e-4, atol=1e-5, err_msg=target)
+        checked = b.verify()
+        assert checked.ok and {r.target for r in checked.results} == set(b.targets)
 
 
 def test_tf_core_module_exports_and_cli_inspect(tmp_path):

@@ -1,0 +1,73 @@
+"""Bundle.predict: every artifact of the five digits bundles answers any batch size (the
+runners of fixed-batch artifacts run chunks of their batch) with the original model's
+outputs, within its parity profile."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import shared
+
+import deploykit
+from deploykit.errors import BundleError, InputError
+from deploykit.parity import PROFILES
+
+pytestmark = pytest.mark.slow  # opens every runtime on the shared digits bundles
+
+BATCHES = (1, 2, 7)
+
+
+def _within_profile(got: dict, ref: dict, profile: str, what: str) -> None:
+    prof = PROFILES[profile]
+    for name, want in ref.items():
+        have = np.asarray(got[name])
+        assert have.shape == want.shape, (what, name, have.shape, want.shape)
+        if want.dtype.kind in "iu" or prof.atol is None:  # labels; int8 is judged by labels
+            ours = have.reshape(len(have), -1)
+            theirs = want.reshape(len(want), -1)
+            agree = np.mean(ours.argmax(1) == theirs.argmax(1)) if ours.shape[1] > 1 \
+                else np.mean(ours == theirs)
+            assert agree >= (1.0 if profile == "fp32" else 0.98), (what, name, agree)
+        else:
+            np.testing.assert_allclose(have, want, atol=prof.atol, rtol=prof.rtol,
+                                       err_msg=what)
+
+
+@pytest.mark.parametrize("flow", shared.FLOWS)
+def test_every_artifact_predicts_any_batch_like_the_original(flow):
+    path = shared.digits([flow])[flow]["bundle"]
+    with deploykit.load_bundle(path) as b:
+        probe = b.probe()
+        assert set(b.targets) == {a.target for a in b.artifacts} and len(b.targets) == 11
+        for target in b.targets:
+            profile = b.artifact(target).profile
+            full = b.predict(probe.inputs, target=target)
+            assert full.target == target
+            _within_profile(full.outputs, probe.reference, profile, f"{target} at {probe.n}")
+            for n in BATCHES:
+                rows = {k: v[:n] for k, v in probe.inputs.items()}
+                got = b.predict(rows, target=target).outputs
+                if profile == "fp32":
+                    _within_profile(got, {k: v[:n] for k, v in probe.reference.items()},
+                                    profile, f"{target} at {n}")
+                for k, v in got.items():  # and what the whole set gave those rows
+                    np.testing.assert_allclose(v, full.outputs[k][:n], atol=1e-5, rtol=1e-4,
+                                               err_msg=f"{target} at {n}")
+
+
+def test_the_default_artifact_takes_a_bare_array_and_names_labels():
+    path = shared.digits(["torch"])["torch"]["bundle"]
+    with deploykit.load_bundle(path) as b:
+        probe = b.probe()
+        x = probe.inputs["x"][:3]
+        p = b.predict(x)  # a bare array for a model of one input
+        assert p.target in b.targets and b.artifact(p.target).runs == "server"
+        want = [b.labels[i] for i in probe.reference["probabilities"][:3].argmax(1)]
+        assert p.labels == want
+        tfl = b.predict({"x": x}, target="tflite")  # the issue's case: fixed batch 1, 3 rows
+        assert b.artifact("tflite").batch == 1 and tfl.labels == want
+        with pytest.raises(BundleError, match="has no passing 'nope' artifact"):
+            b.predict(x, target="nope")
+        with pytest.raises(InputError, match="input 'x'"):
+            b.predict(x[:, :10])
+    assert not b._runners  # closed with the block
