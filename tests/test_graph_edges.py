@@ -110,7 +110,7 @@ def test_edge_converts_and_keeps_parity(name, made):
     runner = formats.open_runner(dst.runtime, out / info["file"], Signature.from_dict(sig),
                                  info.get("outputs"))
     probe = Probe(source.probe_inputs, source.reference, None, source.task)
-    result = check(e.dst, dst.profile, runner.predict, probe, info.get("batch"))
+    result = check(e.dst, dst.profile, runner.predict, probe)  # a fixed batch: in chunks
     runner.close()
     assert result, (name, result.failures, asdict(result)["outputs"])
     if not info.get("batch"):
