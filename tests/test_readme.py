@@ -98,7 +98,7 @@ def _serve(root: Path, command: str) -> None:
                           timeout=30)
         assert r.status_code == 200, r.text
         assert len(r.json()["predictions"]) == 1 and r.json()["labels"][0] in "0123456789"
-        for name in ("digits-torch", "model"):  # the second bundle came from a bare .pt2
+        for name in ("digits-torch", "digits-pt2"):  # a bare .pt2: named after its bundle
             v = requests.post(f"{url}/validate?model={name}", timeout=120)
             assert v.status_code == 200 and v.json()["passed"], v.text
     finally:

@@ -124,6 +124,8 @@ def export(model: Any, targets: str | list[str] = "all", *, out: str | Path,
     t0 = time.perf_counter()
     source = detect(model if not isinstance(model, (str, Path)) else Path(model).resolve(),
                     sample=sample, task=task, labels=labels)
+    if not source.name:  # a model file or object: the bundle's folder names it
+        source.name = Path(out).resolve().name
     probe = Probe(source.probe_inputs, source.reference, source.y, source.task,
                   source.shorter)
     writer = BundleWriter(out)

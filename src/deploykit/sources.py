@@ -39,7 +39,7 @@ class Source:
     y: np.ndarray | None = None
     calibration: np.ndarray | None = None
     backend: str | None = None
-    name: str = "model"
+    name: str = ""  # a model folder's dataset-flow; else export names it after its bundle
     metrics: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     image_shape: list[int] | None = None  # when each input row is an image (h, w, c)
