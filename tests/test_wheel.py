@@ -41,6 +41,9 @@ def test_wheel_in_a_fresh_venv_packages_for_edge(tmp_path):
     _run(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
          "-w", tmp_path / "dist", tmp_path / "src")
     wheel = next((tmp_path / "dist").glob("deploykit-*.whl"))
+    import zipfile
+
+    assert "deploykit/py.typed" in zipfile.ZipFile(wheel).namelist()  # typed for checkers
     _run(sys.executable, "-m", "venv", tmp_path / "venv")
     python = tmp_path / "venv" / "bin" / "python"
     _run(python, "-m", "pip", "install", "--quiet", "-c", ROOT / "constraints.txt", wheel)

@@ -18,12 +18,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from deploykit import bundle as _bundle
 from deploykit.errors import BundleError, MissingDependencyError
+
+if TYPE_CHECKING:
+    from deploykit.exporting import VerifyReport
+    from deploykit.formats.base import Runner
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,7 @@ class Bundle(_bundle.Bundle):
         labels = labels_of(out, self.labels) if self.task == "classification" else None
         return Prediction(t, out, labels)
 
-    def verify(self):
+    def verify(self) -> VerifyReport:
         """Re-check every artifact's hashes and parity from the bundle alone.
 
         Returns:
@@ -99,7 +103,7 @@ class Bundle(_bundle.Bundle):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _runner(self, target: str | None):
+    def _runner(self, target: str | None) -> tuple[str, Runner]:
         if target is not None:
             if target not in self.targets:
                 raise BundleError(f"{self.name} has no passing '{target}' artifact (has "
@@ -116,7 +120,7 @@ class Bundle(_bundle.Bundle):
         raise BundleError(f"{self.name}: no passing artifact this machine can run"
                           + (f"; missing runtimes: {'; '.join(missing)}" if missing else ""))
 
-    def _open(self, target: str):
+    def _open(self, target: str) -> Runner:
         if target not in self._runners:
             from deploykit import formats
 
