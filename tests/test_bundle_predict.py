@@ -47,7 +47,7 @@ def test_every_artifact_predicts_any_batch_like_the_original(flow):
             for n in BATCHES:
                 rows = {k: v[:n] for k, v in probe.inputs.items()}
                 got = b.predict(rows, target=target).outputs
-                if profile == "fp32":
+                if profile != "int8":  # int8 is judged on labels over the whole set
                     _within_profile(got, {k: v[:n] for k, v in probe.reference.items()},
                                     profile, f"{target} at {n}")
                 for k, v in got.items():  # and what the whole set gave those rows

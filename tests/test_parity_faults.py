@@ -22,7 +22,7 @@ def _check_file(bundle, target: str, path, any_batch: bool = False) -> ParityRes
         art = art.replace(batch=None)
     runner = formats.open_runner(art.runtime, path, art.signature(b.signature), art.outputs)
     try:
-        return check(target, art.profile, runner.predict, b.probe(), art.batch)
+        return check(target, art.profile, runner.predict, b.probe())
     finally:
         runner.close()
 

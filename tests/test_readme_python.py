@@ -42,6 +42,12 @@ def test_from_python_runs_as_written(tmp_path):
     lines = r.stdout.splitlines()
     statuses = ast.literal_eval(next(ln for ln in lines if ln.startswith("{'onnx'")))
     assert statuses == {"onnx": "pass", "tflite": "pass", "executorch": "pass"}
+    diffs = {ln.split()[0]: float(ln.split()[-1]) for ln in lines if " max |diff| " in ln}
+    assert set(diffs) == set(statuses) and max(diffs.values()) < 1e-5, diffs  # vs torch
+    torch_bundle = json.loads((tmp_path / "bundles" / "iris-torch" / "manifest.json").read_text())
+    tflite = next(a for a in torch_bundle["artifacts"] if a["target"] == "tflite")
+    assert tflite["batch"] == 1  # a fixed batch, verified (and predicted above) in chunks
+    assert tflite["parity"]["batches"] == {"1": "ok", "7": "ok", "40": "ok"}
     names = ["setosa", "versicolor", "virginica"]
     from sklearn.datasets import load_iris
 
