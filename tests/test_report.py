@@ -134,14 +134,25 @@ def test_report_cli_rewrites_the_page_from_report_json_alone(tmp_path):
     assert r.returncode == 0 and (tmp_path / "elsewhere.html").read_text() == render(result)
 
 
-@pytest.mark.parametrize("content, says", [
-    (None, "holds neither a what-if report.json nor a bundle manifest.json"),
-    ('{"schema": "other/1"}', "unsupported schema 'other/1'"),
-    ("{not json", "is not valid JSON"),
+def test_report_cli_writes_where_it_is_told(tmp_path):
+    (tmp_path / "report.json").write_text(json.dumps(synthetic()))
+    r = run_cli("report", str(tmp_path), "--out", str(tmp_path / "new" / "folder" / "r.html"))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "new" / "folder" / "r.html").read_text() == render(synthetic())
+
+
+@pytest.mark.parametrize("name, content, says", [
+    (None, None, "holds neither a what-if report.json nor a bundle manifest.json"),
+    ("report.json", '{"schema": "other/1"}', "unsupported schema 'other/1'"),
+    ("report.json", "{not json", "is not valid JSON"),
+    ("report.json", '{"schema": "deploykit.whatif/2", "rows": [{"flow": 1}]}',
+     "malformed report data (KeyError"),
+    ("manifest.json", '{"schema": "deploykit.bundle/2", "name": "b"}',
+     "malformed report data (KeyError: 'artifacts')"),
 ])
-def test_report_cli_refuses_what_it_cannot_read_in_one_line(tmp_path, content, says):
+def test_report_cli_refuses_what_it_cannot_read_in_one_line(tmp_path, name, content, says):
     if content is not None:
-        (tmp_path / "report.json").write_text(content)
+        (tmp_path / name).write_text(content)
     r = run_cli("report", str(tmp_path))
     assert r.returncode == 2 and says in r.stderr, r.stderr
     assert r.stderr.startswith("error: ") and "Traceback" not in r.stderr

@@ -46,25 +46,36 @@ def regenerate(folder: str | Path, out: str | Path | None = None) -> Path:
         The page's path.
 
     Raises:
-        ReportError: ``folder`` holds neither file, or the file is not one deploykit wrote.
+        ReportError: ``folder`` holds neither file, the file is not one deploykit wrote, or
+            the page cannot be written.
     """
-    from deploykit import bundle
-
     root = Path(folder)
-    if (root / REPORT_JSON).is_file():
-        result = read_schema_json(root / REPORT_JSON, SCHEMA, ReportError)
-    elif (root / MANIFEST).is_file():
-        result = bundle_result(read_schema_json(root / MANIFEST, bundle.READS, ReportError))
-    else:
-        raise ReportError(f"{root} holds neither a what-if {REPORT_JSON} nor a bundle "
-                          f"{MANIFEST}; give a what-if --out folder or a bundle folder")
+    try:
+        page = render(_result_in(root))
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ReportError(f"{root}: malformed report data ({type(e).__name__}: {e}); "
+                          f"re-run the what-if or the export") from None
     target = Path(out) if out else root / REPORT_HTML
     if target.is_dir():
         target = target / REPORT_HTML
     try:
-        return write_html(result, target)
-    except (KeyError, TypeError, ValueError) as e:
-        raise ReportError(f"{root}: malformed report data ({type(e).__name__}: {e})") from None
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(target, page)
+    except OSError as e:
+        raise ReportError(f"cannot write {target}: {e.strerror or e}") from None
+    return target
+
+
+def _result_in(root: Path) -> dict[str, Any]:
+    """The report data in a what-if folder (``report.json``) or a bundle (its manifest)."""
+    from deploykit import bundle
+
+    if (root / REPORT_JSON).is_file():
+        return read_schema_json(root / REPORT_JSON, SCHEMA, ReportError)
+    if (root / MANIFEST).is_file():
+        return bundle_result(read_schema_json(root / MANIFEST, bundle.READS, ReportError))
+    raise ReportError(f"{root} holds neither a what-if {REPORT_JSON} nor a bundle "
+                      f"{MANIFEST}; give a what-if --out folder or a bundle folder")
 
 
 def bundle_result(manifest: dict[str, Any]) -> dict[str, Any]:
