@@ -104,6 +104,8 @@ class Bundle(_bundle.Bundle):
         self.close()
 
     def _runner(self, target: str | None) -> tuple[str, Runner]:
+        if target in self._runners:  # the hot path: checked when it was opened
+            return target, self._runners[target]
         if target is not None:
             if target not in self.targets:
                 raise BundleError(f"{self.name} has no passing '{target}' artifact (has "
