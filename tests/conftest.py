@@ -48,9 +48,15 @@ def shared_workers():
 
 @pytest.fixture
 def tests_on_path(monkeypatch):
-    """Let worker processes import helper modules from tests/."""
+    """Let worker processes import helper modules from tests/. Their workers cannot serve
+    other tests (another environment), so the test also leaves the session's pool alone:
+    a ``worker.pool()`` in it opens a pool of its own, closed when its block ends (in the
+    session's, such workers evicted warm ones, which the next test started again)."""
+    from deploykit import worker
+
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
         [str(TESTS), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    monkeypatch.setattr(worker, "_active", None)
 
 
 DEVICE_VENVS = TESTS.parent / "test-artifacts" / "device-venvs.txt"

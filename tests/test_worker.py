@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -66,18 +68,37 @@ def test_pool_prefers_warm_workers_and_ignores_variables_framework_imports_set(t
         assert worker.run("_worker_targets:pid", warm=("tensorflow",)) == tf
 
 
-def test_pool_keeps_workers_across_commands_on_one_terminal(tests_on_path, tmp_path):
+@pytest.mark.slow  # imports every framework in a fresh process
+def test_framework_imports_in_the_caller_leave_its_workers_usable():
+    """What TensorFlow, PyTorch, ExecuTorch, Ray and the runtimes set in the environment on
+    import does not change which workers fit (in a fresh process: this one has imported
+    them already). Two variables TensorFlow sets and one Ray sets were missing from the
+    list, and a test process started new workers once it imported TensorFlow itself."""
+    code = ("import json\nfrom deploykit import worker\nkey = worker._key(None)\n"
+            "import tensorflow, executorch.runtime, ray\n"  # torch, through executorch
+            "print(json.dumps(key == worker._key(None)))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines()[-1] == "true", r.stdout
+
+
+def test_pool_keeps_workers_across_commands_and_terminals(tests_on_path, tmp_path):
     """Each command run in one process (the CLI's ``capture``) takes a new duplicate of the
-    terminal: its workers carry on. Another terminal gets workers of its own."""
+    terminal: its workers carry on. On another terminal they still take jobs that do not
+    draw; a job that draws progress gets a worker started on the terminal it draws on."""
     first, second = tmp_path / "first.log", tmp_path / "second.log"
     with worker.pool():
         with _runlog.capture(first):
-            one = worker.run("_worker_targets:pid")
+            one = worker.run("_worker_targets:pid", draws=True)
         with open(tmp_path / "other", "w") as elsewhere, _runlog.capture(second):
-            assert worker.run("_worker_targets:pid") == one
+            assert worker.run("_worker_targets:pid", draws=True) == one
             os.dup2(elsewhere.fileno(), 2)  # another terminal
             with _runlog.capture(tmp_path / "third.log"):
-                assert worker.run("_worker_targets:pid") != one
+                assert worker.run("_worker_targets:pid") == one
+                drawing = worker.run("_worker_targets:pid", draws=True)
+                assert drawing != one
+                assert worker.run("_worker_targets:pid", draws=True) == drawing
 
 
 @pytest.mark.parametrize("job, error", [("segfault", WorkerCrashed), ("hang", WorkerTimeout)])

@@ -67,6 +67,7 @@ class Worker:
         self.env = dict(env or {})
         self.jobs = 0
         self.warm: set[str] = set()  # what its jobs have imported (see Pool.run's ``warm``)
+        self.terminal = _terminal_identity()  # the one it can draw progress on
         term = os.dup(_runlog.terminal_fd())  # a fresh number above 2, passed to the child
         try:
             self.proc = subprocess.Popen(
@@ -203,11 +204,13 @@ class Pool:
 
     def run(self, target: str, kwargs: dict[str, Any] | None = None, *,
             env: dict[str, str] | None = None, timeout: float = 600.0, label: str = "",
-            warm: tuple[str, ...] = ()) -> Any:
+            warm: tuple[str, ...] = (), draws: bool = False) -> Any:
         """Run a job on a worker with ``env`` (see :meth:`Worker.call`); an idle worker that
-        has imported the job's ``warm`` modules already is taken first."""
+        has imported the job's ``warm`` modules already is taken first. A job that ``draws``
+        progress gets a worker started on the caller's current terminal; other jobs never
+        touch it, so any worker of the environment serves them."""
         key = _key(env)
-        w = self._take(key, set(warm)) or Worker(env)
+        w = self._take(key, set(warm), _terminal_identity() if draws else None) or Worker(env)
         ok = False
         try:
             result = w.call(target, kwargs, timeout=timeout, label=label)
@@ -220,13 +223,14 @@ class Pool:
         finally:
             self._give(key, w, ok)
 
-    def _take(self, key: tuple, warm: set[str]) -> Worker | None:
-        """The idle worker for ``key`` that has imported most of ``warm`` (a TensorFlow or
-        PyTorch import costs seconds; without this, every worker ended up paying for every
-        framework)."""
+    def _take(self, key: tuple, warm: set[str], terminal: tuple | int | None
+              ) -> Worker | None:
+        """The idle worker for ``key`` (and ``terminal``, unless ``None``) that has imported
+        most of ``warm`` (a TensorFlow or PyTorch import costs seconds; without this, every
+        worker ended up paying for every framework)."""
         with self.lock:
             fits = [(len(warm & w.warm), i) for i, (k, w) in enumerate(self.idle)
-                    if k == key and w.alive]
+                    if k == key and w.alive and terminal in (None, w.terminal)]
             if not fits:
                 return None
             return self.idle.pop(max(fits)[1])[1]
@@ -256,13 +260,17 @@ class Pool:
 # export after the first paid all its workers' framework imports again.
 _VOLATILE = ("PYTEST_CURRENT_TEST", "TF_CPP_MIN_LOG_LEVEL", "TF2_BEHAVIOR",
              "ENABLE_RUNTIME_UPTIME_TELEMETRY", "TPU_ML_PLATFORM", "TPU_ML_PLATFORM_VERSION",
-             "TPU_SKIP_MDS_QUERY", "HDF5_PLUGIN_PATH", "TORCHINDUCTOR_CACHE_DIR")
+             "TPU_SKIP_MDS_QUERY", "HDF5_PLUGIN_PATH", "KMP_DUPLICATE_LIB_OK",
+             "KMP_INIT_AT_FORK", "TORCHINDUCTOR_CACHE_DIR", "RAY_CLIENT_MODE")
 
 
 def _key(env: dict[str, str] | None) -> tuple:
-    """Workers are interchangeable when everything that shapes the process is equal."""
+    """Workers are interchangeable when everything that shapes the process is equal (the
+    terminal only for jobs that draw on it: see :meth:`Pool.run`). Keyed on the terminal, a
+    test process, whose terminal changes between tests, started about three times as many
+    workers as it needed."""
     full = {k: v for k, v in {**os.environ, **(env or {})}.items() if k not in _VOLATILE}
-    return tuple(sorted(full.items())), os.getcwd(), _terminal_identity()
+    return tuple(sorted(full.items())), os.getcwd()
 
 
 def _terminal_identity() -> tuple[int, int] | int:
@@ -316,7 +324,8 @@ def keep_pool(idle: int = IDLE) -> Pool:
 
 
 def run(target: str, kwargs: dict[str, Any] | None = None, *, env: dict[str, str] | None = None,
-        timeout: float = 600.0, label: str = "", warm: tuple[str, ...] = ()) -> Any:
+        timeout: float = 600.0, label: str = "", warm: tuple[str, ...] = (),
+        draws: bool = False) -> Any:
     """Run ``target(**kwargs)`` on the open :func:`pool`'s workers, else in a process of its own.
 
     Args:
@@ -326,6 +335,8 @@ def run(target: str, kwargs: dict[str, Any] | None = None, *, env: dict[str, str
         timeout: seconds the job may take.
         label: the job's name in the run log and in errors.
         warm: the modules the job imports (an open pool prefers a worker that has them).
+        draws: the job draws progress on the caller's terminal (a pooled worker must have
+            been started on the terminal the caller has now).
 
     Returns:
         The function's JSON result.
@@ -334,7 +345,8 @@ def run(target: str, kwargs: dict[str, Any] | None = None, *, env: dict[str, str
         WorkerError, WorkerCrashed, WorkerTimeout: see :meth:`Worker.call`.
     """
     if _active is not None:
-        return _active.run(target, kwargs, env=env, timeout=timeout, label=label, warm=warm)
+        return _active.run(target, kwargs, env=env, timeout=timeout, label=label, warm=warm,
+                           draws=draws)
     return run_in_worker(target, kwargs, env=env, timeout=timeout, label=label)
 
 

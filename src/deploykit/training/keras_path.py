@@ -80,7 +80,8 @@ def fit(split: Split, workdir: Path, cfg: TrainConfig, backend: str) -> FitResul
             {"data": str(data), "workdir": str(workdir), "arch": arch, "epochs": epochs,
              "seed": cfg.seed, "quiet": cfg.quiet, "backend": backend,
              "y_mean": float(sc["y_mean"]), "y_std": float(sc["y_std"])},
-            env={"KERAS_BACKEND": backend}, timeout=cfg.timeout, label=f"train keras-{backend}")
+            env={"KERAS_BACKEND": backend}, timeout=cfg.timeout, label=f"train keras-{backend}",
+            draws=not cfg.quiet)  # its epochs' progress bar
     with np.load(workdir / _OUTPUTS) as z:
         val, probe = {k[4:]: z[k] for k in z.files if k.startswith("val.")}, \
             {k[6:]: z[k] for k in z.files if k.startswith("probe.")}
