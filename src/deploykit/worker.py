@@ -267,8 +267,8 @@ _VOLATILE = ("PYTEST_CURRENT_TEST", "TF_CPP_MIN_LOG_LEVEL", "TF2_BEHAVIOR",
 def _key(env: dict[str, str] | None) -> tuple:
     """Workers are interchangeable when everything that shapes the process is equal (the
     terminal only for jobs that draw on it: see :meth:`Pool.run`). Keyed on the terminal, a
-    test process, whose terminal changes between tests, started about three times as many
-    workers as it needed."""
+    test process, whose terminal changes between tests, started a new set of workers at each
+    change."""
     full = {k: v for k, v in {**os.environ, **(env or {})}.items() if k not in _VOLATILE}
     return tuple(sorted(full.items())), os.getcwd()
 
