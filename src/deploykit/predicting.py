@@ -50,6 +50,7 @@ class Bundle(_bundle.Bundle):
     """A loaded, hash-checked bundle that predicts (see the module's docstring)."""
 
     _runners: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    _default: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def targets(self) -> list[str]:
@@ -104,6 +105,7 @@ class Bundle(_bundle.Bundle):
         self.close()
 
     def _runner(self, target: str | None) -> tuple[str, Runner]:
+        target = target or self._default  # chosen once (below), not again on every call
         if target in self._runners:  # the hot path: checked when it was opened
             return target, self._runners[target]
         if target is not None:
@@ -116,7 +118,9 @@ class Bundle(_bundle.Bundle):
             if self.artifact(t).runs != "server":
                 continue  # the browser's artifacts are the page's
             try:
-                return t, self._open(t)
+                runner = self._open(t)
+                self._default = t
+                return t, runner
             except MissingDependencyError as e:
                 missing.append(f"{t} ({e})")
         raise BundleError(f"{self.name}: no passing artifact this machine can run"
