@@ -5,6 +5,7 @@ node on 127.0.0.1), driven through the CLI as a user would (``--ray HOST:PORT``)
   and its cells ran on both nodes;
 * ``serve --ray --replicas 2`` answers tritonclient and ``/predict`` with the bundle's
   reference, and a stream of requests survives the kill of one replica's process;
+* SIGTERM while ``serve --ray`` waits for replicas that cannot start takes Serve down;
 * a worker node removed while two models export and a conversion runs on it: the export still
   finishes, the lost task ran again on the other node and says so, and the bundles verify.
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -91,15 +93,40 @@ def test_what_if_on_two_nodes_gives_the_main_jobs_verdicts(cluster, tmp_path):
 
 @pytest.fixture(scope="class")
 def ray_server(cluster):
-    """Up for the serving tests only: its two replicas hold both nodes' CPUs."""
+    """Up for the serving tests only: its two replicas hold both nodes' CPUs. The server
+    answers as soon as one replica is up; its line on stdout says that both are."""
     bundle = shared.digits(["sklearn"])["sklearn"]["bundle"]
     proc, url = shared.serve(bundle, "--targets", "onnx,tflite", "--ray", cluster["address"],
                              "--replicas", "2", wait=180)
+    said = _line(proc, "Ray Serve, 2 replicas", wait=180)
     yield {"url": url, "bundle": bundle, "proc": proc}
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, out + err
-    assert "Ray Serve, 2 replicas" in out and not shared.CHATTER.findall(out + err), out + err
+    assert proc.returncode == 0, said + out + err
+    assert not shared.CHATTER.findall(said + out + err), said + out + err
+    assert _gone("ray::ServeReplica:deploykit"), "the replicas outlived the command"
+
+
+def _line(proc: subprocess.Popen, text: str, wait: float) -> str:
+    """The first line of ``proc``'s stdout, once it holds ``text`` (the test fails with the
+    process's output when it does not within ``wait`` seconds)."""
+    ready, _, _ = select.select([proc.stdout], [], [], wait)
+    line = proc.stdout.readline() if ready else ""
+    if text not in line:
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"no {text!r} within {wait:g} s: {line + out + err}")
+    return line
+
+
+def _gone(pattern: str, wait: float = 60) -> bool:
+    """Whether every process whose command line holds ``pattern`` ends within ``wait`` s."""
+    deadline = time.time() + wait
+    while subprocess.run(["pgrep", "-f", pattern], capture_output=True).returncode == 0:
+        if time.time() > deadline:
+            return False
+        time.sleep(0.5)
+    return True
 
 
 def _reference(bundle: Path):
@@ -180,6 +207,51 @@ class TestRayServe:
         assert len(_replica_pids()) == 2 and pids[0] not in _replica_pids()
 
 
+# Holds one CPU on each node (a placement group) until its input closes.
+HOLD_CPUS = """
+import sys, ray
+ray.init(address=sys.argv[1], log_to_driver=False, logging_level="ERROR")
+group = ray.util.placement_group([{"CPU": 1}, {"CPU": 1}], strategy="STRICT_SPREAD")
+ray.get(group.ready(), timeout=120)
+print("held", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_signal_while_the_replicas_start_leaves_nothing_on_the_cluster(cluster, tmp_path):
+    """No CPU is free, so ``serve --ray`` waits for its replicas; SIGTERM then ends it in one
+    line and takes down the Serve proxy and controller it started (Ray's own SIGTERM handler
+    used to exit at once and leave them running, holding the port)."""
+    bundle = shared.digits(["sklearn"])["sklearn"]["bundle"]
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_CPUS, cluster["address"]],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert _line(holder, "held", wait=120)
+        port = shared.free_port()
+        proc = subprocess.Popen([*CLI, "serve", str(bundle), "--port", str(port), "--ray",
+                                 cluster["address"], "--replicas", "2"], cwd=tmp_path,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 180  # the proxy listens: Serve started, replicas pending
+        while not _listening(port) and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.2)
+        assert proc.poll() is None and _listening(port), proc.communicate(timeout=60)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=90)
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    assert proc.returncode == 130 and err.strip() == "interrupted", out + err
+    assert not shared.CHATTER.findall(out + err), out + err
+    assert _gone("ray::ServeController") and not _listening(port), "Serve outlived the command"
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 def _descendants(pid: int) -> list[tuple[int, str]]:
     """(pid, command line) of every process below ``pid``."""
     children: dict[int, list[int]] = {}
@@ -217,7 +289,11 @@ def test_a_node_lost_mid_export_retries_its_cell_and_the_bundles_verify(cluster,
         time.sleep(0.05)
     assert proc.poll() is None, "the export ended before a conversion ran on the worker node"
     cluster["cluster"].remove_node(cluster["worker"])
-    out, err = proc.communicate(timeout=600)
+    try:
+        out, err = proc.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail(f"the export did not end after the node was lost: {proc.communicate()}")
     assert proc.returncode == 0, out + err
     assert not shared.CHATTER.findall(out + err), out + err
     bundles = sorted((tmp_path / "fleet").iterdir())

@@ -301,12 +301,11 @@ def _serve_on_ray(a: argparse.Namespace, targets: list[str] | None, served: list
     options = {"targets": targets, "max_batch": a.max_batch, "runtime_threads": a.runtime_threads,
                "max_body_bytes": int(a.max_body_mb * 1024 * 1024),
                "batch_window_ms": a.batch_window_ms}
-    stopping = on_ray.stop_signal()
-    url = on_ray.deploy(a.bundles, host=a.host, port=a.port, replicas=replicas,
-                        max_replicas=a.max_replicas, app_options=options,
-                        address=None if a.ray is True else a.ray)
-    on_ray.stop_signal(stopping)
-    try:
+    try:  # a signal from here on ends in on_ray.stop(): nothing is left on the cluster
+        url = on_ray.deploy(a.bundles, host=a.host, port=a.port, replicas=replicas,
+                            max_replicas=a.max_replicas, app_options=options,
+                            address=None if a.ray is True else a.ray)
+        stopping = on_ray.stop_signal()
         scale = f"{replicas} to {a.max_replicas}" if a.max_replicas else str(replicas)
         _say(f"serving {'; '.join(served)} on {url} (Ray Serve, {scale} replicas)")
         stopping.wait()

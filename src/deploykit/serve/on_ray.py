@@ -39,7 +39,9 @@ def deploy(bundles: list[str], *, host: str, port: int, replicas: int,
     """
     from deploykit.cluster import connect, pack
 
+    interrupt_on_signal()
     resources = connect(address)
+    interrupt_on_signal()  # ray.init put in its own handler, which exits at once
     import ray
     from ray import serve
 
@@ -58,6 +60,9 @@ def deploy(bundles: list[str], *, host: str, port: int, replicas: int,
     try:
         serve.start(http_options={"host": host, "port": port}, proxy_location="HeadOnly")
         serve.run(app, name=APP_NAME, route_prefix="/")
+    except KeyboardInterrupt:  # SIGINT or SIGTERM while the replicas start
+        stop()
+        raise
     except Exception as e:  # Ray's own errors: one line, the rest is in Ray's logs
         stop()
         raise ClusterError(f"the Ray Serve application did not start: {type(e).__name__}: "
@@ -65,11 +70,21 @@ def deploy(bundles: list[str], *, host: str, port: int, replicas: int,
     return f"http://{host}:{port}/"
 
 
-def stop_signal(done: threading.Event | None = None) -> threading.Event:
-    """An event set by SIGINT or SIGTERM. Install it before the deployment starts (a signal
-    during the start still ends in :func:`stop`) and again after it: ``ray.init`` puts in a
-    handler of its own that exits at once."""
-    done = done or threading.Event()
+def interrupt_on_signal() -> None:
+    """SIGINT and SIGTERM raise KeyboardInterrupt, so that :func:`deploy` takes down what it
+    started. Ray's own handler exits at once: a signal while ``serve.run`` waits for the
+    replicas left the application and its proxy running on the cluster, without a driver."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _interrupt)
+
+
+def _interrupt(*_: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def stop_signal() -> threading.Event:
+    """An event set by SIGINT or SIGTERM, for the wait once :func:`deploy` has returned."""
+    done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
     return done
@@ -78,9 +93,13 @@ def stop_signal(done: threading.Event | None = None) -> threading.Event:
 def stop(grace: float = 20.0) -> None:
     """Take the application down (replicas finish what they hold, for up to ``grace``
     seconds) and leave the cluster. A local cluster that already lost its processes (Ctrl-C
-    reaches the whole process group) is shut down without waiting for them."""
+    reaches the whole process group) is shut down without waiting for them. Does nothing
+    when not connected (``serve.shutdown`` would start a cluster to shut down)."""
     import ray
     from ray import serve
+
+    if not ray.is_initialized():
+        return
 
     done = threading.Thread(target=serve.shutdown, daemon=True)
     done.start()
