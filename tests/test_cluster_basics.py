@@ -101,6 +101,26 @@ def test_serve_refuses_replicas_it_cannot_honour(tmp_path, args, words):
     assert "Traceback" not in r.stderr
 
 
+@pytest.mark.parametrize("apps, port, words", [
+    ({"deploykit"}, 8000, "already serves a deploykit application, on http://127.0.0.1:8000/"),
+    ({"other"}, 9000, "serve there with --host 127.0.0.1 --port 8000"),
+    ({"deploykit", "other"}, 9000, "already serves a deploykit application"),
+])
+def test_serve_refuses_a_cluster_whose_ray_serve_it_would_take_over(apps, port, words):
+    """Ray Serve on the cluster proxies 127.0.0.1:8000: it would ignore another port, and a
+    second application named deploykit replaces the first."""
+    from deploykit.serve.on_ray import shared_serve_refusal
+
+    assert words in shared_serve_refusal("127.0.0.1", 8000, apps, host="127.0.0.1", port=port)
+
+
+def test_serve_joins_a_ray_serve_on_its_port_that_serves_other_applications():
+    from deploykit.serve.on_ray import shared_serve_refusal
+
+    assert shared_serve_refusal("127.0.0.1", 8000, {"other"}, host="127.0.0.1",
+                                port=8000) is None
+
+
 def test_an_unreachable_cluster_is_one_line_at_once(tmp_path):
     """Said before the model loads (the file here is no model at all)."""
     (tmp_path / "m.skops").write_bytes(b"")

@@ -5,6 +5,7 @@ node on 127.0.0.1), driven through the CLI as a user would (``--ray HOST:PORT``)
   and its cells ran on both nodes;
 * ``serve --ray --replicas 2`` answers tritonclient and ``/predict`` with the bundle's
   reference, and a stream of requests survives the kill of one replica's process;
+* a second ``serve --ray`` on that cluster is refused, and the first keeps serving;
 * SIGTERM while ``serve --ray`` waits for replicas that cannot start takes Serve down;
 * a worker node removed while two models export and a conversion runs on it: the export still
   finishes, the lost task ran again on the other node and says so, and the bundles verify.
@@ -99,7 +100,7 @@ def ray_server(cluster):
     proc, url = shared.serve(bundle, "--targets", "onnx,tflite", "--ray", cluster["address"],
                              "--replicas", "2", wait=180)
     said = _line(proc, "Ray Serve, 2 replicas", wait=180)
-    yield {"url": url, "bundle": bundle, "proc": proc}
+    yield {"url": url, "bundle": bundle, "proc": proc, "address": cluster["address"]}
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, said + out + err
@@ -169,6 +170,23 @@ class TestRayServe:
         assert bad.status_code == 400 and "64" in bad.json()["error"], bad.text
 
 
+    def test_a_second_server_on_the_cluster_is_refused_and_the_first_keeps_serving(
+            self, ray_server, tmp_path):
+        """Ray Serve has one HTTP proxy per cluster and one application of each name: a second
+        ``serve --ray`` (another port) would have replaced the first's application and printed
+        a URL nothing listens on, and its stop would have shut down the first's Serve."""
+        x, ref, _ = _reference(ray_server["bundle"])
+        port = shared.free_port()
+        r = _run(["serve", str(ray_server["bundle"]), "--port", str(port), "--ray",
+                  ray_server["address"]], tmp_path, timeout=120)
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert "already serves a deploykit application, on http://127.0.0.1:" in r.stderr
+        assert len(_replica_pids()) == 2 and not _listening(port)
+        ok = requests.post(f"{ray_server['url']}/predict", json={"instances": x[:3].tolist()},
+                           timeout=30)
+        assert ok.status_code == 200, ok.text
+        np.testing.assert_allclose(ok.json()["predictions"], ref["probabilities"][:3], atol=1e-5)
+
     def test_killing_a_replica_keeps_the_stream_answered(self, ray_server, record_property):
         """200 requests from 2 clients; one replica's process is killed after the first 50. Ray
         Serve routes around it and starts a new one. Reported: how many requests failed."""
@@ -201,7 +219,7 @@ class TestRayServe:
         print(f"\nreplica killed mid-stream: {len(failed)} of 200 requests failed")
         assert len(answered) + len(failed) == 200
         assert len(failed) <= 2, f"{len(failed)} requests failed, more than were in flight"
-        deadline = time.time() + 90  # Ray Serve brings the replica count back to 2
+        deadline = time.time() + 180  # Ray Serve brings the replica count back to 2
         while time.time() < deadline and len(_replica_pids()) != 2:
             time.sleep(1)
         assert len(_replica_pids()) == 2 and pids[0] not in _replica_pids()

@@ -28,6 +28,7 @@ REPLICA_CPUS = 1  # each replica runs its runtimes on one thread (see --runtime-
 # a2wsgi threads per replica: requests a replica holds at once (Ray Serve's own limit below)
 BRIDGE_THREADS = 8
 MAX_ONGOING = 8
+_OWNED: set[str] = set()  # what deploy() started on the cluster: "serve", "app" (see stop)
 
 
 def deploy(bundles: list[str], *, host: str, port: int, replicas: int,
@@ -35,7 +36,8 @@ def deploy(bundles: list[str], *, host: str, port: int, replicas: int,
     """Start the application on the cluster and return its URL (it runs until :func:`stop`).
 
     Raises:
-        ClusterError: the cluster cannot hold the replicas, or the deployment did not start.
+        ClusterError: the cluster cannot hold the replicas, its Ray Serve already serves a
+            deploykit application or listens elsewhere, or the deployment did not start.
     """
     from deploykit.cluster import connect, pack
 
@@ -57,8 +59,15 @@ def deploy(bundles: list[str], *, host: str, port: int, replicas: int,
     app = _deployment().options(ray_actor_options={"num_cpus": REPLICA_CPUS},
                                 max_ongoing_requests=MAX_ONGOING, **scaling) \
         .bind(shipped, app_options)
+    running = _running_serve()
+    refusal = running and shared_serve_refusal(*running, host=host, port=port)
+    if refusal:
+        raise ClusterError(refusal)
     try:
+        if running is None:
+            _OWNED.add("serve")
         serve.start(http_options={"host": host, "port": port}, proxy_location="HeadOnly")
+        _OWNED.add("app")
         serve.run(app, name=APP_NAME, route_prefix="/")
     except KeyboardInterrupt:  # SIGINT or SIGTERM while the replicas start
         stop()
@@ -68,6 +77,36 @@ def deploy(bundles: list[str], *, host: str, port: int, replicas: int,
         raise ClusterError(f"the Ray Serve application did not start: {type(e).__name__}: "
                            f"{str(e).strip().splitlines()[0][:300]}") from None
     return f"http://{host}:{port}/"
+
+
+def _running_serve() -> tuple[str, int, set[str]] | None:
+    """The HTTP host and port and the application names of the Ray Serve instance already on
+    the cluster, or None when there is none."""
+    from ray.serve.context import _get_global_client  # the client serve.status() uses
+
+    client = _get_global_client(raise_if_no_controller_running=False)
+    if client is None:
+        return None
+    details = client.get_serve_details()
+    http = details.get("http_options") or {}
+    return http.get("host", ""), int(http.get("port", 0)), set(details.get("applications", {}))
+
+
+def shared_serve_refusal(serve_host: str, serve_port: int, apps: set[str], *, host: str,
+                         port: int) -> str | None:
+    """Why this command cannot serve on a cluster whose Ray Serve already runs (its HTTP proxy
+    on ``serve_host:serve_port``, serving ``apps``), or None when it can. Ray Serve has one
+    proxy per cluster: it ignores a second host and port, and a second application of the
+    same name replaces the first."""
+    if APP_NAME in apps:
+        return (f"this Ray cluster already serves a deploykit application, on "
+                f"http://{serve_host}:{serve_port}/ (another `deploykit serve --ray`, or one "
+                f"that did not stop cleanly): stop that one first")
+    if (serve_host, serve_port) != (host, port):
+        return (f"Ray Serve already runs on this cluster with its HTTP proxy on "
+                f"{serve_host}:{serve_port}, and a cluster has one: serve there with --host "
+                f"{serve_host} --port {serve_port}")
+    return None
 
 
 def interrupt_on_signal() -> None:
@@ -92,18 +131,22 @@ def stop_signal() -> threading.Event:
 
 def stop(grace: float = 20.0) -> None:
     """Take the application down (replicas finish what they hold, for up to ``grace``
-    seconds) and leave the cluster. A local cluster that already lost its processes (Ctrl-C
-    reaches the whole process group) is shut down without waiting for them. Does nothing
-    when not connected (``serve.shutdown`` would start a cluster to shut down)."""
+    seconds) and leave the cluster. Ray Serve itself is shut down only when :func:`deploy`
+    started it: other applications on the cluster keep running. A local cluster that already
+    lost its processes (Ctrl-C reaches the whole process group) is shut down without waiting
+    for them. Does nothing when not connected (``serve.shutdown`` would start a cluster)."""
     import ray
     from ray import serve
 
     if not ray.is_initialized():
         return
-
-    done = threading.Thread(target=serve.shutdown, daemon=True)
-    done.start()
-    done.join(grace)
+    take_down = serve.shutdown if "serve" in _OWNED else \
+        (lambda: serve.delete(APP_NAME)) if "app" in _OWNED else None
+    _OWNED.clear()
+    if take_down is not None:
+        done = threading.Thread(target=take_down, daemon=True)
+        done.start()
+        done.join(grace)
     ray.shutdown()
 
 
