@@ -51,6 +51,10 @@ def deploy(bundles: list[str], *, host: str, port: int, replicas: int,
     if resources.get("CPU", 0) < need:
         raise ClusterError(f"{replicas} replicas need {need} CPUs; the Ray cluster has "
                            f"{resources.get('CPU', 0):g}: ask for fewer, or add nodes")
+    running = _running_serve()
+    refusal = running and shared_serve_refusal(*running, host=host, port=port)
+    if refusal:
+        raise ClusterError(refusal)
     shipped = [{"name": Path(b).resolve().name, "blob": [ray.put(pack(Path(b)))]}
                for b in bundles]
     scaling = {"autoscaling_config": {"min_replicas": replicas, "max_replicas": max_replicas,
@@ -59,10 +63,6 @@ def deploy(bundles: list[str], *, host: str, port: int, replicas: int,
     app = _deployment().options(ray_actor_options={"num_cpus": REPLICA_CPUS},
                                 max_ongoing_requests=MAX_ONGOING, **scaling) \
         .bind(shipped, app_options)
-    running = _running_serve()
-    refusal = running and shared_serve_refusal(*running, host=host, port=port)
-    if refusal:
-        raise ClusterError(refusal)
     try:
         if running is None:
             _OWNED.add("serve")
