@@ -5,6 +5,7 @@ export never imports Ray. (The cluster itself: ``test_ray.py``.)"""
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 import tarfile
@@ -55,6 +56,27 @@ def _model_folder(path: Path) -> Path:
     path.mkdir(parents=True)
     (path / "deploykit-model.json").write_text("{}")
     return path
+
+
+def test_scratch_folders_of_processes_that_are_gone_are_removed(tmp_path, monkeypatch):
+    """What a Ray worker killed with its node, or a replaced replica, left in the temporary
+    folder goes when the next one on that host starts; a running process's folder stays."""
+    import socket
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    host = socket.gethostname()
+    left = tmp_path / f"deploykit-ray-{host}-{gone}-abc"
+    alive = tmp_path / f"deploykit-ray-{host}-{os.getppid()}-def"
+    other_host = tmp_path / f"deploykit-ray-elsewhere-{gone}-ghi"
+    for folder in (left, alive, other_host):
+        (folder / "src").mkdir(parents=True)
+    with cluster.scratch("deploykit-ray") as mine:
+        assert mine.is_dir() and mine.name.startswith(f"deploykit-ray-{host}-{os.getpid()}-")
+        assert not left.exists() and alive.exists() and other_host.exists()
+    assert not mine.exists()
 
 
 def test_a_folder_of_models_is_every_model_in_it(tmp_path):

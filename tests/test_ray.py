@@ -21,6 +21,7 @@ import select
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -212,6 +213,7 @@ class TestRayServe:
             t.start()
         while len(answered) + len(failed) < 50:
             time.sleep(0.01)
+        assert _replica_folders(pids[0]), "a replica unpacks its bundles in a folder of its own"
         os.kill(pids[0], signal.SIGKILL)
         for t in threads:
             t.join(timeout=120)
@@ -223,6 +225,10 @@ class TestRayServe:
         while time.time() < deadline and len(_replica_pids()) != 2:
             time.sleep(1)
         assert len(_replica_pids()) == 2 and pids[0] not in _replica_pids()
+        deadline = time.time() + 60  # the new replica removes them as it starts
+        while _replica_folders(pids[0]) and time.time() < deadline:
+            time.sleep(0.5)
+        assert not _replica_folders(pids[0]), "the killed replica's bundles stayed"
 
 
 # Holds one CPU on each node (a placement group) until its input closes.
@@ -268,6 +274,10 @@ def _listening(port: int) -> bool:
 
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _replica_folders(pid: int) -> list[Path]:
+    return list(Path(tempfile.gettempdir()).glob(f"deploykit-replica-*-{pid}-*"))
 
 
 def _descendants(pid: int) -> list[tuple[int, str]]:

@@ -21,14 +21,17 @@ imported only here, only when ``--ray`` is asked for.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
+import shutil
 import socket
 import tarfile
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -117,6 +120,38 @@ def unpack(blob: bytes, folder: Path) -> Path:
     with tarfile.open(fileobj=io.BytesIO(blob), mode="r") as tar:
         tar.extractall(folder, filter="data")
     return folder
+
+
+def scratch_folder(prefix: str) -> Path:
+    """A new temporary folder, named after this host and process, made after removing the
+    folders of ``prefix`` that processes on this host no longer running left behind: a Ray
+    worker killed with its node, or a replica Ray Serve replaced, cannot remove its own."""
+    mine = f"{prefix}-{socket.gethostname()}-"
+    for old in Path(tempfile.gettempdir()).glob(f"{mine}*"):
+        pid = old.name[len(mine):].split("-", 1)[0]
+        if pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{mine}{os.getpid()}-"))
+
+
+@contextlib.contextmanager
+def scratch(prefix: str) -> Iterator[Path]:
+    """:func:`scratch_folder`, removed when the block ends."""
+    folder = scratch_folder(prefix)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def node_id() -> str:
@@ -243,7 +278,7 @@ def convert_task(edge: str, blob: bytes, file: str, ctx: dict[str, Any],
     worker.keep_pool(idle=IDLE_PER_RAY_WORKER)
     node = node_id()
     e = graph.EDGES.get(edge) or _load_edges(graph)[edge]
-    with tempfile.TemporaryDirectory(prefix="deploykit-ray-") as tmp:
+    with scratch("deploykit-ray") as tmp:
         src = unpack(blob, Path(tmp) / "src")
         if calibration is not None:
             ctx = {**ctx, "calibration": str(Path(tmp) / "calibration.npz")}
@@ -275,7 +310,7 @@ def verify_task(blob: bytes, art, signature, probe) -> dict[str, Any]:
 
     worker.keep_pool(idle=IDLE_PER_RAY_WORKER)
     node = node_id()
-    with tempfile.TemporaryDirectory(prefix="deploykit-ray-") as tmp:
+    with scratch("deploykit-ray") as tmp:
         root = Path(tmp)  # laid out as a bundle: artifacts/<target>/ and probe/
         unpack(blob, root / art.folder)
         try:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import shutil
 import signal
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -160,7 +159,9 @@ def _deployment():
         """One replica: the bundles unpacked here, and the app ``deploykit serve`` runs."""
 
         def __init__(self, shipped: list[dict[str, Any]], options: dict[str, Any]) -> None:
-            self.folder = Path(tempfile.mkdtemp(prefix="deploykit-replica-"))
+            from deploykit.cluster import scratch_folder
+
+            self.folder = scratch_folder("deploykit-replica")
             self.wsgi = _app(shipped, options, self.folder)
 
         def __serve_build_asgi_app__(self):
