@@ -258,7 +258,9 @@ def test_a_signal_while_the_replicas_start_leaves_nothing_on_the_cluster(cluster
         deadline = time.time() + 180  # the proxy listens: Serve started, replicas pending
         while not _listening(port) and proc.poll() is None and time.time() < deadline:
             time.sleep(0.2)
-        assert proc.poll() is None and _listening(port), proc.communicate(timeout=60)
+        if proc.poll() is not None or not _listening(port):
+            proc.kill()
+            pytest.fail(f"Ray Serve's proxy never listened: {proc.communicate()}")
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=90)
     finally:
