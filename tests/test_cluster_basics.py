@@ -68,14 +68,15 @@ def test_scratch_folders_of_processes_that_are_gone_are_removed(tmp_path, monkey
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True).stdout.strip()
     host = socket.gethostname()
-    left = tmp_path / f"deploykit-ray-{host}-{gone}-abc"
-    alive = tmp_path / f"deploykit-ray-{host}-{os.getppid()}-def"
-    other_host = tmp_path / f"deploykit-ray-elsewhere-{gone}-ghi"
-    for folder in (left, alive, other_host):
+    left = tmp_path / f"deploykit-ray-{gone}-{host}-abc"
+    alive = tmp_path / f"deploykit-ray-{os.getppid()}-{host}-def"
+    other_hosts = [tmp_path / f"deploykit-ray-{gone}-elsewhere-ghi",
+                   tmp_path / f"deploykit-ray-{gone}-{host}-2-jkl"]  # the host "HOST-2"
+    for folder in (left, alive, *other_hosts):
         (folder / "src").mkdir(parents=True)
     with cluster.scratch("deploykit-ray") as mine:
-        assert mine.is_dir() and mine.name.startswith(f"deploykit-ray-{host}-{os.getpid()}-")
-        assert not left.exists() and alive.exists() and other_host.exists()
+        assert mine.is_dir() and mine.name.startswith(f"deploykit-ray-{os.getpid()}-{host}-")
+        assert not left.exists() and alive.exists() and all(f.exists() for f in other_hosts)
     assert not mine.exists()
 
 

@@ -279,7 +279,7 @@ def _listening(port: int) -> bool:
 
 
 def _replica_folders(pid: int) -> list[Path]:
-    return list(Path(tempfile.gettempdir()).glob(f"deploykit-replica-*-{pid}-*"))
+    return list(Path(tempfile.gettempdir()).glob(f"deploykit-replica-{pid}-*"))
 
 
 def _descendants(pid: int) -> list[tuple[int, str]]:

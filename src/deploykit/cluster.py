@@ -25,6 +25,7 @@ import contextlib
 import io
 import logging
 import os
+import re
 import shutil
 import socket
 import tarfile
@@ -123,15 +124,16 @@ def unpack(blob: bytes, folder: Path) -> Path:
 
 
 def scratch_folder(prefix: str) -> Path:
-    """A new temporary folder, named after this host and process, made after removing the
-    folders of ``prefix`` that processes on this host no longer running left behind: a Ray
-    worker killed with its node, or a replica Ray Serve replaced, cannot remove its own."""
-    mine = f"{prefix}-{socket.gethostname()}-"
-    for old in Path(tempfile.gettempdir()).glob(f"{mine}*"):
-        pid = old.name[len(mine):].split("-", 1)[0]
-        if pid.isdigit() and not _running(int(pid)):
+    """A new temporary folder ``PREFIX-PID-HOST-XXXXXXXX``, made after removing the folders
+    of ``prefix`` that processes on this host no longer running left behind: a Ray worker
+    killed with its node, or a replica Ray Serve replaced, cannot remove its own."""
+    host = socket.gethostname()
+    theirs = re.compile(rf"{re.escape(prefix)}-(\d+)-{re.escape(host)}-[^-]+")  # mkdtemp: no "-"
+    for old in Path(tempfile.gettempdir()).glob(f"{prefix}-*"):
+        found = theirs.fullmatch(old.name)
+        if found and not _running(int(found[1])):
             shutil.rmtree(old, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix=f"{mine}{os.getpid()}-"))
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}-{os.getpid()}-{host}-"))
 
 
 @contextlib.contextmanager
