@@ -39,3 +39,12 @@ def slow_pid():
     """The pid after a pause, so two jobs started together need two workers."""
     time.sleep(1)
     return os.getpid()
+
+
+def temp_file():
+    """A temporary file left for an exit handler to remove, as TensorFlow's autograph does."""
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(suffix=".py", delete=False) as f:
+        f.write(b"# generated\n")
+    return f.name

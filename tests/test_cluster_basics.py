@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
-from deploykit import cluster, formats, graph
+from deploykit import _fs, cluster, formats, graph
 from deploykit.errors import SourceError
 from deploykit.exporting import bundle_name, models_in
 
@@ -74,7 +74,7 @@ def test_scratch_folders_of_processes_that_are_gone_are_removed(tmp_path, monkey
                    tmp_path / f"deploykit-ray-{gone}-{host}-2-jkl"]  # the host "HOST-2"
     for folder in (left, alive, *other_hosts):
         (folder / "src").mkdir(parents=True)
-    with cluster.scratch("deploykit-ray") as mine:
+    with _fs.scratch("deploykit-ray") as mine:
         assert mine.is_dir() and mine.name.startswith(f"deploykit-ray-{os.getpid()}-{host}-")
         assert not left.exists() and alive.exists() and all(f.exists() for f in other_hosts)
     assert not mine.exists()

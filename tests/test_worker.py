@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -40,6 +41,24 @@ def test_worker_timeout_kills_it(tests_on_path):
 def test_worker_unknown_target_is_an_error():
     with pytest.raises(WorkerError, match="ModuleNotFoundError"):
         run_in_worker("deploykit_nonexistent_module:f")
+
+
+def test_a_workers_temporary_files_go_with_it_even_when_it_is_killed(tests_on_path, tmp_path,
+                                                                     monkeypatch):
+    """A job's temporary files (TensorFlow's autograph leaves its generated modules for an exit
+    handler) live in the worker's own folder: gone when the worker ends, and when it is killed,
+    gone once the next worker on this host starts."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    done = Path(run_in_worker("_worker_targets:temp_file"))
+    assert done.parent.parent == tmp_path and done.parent.name.startswith("deploykit-worker-")
+    assert not done.parent.exists()
+    w = worker.Worker()
+    killed = Path(w.call("_worker_targets:temp_file"))
+    w.kill()
+    assert killed.exists()  # nothing of that process ran after the signal
+    later = Path(run_in_worker("_worker_targets:temp_file"))
+    assert not killed.parent.exists() and later.parent != killed.parent
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_pool_reuses_a_worker_per_environment(tests_on_path):

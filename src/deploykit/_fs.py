@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
+import re
 import shutil
+import socket
+import tempfile
 import time
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -81,3 +87,36 @@ def write_atomic(path: Path, text: str) -> None:
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def scratch_folder(prefix: str) -> Path:
+    """A new temporary folder ``PREFIX-PID-HOST-XXXXXXXX``, made after removing the folders
+    of ``prefix`` that processes on this host no longer running left behind: a Ray worker
+    killed with its node, or a replica Ray Serve replaced, cannot remove its own."""
+    host = socket.gethostname()
+    theirs = re.compile(rf"{re.escape(prefix)}-(\d+)-{re.escape(host)}-[^-]+")  # mkdtemp: no "-"
+    for old in Path(tempfile.gettempdir()).glob(f"{prefix}-*"):
+        found = theirs.fullmatch(old.name)
+        if found and not _running(int(found[1])):
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}-{os.getpid()}-{host}-"))
+
+
+@contextlib.contextmanager
+def scratch(prefix: str) -> Iterator[Path]:
+    """:func:`scratch_folder`, removed when the block ends."""
+    folder = scratch_folder(prefix)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True

@@ -21,22 +21,18 @@ imported only here, only when ``--ray`` is asked for.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
 import os
-import re
-import shutil
 import socket
 import tarfile
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from deploykit._fs import scratch
 from deploykit.errors import ClusterError, MissingDependencyError, WorkerCrashed, WorkerError, WorkerTimeout
 
 GIB = 1024 ** 3
@@ -121,39 +117,6 @@ def unpack(blob: bytes, folder: Path) -> Path:
     with tarfile.open(fileobj=io.BytesIO(blob), mode="r") as tar:
         tar.extractall(folder, filter="data")
     return folder
-
-
-def scratch_folder(prefix: str) -> Path:
-    """A new temporary folder ``PREFIX-PID-HOST-XXXXXXXX``, made after removing the folders
-    of ``prefix`` that processes on this host no longer running left behind: a Ray worker
-    killed with its node, or a replica Ray Serve replaced, cannot remove its own."""
-    host = socket.gethostname()
-    theirs = re.compile(rf"{re.escape(prefix)}-(\d+)-{re.escape(host)}-[^-]+")  # mkdtemp: no "-"
-    for old in Path(tempfile.gettempdir()).glob(f"{prefix}-*"):
-        found = theirs.fullmatch(old.name)
-        if found and not _running(int(found[1])):
-            shutil.rmtree(old, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix=f"{prefix}-{os.getpid()}-{host}-"))
-
-
-@contextlib.contextmanager
-def scratch(prefix: str) -> Iterator[Path]:
-    """:func:`scratch_folder`, removed when the block ends."""
-    folder = scratch_folder(prefix)
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def node_id() -> str:

@@ -29,6 +29,7 @@ import queue
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -36,6 +37,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from deploykit import _runlog
+from deploykit._fs import scratch
 from deploykit.errors import WorkerCrashed, WorkerError, WorkerTimeout
 
 TAIL_BYTES = 6000  # of a job's output, quoted in errors and failure records
@@ -373,16 +375,23 @@ def run_in_worker(target: str, kwargs: dict[str, Any] | None = None, *,
 
 # -- the worker process ---------------------------------------------------------------------------
 def _serve() -> int:
-    """Answer JSON-line requests from stdin until it closes."""
+    """Answer JSON-line requests from stdin until it closes.
+
+    The jobs' temporary files go to a folder of this process's own, removed when it ends, or
+    by the next worker on this host when it is killed: TensorFlow removes the modules its
+    autograph writes only at a normal exit, and Ray kills a Ray worker's children with it
+    (they piled up in /tmp on every node)."""
     results = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # whatever the job prints goes to stderr, which the caller logs
-    for line in sys.stdin:
-        request = json.loads(line)
-        out = _call(request["target"], request["kwargs"])
-        sys.stdout.flush()
-        sys.stderr.write(f"{_END}\n")
-        sys.stderr.flush()
-        results.write(json.dumps(out) + "\n")
+    with scratch("deploykit-worker") as tmp:
+        tempfile.tempdir = os.environ["TMPDIR"] = str(tmp)
+        for line in sys.stdin:
+            request = json.loads(line)
+            out = _call(request["target"], request["kwargs"])
+            sys.stdout.flush()
+            sys.stderr.write(f"{_END}\n")
+            sys.stderr.flush()
+            results.write(json.dumps(out) + "\n")
     return 0
 
 

@@ -159,7 +159,7 @@ def _deployment():
         """One replica: the bundles unpacked here, and the app ``deploykit serve`` runs."""
 
         def __init__(self, shipped: list[dict[str, Any]], options: dict[str, Any]) -> None:
-            from deploykit.cluster import scratch_folder
+            from deploykit._fs import scratch_folder
 
             self.folder = scratch_folder("deploykit-replica")
             self.wsgi = _app(shipped, options, self.folder)
