@@ -74,6 +74,20 @@ def test_pool_reuses_a_worker_per_environment(tests_on_path):
     assert run_in_worker("_worker_targets:pid") not in (first, other)  # a process of its own
 
 
+def test_a_job_without_keras_takes_a_worker_of_any_backend(tests_on_path):
+    """A conversion that does not use Keras runs in an idle worker of another Keras backend
+    (the one that imported its framework); a Keras job still gets a worker of its own
+    backend only."""
+    with worker.pool():
+        on_torch = worker.run("_worker_targets:pid", env={"KERAS_BACKEND": "torch"},
+                              warm=("torch",))
+        assert worker.run("_worker_targets:pid", env={}, warm=("torch",),
+                          any_backend=True) == on_torch
+        assert worker.run("_worker_targets:pid", env={}) != on_torch  # not without any_backend
+        assert worker.run("_worker_targets:pid", env={"KERAS_BACKEND": "tensorflow"},
+                          any_backend=False) != on_torch
+
+
 def test_pool_prefers_warm_workers_and_ignores_variables_framework_imports_set(tests_on_path,
                                                                               monkeypatch):
     """A job goes to the idle worker that has imported what it needs; TensorFlow setting

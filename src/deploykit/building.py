@@ -308,7 +308,8 @@ def run_edge_in_worker(e: graph.Edge, src: tuple[Path, dict[str, Any]], out: Pat
     return worker.run("deploykit.exporting:run_edge",
                       {"edge": e.name, "src": str((src[0] / src[1]["file"]).resolve()),
                        "out": str(out.resolve()), "ctx": asdict(ctx)}, env=env,
-                      timeout=min(timeout, e.timeout), label=e.name, warm=e.requires)
+                      timeout=min(timeout, e.timeout), label=e.name, warm=e.requires,
+                      any_backend=e.keras_backend is None)
 
 
 def check_artifact(root: Path, signature: Signature, art: Artifact, probe: Probe):

@@ -206,13 +206,17 @@ class Pool:
 
     def run(self, target: str, kwargs: dict[str, Any] | None = None, *,
             env: dict[str, str] | None = None, timeout: float = 600.0, label: str = "",
-            warm: tuple[str, ...] = (), draws: bool = False) -> Any:
+            warm: tuple[str, ...] = (), draws: bool = False, any_backend: bool = False) -> Any:
         """Run a job on a worker with ``env`` (see :meth:`Worker.call`); an idle worker that
         has imported the job's ``warm`` modules already is taken first. A job that ``draws``
         progress gets a worker started on the caller's current terminal; other jobs never
-        touch it, so any worker of the environment serves them."""
+        touch it, so any worker of the environment serves them. A job that does not use
+        Keras (``any_backend``) may take a worker of any Keras backend: a conversion from a
+        SavedModel then runs where TensorFlow was imported to write it, and one from a
+        ``torch.export`` program where torch was (each worker less saves seconds of imports)."""
         key = _key(env)
-        w = self._take(key, set(warm), _terminal_identity() if draws else None) or Worker(env)
+        key, w = self._take(key, set(warm), _terminal_identity() if draws else None,
+                            any_backend) or (key, Worker(env))
         ok = False
         try:
             result = w.call(target, kwargs, timeout=timeout, label=label)
@@ -225,17 +229,21 @@ class Pool:
         finally:
             self._give(key, w, ok)
 
-    def _take(self, key: tuple, warm: set[str], terminal: tuple | int | None
-              ) -> Worker | None:
-        """The idle worker for ``key`` (and ``terminal``, unless ``None``) that has imported
-        most of ``warm`` (a TensorFlow or PyTorch import costs seconds; without this, every
-        worker ended up paying for every framework)."""
+    def _take(self, key: tuple, warm: set[str], terminal: tuple | int | None,
+              any_backend: bool = False) -> tuple[tuple, Worker] | None:
+        """The idle worker for ``key`` (and ``terminal``, unless ``None``; of any Keras backend
+        with ``any_backend``) that has imported most of ``warm`` (a TensorFlow or PyTorch
+        import costs seconds; without this, every worker ended up paying for every
+        framework); on a tie, one of ``key`` itself. It comes with its own key, under which
+        it goes back to the pool."""
+        same = _sans_backend(key) if any_backend else key
         with self.lock:
-            fits = [(len(warm & w.warm), i) for i, (k, w) in enumerate(self.idle)
-                    if k == key and w.alive and terminal in (None, w.terminal)]
+            fits = [(len(warm & w.warm), k == key, i) for i, (k, w) in enumerate(self.idle)
+                    if (k == key or (any_backend and _sans_backend(k) == same))
+                    and w.alive and terminal in (None, w.terminal)]
             if not fits:
                 return None
-            return self.idle.pop(max(fits)[1])[1]
+            return self.idle.pop(max(fits)[2])
 
     def _give(self, key: tuple, w: Worker, ok: bool) -> None:
         if not ok or not w.alive or w.jobs >= MAX_JOBS or self.closed:
@@ -273,6 +281,12 @@ def _key(env: dict[str, str] | None) -> tuple:
     change."""
     full = {k: v for k, v in {**os.environ, **(env or {})}.items() if k not in _VOLATILE}
     return tuple(sorted(full.items())), os.getcwd()
+
+
+def _sans_backend(key: tuple) -> tuple:
+    """A worker's key without its Keras backend."""
+    env, cwd = key
+    return tuple(item for item in env if item[0] != "KERAS_BACKEND"), cwd
 
 
 def _terminal_identity() -> tuple[int, int] | int:
@@ -327,7 +341,7 @@ def keep_pool(idle: int = IDLE) -> Pool:
 
 def run(target: str, kwargs: dict[str, Any] | None = None, *, env: dict[str, str] | None = None,
         timeout: float = 600.0, label: str = "", warm: tuple[str, ...] = (),
-        draws: bool = False) -> Any:
+        draws: bool = False, any_backend: bool = False) -> Any:
     """Run ``target(**kwargs)`` on the open :func:`pool`'s workers, else in a process of its own.
 
     Args:
@@ -339,6 +353,8 @@ def run(target: str, kwargs: dict[str, Any] | None = None, *, env: dict[str, str
         warm: the modules the job imports (an open pool prefers a worker that has them).
         draws: the job draws progress on the caller's terminal (a pooled worker must have
             been started on the terminal the caller has now).
+        any_backend: the job does not use Keras, so a pooled worker of any Keras backend
+            serves it.
 
     Returns:
         The function's JSON result.
@@ -348,7 +364,7 @@ def run(target: str, kwargs: dict[str, Any] | None = None, *, env: dict[str, str
     """
     if _active is not None:
         return _active.run(target, kwargs, env=env, timeout=timeout, label=label, warm=warm,
-                           draws=draws)
+                           draws=draws, any_backend=any_backend)
     return run_in_worker(target, kwargs, env=env, timeout=timeout, label=label)
 
 
