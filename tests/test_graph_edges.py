@@ -115,3 +115,16 @@ def test_edge_converts_and_keeps_parity(name, made):
     assert result, (name, result.failures, asdict(result)["outputs"])
     if not info.get("batch"):
         assert set(result.batches) == {"1", "7", str(len(source.probe_inputs["x"]))}
+
+
+def test_the_keras_edge_saves_its_program_without_nodes_that_change_no_value(made):
+    """Keras-on-torch adds an ``_assert_tensor_metadata`` and a same-dtype ``to`` per tensor
+    conversion; every PyTorch edge loads the program the Keras edge saves, so it is saved
+    without them (its values: ``keras_to_torch`` above, and every edge after it)."""
+    import torch
+
+    out, info = made.through("keras", graph.EDGES["keras_to_torch"])
+    program = torch.export.load(out / info["file"])
+    ops = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
+    assert ops and not ops & {"aten._assert_tensor_metadata.default", "aten.to.dtype",
+                              "aten._to_copy.default", "aten.contiguous.default"}, ops

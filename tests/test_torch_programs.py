@@ -249,16 +249,16 @@ class InPlace(torch.nn.Module):
 
 
 def test_executorch_lowering_drops_in_place_ops_and_keeps_the_values():
-    from deploykit.formats import executorch
+    from deploykit.formats import torch_program
 
     program = torch.export.export(InPlace(), (torch.randn(4, 6),))
-    mutable = [str(n.target) for n in program.graph.nodes if executorch._mutable(n)]
+    mutable = [str(n.target) for n in program.graph.nodes if torch_program._mutable(n)]
     assert mutable == ["aten.rsqrt_.default", "aten.mul_.Tensor"], mutable
-    executorch._out_of_place(program)  # in place, on the program
-    kept = [str(n.target) for n in program.graph.nodes if executorch._mutable(n)]
+    torch_program._out_of_place(program)  # in place, on the program
+    kept = [str(n.target) for n in program.graph.nodes if torch_program._mutable(n)]
     assert kept == ["aten.mul_.Tensor"], kept  # `y` is read after it is written
-    simple = executorch._simplified(program)
-    assert not any(executorch._mutable(n) for n in simple.graph.nodes)
+    simple = torch_program.simplified(program)
+    assert not any(torch_program._mutable(n) for n in simple.graph.nodes)
     x = torch.randn(4, 6)
     torch.testing.assert_close(simple.module()(x), InPlace()(x))
 
@@ -280,12 +280,12 @@ def test_executorch_lowering_keeps_the_batch_of_a_chunked_projection():
     """ExecuTorch's edge check pinned the batch of a chunk's pieces to the example's (16)."""
     from executorch import exir
 
-    from deploykit.formats import executorch
+    from deploykit.formats import torch_program
     from deploykit.formats.torch_program import EXAMPLE_BATCH, MAX_BATCH
 
     program = torch.export.export(Gates().eval(), (torch.zeros(EXAMPLE_BATCH, 4),),
                                   dynamic_shapes=({0: torch.export.Dim("batch", max=MAX_BATCH)},))
-    simple = executorch._simplified(program)
+    simple = torch_program.simplified(program)
     assert "chunk" not in str(simple.graph)
     x = torch.randn(EXAMPLE_BATCH, 4)
     torch.testing.assert_close(simple.module()(x), Gates()(x))

@@ -126,12 +126,15 @@ def as_torch_module(src: Path):
 
 @edge("keras", "torch", requires=("keras", "torch"), keras_backend="torch", cost=1.5)
 def keras_to_torch(src: Path, out: Path, ctx: EdgeContext) -> dict[str, Any]:
-    """Reload under the torch backend and ``torch.export`` it with a dynamic batch."""
-    from deploykit.formats.torch_program import export_program
+    """Reload under the torch backend and ``torch.export`` it with a dynamic batch, without
+    the nodes Keras-on-torch adds that never change a value (see
+    :func:`~deploykit.formats.torch_program.simplified`): every PyTorch edge loads it."""
+    from deploykit.formats.torch_program import export_program, simplified
 
     torch = require("torch")
     keras = require("keras")
-    export_program(as_torch_module(src), ctx.signature, out / "model.pt2")
+    program = export_program(as_torch_module(src), ctx.signature)
+    torch.export.save(simplified(program), out / "model.pt2")
     return {"file": "model.pt2", "versions": {"keras": keras.__version__,
                                               "torch": torch.__version__}}
 
