@@ -291,3 +291,36 @@ def test_executorch_lowering_keeps_the_batch_of_a_chunked_projection():
     torch.testing.assert_close(simple.module()(x), Gates()(x))
     edge = exir.to_edge(simple).exported_program()
     assert [int(r.upper) for r in edge.range_constraints.values()] == [MAX_BATCH]
+
+
+class SqueezeExcite(torch.nn.Module):
+    """Channels-last global average pools, as Keras-on-torch writes them: kept dims (a
+    squeeze-excite gate) and dropped ones (the classifier's pool)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.gate = torch.nn.Linear(8, 8)
+
+    def forward(self, x):  # x: [batch, height, width, channels]
+        scale = torch.sigmoid(self.gate(x.mean(dim=(1, 2), keepdim=True)))
+        return (x * scale).mean(dim=[-3, -2])
+
+
+def test_executorch_lowering_keeps_channels_last_pools_inside_xnnpack():
+    """XNNPACK takes a mean over the last two dimensions only: each channels-last pool split
+    the delegate and ran in ExecuTorch's portable kernels."""
+    from executorch import exir
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+
+    from deploykit.formats import executorch
+
+    x = torch.randn(3, 5, 6, 8)
+    program = torch.export.export(SqueezeExcite().eval(), (x,))
+    pooled = executorch._pooled_over_last_dims(program)
+    torch.testing.assert_close(pooled.module()(x), SqueezeExcite()(x))
+    lowered = exir.to_edge_transform_and_lower(pooled, partitioner=[XnnpackPartitioner()])
+    calls = [str(n.target) for n in lowered.exported_program().graph.nodes
+             if n.op == "call_function"]
+    assert calls.count("executorch_call_delegate") == 1 and not any("mean" in c for c in calls), \
+        calls
