@@ -107,6 +107,8 @@ def ray_server(cluster):
     assert proc.returncode == 0, said + out + err
     assert not shared.CHATTER.findall(said + out + err), said + out + err
     assert _gone("ray::ServeReplica:deploykit"), "the replicas outlived the command"
+    # and Serve itself, which it started: a next command must not find a controller dying
+    assert _gone("ray::ServeController"), "Ray Serve outlived the command that started it"
 
 
 def _line(proc: subprocess.Popen, text: str, wait: float) -> str:
