@@ -5,6 +5,7 @@ with the reference always computed by the user's own program."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from deploykit.sources import detect
@@ -307,6 +308,7 @@ class SqueezeExcite(torch.nn.Module):
         return (x * scale).mean(dim=[-3, -2])
 
 
+@pytest.mark.slow  # lowers a program with XNNPACK (6 s)
 def test_executorch_lowering_keeps_channels_last_pools_inside_xnnpack():
     """XNNPACK takes a mean over the last two dimensions only: each channels-last pool split
     the delegate and ran in ExecuTorch's portable kernels."""
