@@ -7,6 +7,7 @@ node on 127.0.0.1), driven through the CLI as a user would (``--ray HOST:PORT``)
   reference, and a stream of requests survives the kill of one replica's process;
 * a second ``serve --ray`` on that cluster is refused, and the first keeps serving;
 * SIGTERM while ``serve --ray`` waits for replicas that cannot start takes Serve down;
+* ``serve --ray`` started while the last Serve is shutting down waits for it, then serves;
 * a worker node removed while two models export and a conversion runs on it: the export still
   finishes, the lost task ran again on the other node and says so, and the bundles verify.
 
@@ -271,6 +272,66 @@ def test_a_signal_while_the_replicas_start_leaves_nothing_on_the_cluster(cluster
     assert proc.returncode == 130 and err.strip() == "interrupted", out + err
     assert not shared.CHATTER.findall(out + err), out + err
     assert _gone("ray::ServeController") and not _listening(port), "Serve outlived the command"
+
+
+# A Ray Serve whose application is named like ours and takes about 10 s to shut down: a
+# request it holds (10 s) must finish first. "stopping" once serve.shutdown() has begun.
+SLOW_TO_STOP = """
+import asyncio, sys, threading, time, ray, requests
+from ray import serve
+from starlette.responses import Response
+ray.init(address=sys.argv[1], log_to_driver=False, logging_level="ERROR")
+
+@serve.deployment(ray_actor_options={"num_cpus": 0}, graceful_shutdown_timeout_s=30)
+class Slow:
+    async def __call__(self, request):
+        await asyncio.sleep(float(request.query_params.get("hold", 0)))
+        return Response("held", status_code=503)  # never "ready" to a health check
+
+serve.start(http_options={"host": "127.0.0.1", "port": int(sys.argv[2])})
+serve.run(Slow.bind(), name="deploykit", route_prefix="/")
+sys.stdin.readline()
+url = f"http://127.0.0.1:{sys.argv[2]}/?hold=10"
+threading.Thread(target=requests.get, args=(url,), daemon=True).start()
+time.sleep(1)
+threading.Thread(target=serve.shutdown, daemon=True).start()
+time.sleep(1)
+print("stopping", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_a_server_started_while_the_last_one_stops_waits_and_then_serves(cluster, tmp_path):
+    """Restarting a server: Ray Serve is still shutting down, deleting its application of our
+    name, when the next ``serve --ray`` looks. It used to refuse (a deploykit application
+    runs) or, a moment later, to adopt the dying controller and hang in its stop; it waits."""
+    bundle = shared.digits(["sklearn"])["sklearn"]["bundle"]
+    x, ref, _ = _reference(bundle)
+    port = shared.free_port()
+    old = subprocess.Popen([sys.executable, "-c", SLOW_TO_STOP, cluster["address"], str(port)],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                           stderr=subprocess.DEVNULL, text=True)
+    try:
+        old.stdin.write("stop\n")
+        old.stdin.flush()
+        assert _line(old, "stopping", wait=180)
+        proc = subprocess.Popen([*CLI, "serve", str(bundle), "--port", str(port), "--ray",
+                                 cluster["address"]], cwd=tmp_path,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        said = _line(proc, "Ray Serve, 1 replicas", wait=180)
+        r = requests.post(f"http://127.0.0.1:{port}/predict",
+                          json={"instances": x[:3].tolist()}, timeout=30)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=90)
+    finally:
+        old.stdin.close()
+        old.wait(timeout=60)
+    assert r.status_code == 200, r.text
+    np.testing.assert_allclose(r.json()["predictions"], ref["probabilities"][:3], atol=1e-5)
+    assert proc.returncode == 0, said + out + err
+    assert "waiting for the Ray Serve that is shutting down" in err, said + out + err
+    assert not shared.CHATTER.findall(said + out + err), said + out + err
+    assert _gone("ray::ServeController"), "Serve outlived the command that started it"
 
 
 def _listening(port: int) -> bool:

@@ -17,8 +17,9 @@ from __future__ import annotations
 import shutil
 import signal
 import threading
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from deploykit.errors import ClusterError
 
@@ -27,6 +28,8 @@ REPLICA_CPUS = 1  # each replica runs its runtimes on one thread (see --runtime-
 # a2wsgi threads per replica: requests a replica holds at once (Ray Serve's own limit below)
 BRIDGE_THREADS = 8
 MAX_ONGOING = 8
+# how long deploy() waits for a Ray Serve that is shutting down (a server just stopped) to end
+SHUTDOWN_WAIT = 60.0
 _OWNED: set[str] = set()  # what deploy() started on the cluster: "serve", "app" (see stop)
 
 
@@ -50,8 +53,9 @@ def deploy(bundles: list[str], *, host: str, port: int, replicas: int,
     if resources.get("CPU", 0) < need:
         raise ClusterError(f"{replicas} replicas need {need} CPUs; the Ray cluster has "
                            f"{resources.get('CPU', 0):g}: ask for fewer, or add nodes")
-    running = _running_serve()
-    refusal = running and shared_serve_refusal(*running, host=host, port=port)
+    running = _settled_serve(SHUTDOWN_WAIT)
+    refusal = running and shared_serve_refusal(running.host, running.port, set(running.apps),
+                                               host=host, port=port)
     if refusal:
         raise ClusterError(refusal)
     shipped = [{"name": Path(b).resolve().name, "blob": [ray.put(pack(Path(b)))]}
@@ -78,17 +82,72 @@ def deploy(bundles: list[str], *, host: str, port: int, replicas: int,
     return f"http://{host}:{port}/"
 
 
-def _running_serve() -> tuple[str, int, set[str]] | None:
-    """The HTTP host and port and the application names of the Ray Serve instance already on
-    the cluster, or None when there is none."""
-    from ray.serve.context import _get_global_client  # the client serve.status() uses
+class _Serve(NamedTuple):
+    """The Ray Serve instance on the cluster, as :func:`deploy` finds it."""
+    host: str  # of its HTTP proxy
+    port: int
+    apps: dict[str, str]  # application name: status
+    shutting_down: bool
 
-    client = _get_global_client(raise_if_no_controller_running=False)
-    if client is None:
-        return None
-    details = client.get_serve_details()
+
+def _settled_serve(wait: float) -> _Serve | None:
+    """:func:`_running_serve`, once a Ray Serve that is shutting down, or deleting a deploykit
+    application, has finished (for up to ``wait`` seconds): a server stopped a moment ago must
+    neither refuse the next one nor hand it a controller about to die.
+
+    Raises:
+        ClusterError: it has not finished within ``wait`` seconds.
+    """
+    from deploykit._progress import Reporter
+
+    deadline, said = time.monotonic() + wait, False
+    while True:
+        running = _running_serve()
+        if running is None or not (running.shutting_down or "DELETING" in running.apps.values()):
+            return running
+        if time.monotonic() > deadline:
+            raise ClusterError(f"Ray Serve on this cluster is still shutting down after "
+                               f"{wait:g} s: try again once it has ended (ray status)")
+        if not said:
+            Reporter().info("waiting for the Ray Serve that is shutting down on this cluster")
+            said = True
+        time.sleep(0.5)
+
+
+def _running_serve() -> _Serve | None:
+    """The Ray Serve instance on the cluster, or None when there is none."""
+    import ray
+    from ray.serve import context  # the client serve.status() uses
+
+    context._disconnect()  # a cached client may hold a controller that has ended since
+    try:
+        client = context._get_global_client(raise_if_no_controller_running=False)
+        if client is None:
+            return None
+        details = client.get_serve_details()
+    except ray.exceptions.RayActorError:  # it ended while asked: Serve was shutting down
+        return _Serve("", 0, {}, shutting_down=True)
     http = details.get("http_options") or {}
-    return http.get("host", ""), int(http.get("port", 0)), set(details.get("applications", {}))
+    apps = {name: a.get("status", "") for name, a in details.get("applications", {}).items()}
+    return _Serve(http.get("host", ""), int(http.get("port", 0)), apps,
+                  _shutting_down(details.get("controller_info") or {}))
+
+
+def _shutting_down(controller: dict[str, Any]) -> bool:
+    """Whether the Serve ``controller`` (its ``controller_info``) has begun to shut down.
+    Its applications and HTTP proxy look the same as a running Serve's for the last part of
+    that; what tells is the flag it keeps in Ray's internal key-value store (namespace
+    ``serve``) from ``serve.shutdown()`` until it ends, keyed by the namespace of the job that
+    started it (the last 8 hex digits of its actor id): a flag left by a controller that died
+    shutting down does not count for the next."""
+    import ray
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    job = controller.get("actor_id", "")[-8:]
+    jobs = ray._private.worker.global_worker.gcs_client.get_all_job_info()
+    namespace = next((i.config.ray_namespace for j, i in jobs.items() if j.hex() == job), "")
+    key = f"ray-serve-{namespace}-serve-shutdown-in-progress"
+    return bool(namespace) and _internal_kv_get(key, namespace=b"serve") is not None
 
 
 def shared_serve_refusal(serve_host: str, serve_port: int, apps: set[str], *, host: str,
@@ -140,13 +199,23 @@ def stop(grace: float = 20.0) -> None:
     if not ray.is_initialized():
         return
     take_down = serve.shutdown if "serve" in _OWNED else \
-        (lambda: serve.delete(APP_NAME)) if "app" in _OWNED else None
+        _delete_app if "app" in _OWNED else None
     _OWNED.clear()
     if take_down is not None:
         done = threading.Thread(target=take_down, daemon=True)
         done.start()
         done.join(grace)
     ray.shutdown()
+
+
+def _delete_app() -> None:
+    """Delete our application from a Ray Serve we share, unless that Serve is shutting down:
+    it takes the application with it, and ``serve.delete`` on it waits for ever."""
+    from ray import serve
+
+    shared = _running_serve()
+    if shared is not None and not shared.shutting_down:
+        serve.delete(APP_NAME)
 
 
 def _deployment():
