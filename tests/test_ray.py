@@ -8,6 +8,7 @@ node on 127.0.0.1), driven through the CLI as a user would (``--ray HOST:PORT``)
 * a second ``serve --ray`` on that cluster is refused, and the first keeps serving;
 * SIGTERM while ``serve --ray`` waits for replicas that cannot start takes Serve down;
 * ``serve --ray`` started while the last Serve is shutting down waits for it, then serves;
+* ``export --ray HOST:PORT`` joins a cluster with token authentication with the user's token;
 * a worker node removed while two models export and a conversion runs on it: the export still
   finishes, the lost task ran again on the other node and says so, and the bundles verify.
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import select
 import signal
 import subprocess
@@ -332,6 +334,45 @@ def test_a_server_started_while_the_last_one_stops_waits_and_then_serves(cluster
     assert "waiting for the Ray Serve that is shutting down" in err, said + out + err
     assert not shared.CHATTER.findall(said + out + err), said + out + err
     assert _gone("ray::ServeController"), "Serve outlived the command that started it"
+
+
+# A one-node cluster with Ray's token authentication on (as `ray start --head` turns it on
+# once a token exists), its token in the file argv[1]; prints its address.
+AUTH_HEAD = """
+import os, sys
+os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=sys.argv[1])
+from ray.cluster_utils import Cluster
+c = Cluster(initialize_head=True, connect=False, head_node_args={
+    "num_cpus": 1, "node_ip_address": "127.0.0.1", "include_dashboard": False})
+print(c.address, flush=True)
+sys.stdin.read()
+c.shutdown()
+"""
+
+
+def test_a_cluster_with_token_authentication_is_joined_with_the_users_token(tmp_path):
+    """One local ``--ray`` run writes a token to ~/.ray/auth_token, after which ``ray start
+    --head`` turns token authentication on; ``ray.init`` with an address sends the token
+    only under ``RAY_AUTH_MODE=token``, so ``--ray HOST:PORT`` failed to connect."""
+    token = tmp_path / "token"
+    token.write_text(secrets.token_hex(32))
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}, **LOOPBACK}
+    head = subprocess.Popen([sys.executable, "-c", AUTH_HEAD, str(token)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env=env)
+    try:
+        address = _line(head, "127.0.0.1:", wait=120).strip()
+        model = shared.digits(["sklearn"])["sklearn"]["model"]
+        r = subprocess.run([*CLI, "export", str(model), "--to", "onnx", "--out", "b", "--ray",
+                            address], cwd=tmp_path, capture_output=True, text=True,
+                           timeout=240, env={**env, "RAY_AUTH_TOKEN_PATH": str(token)})
+    finally:
+        head.stdin.close()
+        head.wait(timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert not shared.CHATTER.findall(r.stdout + r.stderr), r.stdout + r.stderr
+    placements = _placements(tmp_path / "b")
+    assert placements and all(p["verified_on"] for p in placements), placements
 
 
 def _listening(port: int) -> bool:

@@ -72,6 +72,7 @@ def connect(address: str | None = None) -> dict[str, Any]:
     ray = _ray()
     if not ray.is_initialized():
         _check_reachable(address or os.environ.get("RAY_ADDRESS"))
+        _token_auth(address)
         local = address is None and not os.environ.get("RAY_ADDRESS")
         options = {"include_dashboard": False, "num_cpus": os.cpu_count()} if local else {}
         try:
@@ -79,9 +80,37 @@ def connect(address: str | None = None) -> dict[str, Any]:
                      configure_logging=True, **options)
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise ClusterError(f"cannot join the Ray cluster at {address or 'RAY_ADDRESS'}: "
-                               f"{str(e).splitlines()[0]} (start it with: ray start --head)") \
+                               f"{str(e).splitlines()[0]} (start it with: ray start --head; a "
+                               f"cluster with token authentication needs its token in "
+                               f"RAY_AUTH_TOKEN or ~/.ray/auth_token)") \
                 from None
     return ray.cluster_resources()
+
+
+def _token_auth(address: str | None) -> None:
+    """Send this user's Ray token to the cluster at ``address`` when that cluster asks for
+    one. ``ray start --head`` turns token authentication on once a token exists (any local
+    ``ray.init``, e.g. ``--ray`` without an address, writes ``~/.ray/auth_token``), but
+    ``ray.init`` with an explicit address sends it only under ``RAY_AUTH_MODE=token``: the
+    join failed as "Failed to connect". The token cannot simply always go: a driver in token
+    mode joins a cluster without authentication, and then its tasks' results never reach it
+    (``OwnerDiedError``). So one quick call to the cluster's GCS asks. An explicit
+    ``RAY_AUTH_MODE`` decides instead."""
+    if address in (None, "auto") or os.environ.get("RAY_AUTH_MODE"):
+        return
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token"
+    if not (os.environ.get("RAY_AUTH_TOKEN") or Path(path).is_file()):
+        return
+    import ray
+    from ray._raylet import Config, GcsClient
+
+    try:
+        GcsClient(address=address)
+    except ray.exceptions.AuthenticationError:
+        os.environ["RAY_AUTH_MODE"] = "token"  # for this process and the ones it starts
+        Config.initialize("")  # Ray read the mode when it was imported
+    except Exception:  # unreachable and the like: ray.init says it better
+        pass
 
 
 def _check_reachable(address: str | None) -> None:
