@@ -206,6 +206,9 @@ def test_the_main_jobs_report_opens_offline_in_chromium_with_every_cell():
                                         want.items()}
     assert plots["points"] == sum(1 for r in report["rows"] for c in r["cells"]
                                   if c["latency_ms"] is not None)
+    unchecked = [f"{r['flow']} {c['target']}: {c['status']}" for r in report["rows"]
+                 for c in r["cells"] if c["parity"] is None]
+    assert not unchecked, f"main-job cells without a parity result: {unchecked}"
     assert plots["bars"] == sum(1 for r in report["rows"] for c in r["cells"]
                                 if c["parity"]["profile"] in ("fp16", "int8"))
     assert plots["shown"] == [True, True]
