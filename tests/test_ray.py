@@ -9,6 +9,7 @@ node on 127.0.0.1), driven through the CLI as a user would (``--ray HOST:PORT``)
 * SIGTERM while ``serve --ray`` waits for replicas that cannot start takes Serve down;
 * ``serve --ray`` started while the last Serve is shutting down waits for it, then serves;
 * ``export --ray HOST:PORT`` joins a cluster with token authentication with the user's token;
+* ``--ray`` without an address joins the cluster ``ray start`` began on this machine;
 * a worker node removed while two models export and a conversion runs on it: the export still
   finishes, the lost task ran again on the other node and says so, and the bundles verify.
 
@@ -336,18 +337,46 @@ def test_a_server_started_while_the_last_one_stops_waits_and_then_serves(cluster
     assert _gone("ray::ServeController"), "Serve outlived the command that started it"
 
 
-# A one-node cluster with Ray's token authentication on (as `ray start --head` turns it on
-# once a token exists), its token in the file argv[1]; prints its address.
-AUTH_HEAD = """
+# A one-node cluster, the machine's latest (as `ray start --head` makes it); with a token file
+# argv[1], with Ray's token authentication on (as `ray start` turns it on once a token exists).
+# Prints its address and node id.
+ONE_NODE = """
 import os, sys
-os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=sys.argv[1])
+if sys.argv[1:]:
+    os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=sys.argv[1])
 from ray.cluster_utils import Cluster
 c = Cluster(initialize_head=True, connect=False, head_node_args={
     "num_cpus": 1, "node_ip_address": "127.0.0.1", "include_dashboard": False})
-print(c.address, flush=True)
+print(c.address, c.head_node.node_id, flush=True)
 sys.stdin.read()
 c.shutdown()
 """
+
+
+def _one_node(env: dict[str, str], *token: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", ONE_NODE, *map(str, token)], env=env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+
+
+def test_ray_without_an_address_joins_the_cluster_ray_start_began_here(tmp_path):
+    """Ray's own rule for no address: the cluster ``ray start`` began on this machine. With
+    our options for a cluster of its own (every CPU, no dashboard), ``ray.init`` refused it:
+    ``--ray`` failed whenever a local cluster ran."""
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, **LOOPBACK}
+    head = _one_node(env)
+    try:
+        address, node = _line(head, "127.0.0.1:", wait=120).split()
+        model = shared.digits(["sklearn"])["sklearn"]["model"]
+        r = subprocess.run([*CLI, "export", str(model), "--to", "onnx", "--out", "b", "--ray"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=240, env=env)
+    finally:
+        head.stdin.close()
+        head.wait(timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert not shared.CHATTER.findall(r.stdout + r.stderr), r.stdout + r.stderr
+    for p in _placements(tmp_path / "b"):
+        assert {*p["edges"].values(), p["verified_on"]} == {node}, (p, address)
 
 
 def test_a_cluster_with_token_authentication_is_joined_with_the_users_token(tmp_path):
@@ -357,11 +386,9 @@ def test_a_cluster_with_token_authentication_is_joined_with_the_users_token(tmp_
     token = tmp_path / "token"
     token.write_text(secrets.token_hex(32))
     env = {**{k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}, **LOOPBACK}
-    head = subprocess.Popen([sys.executable, "-c", AUTH_HEAD, str(token)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            env=env)
+    head = _one_node(env, token)
     try:
-        address = _line(head, "127.0.0.1:", wait=120).strip()
+        address = _line(head, "127.0.0.1:", wait=120).split()[0]
         model = shared.digits(["sklearn"])["sklearn"]["model"]
         r = subprocess.run([*CLI, "export", str(model), "--to", "onnx", "--out", "b", "--ray",
                             address], cwd=tmp_path, capture_output=True, text=True,

@@ -59,8 +59,8 @@ def _ray():
 
 
 def connect(address: str | None = None) -> dict[str, Any]:
-    """Join the Ray cluster at ``address`` (``HOST:6379``, ``auto``), or start one on this
-    machine when ``address`` is None and ``RAY_ADDRESS`` is unset.
+    """Join the Ray cluster at ``address`` (``HOST:6379``, ``auto``); when ``address`` is None
+    and ``RAY_ADDRESS`` is unset, the one ``ray start`` began on this machine, else start one.
 
     Returns:
         The cluster's resources (``CPU``, ``memory``, ...).
@@ -73,18 +73,32 @@ def connect(address: str | None = None) -> dict[str, Any]:
     if not ray.is_initialized():
         _check_reachable(address or os.environ.get("RAY_ADDRESS"))
         _token_auth(address)
-        local = address is None and not os.environ.get("RAY_ADDRESS")
-        options = {"include_dashboard": False, "num_cpus": os.cpu_count()} if local else {}
         try:
-            ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR,
-                     configure_logging=True, **options)
+            _init(ray, address)
         except (ConnectionError, RuntimeError, ValueError) as e:
-            raise ClusterError(f"cannot join the Ray cluster at {address or 'RAY_ADDRESS'}: "
+            where = address or os.environ.get("RAY_ADDRESS") or "this machine"
+            raise ClusterError(f"cannot join the Ray cluster at {where}: "
                                f"{str(e).splitlines()[0]} (start it with: ray start --head; a "
                                f"cluster with token authentication needs its token in "
                                f"RAY_AUTH_TOKEN or ~/.ray/auth_token)") \
                 from None
     return ray.cluster_resources()
+
+
+def _init(ray, address: str | None) -> None:
+    """``ray.init``: without an address (and no ``RAY_ADDRESS``), Ray joins the cluster
+    ``ray start`` began on this machine if one runs, else starts one here, with every CPU and
+    no dashboard; a cluster it joins refuses those options (a ValueError before connecting)."""
+    quiet = {"log_to_driver": False, "logging_level": logging.ERROR, "configure_logging": True}
+    if address is not None or os.environ.get("RAY_ADDRESS"):
+        ray.init(address=address, **quiet)
+        return
+    try:
+        ray.init(include_dashboard=False, num_cpus=os.cpu_count(), **quiet)
+    except ValueError as e:
+        if "existing cluster" not in str(e):
+            raise
+        ray.init(**quiet)
 
 
 def _token_auth(address: str | None) -> None:
