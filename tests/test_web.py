@@ -100,13 +100,47 @@ def test_op_tfjs_lacks_is_refused_by_name(tmp_path):
     assert not (tmp_path / "b" / "artifacts" / "tfjs").exists()  # no broken model.json shipped
 
 
-def test_web_package_holds_the_browser_artifacts(digits_bundles, tmp_path):
+def test_a_web_package_runs_on_its_own_in_headless_chromium(digits_bundles, tmp_path):
+    """``package --for web``: the browser artifacts, the parity page and the runtimes they were
+    verified with; the package's own serve.py serves it and the page, in Chromium, finds every
+    artifact within its profile of the original model's outputs."""
+    import re
+    import sys
+
+    from deploykit.browser import run_page
     from deploykit.package import package
 
-    pkg = package(digits_bundles["keras-tensorflow"]["bundle"], "web", tmp_path / "web")
+    flow = digits_bundles["sklearn"]
+    pkg = package(flow["bundle"], "web", tmp_path / "web")
     meta = json.loads((pkg / "package.json").read_text())
     assert {a["target"] for a in meta["artifacts"]} == {"tfjs", "tfjs-fp16", "onnx-web"}
-    assert "models/tfjs/model.json" in meta["sha256"]
     assert not (pkg / "run.py").exists()  # a browser gets no Python runner
     fp16 = next(a for a in meta["artifacts"] if a["target"] == "tfjs-fp16")
     assert fp16["size_vs_fp32"] < 0.75 and fp16["metric"] == "accuracy"
+    npm = {name: json.loads((web_dir() / "node_modules" / name / "package.json").read_text())
+           for name in ("@tensorflow/tfjs", "onnxruntime-web")}
+    assert {k: meta["runtime_versions"][k] for k in npm} == {k: v["version"] for k, v in npm.items()}
+    for f in ("index.html", "app.js", "engines.mjs", "serve.py", "models/tfjs/model.json",
+              "runtime/tf.fesm.min.js", "runtime/ort-wasm-simd-threaded.wasm", "probe/probe.json"):
+        assert f in meta["sha256"], f
+    imports = json.loads(re.search(r'type="importmap">(.*?)</script>',
+                                   (pkg / "index.html").read_text(), re.S)[1])["imports"]
+    assert all(v.startswith("./") and (pkg / v).is_file() for v in imports.values()), imports
+    # the reference the page checks against is what the original model predicts
+    x = np.load(pkg / "probe" / "inputs.npz")["x"]
+    original = deploykit.load_model(flow["model"]).predict(x)["probabilities"]
+    np.testing.assert_allclose(np.load(pkg / "probe" / "reference.npz")["probabilities"],
+                               original, rtol=1e-6, atol=1e-7)
+    server = subprocess.Popen([sys.executable, str(pkg / "serve.py"), "--port", "0"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = re.search(r"http://127\.0\.0\.1:\d+/", server.stdout.readline())[0]
+        results = run_page(url, screenshot=ARTIFACTS / "browser-web-package.png")
+    finally:
+        server.terminate()
+        rest = server.communicate(timeout=30)[0]
+    assert {r["target"] for r in results} == {"tfjs", "tfjs-fp16", "onnx-web"}
+    for r in results:
+        assert r["pass"] and set(r["batches"].values()) == {"ok"}, r
+        assert r["maxAbs"] < (1e-4 if r["profile"] == "fp32" else 1e-2), r
+    assert not rest.strip(), rest  # serve.py logs only requests that failed

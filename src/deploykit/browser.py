@@ -85,10 +85,31 @@ def check(bundle: str | Path, *, screenshot: str | Path | None = None,
         MissingDependencyError: Chromium or Playwright is not installed.
         DeploykitError: the page reported an error.
     """
+    with serve(bundle) as url:
+        return run_page(url, screenshot=screenshot, timeout_s=timeout_s)
+
+
+def run_page(url: str, *, screenshot: str | Path | None = None, timeout_s: float = 180.0
+             ) -> list[dict[str, Any]]:
+    """Open deploykit's parity page at ``url`` (served by :func:`serve`, or a web package's
+    ``index.html`` served by its ``serve.py``) in headless Chromium and wait for its results.
+
+    Args:
+        url: the page's address.
+        screenshot: where to save a PNG of the page, if wanted.
+        timeout_s: seconds the page may take.
+
+    Returns:
+        The page's result per artifact (target, batches, maxAbs, labelAgreement, pass).
+
+    Raises:
+        MissingDependencyError: Chromium or Playwright is not installed.
+        DeploykitError: the page reported an error.
+    """
     if not Path(CHROMIUM).exists():
         raise MissingDependencyError("chromium", "web", "(apt-get install chromium)")
     sync_api = require("playwright.sync_api", extra="dev", purpose="to drive Chromium")
-    with serve(bundle) as url, sync_api.sync_playwright() as pw:
+    with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1100, "height": 700})

@@ -21,7 +21,7 @@ from deploykit._fs import fixed_zip_entry, human_bytes, replace_dir
 from deploykit.artifact import Artifact
 from deploykit.bundle import Bundle, load_bundle, sha256, tree_size
 from deploykit.errors import BundleError
-from deploykit.package import tflite_compat, tflite_metadata
+from deploykit.package import tflite_compat, tflite_metadata, web_page
 from deploykit.parity import profile_rules
 
 SCHEMA = "deploykit.package/1"
@@ -31,7 +31,7 @@ RUNNERS = {
     "edge": ("edge/run.py", "edge/requirements.txt"),
     "android": ("edge/run.py", "mobile/phone.py"),
     "ios": ("edge/run.py", "mobile/phone.py"),
-    "web": (),
+    "web": ("web/serve.py",),  # and the page, with its runtimes (web_page.py)
 }
 
 
@@ -117,16 +117,21 @@ def _fill(b: Bundle, device: str, chosen: list[Artifact], root: Path) -> dict[st
         shutil.copy2(b.root / b.manifest["probe"][key], root / "probe" / f"{key}.npz")
     for f in RUNNERS[device]:
         shutil.copy2(targets.folder() / f, root / Path(f).name)
+    probe, versions = {"inputs": "probe/inputs.npz", "reference": "probe/reference.npz"}, {}
+    if device == "web":
+        versions = web_page.add_page(b, {a.runtime for a in chosen}, root)
+        probe["json"] = "probe/probe.json"
     files = {str(f.relative_to(root)): sha256(f)
              for f in sorted(p for p in root.rglob("*") if p.is_file())}
     return {
         "schema": SCHEMA, "for": device, "name": b.manifest["name"],
+        "framework": b.manifest["source"]["framework"],
         "task": b.task, "labels": labels, "signature": b.manifest["signature"],
         "main_output": main_output, "profiles": profile_rules(),
         "preprocessing": {"where": "inside the model (raw features in)",
                           "input_image_shape": b.manifest.get("input_image_shape")},
-        "probe": {"inputs": "probe/inputs.npz", "reference": "probe/reference.npz"},
-        "artifacts": arts, "sha256": files, "runtime_versions": _runtime_versions(chosen),
+        "probe": probe, "artifacts": arts, "sha256": files,
+        "runtime_versions": {**_runtime_versions(chosen), **versions},
     }
 
 
@@ -237,8 +242,40 @@ python run.py . --serve --port 8080   # POST /predict {"instances": [[...]]}
 ```
 """
     if meta["for"] == "web":
-        return "## In the browser\n\nSee deploykit's `targets/web` page and `engines.mjs`.\n"
+        return _web_notes(meta)
     return _phone_notes(meta)
+
+
+def _web_notes(meta: dict[str, Any]) -> str:
+    a = meta["artifacts"][0]
+    n = meta["signature"]["inputs"][0]["shape"][1:]
+    versions = ", ".join(f"{k} {v}" for k, v in meta["runtime_versions"].items())
+    return f"""## In the browser
+
+Everything the page needs is in this folder, and nothing is fetched from elsewhere: the
+runtimes deploykit verified these artifacts with are in `runtime/` ({versions}).
+Serve the folder over HTTP (browsers do not run modules from `file://`) and open it:
+
+```
+python serve.py --port 8080           # the standard library only; binds to 127.0.0.1
+```
+
+`index.html` runs the probe set through every artifact at batch 1, 7 and all rows, shows
+parity against the original model's outputs, then predicts a row you choose. Any static host
+serves the folder as well, when it sends `.mjs` as `text/javascript` and `.wasm` as
+`application/wasm`.
+
+From your own page, with the import map of `index.html`:
+
+```
+import {{ loadArtifact }} from './engines.mjs';
+const read = async (p) => new Uint8Array(await (await fetch(p)).arrayBuffer());
+const model = await loadArtifact('{a['runtime']}', '{a['path']}', read);
+const out = await model.predict({{ [model.inputNames[0]]:
+  {{ shape: [1, {', '.join(map(str, n))}], dtype: 'float32', data: Float32Array.from(row) }} }});
+// out[name] = {{ shape, dtype, data }} for each of model.outputNames
+```
+"""
 
 
 def _phone_notes(meta: dict[str, Any]) -> str:

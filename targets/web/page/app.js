@@ -1,11 +1,17 @@
 // Loads a deploykit bundle's browser artifacts (tfjs, onnx-web), runs the bundle's probe set
 // at batch 1, an odd size and the full set, and shows parity against the reference outputs.
-// The bundle is served under ?bundle=URL (default /bundle/). Results land in
-// window.deploykitResults and window.deploykitDone for automated checks.
-import { compare, loadArtifact } from '../engines.mjs';
+// What it checks: the bundle served under ?bundle=URL (default /bundle/), or, on a page
+// marked <html data-package>, the web package it ships in (deploykit package --for web,
+// whose package.json lists the same facts). The page's import map says where the runtimes
+// and engines.mjs are. Results land in window.deploykitResults and window.deploykitDone for
+// automated checks.
+import { compare, loadArtifact } from 'deploykit-engines';
 
-globalThis.DEPLOYKIT_ORT_WASM = '/web/node_modules/onnxruntime-web/dist/';
-const base = new URLSearchParams(location.search).get('bundle') || '/bundle/';
+// onnxruntime-web fetches its wasm from beside its own module (a web package without an
+// onnx-web artifact has no onnxruntime-web in its import map)
+try {
+  globalThis.DEPLOYKIT_ORT_WASM = new URL('.', import.meta.resolve('onnxruntime-web')).href;
+} catch { /* nothing to point at */ }
 const readBytes = async (p) => {
   const r = await fetch(p);
   if (!r.ok) throw new Error(`${p}: HTTP ${r.status}`);
@@ -45,23 +51,42 @@ async function runBatched(model, inputName, x, batch, fixed) {
   return concatRows(parts);
 }
 
+const readJson = async (p) => JSON.parse(new TextDecoder().decode(await readBytes(p)));
+
+// The facts the page needs, from a bundle's manifest.json or a web package's package.json.
+async function source() {
+  if ('package' in document.documentElement.dataset) {
+    const meta = await readJson('package.json');
+    return { base: '', name: meta.name, framework: meta.framework,
+             task: { kind: meta.task, labels: meta.labels },
+             profiles: meta.profiles, artifacts: meta.artifacts, probe: meta.probe.json,
+             imageShape: meta.preprocessing.input_image_shape };
+  }
+  const base = new URLSearchParams(location.search).get('bundle') || '/bundle/';
+  const m = await readJson(base + 'manifest.json');
+  return { base, name: m.name, framework: m.source.framework, task: m.task,
+           profiles: m.profiles, artifacts: m.artifacts.filter((a) => a.runs === 'browser'),
+           probe: m.probe.json, imageShape: m.input_image_shape };
+}
+
 function mainOutput(reference) {
   return reference.probabilities || reference.predictions || Object.values(reference)[0];
 }
 
 async function main() {
   const status = document.getElementById('status');
-  const manifest = JSON.parse(new TextDecoder().decode(await readBytes(base + 'manifest.json')));
-  const probe = JSON.parse(new TextDecoder().decode(await readBytes(base + manifest.probe.json)));
+  const manifest = await source();
+  const base = manifest.base;
+  const probe = await readJson(base + manifest.probe);
   const x = decode(Object.values(probe.inputs)[0]);
   const ref = decode(mainOutput(probe.reference));
   document.getElementById('meta').textContent =
-    `${manifest.name}: ${manifest.source.framework}, ${manifest.task.kind}, ${x.shape[0]} probe rows`;
+    `${manifest.name}: ${manifest.framework}, ${manifest.task.kind}, ${x.shape[0]} probe rows`;
   const n = x.shape[0];
   const sizes = [...new Set([1, Math.min(7, n) % 2 ? Math.min(7, n) : Math.max(1, Math.min(7, n) - 1), n])];
   const results = [];
   const models = {};
-  for (const art of manifest.artifacts.filter((a) => a.runs === 'browser')) {
+  for (const art of manifest.artifacts) {
     status.textContent = `running ${art.target}…`;
     const res = { target: art.target, runtime: art.runtime, profile: art.profile, batches: {} };
     try {
@@ -109,7 +134,7 @@ function render(r) {
 
 function setupTry(manifest, x, models) {
   const width = x.shape[1];
-  const img = manifest.input_image_shape;
+  const img = manifest.imageShape;
   const draw = (i) => {
     if (!img) return;
     const ctx = document.getElementById('digit').getContext('2d');
