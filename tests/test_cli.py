@@ -72,6 +72,25 @@ def test_unknown_path_is_rejected_by_the_parser(tmp_path):
     assert r.returncode == 2 and "invalid choice: 'jax'" in r.stderr
 
 
+def test_every_command_and_option_says_what_it_is_for():
+    """`deploykit COMMAND --help` explains every argument (a bare `bundle` told a user nothing),
+    and `package --for` offers exactly the device kinds the package step knows."""
+    import argparse
+
+    from deploykit.cli import _parser
+    from deploykit.package.device import RUNNERS
+
+    commands = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    helped = {c.dest for c in commands._choices_actions if c.help}
+    assert helped == set(commands.choices), set(commands.choices) - helped
+    for name, sub in commands.choices.items():
+        bare = [a.option_strings or a.dest for a in sub._actions
+                if not isinstance(a, argparse._HelpAction) and not a.help]
+        assert not bare, (name, bare)
+    device = next(a for a in commands.choices["package"]._actions if a.dest == "device")
+    assert set(device.choices) == set(RUNNERS)
+
+
 def test_datasets_lists_builtins():
     r = run_cli("datasets")
     assert r.returncode == 0

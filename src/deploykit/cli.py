@@ -72,16 +72,19 @@ def _export_args(sub) -> None:
     e = sub.add_parser("export", help="export a model to deployment targets and verify each")
     e.add_argument("model", nargs="+", help="a deploykit model folder, a .keras/.skops/.pt2/"
                    ".onnx file or SavedModel folder; several of them, or a folder of them")
-    e.add_argument("--to", default="all", help="'all' or a comma-separated list of targets")
+    e.add_argument("--to", default="all", help="'all' or a comma-separated list of targets "
+                                               "(deploykit formats lists them)")
     e.add_argument("--out", required=True, help="bundle folder to write (several models: the "
                                                 "folder that gets one bundle per model)")
     e.add_argument("--sample", help=".npy (or .npz with X) of example inputs: the probe set "
                                     "and, for PyTorch modules, the input shape; for a model "
                                     "with several inputs, an .npz with one array per input "
                                     "name")
-    e.add_argument("--task", choices=("classification", "regression"))
-    e.add_argument("--timeout", type=float, default=600.0, help="seconds per converter")
-    e.add_argument("--quiet", action="store_true")
+    e.add_argument("--task", choices=("classification", "regression"),
+                   help="what the model's outputs are, when it should not be inferred")
+    e.add_argument("--timeout", type=float, default=600.0,
+                   help="seconds per converter (default 600)")
+    e.add_argument("--quiet", action="store_true", help="no progress output")
     _ray_arg(e)
     _verbose_arg(e)
     e.set_defaults(func=_cmd_export)
@@ -89,12 +92,12 @@ def _export_args(sub) -> None:
 
 def _bundle_args(sub) -> None:
     v = sub.add_parser("verify", help="re-check a bundle's artifacts using only the bundle")
-    v.add_argument("bundle")
+    v.add_argument("bundle", help="a bundle folder (deploykit export --out)")
     _verbose_arg(v)
     v.set_defaults(func=_cmd_verify)
     i = sub.add_parser("inspect", help="show a bundle's manifest: artifacts, sizes, parity")
-    i.add_argument("bundle")
-    i.add_argument("--json", action="store_true")
+    i.add_argument("bundle", help="a bundle folder (deploykit export --out)")
+    i.add_argument("--json", action="store_true", help="print the manifest as JSON")
     i.set_defaults(func=_cmd_inspect)
     r = sub.add_parser("report", help="write report.html (one self-contained page) for a "
                                       "what-if output folder or a bundle")
@@ -109,7 +112,7 @@ def _serve_args(sub) -> None:
     s.add_argument("--targets", help="comma-separated targets to serve (default: every "
                                      "passing server-side artifact)")
     s.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     s.add_argument("--workers", type=_positive, default=None,
                    help="worker processes (default: one per core; 1 = a single waitress "
                         "process, also the choice where gunicorn cannot run)")
@@ -124,7 +127,7 @@ def _serve_args(sub) -> None:
                         "ms as one batch (default 0: off; takes request threads, so --threads "
                         "defaults to 8 with it)")
     s.add_argument("--max-batch", type=int, default=1024, help="rows per request (default 1024)")
-    s.add_argument("--max-body-mb", type=float, default=8.0, help="request body limit in MB")
+    s.add_argument("--max-body-mb", type=float, default=8.0, help="request body limit in MB (default 8)")
     s.add_argument("--dev", action="store_true", help="Flask's development server instead")
     _ray_arg(s, "serve as a Ray Serve application")
     s.add_argument("--replicas", type=_positive, default=None,
@@ -136,8 +139,11 @@ def _serve_args(sub) -> None:
 
 def _package_args(sub) -> None:
     k = sub.add_parser("package", help="a small self-verifying package for one kind of device")
-    k.add_argument("bundle")
-    k.add_argument("--for", dest="device", required=True, choices=("edge", "android", "ios", "web"))
+    k.add_argument("bundle", help="a bundle folder (deploykit export --out)")
+    k.add_argument("--for", dest="device", required=True, choices=("edge", "android", "ios", "web"),
+                   help="edge: LiteRT/ONNX artifacts with a numpy runner that verifies and "
+                        "serves them; android, ios: the phone artifacts with their runtime's "
+                        "setup; web: the browser artifacts with a page that runs them")
     k.add_argument("--out", required=True, help="package folder (a .zip is written beside it)")
     k.set_defaults(func=_cmd_package)
 
