@@ -51,6 +51,18 @@ def test_ids_too_large_for_the_dtype_are_refused_not_wrapped_into_other_ids():
     assert e.value.status == 400 and "do not fit int32" in str(e.value), str(e.value)
 
 
+@pytest.mark.parametrize("value", [2**63, 2.0**63, 2**64 + 7, -2**63 - 1, 1e300])
+def test_int64_ids_past_its_range_are_refused_not_wrapped(value):
+    """2**63 arrives as a float (or an object array past 2**64); int64's max, 2**63 - 1, is
+    2**63 as a float, so a check against it let 2**63 through and the cast made it -2**63."""
+    spec = [TensorSpec("ids", "int64", (None, 2))]
+    assert _request_inputs({"instances": [[2**63 - 1, -2**63]]}, spec, 8)["ids"].tolist() == \
+        [[2**63 - 1, -2**63]]
+    with pytest.raises(ApiError) as e:
+        _request_inputs({"instances": [[value, 1]]}, spec, 8)
+    assert e.value.status == 400 and "do not fit int64" in str(e.value), str(e.value)
+
+
 X2 = [TensorSpec("x", "float32", (None, 2))]
 
 

@@ -261,14 +261,17 @@ def _numbers(values: Any, want: np.dtype, what: str) -> np.ndarray:
         kinds = set(map(type, _leaves(values, arr.ndim)))
         if (bool in kinds) != (want.kind == "b") or not kinds <= {bool, int, float}:
             raise bad  # numpy would have made true 1.0 and "1.5" 1.5
-        if arr.dtype == object and want.kind == "f":  # integers beyond int64: still numbers
+        if arr.dtype == object and want.kind in "iu":  # an integer past 64 bits
+            raise ApiError(400, f"{what}: values do not fit {want}")
+        if arr.dtype == object:  # integers beyond int64: still numbers
             arr = np.asarray(values, dtype=np.float64)
     if arr.dtype.kind not in "biuf":
         raise bad
     if want.kind in "iu" and arr.dtype.kind == "f":
         if not np.array_equal(arr, np.trunc(arr)):  # 2.0 is an integer, as in JSON Schema
             raise ApiError(400, f"{what}: {want} data must be integers, got decimals")
-        if not ((arr >= np.iinfo(want).min) & (arr <= np.iinfo(want).max)).all():
+        info = np.iinfo(want)  # max + 1 is a power of two, exact as a float; max is not
+        if not ((arr >= info.min) & (arr < float(int(info.max) + 1))).all():
             raise ApiError(400, f"{what}: values do not fit {want}")
         arr = arr.astype(want)
     return arr
