@@ -205,6 +205,33 @@ def test_batch_and_body_limits(server, bundles):
     assert r.status_code == 413 and "larger than the limit" in r.json()["error"]
 
 
+def test_chunked_bodies_keep_the_limit_and_bad_chunks_are_400s(server, bundles):
+    """A body without Content-Length (chunked) is held to the same limit: Werkzeug stopped
+    reading it at the limit without a word, so a body padded past it with spaces was
+    answered 200. A malformed chunk is the client's fault, not an internal error."""
+    x, ref, name = _probe(bundles["sk"])
+    url = f"{server['url']}/predict?model={name}"
+    row = json.dumps({"instances": x[:2].tolist()}).encode()
+
+    def chunked(body: bytes):
+        yield from (body[i:i + 65536] for i in range(0, len(body), 65536))
+
+    r = requests.post(url, data=chunked(row))  # a generator: Transfer-Encoding: chunked
+    assert r.status_code == 200, r.text
+    assert r.json()["labels"] == [str(i) for i in ref["probabilities"][:2].argmax(1)]
+    r = requests.post(url, data=chunked(row[:-1] + b" " * (1 << 20) + b"}"))
+    assert r.status_code == 413 and "larger than the limit" in r.json()["error"], r.text
+    host, port = server["url"].removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(f"POST /predict?model={name} HTTP/1.1\r\nHost: {host}\r\nTransfer-"
+                     f"Encoding: chunked\r\nConnection: close\r\n\r\nZZ\r\n{{}}\r\n0\r\n\r\n"
+                     .encode())
+        answer = b"".join(iter(lambda: sock.recv(65536), b"")).decode()
+    head, _, body = answer.partition("\r\n\r\n")
+    assert head.startswith("HTTP/1.1 400"), answer
+    assert "request body could not be read" in json.loads(body)["error"], answer
+
+
 def test_concurrent_mixed_clients_get_no_5xx_and_correct_answers(server, bundles):
     x, ref, name = _probe(bundles["torch"])
     url = f"{server['url']}/predict?model={name}"

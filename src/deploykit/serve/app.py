@@ -167,9 +167,29 @@ def error_answer(e: Exception, logger) -> tuple[int, str]:
 
 def _body() -> dict[str, Any]:
     """The JSON object of the request (whatever its Content-Type says)."""
-    from flask import request
+    return _parse_json(request_bytes())
 
-    return _parse_json(request.get_data(cache=True))
+
+def request_bytes() -> bytes:
+    """The request's body, read once. A chunked body (no Content-Length) past the size limit
+    is a 413: Werkzeug stops reading it at the limit without a word, and the truncated JSON
+    was a 400, or a 200 for a body padded with spaces. A body the WSGI server cannot read (a
+    malformed chunk) is the client's fault: a 400 naming it, not a 500."""
+    from flask import current_app, request
+    from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+    try:
+        data = request.get_data(cache=True)
+        if request.content_length is None and \
+                len(data) >= current_app.config["MAX_CONTENT_LENGTH"] and \
+                request.environ["wsgi.input"].read(1):  # past the limit Werkzeug kept to
+            raise RequestEntityTooLarge
+    except HTTPException:
+        raise
+    except Exception as e:  # noqa: BLE001  (each WSGI server raises its own kinds)
+        raise ApiError(400, f"the request body could not be read: {type(e).__name__}: "
+                            f"{e}") from None
+    return data
 
 
 def _raw_body() -> tuple[bytes, bytes]:
@@ -177,7 +197,7 @@ def _raw_body() -> tuple[bytes, bytes]:
     puts raw tensor bytes after a JSON header of ``Inference-Header-Content-Length`` bytes."""
     from flask import request
 
-    return split_binary(request.get_data(cache=True),
+    return split_binary(request_bytes(),
                         request.headers.get("Inference-Header-Content-Length"))
 
 
@@ -513,7 +533,7 @@ def _predict_routes(app, models: dict[str, ServedModel], max_batch: int) -> None
     @app.post("/validate")
     def validate():
         m = _pick(models, request.args.get("model"))
-        body = _body() if request.get_data(cache=True).strip() else None
+        body = _body() if request_bytes().strip() else None
         x = None
         if body and ("instances" in body or "inputs" in body):
             x = _request_inputs(body, m.signature.inputs, max_batch)
