@@ -89,6 +89,36 @@ def test_every_command_and_option_says_what_it_is_for():
         assert not bare, (name, bare)
     device = next(a for a in commands.choices["package"]._actions if a.dest == "device")
     assert set(device.choices) == set(RUNNERS)
+    quiet = [n for n, sub in commands.choices.items()  # the README promises it for every one
+             if not any("--verbose" in a.option_strings for a in sub._actions)]
+    assert not quiet, quiet
+
+
+@pytest.mark.parametrize("option, value, says", [
+    ("--port", "70000", "expected a port from 1 to 65535"),  # was an internal error
+    ("--port", "-1", "expected a port from 1 to 65535"),
+    ("--max-body-mb", "nan", "expected megabytes above 0"),  # was an internal error
+    ("--max-body-mb", "-1", "expected megabytes above 0"),  # every request got a 413
+    ("--max-batch", "0", "expected a positive whole number"),  # every request got a 413
+])
+def test_serve_refuses_option_values_it_cannot_serve_with(tmp_path, option, value, says):
+    r = run_cli("serve", str(tmp_path), option, value)
+    assert r.returncode == 2 and says in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_a_mistyped_bundle_leaves_no_logs_folder_beside_it_and_off_loopback_is_warned(tmp_path):
+    """The run log goes beside a bundle folder; for a path that is no folder (a typo, a
+    bundle's manifest.json) it went beside that path: /logs for /nonexistent."""
+    bundle = tmp_path / "b"
+    bundle.mkdir()
+    (bundle / "manifest.json").write_text("{}")
+    for path in (tmp_path / "missing" / "b", bundle / "manifest.json"):
+        r = run_cli("serve", str(path), "--host", "0.0.0.0", "--port", "18999")
+        assert r.returncode == 2 and "error:" in r.stderr, r.stderr
+        assert "warning: on 0.0.0.0 the models answer other machines" in r.stderr, r.stderr
+        log = Path(r.stderr.split("details: ")[1].strip())
+        assert log.is_file() and tmp_path not in log.parents, log
+    assert not (tmp_path / "missing").exists() and not (bundle / "logs").exists()
 
 
 def test_datasets_lists_builtins():

@@ -29,9 +29,11 @@ def _parser() -> argparse.ArgumentParser:
     for add in (_train_args, _whatif_args, _export_args, _bundle_args, _serve_args,
                 _package_args):
         add(sub)
-    sub.add_parser("formats", help="print the conversion graph").set_defaults(func=_cmd_formats)
-    sub.add_parser("datasets", help="list the builtin datasets").set_defaults(
-        func=_cmd_datasets)
+    for name, what, func in (("formats", "print the conversion graph", _cmd_formats),
+                             ("datasets", "list the builtin datasets", _cmd_datasets)):
+        f = sub.add_parser(name, help=what)
+        _verbose_arg(f)
+        f.set_defaults(func=func)
     return p
 
 
@@ -98,11 +100,13 @@ def _bundle_args(sub) -> None:
     i = sub.add_parser("inspect", help="show a bundle's manifest: artifacts, sizes, parity")
     i.add_argument("bundle", help="a bundle folder (deploykit export --out)")
     i.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    _verbose_arg(i)
     i.set_defaults(func=_cmd_inspect)
     r = sub.add_parser("report", help="write report.html (one self-contained page) for a "
                                       "what-if output folder or a bundle")
     r.add_argument("folder", help="a what-if --out folder (reads its report.json) or a bundle")
     r.add_argument("--out", help="where to write the page (default: FOLDER/report.html)")
+    _verbose_arg(r)
     r.set_defaults(func=_cmd_report)
 
 
@@ -112,7 +116,7 @@ def _serve_args(sub) -> None:
     s.add_argument("--targets", help="comma-separated targets to serve (default: every "
                                      "passing server-side artifact)")
     s.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    s.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    s.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
     s.add_argument("--workers", type=_positive, default=None,
                    help="worker processes (default: one per core; 1 = a single waitress "
                         "process, also the choice where gunicorn cannot run)")
@@ -126,14 +130,17 @@ def _serve_args(sub) -> None:
                    help="dynamic batching: run concurrent requests arriving within this many "
                         "ms as one batch (default 0: off; takes request threads, so --threads "
                         "defaults to 8 with it)")
-    s.add_argument("--max-batch", type=int, default=1024, help="rows per request (default 1024)")
-    s.add_argument("--max-body-mb", type=float, default=8.0, help="request body limit in MB (default 8)")
+    s.add_argument("--max-batch", type=_positive, default=1024,
+                   help="rows per request (default 1024)")
+    s.add_argument("--max-body-mb", type=_megabytes, default=8.0,
+                   help="request body limit in MB (default 8)")
     s.add_argument("--dev", action="store_true", help="Flask's development server instead")
     _ray_arg(s, "serve as a Ray Serve application")
     s.add_argument("--replicas", type=_positive, default=None,
                    help="with --ray: replicas of the server, one CPU each (default 1)")
     s.add_argument("--max-replicas", type=_positive, default=None,
                    help="with --ray: scale between --replicas and this many with the load")
+    _verbose_arg(s)
     s.set_defaults(func=_cmd_serve)
 
 
@@ -145,6 +152,7 @@ def _package_args(sub) -> None:
                         "serves them; android, ios: the phone artifacts with their runtime's "
                         "setup; web: the browser artifacts with a page that runs them")
     k.add_argument("--out", required=True, help="package folder (a .zip is written beside it)")
+    _verbose_arg(k)
     k.set_defaults(func=_cmd_package)
 
 
@@ -156,6 +164,35 @@ def _positive(text: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
     return n
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _port(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535, got {text!r}")
+    return n
+
+
+def _megabytes(text: str) -> float:
+    try:
+        mb = float(text)
+    except ValueError:
+        mb = 0.0
+    if not 0 < mb <= 4096:  # NaN too
+        raise argparse.ArgumentTypeError(f"expected megabytes above 0, up to 4096, got {text!r}")
+    return mb
 
 
 def _window_ms(text: str) -> float:
@@ -410,6 +447,9 @@ def _cmd_serve(a: argparse.Namespace) -> int:
     on_ray = a.ray is not None or a.replicas or a.max_replicas
     if on_ray:
         _check_replicas(a)
+    if not _loopback(a.host):
+        _say(f"warning: on {a.host} the models answer other machines, with no authentication; "
+             f"put a proxy such as nginx in front (it also buffers slow clients)", err=True)
     served = check_bundles(a.bundles, targets)  # before any fork: one error, not one per worker
     run.check_port(a.host, a.port)
 
@@ -516,20 +556,28 @@ def _say(text: str = "", err: bool = False) -> None:
 
 
 # command -> the folder whose logs/ subfolder gets the run log (from the parsed arguments)
+TEMP_LOGS = Path(tempfile.gettempdir()) / "deploykit"
 LOG_FOLDERS = {
     "train": lambda a: Path(a.out).resolve().parent,
     "what-if": lambda a: Path(a.out),
     "export": lambda a: Path(a.out).resolve().parent,
-    "verify": lambda a: Path(a.bundle).resolve().parent,
-    "serve": lambda a: Path(a.bundles[0]).resolve().parent,
+    "verify": lambda a: _beside(a.bundle),
+    "serve": lambda a: _beside(a.bundles[0]),
     "package": lambda a: Path(a.out).resolve().parent,
-    "inspect": lambda a: Path(a.bundle).resolve().parent,
+    "inspect": lambda a: _beside(a.bundle),
 }
+
+
+def _beside(bundle: str) -> Path:
+    """The folder holding ``bundle`` when it is a folder, else the temporary folder's: a
+    mistyped path made a ``logs/`` folder at ``/``, or inside a bundle for its manifest."""
+    p = Path(bundle).resolve()
+    return p.parent if p.is_dir() and p.parent != p else TEMP_LOGS
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    folder = LOG_FOLDERS.get(args.command, lambda a: Path(tempfile.gettempdir()) / "deploykit")
+    folder = LOG_FOLDERS.get(args.command, lambda a: TEMP_LOGS)
     log = new_log_path(folder(args), args.command)
     with capture(log, verbose=getattr(args, "verbose", False)):
         code = _run(args, log)
