@@ -264,6 +264,28 @@ def test_concurrent_mixed_clients_get_no_5xx_and_correct_answers(server, bundles
     assert not problems, problems[:5]
 
 
+def test_validate_on_posted_rows_says_when_they_are_too_few_to_prove_anything(server, bundles):
+    """Posted rows: the default artifact's answers are the reference. Two rows cannot detect
+    a fault: every artifact said passed: false with no failure and no reason."""
+    x, ref, name = _probe(bundles["sk"])
+    url = f"{server['url']}/validate?model={name}"
+    r = requests.post(url, json={"instances": x[:2].tolist()}).json()
+    assert not r["passed"] and r["artifacts"], r
+    for a in r["artifacts"]:
+        assert a["status"] == "vacuous" and not a["failures"], a
+        assert "the probe set has 2 rows" in a["vacuous"], a
+        assert "post more rows to /validate" in a["vacuous"] and "--sample" not in a["vacuous"]
+    r = requests.post(url, json={"instances": x[:40].tolist()}).json()
+    assert r["passed"] and {a["status"] for a in r["artifacts"]} == {"pass"}, r
+    # inputs the CNN overflows on: the reference is NaN, a 422 as /predict answers, not an
+    # artifact failing against itself
+    _, _, cnn = _probe(bundles["torch"])
+    huge = {"instances": np.full((20, 64), 3e38).tolist()}
+    for route in ("validate", "predict"):
+        r = requests.post(f"{server['url']}/{route}?model={cnn}", json=huge)
+        assert r.status_code == 422 and "NaN or Inf" in r.json()["error"], (route, r.text)
+
+
 def test_validate_passes_then_catches_an_artifact_tampered_after_start(server, bundles):
     _, _, name = _probe(bundles["torch"])
     r = requests.post(f"{server['url']}/validate?model={name}").json()

@@ -250,6 +250,9 @@ def min_rows(prof: Profile, task: str) -> int:
     return MIN_PROBE_ROWS
 
 
+SAMPLE_HINT = "(--sample)"  # where a CLI user passes more inputs (the server says its own)
+
+
 def vacuous_reason(probe: Probe, prof: Profile, decisive: np.ndarray | None = None
                    ) -> str | None:
     """Why agreement on ``probe`` would prove nothing under ``prof`` (``None``: it can)."""
@@ -257,10 +260,10 @@ def vacuous_reason(probe: Probe, prof: Profile, decisive: np.ndarray | None = No
     if probe.n < need:
         return (f"the probe set has {probe.n} row{'' if probe.n == 1 else 's'}; profile "
                 f"{prof.name} needs at least {need} "
-                f"to detect a fault: pass more sample rows (--sample)")
+                f"to detect a fault: pass more sample rows {SAMPLE_HINT}")
     if all(_constant(v) for v in probe.reference.values()):
         return ("the original model gives the same outputs for every probe input, so "
-                "agreement proves nothing: pass varied sample inputs (--sample), or check "
+                f"agreement proves nothing: pass varied sample inputs {SAMPLE_HINT}, or check "
                 "the model (untrained or collapsed weights?)")
     if decisive is not None and decisive.sum() < need:
         return (f"only {int(decisive.sum())} of {probe.n} probe rows are decisive at int8 "

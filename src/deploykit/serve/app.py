@@ -537,6 +537,7 @@ def _predict_routes(app, models: dict[str, ServedModel], max_batch: int) -> None
         x = None
         if body and ("instances" in body or "inputs" in body):
             x = _request_inputs(body, m.signature.inputs, max_batch)
+            _run(m.get(None), x)  # the reference: NaN or Inf there is a 422, as for /predict
         rows = m.validate(x)
         return jsonify(model=m.name, reference="probe set" if x is None else m.default,
                        passed=all(r["passed"] for r in rows), artifacts=rows)

@@ -14,7 +14,7 @@ from deploykit import formats, graph
 from deploykit.artifact import Artifact
 from deploykit.bundle import Bundle, load_bundle, sha256
 from deploykit.errors import BundleError, DeploykitError, InputError
-from deploykit.parity import check
+from deploykit.parity import SAMPLE_HINT, check
 from deploykit.serve.batching import Batcher
 
 
@@ -126,11 +126,19 @@ class ServedModel:
             with s.lock:
                 r = check(t, s.artifact.profile, s.runner.predict, probe)
             worst = r.max_abs
-            rows.append({"target": t, "passed": bool(r), "profile": r.profile,
-                         "label_agreement": r.label_agreement, "batches": r.batches,
+            rows.append({"target": t, "passed": bool(r), "status": r.status,
+                         "profile": r.profile, "label_agreement": r.label_agreement,
+                         "batches": r.batches,
                          "max_abs": worst if worst is None or np.isfinite(worst) else None,
-                         "failures": r.failures})
+                         "failures": r.failures, "vacuous": _posted(r.vacuous, inputs)})
         return rows
+
+
+def _posted(vacuous: str | None, inputs: Any) -> str | None:
+    """Why agreement proved nothing, in the server's words for posted inputs."""
+    if vacuous is None or inputs is None:
+        return vacuous
+    return vacuous.replace(SAMPLE_HINT, "(post more rows to /validate)")
 
 
 def _changed_files(bundle: Bundle, art: Artifact) -> list[str]:
