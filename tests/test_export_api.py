@@ -64,3 +64,33 @@ def test_formats_prints_the_graph():
     r = run_cli("formats")
     assert r.returncode == 0
     assert "keras         -> saved_model" in r.stdout and "torch_to_executorch" in r.stdout
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("model.onnx", "expected an ONNX model that onnxruntime loads"),
+    ("model.keras", "expected a file of keras.Model.save"),
+    ("model.skops", "expected a file of skops.io.dump"),
+    ("model.pt2", "expected a program of torch.export.save (torch.save files are not programs)"),
+])
+def test_a_file_its_framework_cannot_load_is_one_typed_line(tmp_path, name, expected):
+    """A corrupt file, or another kind under the suffix (a pickle named .skops, a torch.save
+    state dict named .pt2): the framework's own exception was an "internal error, please
+    report it" (exit 3). Now a one-line error saying what the file should be, the
+    framework's traceback in the run log."""
+    import pickle
+
+    from zoo_check import in_process
+
+    bad = tmp_path / name
+    if name.endswith(".pt2"):
+        import torch
+
+        torch.save({"weight": torch.zeros(2, 2)}, bad)
+    else:
+        bad.write_bytes(pickle.dumps({"weights": [1.0, 2.0]}))
+    code, text = in_process()("export", str(bad), "--to", "onnx", "--out", str(tmp_path / "b"))
+    lines = text.strip().splitlines()
+    assert code == 2 and len(lines) == 2, text
+    assert lines[0].startswith(f"error: {bad}: cannot load it (") and expected in lines[0], text
+    log = lines[1].removeprefix("details: ")
+    assert "Traceback" in open(log).read() and not (tmp_path / "b").exists()

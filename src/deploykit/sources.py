@@ -12,14 +12,17 @@ original framework's predictions on the probe inputs.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Mapping
+import traceback
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from deploykit.errors import SourceError
+from deploykit._runlog import current
+from deploykit.errors import DeploykitError, SourceError
 from deploykit.parity import Probe
 from deploykit.signature import Signature, TensorSpec, format_shape
 
@@ -132,22 +135,46 @@ def _from_path(p: Path, sample, task, labels) -> Source:
     if p.suffix == ".keras":
         from deploykit.formats.keras import load_keras
 
-        return _keras_memory(load_keras(p, "to export a .keras file")[1], sample, task, labels,
-                             file=p)
+        with _reading(p, "a file of keras.Model.save; deploykit loads it in safe mode, so "
+                         "Lambda layers and custom layers not registered in Keras cannot load"):
+            model = load_keras(p, "to export a .keras file")[1]
+        return _keras_memory(model, sample, task, labels, file=p)
     if p.suffix == ".skops":
         from deploykit.training.sklearn_path import load_estimator
 
-        return _sklearn_memory(load_estimator(p), sample, labels)
+        with _reading(p, "a file of skops.io.dump"):
+            model = load_estimator(p)
+        return _sklearn_memory(model, sample, labels)
     if p.suffix == ".pt2":
         from deploykit.formats.torch_program import load_program
 
-        return _torch_memory(load_program(p), sample, task, labels, file=p)
+        with _reading(p, "a program of torch.export.save (torch.save files are not programs)"):
+            program = load_program(p)
+        return _torch_memory(program, sample, task, labels, file=p)
     if p.suffix == ".onnx":
         return _onnx_file(p, sample, task, labels)
     if (p / "saved_model.pb").is_file():
         return _saved_model_dir(p, sample, task, labels)
     raise SourceError(f"{p}: not a model deploykit recognises (.keras, .skops, .pt2, .onnx, "
                       f"a SavedModel folder, or a deploykit model folder)")
+
+
+@contextmanager
+def _reading(p: Path, what: str) -> Iterator[None]:
+    """A framework's failure to load the user's file, as a one-line SourceError saying what
+    the file should be (its traceback goes to the run log): it was an "internal error"."""
+    try:
+        yield
+    except DeploykitError:
+        raise
+    except Exception as e:  # noqa: BLE001  (each framework's loader raises its own kinds)
+        log = current()
+        if log is not None:
+            log.write(f"loading {p}:\n{''.join(traceback.format_exception(e))}")
+        cause = " ".join(str(e).split())
+        cause = cause if len(cause) <= 200 else cause[:200] + " ..."
+        raise SourceError(f"{p}: cannot load it ({type(e).__name__}: {cause}); expected "
+                          f"{what}") from None
 
 
 # -- helpers shared by in-memory sources ----------------------------------------------------------
@@ -562,7 +589,9 @@ def _tf_named(out) -> dict[str, np.ndarray]:
 def _saved_model_dir(p: Path, sample, task, labels) -> Source:
     from deploykit.formats.saved_model import serving_function
 
-    fn, names = serving_function(p)
+    with _reading(p, "a SavedModel folder with a 'serving_default' signature, as "
+                     "tf.saved_model.save writes for a tf.Module with a serving tf.function"):
+        fn, names = serving_function(p)
     _one_input(names, "SavedModel's serving signature")
     spec = fn.structured_input_signature[1][names[0]]
     sig_in, notes = _fixed_lengths(_spec_from_shape(spec.shape.as_list(), spec.dtype.name, "x"),
@@ -588,7 +617,8 @@ def _onnx_file(p: Path, sample, task, labels) -> Source:
     from deploykit._lazy import require
 
     ort = require("onnxruntime", purpose="to read an ONNX model")
-    sess = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
+    with _reading(p, "an ONNX model that onnxruntime loads"):
+        sess = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
     _one_input([i.name for i in sess.get_inputs()], "ONNX model")
     i = sess.get_inputs()[0]
     dtype = {"tensor(float)": "float32", "tensor(double)": "float64",
