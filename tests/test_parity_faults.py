@@ -148,3 +148,40 @@ def test_one_sample_row_from_the_cli_fails_and_asks_for_more(tmp_path):
     assert "the probe set has 1 row" in said and "pass more sample rows (--sample)" in said, said
     assert "Traceback" not in said
     assert deploykit.load_bundle(tmp_path / "b").artifact("onnx").parity.status == "vacuous"
+
+
+def _swap_two_classes(p: np.ndarray) -> np.ndarray:
+    return p[:, [1, 0, *range(2, p.shape[1])]]
+
+
+@pytest.mark.parametrize("name", ["probabilities", "probs"])
+def test_int8_judges_a_classifier_by_its_scores_whatever_the_output_is_named(name):
+    """int8 has no tolerance: a classifier is judged by label agreement alone. Found only
+    under ``probabilities``, so a user's ONNX classifier with output ``probs`` passed int8
+    with its classes swapped: nothing was compared."""
+    x = sample(200)
+    probe = Probe({"x": x}, {name: _softmax(x[:, :3] * 4)})
+    same = check("t", "int8", lambda inputs: {name: _softmax(inputs["x"][:, :3] * 4)}, probe)
+    assert same.status == "pass" and same.label_agreement == 1.0, same
+    swapped = check("t", "int8", lambda inputs: {name: _swap_two_classes(
+        _softmax(inputs["x"][:, :3] * 4))}, probe)
+    assert swapped.status == "fail" and "label agreement" in swapped.failures[0], swapped
+
+
+def test_int8_reads_one_sigmoid_column_as_a_threshold_at_a_half():
+    """One column: argmax always said class 0, so agreement was 100 % whatever the artifact
+    gave; the label is whether the score reaches 0.5."""
+    x = sample(200)
+    sigmoid = lambda inputs: {"p": 1 / (1 + np.exp(-4 * inputs["x"][:, :1]))}  # noqa: E731
+    probe = Probe({"x": x}, sigmoid({"x": x}))
+    assert check("t", "int8", sigmoid, probe).status == "pass"
+    flipped = check("t", "int8", lambda inputs: {"p": 1 - sigmoid(inputs)["p"]}, probe)
+    assert flipped.status == "fail" and flipped.label_agreement < 0.2, flipped
+
+
+def test_int8_on_a_classifier_without_labels_or_scores_compares_nothing_and_says_so():
+    x = sample(200)
+    probe = Probe({"x": x}, {"cls": (x[:, 0] > 0).astype(np.int64)})
+    result = check("t", "int8", lambda inputs: {"cls": np.zeros(len(inputs["x"]), np.int64)},
+                   probe)
+    assert result.status == "vacuous" and "nothing was compared" in result.vacuous, result

@@ -226,17 +226,23 @@ def check(target: str, profile: str, predict: Callable, probe: Probe) -> ParityR
             failures.append(f"R² of artifact vs original {fit:.4f} < {INT8_REGRESSION_MIN_R2} "
                             f"(profile int8)")
     hollow = vacuous_reason(probe, prof, decisive)
+    if hollow is None and agree is None and prof.atol is None and probe.task == "classification":
+        hollow = (f"no output gives class labels or scores (label, or rows of floats), and "
+                  f"profile {prof.name} judges classifiers by label agreement alone: nothing "
+                  f"was compared")
     ties = None if decisive is None else int((~decisive).sum())
     return ParityResult(target, profile, not failures and not hollow, stats, agree, topk,
                         metric, batches, failures, hollow, ties)
 
 
 def _decisive(probe: Probe, prof: Profile) -> np.ndarray | None:
-    """int8 classification with probabilities: the rows that are not ties (see above)."""
-    p = probe.reference.get("probabilities")
-    if prof.name != "int8" or probe.task != "classification" or p is None or p.ndim != 2 \
-            or p.shape[1] < 2:
+    """int8 classification with class scores: the rows that are not ties (see above)."""
+    key = scores_key(probe.reference)
+    if prof.name != "int8" or probe.task != "classification" or key is None:
         return None
+    p = probe.reference[key]
+    if p.shape[1] == 1:  # one sigmoid: how far from the 0.5 threshold
+        return np.abs(p[:, 0] - 0.5) * 2 >= INT8_TIE_MARGIN
     top = np.sort(p, axis=1)
     return (top[:, -1] - top[:, -2]) >= INT8_TIE_MARGIN
 
@@ -320,24 +326,37 @@ def _stats(name: str, a: np.ndarray, ref: np.ndarray, prof: Profile) -> OutputSt
                        float(np.mean(err <= tol)) if prof.atol is not None else None)
 
 
-def _predicted_labels(outputs: dict[str, np.ndarray]) -> np.ndarray | None:
+def scores_key(outputs: dict[str, np.ndarray]) -> str | None:
+    """A classifier's output of class scores: ``probabilities``, else the first output of
+    rows of floats (a user's ONNX or Keras classifier names its own: ``probs``, ``p``)."""
+    if "probabilities" in outputs:
+        return "probabilities"
+    return next((k for k, v in outputs.items()
+                 if np.ndim(v) == 2 and np.asarray(v).dtype.kind == "f"), None)
+
+
+def _predicted_labels(outputs: dict[str, np.ndarray], key: str | None) -> np.ndarray | None:
+    """Labels from ``label``, else from the scores under ``key``: the top class, or for one
+    column (a sigmoid) whether it reaches 0.5."""
     if "label" in outputs:
         return np.asarray(outputs["label"]).reshape(-1)
-    if "probabilities" in outputs:
-        return np.asarray(outputs["probabilities"]).argmax(axis=1)
-    return None
+    if key is None or key not in outputs:
+        return None
+    p = np.asarray(outputs[key])
+    return (p[:, 0] >= 0.5).astype(np.int64) if p.shape[1] == 1 else p.argmax(axis=1)
 
 
 def _labels(got: dict[str, np.ndarray], probe: Probe, decisive: np.ndarray | None = None):
     """Label agreement (over the decisive rows when given) and top-k of the reference."""
-    ref, mine = _predicted_labels(probe.reference), _predicted_labels(got)
+    key = scores_key(probe.reference)
+    ref, mine = _predicted_labels(probe.reference, key), _predicted_labels(got, key)
     if probe.task != "classification" or ref is None or mine is None:
         return None, None
     agree = float(np.mean(mine == ref)) if decisive is None or not decisive.any() else \
         float(np.mean(mine[decisive] == ref[decisive]))
     topk = None
-    if "probabilities" in got:
-        p = np.asarray(got["probabilities"])
+    if key is not None and key in got and np.shape(got[key])[1] > 1:
+        p = np.asarray(got[key])
         order = np.argsort(-p, axis=1)
         topk = {f"top{k}": float(np.mean([r in order[i, :k] for i, r in enumerate(ref)]))
                 for k in (1, min(3, p.shape[1]))}
@@ -349,7 +368,8 @@ def _metric(got: dict[str, np.ndarray], probe: Probe) -> dict[str, float] | None
     if probe.y is None:
         return None
     if probe.task == "classification":
-        mine, ref = _predicted_labels(got), _predicted_labels(probe.reference)
+        key = scores_key(probe.reference)
+        mine, ref = _predicted_labels(got, key), _predicted_labels(probe.reference, key)
         if mine is None or ref is None:
             return None
         a, o = float(np.mean(mine == probe.y)), float(np.mean(ref == probe.y))
