@@ -94,3 +94,23 @@ def test_a_file_its_framework_cannot_load_is_one_typed_line(tmp_path, name, expe
     assert lines[0].startswith(f"error: {bad}: cannot load it (") and expected in lines[0], text
     log = lines[1].removeprefix("details: ")
     assert "Traceback" in open(log).read() and not (tmp_path / "b").exists()
+
+
+def test_a_regressor_of_several_targets_keeps_a_column_per_target(tmp_path):
+    """Ridge fitted on two targets: its (n, 2) predictions were flattened into a (2n, 1)
+    reference, so every target failed parity with "shape (150, 2) != reference (300, 1)"."""
+    import numpy as np
+    from sklearn.linear_model import Ridge
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 5)).astype(np.float32)
+    y = np.column_stack([x @ rng.normal(size=5), x[:, 0] * 3 - x[:, 1]])
+    model = Ridge().fit(x, y)
+    targets = ["onnx", "tflite", "executorch"]
+    r = deploykit.export(model, targets, out=tmp_path / "b", sample=x, quiet=True)
+    assert r.ok, {c.target: c.reason for c in r.cells}
+    with deploykit.load_bundle(tmp_path / "b") as b:
+        assert b.signature.outputs[0].shape == (None, 2)
+        for t in targets:
+            got = b.predict(x[:20], target=t).outputs["predictions"]
+            np.testing.assert_allclose(got, model.predict(x[:20]), rtol=1e-4, atol=1e-4)

@@ -300,7 +300,7 @@ def _sklearn_memory(model, sample, labels) -> Source:
         outs = [TensorSpec("label", "int64", (None,)),
                 TensorSpec("probabilities", "float32", (None, len(classes)))]
     else:
-        outs = [TensorSpec("predictions", "float32", (None, 1))]
+        outs = [TensorSpec("predictions", "float32", (None, ref["predictions"].shape[1]))]
     sig = Signature.single(int(n), outs)
 
     def write(root: Path) -> str:

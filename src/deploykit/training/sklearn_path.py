@@ -98,7 +98,8 @@ def predict(model, X: np.ndarray, task: str) -> dict[str, np.ndarray]:
     if task == "classification":
         return {"label": model.predict(X).astype(np.int64),
                 "probabilities": model.predict_proba(X).astype(np.float32)}
-    return {"predictions": model.predict(X).astype(np.float32).reshape(-1, 1)}
+    out = model.predict(X).astype(np.float32)
+    return {"predictions": out.reshape(len(out), -1)}  # a column per target
 
 
 def signature(split: Split) -> Signature:
