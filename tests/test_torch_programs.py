@@ -294,6 +294,34 @@ def test_executorch_lowering_keeps_the_batch_of_a_chunked_projection():
     assert [int(r.upper) for r in edge.range_constraints.values()] == [MAX_BATCH]
 
 
+class Attention(torch.nn.Module):
+    """Self-attention as users write it: ``nn.MultiheadAttention`` (batch first), whose heads
+    are ``transpose(...).contiguous()`` then ``view``."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.inp, self.head = torch.nn.Linear(6, 16), torch.nn.Linear(16, 3)
+        self.mha = torch.nn.MultiheadAttention(16, 2, batch_first=True)
+
+    def forward(self, x):
+        h = self.inp(x)
+        return torch.softmax(self.head((h + self.mha(h, h, h)[0]).mean(1)), -1)
+
+
+def test_simplifying_keeps_the_copy_attention_views_its_heads_through():
+    """Every ``contiguous`` was dropped, so at a dynamic batch the heads' view failed
+    ("Cannot view a tensor with shape [10, s77, 16] ...") and ExecuTorch could not lower
+    an attention model users bring."""
+    from deploykit.formats import torch_program
+
+    program = torch.export.export(Attention().eval(), (torch.randn(4, 10, 6),),
+                                  dynamic_shapes=({0: torch.export.Dim("batch", max=1024)},))
+    simple = torch_program.simplified(program)
+    x = torch.randn(5, 10, 6)
+    torch.testing.assert_close(simple.module()(x), Attention().eval()(x))
+
+
 class SqueezeExcite(torch.nn.Module):
     """Channels-last global average pools, as Keras-on-torch writes them: kept dims (a
     squeeze-excite gate) and dropped ones (the classifier's pool)."""

@@ -136,13 +136,36 @@ def simplified(program):
                 or (n.target in (aten.to.dtype, aten.to.dtype_layout, aten._to_copy.default)
                     and _same_dtype(n)))
 
-    _drop(program, lambda n: n.target == aten.contiguous.default)
+    _drop(program, lambda n: n.target == aten.contiguous.default and not _needed_copy(n))
     _slice_splits(program)
     _out_of_place(program)
     if any(_mutable(n) for n in program.graph.nodes):
         program = program.run_decompositions({})  # first: an in-place op may write to a copy
     _drop(program, useless)
     return program
+
+
+def _needed_copy(n) -> bool:
+    """A ``contiguous`` into the default layout whose copy a ``view`` reads, directly or
+    through ops that only index (select, slice, squeeze): attention's
+    ``transpose(...).contiguous()`` then ``view`` of its heads cannot view the transposed
+    tensor. (The channels-last ones Keras-on-torch adds before convs are never needed.)"""
+    torch = require("torch")
+    aten = torch.ops.aten
+    if n.kwargs.get("memory_format", torch.contiguous_format) != torch.contiguous_format:
+        return False
+    views = (aten.view.default, aten._unsafe_view.default)
+    indexing = (aten.select.int, aten.slice.Tensor, aten.squeeze.dim, aten.squeeze.dims,
+                aten.unsqueeze.default)
+    seen, todo = set(), list(n.users)
+    while todo:
+        u = todo.pop()
+        if u.target in views:
+            return True
+        if u.target in indexing and u not in seen:
+            seen.add(u)
+            todo += list(u.users)
+    return False
 
 
 def _slice_splits(program) -> None:
