@@ -86,6 +86,28 @@ def test_a_dict_of_outputs_keeps_its_keys_but_the_probabilities():
     np.testing.assert_allclose(src.reference["hidden"], want["hidden"].numpy(), rtol=1e-6)
 
 
+def test_a_dict_of_outputs_traces_to_torchscript_and_ptl(tmp_path):
+    """Tracing refuses a dict at the output ("Encountering a dict at the output of the
+    tracer"): both TorchScript targets failed on such a program."""
+    import deploykit
+
+    class Named(RowWise):
+        def forward(self, x):
+            return {"probs": torch.softmax(self.fc(x), dim=1), "hidden": torch.tanh(self.fc(x))}
+
+    x = np.random.default_rng(0).normal(size=(40, 6)).astype(np.float32)
+    r = deploykit.export(Named(), ["torchscript", "ptl"], out=tmp_path / "b", sample=x,
+                         quiet=True)
+    assert r.ok, {c.target: c.reason for c in r.cells}
+    with torch.no_grad():
+        want = Named()(torch.from_numpy(x[:9]))
+    with deploykit.load_bundle(tmp_path / "b") as b:
+        for target in ("torchscript", "ptl"):
+            got = b.predict(x[:9], target=target).outputs
+            np.testing.assert_allclose(got["probabilities"], want["probs"].numpy(), rtol=1e-5)
+            np.testing.assert_allclose(got["hidden"], want["hidden"].numpy(), rtol=1e-5)
+
+
 def test_nested_outputs_are_refused_with_a_typed_error():
     import pytest
 

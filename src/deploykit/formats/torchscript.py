@@ -65,9 +65,26 @@ def _generalises(traced, module, xs: tuple) -> bool:
 
 
 def _program_module(src: Path):
+    """The program as a module whose outputs trace: a dict becomes a tuple of its values in
+    the program's order, the order the artifact's outputs are named in (tracing refuses
+    a dict: "Encountering a dict at the output of the tracer")."""
+    torch = require("torch")
     from deploykit.formats.torch_program import load_program
 
-    return load_program(src).module()
+    program = load_program(src)
+    module = program.module()
+    if program.call_spec.out_spec is None or program.call_spec.out_spec.type is not dict:
+        return module
+
+    class Values(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = module
+
+        def forward(self, *xs):
+            return tuple(self.inner(*xs).values())
+
+    return Values()
 
 
 def _save(trace: tuple[Any, dict[str, Any]], out: Path, lite: bool) -> dict[str, Any]:
