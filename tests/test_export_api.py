@@ -114,3 +114,24 @@ def test_a_regressor_of_several_targets_keeps_a_column_per_target(tmp_path):
         for t in targets:
             got = b.predict(x[:20], target=t).outputs["predictions"]
             np.testing.assert_allclose(got, model.predict(x[:20]), rtol=1e-4, atol=1e-4)
+
+
+def test_keras_exact_gelu_reaches_onnx_and_tfjs(tmp_path):
+    """Keras's default GELU is exact; TensorFlow writes it with Erfc, which ONNX and TF.js
+    lack, so every transformer failed both (onnx: "No Op registered for Erfc")."""
+    import keras
+    import numpy as np
+
+    keras.utils.set_random_seed(0)
+    x_in = keras.Input((8,), name="x")
+    h = keras.layers.Dense(16, activation="gelu")(x_in)
+    model = keras.Model(x_in, keras.layers.Dense(3, activation="softmax")(h))
+    x = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
+    targets = ["onnx", "tfjs"]
+    r = deploykit.export(model, targets, out=tmp_path / "b", sample=x, quiet=True)
+    assert r.ok, {c.target: c.reason for c in r.cells}
+    want = model.predict(x[:9], verbose=0)
+    with deploykit.load_bundle(tmp_path / "b") as b:
+        for t in targets:
+            got = b.predict(x[:9], target=t).outputs["probabilities"]
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)

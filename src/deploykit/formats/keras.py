@@ -7,6 +7,8 @@ PyTorch for a ``torch.export`` program (from which TorchScript, ExecuTorch, ... 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +44,35 @@ def keras_to_saved_model(src: Path, out: Path, ctx: EdgeContext) -> dict[str, An
     def serve(*xs):  # inputs and outputs named as in deploykit's signature
         return dict(zip(names, ordered_outputs(model, call(model, xs)), strict=True))
 
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint("serve", serve, input_signature=specs)
-    archive.write_out(str(out / "model" / "1"), verbose=False)
+    with _gelu_through_erf(tf):
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint("serve", serve, input_signature=specs)
+        archive.write_out(str(out / "model" / "1"), verbose=False)
     return {"file": "model/1", "versions": {"keras": keras.__version__}, "options": options}
+
+
+@contextmanager
+def _gelu_through_erf(tf) -> Iterator[None]:
+    """Keras's exact GELU, written with ``Erf`` while the SavedModel is traced. TensorFlow
+    writes it with ``Erfc``, which neither ONNX (tf2onnx) nor TF.js has, so every
+    transformer's ONNX and TF.js cells failed; ``0.5·x·(1 + erf(x/√2))`` is the same
+    function (``erfc(-z) = 1 + erf(z)``). The approximate (tanh) form is left as it is."""
+    from keras.src.backend.tensorflow import nn
+
+    exact = nn.gelu
+
+    def gelu(x, approximate=True):
+        if approximate:
+            return exact(x, approximate=True)
+        x = tf.convert_to_tensor(x)
+        return 0.5 * x * (1.0 + tf.math.erf(x * tf.cast(0.7071067811865476, x.dtype)))
+
+    nn.gelu = gelu
+    try:
+        yield
+    finally:
+        nn.gelu = exact
 
 
 @edge("onnx", "keras", requires=("onnx", "keras"), keras_backend="tensorflow", cost=2.0)
