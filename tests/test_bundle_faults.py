@@ -206,6 +206,29 @@ def test_a_crashing_converter_fails_only_its_own_cells(tmp_path, monkeypatch, te
         shown.stdout
 
 
+def test_a_reason_names_the_file_where_the_bundle_is(tmp_path, monkeypatch):
+    """An artifact its runtime cannot load: the reason named it in the bundle's work folder,
+    which is gone once the bundle is in place."""
+    import deploykit.building as ex
+
+    real = ex.run_edge_in_worker
+
+    def broken_onnx(e, src, out, ctx, timeout):
+        made = real(e, src, out, ctx, timeout)
+        if e.dst == "onnx":
+            (out / made["file"]).write_bytes(b"not an onnx model")
+        return made
+
+    monkeypatch.setattr(ex, "run_edge_in_worker", broken_onnx)
+    r = deploykit.export(torch_model(), ["onnx"], out=tmp_path / "b", sample=sample(),
+                         quiet=True)
+    reason = r.cells[0].reason
+    assert r.cells[0].status == "fail" and "cannot load" in reason, reason
+    assert f"{(tmp_path / 'b').resolve()}/artifacts/onnx/model.onnx" in reason, reason
+    assert ".partial" not in reason and (tmp_path / "b/artifacts/onnx/model.onnx").is_file()
+    assert load_bundle(tmp_path / "b").manifest["failed"][0]["reason"] == reason
+
+
 def test_a_hanging_converter_fails_only_its_own_cells(tmp_path, monkeypatch, tests_on_path):
     """A converter that never returns is killed at its time limit; the others complete."""
     import deploykit.building as ex

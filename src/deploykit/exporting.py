@@ -135,6 +135,7 @@ def export(model: Any, targets: str | list[str] = "all", *, out: str | Path,
             cells, artifacts = Build(source, wanted, writer, probe, timeout,
                                      lanes or _lanes(cluster), cluster).run(Reporter(quiet),
                                                                             timings)
+        cells = _named_in_place(cells, writer)
         t = time.perf_counter()
         manifest = _manifest(source, writer.add_probe(probe), cluster is not None)
         bundle = writer.commit(manifest, artifacts,
@@ -146,6 +147,19 @@ def export(model: Any, targets: str | list[str] = "all", *, out: str | Path,
     timings["total"] = time.perf_counter() - t0
     return ExportReport(bundle, _source_facts(source), cells,
                         {k: round(v, 3) if isinstance(v, float) else v for k, v in timings.items()})
+
+
+def _named_in_place(cells: list[Cell], writer: BundleWriter) -> list[Cell]:
+    """Reasons name a file where the bundle will be, not in its work folder (gone once the
+    bundle is in place: a reason said "cannot load .../.b.partial-9zq/artifacts/...")."""
+    work, out = str(writer.root), str(writer.out)
+
+    def fix(text: str | None) -> str | None:
+        return text.replace(work, out) if text else text
+
+    return [replace(c, reason=fix(c.reason), log_tail=fix(c.log_tail),
+                    parity=c.parity and replace(c.parity, failures=[
+                        fix(f) for f in c.parity.failures])) for c in cells]
 
 
 MODEL_SUFFIXES = (".keras", ".skops", ".pt2", ".onnx")
