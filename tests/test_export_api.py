@@ -39,6 +39,17 @@ def test_user_torch_module_needs_a_sample(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_an_empty_sample_is_refused_by_name(tmp_path):
+    """A sample of 0 rows reached the model: an internal error (UnboundLocalError in Keras)."""
+    from deploykit.errors import InputError
+
+    for model in (torch_model(), keras_model()):
+        with pytest.raises(InputError, match="the sample for input 'x' has no rows"):
+            deploykit.export(model, ["onnx"], out=tmp_path / "x", sample=sample()[:0],
+                             quiet=True)
+        assert not (tmp_path / "x").exists()
+
+
 def test_tf_core_module_exports_and_cli_inspect(tmp_path):
     r = deploykit.export(tf_module(), ["saved_model", "tflite", "onnx"], out=tmp_path / "b",
                          sample=sample(), quiet=True)

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from deploykit._runlog import current
-from deploykit.errors import DeploykitError, SourceError
+from deploykit.errors import DeploykitError, InputError, SourceError
 from deploykit.parity import Probe
 from deploykit.signature import Signature, TensorSpec, format_shape
 
@@ -186,7 +186,12 @@ def _probe(signature: Signature, sample) -> dict[str, np.ndarray]:
                           f"sample array per input name (an .npz with arrays named so; a dict "
                           f"in Python)")
     if sample is not None:
-        return signature.validate(sample)
+        inputs = signature.validate(sample)
+        empty = [k for k, v in inputs.items() if not len(v)]
+        if empty:
+            raise InputError(f"the sample for input '{empty[0]}' has no rows: pass example "
+                             f"inputs (parity needs 16 rows or more to prove anything)")
+        return inputs
     rng, inputs = np.random.default_rng(0), {}
     for spec in signature.inputs:
         shape = [PROBE_ROWS if d is None else d for d in spec.shape]
