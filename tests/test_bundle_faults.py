@@ -229,6 +229,23 @@ def test_a_reason_names_the_file_where_the_bundle_is(tmp_path, monkeypatch):
     assert load_bundle(tmp_path / "b").manifest["failed"][0]["reason"] == reason
 
 
+def test_a_bundle_without_artifacts_does_not_verify(tmp_path, monkeypatch):
+    """Every cell failed: the bundle keeps why, and `verify` has nothing to prove (it printed
+    an empty table and exited 0)."""
+    import deploykit.building as ex
+
+    def refuse(e, src, out, ctx, timeout):
+        raise ExportError(f"{e.name}: planted failure")
+
+    monkeypatch.setattr(ex, "run_edge_in_worker", refuse)
+    r = deploykit.export(torch_model(), ["onnx"], out=tmp_path / "b", sample=sample(),
+                         quiet=True)
+    assert not r.ok and not load_bundle(tmp_path / "b").artifacts
+    assert not deploykit.verify(tmp_path / "b").ok
+    shown = run_cli("verify", str(tmp_path / "b"))
+    assert shown.returncode == 1 and "holds no artifact to verify" in shown.stderr, shown.stderr
+
+
 def test_a_hanging_converter_fails_only_its_own_cells(tmp_path, monkeypatch, tests_on_path):
     """A converter that never returns is killed at its time limit; the others complete."""
     import deploykit.building as ex

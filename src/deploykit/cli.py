@@ -393,6 +393,9 @@ def _cmd_verify(a: argparse.Namespace) -> int:
             _say(f"FAIL {p.target}: {f}", err=True)
         if p.status == "vacuous":
             _say(f"VACUOUS {p.target}: {p.vacuous}", err=True)
+    if not r.results:
+        _say(f"error: {a.bundle} holds no artifact to verify (every target failed at export: "
+             f"deploykit inspect {a.bundle} shows why)", err=True)
     return 0 if r.ok else 1
 
 

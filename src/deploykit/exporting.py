@@ -313,7 +313,8 @@ class VerifyReport:
 
     @property
     def ok(self) -> bool:
-        return all(self.results)
+        """Every artifact passes (a bundle with none proves nothing: not ok)."""
+        return bool(self.results) and all(self.results)
 
 
 def verify(bundle: str | Path) -> VerifyReport:
