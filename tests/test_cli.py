@@ -121,6 +121,27 @@ def test_a_mistyped_bundle_leaves_no_logs_folder_beside_it_and_off_loopback_is_w
     assert not (tmp_path / "missing").exists() and not (bundle / "logs").exists()
 
 
+@pytest.mark.slow  # exports a small model (a few seconds)
+def test_output_into_a_pipe_that_closed_is_not_a_traceback(tmp_path):
+    """`deploykit inspect B | head -1`: the reader leaves early; rich's table and the run
+    log's terminal stream raised BrokenPipeError through every frame to the user."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    import deploykit
+
+    x = np.random.default_rng(0).normal(size=(60, 4)).astype(np.float32)
+    model = LogisticRegression().fit(x, (x[:, 0] > 0).astype(int))
+    assert deploykit.export(model, ["onnx"], out=tmp_path / "b", sample=x, quiet=True).ok
+    for args in (["formats"], ["inspect", str(tmp_path / "b")]):
+        p = subprocess.Popen([sys.executable, "-m", "deploykit", *args], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        p.stdout.close()  # before it writes a line: every write meets a closed pipe
+        err = p.stderr.read()
+        p.wait(timeout=60)
+        assert p.returncode in (1, 141) and err == "", (args, p.returncode, err)
+
+
 def test_datasets_lists_builtins():
     r = run_cli("datasets")
     assert r.returncode == 0

@@ -135,8 +135,11 @@ def capture(path: str | Path, *, verbose: bool = False) -> Iterator[RunLog]:
         os.dup2(saved[1], 2)
         for f in saved:
             os.close(f)
-        out.close()
-        err.close()
+        for stream in (out, err):
+            try:
+                stream.close()
+            except BrokenPipeError:  # the reader of a pipe left (`deploykit inspect B | head`)
+                pass
         _log, _terminal = previous
 
 

@@ -410,15 +410,18 @@ def _cmd_inspect(a: argparse.Namespace) -> int:
     import json
 
     from deploykit.bundle import load_bundle
+    from deploykit.signature import format_shape
 
     b = load_bundle(a.bundle)
     if a.json:
         _say(json.dumps(b.manifest, indent=2))
         return 0
     m = b.manifest
+    tensors = {kind: ", ".join(f"{s.name} {s.dtype} {format_shape(s.shape)}" for s in specs)
+               for kind, specs in (("in", b.signature.inputs), ("out", b.signature.outputs))}
     _say(f"{b.name}: {m['source']['framework']}"
          f"{' (' + m['source']['backend'] + ')' if m['source'].get('backend') else ''}, "
-         f"{b.task}, input {m['signature']['inputs'][0]['shape']}")
+         f"{b.task}; inputs {tensors['in']}; outputs {tensors['out']}")
     rows = []
     for x in b.artifacts:
         t = b.tradeoff(x)
@@ -578,13 +581,16 @@ def _beside(bundle: str) -> Path:
     return p.parent if p.is_dir() and p.parent != p else TEMP_LOGS
 
 
+PIPE_CLOSED = 141  # a shell's status for a command whose output pipe closed (128 + SIGPIPE)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     folder = LOG_FOLDERS.get(args.command, lambda a: TEMP_LOGS)
     log = new_log_path(folder(args), args.command)
     with capture(log, verbose=getattr(args, "verbose", False)):
         code = _run(args, log)
-        if code not in (0, 130) and not getattr(args, "verbose", False):
+        if code not in (0, 130, PIPE_CLOSED) and not getattr(args, "verbose", False):
             _say(f"details: {_shown(log)}", err=True)
         return code
 
@@ -593,6 +599,8 @@ def _run(args: argparse.Namespace, log: Path) -> int:
     """Run a command; errors become one line (the traceback goes to the run log)."""
     try:
         return args.func(args)
+    except BrokenPipeError:  # the reader of a pipe left (`deploykit inspect B | head`)
+        return PIPE_CLOSED
     except DeploykitError as e:
         _say(f"error: {e}", err=True)
         return 2
