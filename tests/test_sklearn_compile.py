@@ -85,6 +85,13 @@ def test_an_unsupported_estimator_is_named_with_what_is_supported():
     with pytest.raises(UnsupportedEstimator, match="IsolationForest cannot be compiled as a "
                                                    "regressor"):
         to_keras(IsolationForest(random_state=0).fit(X), 3, classify=False)
+    from sklearn.svm import SVC
+
+    svc = SVC(probability=True, random_state=0).fit(X, (X[:, 0] > 0).astype(int))
+    with pytest.raises(UnsupportedEstimator, match=r"SVC is compiled as a decision function "
+                       r"and a predict-only model, not as a classifier: its probability=True "
+                       r".*CalibratedClassifierCV"):
+        to_keras(svc, 3, classify=True)  # it said "supported: ..., SVC, ..."
     with pytest.raises(UnsupportedEstimator, match="FunctionTransformer: a FunctionTransformer "
                                                    "with a func is not supported"):
         from sklearn.linear_model import Ridge

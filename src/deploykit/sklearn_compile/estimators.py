@@ -341,7 +341,17 @@ def supported() -> list[str]:
 
 
 def _refuse(est: Any, what: str):
-    raise UnsupportedEstimator(f"{name_of(est)} cannot be compiled as a {what}; supported: "
+    name = name_of(est)
+    roles = [role for role, table in (("transformer", TRANSFORM), ("decision function", DECISION),
+                                      ("classifier", PROBA), ("predict-only model", PREDICT))
+             if name in table]
+    if roles:  # "SVC cannot be compiled ...; supported: ..., SVC" contradicted itself
+        hint = "" if name not in ("SVC", "NuSVC") else (
+            ": its probability=True (Platt scaling with pairwise coupling) is not compiled; "
+            "CalibratedClassifierCV(SVC(), method='sigmoid') gives probabilities that are")
+        raise UnsupportedEstimator(f"{name} is compiled as a {' and a '.join(roles)}, not as a "
+                                   f"{what}{hint}")
+    raise UnsupportedEstimator(f"{name} cannot be compiled as a {what}; supported: "
                                f"{', '.join(supported())}")
 
 
