@@ -106,6 +106,14 @@ def test_serve_refuses_option_values_it_cannot_serve_with(tmp_path, option, valu
     assert r.returncode == 2 and says in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
+def test_export_takes_each_target_once_and_a_time_limit_above_zero(tmp_path):
+    from deploykit.exporting import resolve_targets
+
+    assert resolve_targets("onnx,tflite,onnx") == ["onnx", "tflite"]  # was two onnx rows
+    r = run_cli("export", str(tmp_path), "--out", str(tmp_path / "b"), "--timeout", "0")
+    assert r.returncode == 2 and "expected seconds above 0" in r.stderr, r.stderr  # all timed out
+
+
 def test_a_mistyped_bundle_leaves_no_logs_folder_beside_it_and_off_loopback_is_warned(tmp_path):
     """The run log goes beside a bundle folder; for a path that is no folder (a typo, a
     bundle's manifest.json) it went beside that path: /logs for /nonexistent."""

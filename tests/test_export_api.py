@@ -37,6 +37,9 @@ def test_user_torch_module_needs_a_sample(tmp_path):
     with pytest.raises(SourceError, match="pass sample="):
         deploykit.export(torch_model(), ["onnx"], out=tmp_path / "x", quiet=True)
     assert not (tmp_path / "x").exists()
+    net = torch_model().train()  # a module mid-training: export reads it in eval mode
+    assert deploykit.export(net, ["onnx"], out=tmp_path / "b", sample=sample(), quiet=True).ok
+    assert net.training  # and hands it back as it came (it was left in eval mode)
 
 
 def test_an_empty_sample_is_refused_by_name(tmp_path):

@@ -84,7 +84,7 @@ def _export_args(sub) -> None:
                                     "name")
     e.add_argument("--task", choices=("classification", "regression"),
                    help="what the model's outputs are, when it should not be inferred")
-    e.add_argument("--timeout", type=float, default=600.0,
+    e.add_argument("--timeout", type=_seconds, default=600.0,
                    help="seconds per converter (default 600)")
     e.add_argument("--quiet", action="store_true", help="no progress output")
     _ray_arg(e)
@@ -173,6 +173,16 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return host == "localhost"
+
+
+def _seconds(text: str) -> float:
+    try:
+        s = float(text)
+    except ValueError:
+        s = 0.0
+    if not 0 < s < float("inf"):  # NaN too: every cell timed out at 0
+        raise argparse.ArgumentTypeError(f"expected seconds above 0, got {text!r}")
+    return s
 
 
 def _port(text: str) -> int:

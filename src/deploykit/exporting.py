@@ -79,7 +79,7 @@ def resolve_targets(targets: str | list[str] | tuple[str, ...]) -> list[str]:
     if unknown or not targets:
         raise ExportError(f"unknown target(s) {unknown or '(none given)'}: use 'all' or some of "
                           f"{', '.join(known)}")
-    return list(targets)
+    return list(dict.fromkeys(targets))  # each once, in the order given
 
 
 def default_lanes() -> int:

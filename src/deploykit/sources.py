@@ -376,6 +376,20 @@ def _on_inputs(keras, model, specs: list[TensorSpec]):
 
 # -- PyTorch --------------------------------------------------------------------------------------
 def _torch_memory(model, sample, task, labels, file: Path | None = None) -> Source:
+    """A PyTorch module (in eval mode while it is read; then back in the mode it came in:
+    exporting a user's module left it in eval mode) or a ``torch.export`` program."""
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        return _torch_source(model, sample, task, labels, file)
+    training = model.training
+    try:
+        return _torch_source(model.eval(), sample, task, labels, file)
+    finally:
+        model.train(training)
+
+
+def _torch_source(model, sample, task, labels, file: Path | None) -> Source:
     import torch
 
     from deploykit.formats.torch_program import with_dynamic_batch
@@ -400,7 +414,7 @@ def _torch_memory(model, sample, task, labels, file: Path | None = None) -> Sour
     else:
         specs = [_spec_from_shape(a.shape, _sample_dtype(a), name)
                  for name, a in _named(sample).items()]
-        program, fixed = _export_module(model.eval(), specs)
+        program, fixed = _export_module(model, specs)
         if fixed:
             notes.append(f"torch.export could not give the module a dynamic batch (it "
                          f"computes with the batch size), so it was exported at {fixed} rows and "
