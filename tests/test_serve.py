@@ -177,6 +177,26 @@ def test_a_failing_runtime_is_a_json_500_naming_it(bundles, monkeypatch):
     assert "runtime failed: onnx: the session was closed" in error and "Traceback" not in error
 
 
+def test_the_openapi_document_lists_every_route_the_server_answers(bundles):
+    """Built from the app's own URL map, so a new route without its entry fails (the
+    versions/{target} metadata and readiness routes, /, /report and /openapi.json were
+    missing). Only file routes (/web, /bundles: static assets of the page) are left out."""
+    import re
+
+    from deploykit.serve import create_app
+
+    app = create_app([bundles["sk"]])
+    doc = app.test_client().get("/openapi.json").get_json()
+    files = ("/web/", "/bundles/", "/static/")
+    for rule in app.url_map.iter_rules():
+        if rule.rule.startswith(files):
+            continue
+        path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule).replace("{name}", "{model}")
+        assert path in doc["paths"], path
+        methods = {m.lower() for m in rule.methods} - {"head", "options"}
+        assert methods <= set(doc["paths"][path]), (path, methods)
+
+
 def test_a_bug_in_deploykit_is_a_json_500_and_its_traceback_goes_to_the_log(bundles, monkeypatch,
                                                                           caplog):
     from deploykit.serve import create_app

@@ -186,6 +186,10 @@ def document(models: dict[str, Any], max_batch: int) -> dict[str, Any]:
             "/v2/health/ready": {"get": _op("readiness")},
             "/v2/models/{model}": {"get": _op("model metadata", path=names)},
             "/v2/models/{model}/ready": {"get": _op("model readiness", path=names)},
+            "/v2/models/{model}/versions/{target}": {"get": _op(
+                "model metadata of one artifact", path={**names, **targets})},
+            "/v2/models/{model}/versions/{target}/ready": {"get": _op(
+                "readiness of one artifact", path={**names, **targets})},
             "/v2/models/{model}/infer": {"post": _op(
                 "infer (default target)", kind("InferRequest"), path=names, runs=True)},
             "/v2/models/{model}/versions/{target}/infer": {"post": _op(
@@ -197,6 +201,9 @@ def document(models: dict[str, Any], max_batch: int) -> dict[str, Any]:
                                       "set, or on the posted inputs)", kind("Validate"),
                                       query=names, body_required=False, runs=True)},
             "/metadata": {"get": _op("bundle manifests with parity")},
+            "/openapi.json": {"get": _op("this document")},
+            "/": {"get": _op("a page of every served artifact's parity (HTML)")},
+            "/report/{model}": {"get": _op("the bundle's report page (HTML)", path=names)},
         },
         "components": {"schemas": _schemas(models, max_batch)},
     }
