@@ -140,6 +140,15 @@ def test_predict_gives_labels(server, bundles):
     ("post", "/v2/models/{sk}/infer", b'{"inputs": [{"name": "x", "shape": [1, 1], '
      b'"datatype": "INT64", "data": [1.5]}]}', 400, "must be integers"),
     ("get", "/bundles/{sk}/artifacts/onnx/model.onnx", None, 404, "not a browser artifact"),
+    ("post", "/v2/models/{sk}/infer", b'{"inputs": [{"name": "x", "shape": [1, 64], '
+     b'"datatype": "FP32", "data": [' + b"0, " * 63 + b'0]}], "outputs": [{"name": "label"}, '
+     b'{"name": "label"}]}', 400, "['label'] asked for twice"),  # was answered twice
+    ("post", "/v2/models/{sk}/infer", b'{"inputs": [{"name": "x", "shape": [1, 64], '
+     b'"datatype": "FP32", "parameters": {"binary_data_size": "256"}}]}', 400,
+     "binary_data_size must be a byte count, got '256'"),  # said "binary_data_size None"
+    ("post", "/v2/models/{sk}/infer", b'{"inputs": [{"name": "x", "shape": [1, 64], '
+     b'"datatype": "FP32", "data": [' + b"0, " * 63 + b'0], "parameters": '
+     b'{"binary_data_size": 0}}]}', 400, "not both"),  # its data was silently ignored
 ])
 def test_bad_input_is_a_4xx_json_error(server, bundles, method, path, body, status, words):
     _, _, name = _probe(bundles["sk"])

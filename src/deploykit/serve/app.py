@@ -442,7 +442,13 @@ def _v2_input(t: dict[str, Any], spec, binary: bytes, max_batch: int) -> np.ndar
     params = t.get("parameters", {})
     if "binary_data_size" in params:  # binary tensor extension
         size = _whole(params["binary_data_size"])
-        if size is None or size != len(binary):
+        if size is None or size < 0:
+            raise ApiError(400, f"input '{spec.name}': binary_data_size must be a byte count, "
+                                f"got {params['binary_data_size']!r}")
+        if data is not None:
+            raise ApiError(400, f"input '{spec.name}': send its values as 'data' or as binary "
+                                f"data (binary_data_size), not both")
+        if size != len(binary):
             raise ApiError(400, f"input '{spec.name}': binary_data_size {size} does not "
                                 f"match the {len(binary)} bytes sent")
         dtype = np.dtype(V2_TYPES[t["datatype"]]).newbyteorder("<")
@@ -466,6 +472,9 @@ def _v2_outputs(body: dict[str, Any], names: list[str]) -> list[str]:
     missing = [w for w in wanted if w not in names]
     if missing:
         raise ApiError(400, f"unknown output(s) {missing} (has {names})")
+    if len(set(wanted)) < len(wanted):
+        raise ApiError(400, f"output(s) {sorted({w for w in wanted if wanted.count(w) > 1})} "
+                            f"asked for twice")
     return wanted
 
 
