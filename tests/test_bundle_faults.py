@@ -16,7 +16,14 @@ from conftest import run_cli
 from sources_for_tests import sample, torch_model
 
 import deploykit
-from deploykit.bundle import MANIFEST, _combined, file_hashes, load_bundle
+from deploykit.bundle import (
+    MANIFEST,
+    SELF_DIGEST,
+    _combined,
+    file_hashes,
+    load_bundle,
+    manifest_digest,
+)
 from deploykit.errors import BundleError, ExportError
 
 
@@ -41,6 +48,7 @@ def _replant(bundle: Path, target: str) -> None:
     art = next(a for a in m["artifacts"] if a["target"] == target)
     art["files"] = file_hashes(bundle, f"artifacts/{target}")
     art["sha256"] = _combined(art["files"])
+    m[SELF_DIGEST] = manifest_digest(m)
     (bundle / MANIFEST).write_text(json.dumps(m))
 
 
@@ -267,6 +275,18 @@ def test_a_hanging_converter_fails_only_its_own_cells(tmp_path, monkeypatch, tes
     assert cells["onnx-web"].status == "error"  # it needed the ONNX file
     assert cells["onnx-web"].reason == cells["onnx"].reason
     assert cells["torchscript"].status == "pass"
+
+
+def test_an_edited_manifest_is_refused(torch_bundle, tmp_path):
+    """A label renamed by hand in manifest.json was served (and verified) as if exported."""
+    b = _copy(torch_bundle, tmp_path)
+    m = json.loads((b / MANIFEST).read_text())
+    m["task"]["labels"][0] = "zero"
+    (b / MANIFEST).write_text(json.dumps(m, indent=2))
+    with pytest.raises(BundleError, match="manifest.json was changed after export"):
+        load_bundle(b)
+    r = run_cli("verify", str(b))
+    assert r.returncode == 2 and "was changed after export" in r.stderr, r.stderr
 
 
 def test_manifest_that_leaves_files_out_is_refused(torch_bundle, tmp_path):

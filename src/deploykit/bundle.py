@@ -105,12 +105,26 @@ class BundleWriter:
                     "failed": [f.to_dict() for f in failed]}
         manifest["probe"]["sha256"] = {p: sha256(self.root / p)
                                        for k, p in manifest["probe"].items() if k != "sha256"}
+        manifest = json.loads(json.dumps(json_safe(manifest), allow_nan=False))  # as read back
+        manifest[SELF_DIGEST] = manifest_digest(manifest)
         _write_json_durably(self.root / MANIFEST, manifest)
         replace_dir(self.root, self.out)
         return self.out
 
     def abort(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+SELF_DIGEST = "manifest_sha256"
+
+
+def manifest_digest(manifest: dict[str, Any]) -> str:
+    """The sha256 of a manifest's content without its own digest (keys sorted, compact):
+    an edited manifest, labels or parity included, no longer matches. It guards against
+    edits and corruption, not against someone who recomputes it."""
+    content = {k: v for k, v in manifest.items() if k != SELF_DIGEST}
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _combined(files: dict[str, str]) -> str:
@@ -230,6 +244,10 @@ def load_bundle(path: str | Path, *, check_hashes: bool = True) -> Bundle:
     except (KeyError, TypeError, ValueError) as e:
         raise BundleError(f"{mf}: malformed artifact record ({type(e).__name__}: {e}); "
                           f"re-export the bundle") from None
+    if check_hashes and SELF_DIGEST in manifest and \
+            manifest[SELF_DIGEST] != manifest_digest(manifest):  # bundles before it have none
+        raise BundleError(f"{mf} was changed after export (it no longer matches its own "
+                          f"{SELF_DIGEST}); re-export the bundle rather than edit it")
     if check_hashes:
         expected = _listed_files(root, manifest["probe"], artifacts)
         for rel, digest in expected.items():
