@@ -290,6 +290,11 @@ def _numbers(values: Any, want: np.dtype, what: str) -> np.ndarray:
     if want.kind in "iu" and arr.dtype.kind == "f":
         if not np.array_equal(arr, np.trunc(arr)):  # 2.0 is an integer, as in JSON Schema
             raise ApiError(400, f"{what}: {want} data must be integers, got decimals")
+        if isinstance(values, list):  # exactly, from the JSON numbers: as floats, int64's
+            try:  # max (2**63 - 1 beside a 2.0) is 2**63, and a cast wrapped it to -2**63
+                return np.asarray(values, dtype=object).astype(want)
+            except OverflowError:
+                raise ApiError(400, f"{what}: values do not fit {want}") from None
         info = np.iinfo(want)  # max + 1 is a power of two, exact as a float; max is not
         if not ((arr >= info.min) & (arr < float(int(info.max) + 1))).all():
             raise ApiError(400, f"{what}: values do not fit {want}")
