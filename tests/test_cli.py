@@ -57,6 +57,7 @@ def test_a_bug_in_deploykit_is_one_line_and_its_traceback_goes_to_the_log(tmp_pa
     def bug(args):
         raise ZeroDivisionError("planted bug")
     monkeypatch.setattr(cli, "_cmd_inspect", bug)
+    (tmp_path / "bundle").mkdir()  # the log goes beside a folder (for a typo: the temp folder)
     code, text = in_process()("inspect", str(tmp_path / "bundle"))
     lines = text.strip().splitlines()
     assert code == 3 and len(lines) == 2, text
