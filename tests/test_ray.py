@@ -469,3 +469,18 @@ def test_a_node_lost_mid_export_retries_its_cell_and_the_bundles_verify(cluster,
     for b in bundles:
         v = _run(["verify", str(b)], tmp_path)
         assert v.returncode == 0, v.stdout + v.stderr
+
+
+def test_stop_outwaits_ray_serves_own_shutdown_timeout():
+    """stop() waits for serve.shutdown() as long as Ray Serve itself waits for its controller
+    (then ray.shutdown() cannot run under a thread still inside Ray: a full-suite run ended
+    `serve --ray` with status 1 and no output that way, the driver log saying "the core
+    worker has already been shutdown"). A Ray upgrade that changes that wait fails here."""
+    import inspect
+
+    from ray.serve._private.client import ServeControllerClient
+
+    from deploykit.serve import on_ray
+
+    wait = inspect.signature(ServeControllerClient.shutdown).parameters["timeout_s"].default
+    assert wait == on_ray.SERVE_SHUTDOWN_WAIT

@@ -187,6 +187,9 @@ def stop_signal() -> threading.Event:
     return done
 
 
+SERVE_SHUTDOWN_WAIT = 30.0  # Ray 2.60's ServeControllerClient.shutdown(timeout_s=30.0)
+
+
 def stop(grace: float = 20.0) -> None:
     """Take the application down (replicas finish what they hold, for up to ``grace``
     seconds) and leave the cluster. Ray Serve itself is shut down only when :func:`deploy`
@@ -204,7 +207,10 @@ def stop(grace: float = 20.0) -> None:
     if take_down is not None:
         done = threading.Thread(target=take_down, daemon=True)
         done.start()
-        done.join(grace)
+        # serve.shutdown() gives its controller SERVE_SHUTDOWN_WAIT seconds before it gives up;
+        # ray.shutdown() while that thread is still inside Ray made the core worker end the
+        # process (status 1, nothing printed): wait it out
+        done.join(grace if take_down is _delete_app else max(grace, SERVE_SHUTDOWN_WAIT + 5))
     ray.shutdown()
 
 
