@@ -7,6 +7,7 @@ with status 2; a traceback means a bug in deploykit.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -156,14 +157,25 @@ def _package_args(sub) -> None:
     k.set_defaults(func=_cmd_package)
 
 
-def _positive(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
-    return n
+def _number(kind: type, lo: float, hi: float, says: str, *, above_lo: bool = False):
+    """An argparse type: a ``kind`` (int or float) from ``lo`` (or above it) to ``hi``; NaN
+    never (it compares false)."""
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            v = None
+        if v is None or not (lo < v if above_lo else lo <= v) or not v <= hi:
+            raise argparse.ArgumentTypeError(f"expected {says}, got {text!r}")
+        return v
+    return parse
+
+
+_positive = _number(int, 1, math.inf, "a positive whole number")
+_port = _number(int, 1, 65535, "a port from 1 to 65535")
+_seconds = _number(float, 0, 1e9, "seconds above 0", above_lo=True)  # at 0 every cell timed out
+_megabytes = _number(float, 0, 4096, "megabytes above 0, up to 4096", above_lo=True)
+_window_ms = _number(float, 0, 1000, "milliseconds from 0 to 1000")
 
 
 def _loopback(host: str) -> bool:
@@ -173,46 +185,6 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return host == "localhost"
-
-
-def _seconds(text: str) -> float:
-    try:
-        s = float(text)
-    except ValueError:
-        s = 0.0
-    if not 0 < s < float("inf"):  # NaN too: every cell timed out at 0
-        raise argparse.ArgumentTypeError(f"expected seconds above 0, got {text!r}")
-    return s
-
-
-def _port(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if not 1 <= n <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535, got {text!r}")
-    return n
-
-
-def _megabytes(text: str) -> float:
-    try:
-        mb = float(text)
-    except ValueError:
-        mb = 0.0
-    if not 0 < mb <= 4096:  # NaN too
-        raise argparse.ArgumentTypeError(f"expected megabytes above 0, up to 4096, got {text!r}")
-    return mb
-
-
-def _window_ms(text: str) -> float:
-    try:
-        ms = float(text)
-    except ValueError:
-        ms = -1.0
-    if not 0 <= ms <= 1000:
-        raise argparse.ArgumentTypeError(f"expected milliseconds from 0 to 1000, got {text!r}")
-    return ms
 
 
 def _ray_arg(p: argparse.ArgumentParser, what: str = "run the cells as Ray tasks") -> None:
