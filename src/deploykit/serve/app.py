@@ -477,10 +477,7 @@ def _v2_outputs(body: dict[str, Any], names: list[str]) -> list[str]:
     missing = [w for w in wanted if w not in names]
     if missing:
         raise ApiError(400, f"unknown output(s) {missing} (has {names})")
-    if len(set(wanted)) < len(wanted):
-        raise ApiError(400, f"output(s) {sorted({w for w in wanted if wanted.count(w) > 1})} "
-                            f"asked for twice")
-    return wanted
+    return list(dict.fromkeys(wanted))  # an output asked for twice is answered once
 
 
 # -- simple endpoints -----------------------------------------------------------------------------
