@@ -42,6 +42,29 @@ def test_user_torch_module_needs_a_sample(tmp_path):
     assert net.training  # and hands it back as it came (it was left in eval mode)
 
 
+def test_a_sample_file_is_read_as_the_cli_reads_it(tmp_path):
+    """``sample="x.npy"`` was taken for an array of one string: "expected numbers of dtype
+    float32, got <U80". A .npy file, or a test split's .npz (X beside y), is the array."""
+    import numpy as np
+
+    from deploykit.errors import DataError
+
+    x = sample()
+    np.save(tmp_path / "x.npy", x)
+    np.savez(tmp_path / "split.npz", X=x, y=np.zeros(len(x)))
+    for i, path in enumerate((tmp_path / "x.npy", str(tmp_path / "split.npz"))):
+        r = deploykit.export(torch_model(), ["onnx"], out=tmp_path / f"b{i}", sample=path,
+                             quiet=True)
+        assert r.ok, r.cells[0].reason
+        np.testing.assert_array_equal(deploykit.load_bundle(tmp_path / f"b{i}").probe()
+                                      .inputs["x"], x)
+    (tmp_path / "bad.npy").write_text("not an array")
+    with pytest.raises(DataError, match=r"cannot read sample .*bad\.npy"):
+        deploykit.export(torch_model(), ["onnx"], out=tmp_path / "x", sample=tmp_path / "bad.npy",
+                         quiet=True)
+    assert not (tmp_path / "x").exists()
+
+
 def test_an_empty_sample_is_refused_by_name(tmp_path):
     """A sample of 0 rows reached the model: an internal error (UnboundLocalError in Keras)."""
     from deploykit.errors import InputError

@@ -258,25 +258,9 @@ def _cmd_whatif(a: argparse.Namespace) -> int:
 
 
 def _load_sample(path: str | None):
-    if path is None:
-        return None
-    import numpy as np
+    from deploykit.sources import read_sample
 
-    from deploykit.errors import DataError
-
-    try:
-        data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise DataError(f"cannot read --sample {path}: {e}") from None
-    if hasattr(data, "files"):
-        key = next((k for k in ("X", "x", "inputs") if k in data.files), None)
-        if key is not None:  # one input (a test split keeps X beside y)
-            return data[key]
-        if len(data.files) > 1:  # several inputs, by name
-            return {k: data[k] for k in data.files}
-        raise DataError(f"--sample {path}: expected an array 'X' (one input) or one array per "
-                        f"input name, found {data.files}")
-    return data
+    return None if path is None else read_sample(path, "--sample")
 
 
 def _cmd_export(a: argparse.Namespace) -> int:

@@ -88,8 +88,8 @@ def default_lanes() -> int:
 
 
 def export(model: Any, targets: str | list[str] = "all", *, out: str | Path,
-           sample: np.ndarray | Mapping[str, np.ndarray] | None = None, task: str | None = None,
-           labels: list[str] | None = None, quiet: bool = False, timeout: float = 600.0,
+           sample: np.ndarray | Mapping[str, np.ndarray] | str | Path | None = None,
+           task: str | None = None, labels: list[str] | None = None, quiet: bool = False, timeout: float = 600.0,
            lanes: int | None = None, ray: Any = None) -> ExportReport:
     """Export ``model`` to ``targets``, verify every artifact, and write the bundle ``out``.
 
@@ -99,7 +99,8 @@ def export(model: Any, targets: str | list[str] = "all", *, out: str | Path,
         targets: ``"all"``, a comma-separated string or a list of target names.
         out: the bundle folder to write (an older bundle there is replaced).
         sample: example inputs (the probe set; the input shape of a ``torch.nn.Module``): an
-            array, or arrays by input name for a model with several inputs.
+            array, arrays by input name for a model with several inputs, or a ``.npy`` /
+            ``.npz`` file of either (:func:`deploykit.sources.read_sample`).
         task, labels: when they cannot be read from the model.
         quiet: no progress output.
         timeout: seconds allowed to each converter.
@@ -117,7 +118,7 @@ def export(model: Any, targets: str | list[str] = "all", *, out: str | Path,
     Raises:
         ExportError: an unknown target. SourceError: a model deploykit does not recognise.
         BundleError: ``out`` exists and is not a bundle. ClusterError: the Ray cluster cannot
-        be reached.
+        be reached. DataError: a sample file that cannot be read.
     """
     wanted = resolve_targets(targets)
     cluster = _cluster(ray)  # an unreachable cluster is said before the model loads

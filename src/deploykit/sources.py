@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from deploykit._runlog import current
-from deploykit.errors import DeploykitError, InputError, SourceError
+from deploykit.errors import DataError, DeploykitError, InputError, SourceError
 from deploykit.parity import Probe
 from deploykit.signature import Signature, TensorSpec, format_shape
 
@@ -55,20 +55,24 @@ def _module_of(obj: Any) -> set[str]:
     return {c.__module__.split(".")[0] for c in type(obj).__mro__}
 
 
-def detect(model: Any, *, sample: np.ndarray | Mapping[str, np.ndarray] | None = None,
-           task: str | None = None, labels: list[str] | None = None) -> Source:
+def detect(model: Any, *, sample: np.ndarray | Mapping[str, np.ndarray] | str | Path | None
+           = None, task: str | None = None, labels: list[str] | None = None) -> Source:
     """Recognise ``model`` and build its :class:`Source`.
 
     Args:
         model: a model object, a model file or folder.
-        sample: example inputs: an array, or arrays by input name for a model with several.
+        sample: example inputs: an array, arrays by input name for a model with several, or
+            a ``.npy``/``.npz`` file of either (see :func:`read_sample`).
         task: ``classification`` or ``regression`` when the outputs do not say.
         labels: class names.
 
     Raises:
         SourceError: a model deploykit cannot export, or a sample it needs and lacks.
         InputError: a sample that does not fit the model's inputs.
+        DataError: a sample file that cannot be read.
     """
+    if isinstance(sample, (str, Path)):
+        sample = read_sample(sample)
     if isinstance(model, (str, Path)):
         return _from_path(Path(model), sample, task, labels)
     mods = _module_of(model)
@@ -83,6 +87,32 @@ def detect(model: Any, *, sample: np.ndarray | Mapping[str, np.ndarray] | None =
     raise SourceError(f"cannot export a {type(model).__module__}.{type(model).__name__}: pass a "
                       f"scikit-learn estimator, keras.Model, tf.Module, torch.nn.Module, "
                       f"torch.export program, a model file, or a deploykit model folder")
+
+
+def read_sample(path: str | Path, what: str = "sample") -> np.ndarray | dict[str, np.ndarray]:
+    """Example inputs from a ``.npy`` file (one input), or a ``.npz`` file: its ``X`` (one
+    input; a test split keeps ``X`` beside ``y``), or one array per input name.
+
+    Args:
+        path: the file.
+        what: how errors name it (the CLI says ``--sample``).
+
+    Raises:
+        DataError: the file cannot be read, or holds neither of those.
+    """
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read {what} {path}: {e}") from None
+    if not hasattr(data, "files"):
+        return data
+    key = next((k for k in ("X", "x", "inputs") if k in data.files), None)
+    if key is not None:
+        return data[key]
+    if len(data.files) > 1:  # several inputs, by name
+        return {k: data[k] for k in data.files}
+    raise DataError(f"{what} {path}: expected an array 'X' (one input) or one array per input "
+                    f"name, found {data.files}")
 
 
 # -- model folders written by `deploykit train` -------------------------------------------------
