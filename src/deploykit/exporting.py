@@ -98,9 +98,8 @@ def export(model: Any, targets: str | list[str] = "all", *, out: str | Path,
             or an in-memory model (see :func:`deploykit.sources.detect`).
         targets: ``"all"``, a comma-separated string or a list of target names.
         out: the bundle folder to write (an older bundle there is replaced).
-        sample: example inputs (the probe set; the input shape of a ``torch.nn.Module``): an
-            array, arrays by input name for a model with several inputs, or a ``.npy`` /
-            ``.npz`` file of either (:func:`deploykit.sources.read_sample`).
+        sample: example inputs (the probe set; a ``torch.nn.Module``'s input shape): an array,
+            arrays by input name, or a ``.npy``/``.npz`` file (:func:`~.sources.read_sample`).
         task, labels: when they cannot be read from the model.
         quiet: no progress output.
         timeout: seconds allowed to each converter.
