@@ -378,3 +378,50 @@ def test_executorch_lowering_keeps_channels_last_pools_inside_xnnpack():
              if n.op == "call_function"]
     assert calls.count("executorch_call_delegate") == 1 and not any("mean" in c for c in calls), \
         calls
+
+
+RUN_PTE_THEN_LOWER = """
+import sys, numpy as np, torch
+import deploykit
+from deploykit import formats
+x = np.load(sys.argv[2])
+got = formats.open_artifact(deploykit.load_bundle(sys.argv[1]), "executorch").predict(x)
+np.save(sys.argv[3], next(iter(got.values())))
+print("compiler imported:", "executorch.exir" in sys.modules)
+from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+from executorch.exir import to_edge_transform_and_lower
+from executorch.runtime import Runtime
+class Twice(torch.nn.Module):
+    def forward(self, v):
+        return v * 2
+pte = to_edge_transform_and_lower(torch.export.export(Twice(), (torch.ones(2, 3),)),
+                                  partitioner=[XnnpackPartitioner()]).to_executorch().buffer
+out = Runtime.get().load_program(pte).load_method("forward").execute([torch.ones(2, 3)])[0]
+print("lowered after:", out.numpy().tolist())
+"""
+
+
+@pytest.mark.slow  # exports to ExecuTorch, then a fresh process opens it and lowers a program
+def test_running_a_pte_leaves_the_compiler_unimported_and_importable(tmp_path):
+    """Opening a .pte imported ExecuTorch's whole compiler (3 s of CPU in every process that
+    only runs one); the runtime now loads without it, and the compiler still imports and
+    lowers afterwards in the same process."""
+    import subprocess
+    import sys
+
+    from sources_for_tests import sample, torch_model
+
+    import deploykit
+
+    model, x = torch_model().eval(), sample()
+    assert deploykit.export(model, ["executorch"], out=tmp_path / "b", sample=x, quiet=True).ok
+    np.save(tmp_path / "x.npy", x)
+    r = subprocess.run([sys.executable, "-c", RUN_PTE_THEN_LOWER, str(tmp_path / "b"),
+                        str(tmp_path / "x.npy"), str(tmp_path / "got.npy")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "compiler imported: False" in r.stdout, r.stdout
+    assert "lowered after: [[2.0, 2.0, 2.0], [2.0, 2.0, 2.0]]" in r.stdout, r.stdout
+    with torch.no_grad():
+        want = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(np.load(tmp_path / "got.npy"), want, atol=1e-5, rtol=1e-4)

@@ -139,11 +139,42 @@ def _pooled_over_last_dims(program):
     return program
 
 
+def _runtime_without_compiler():
+    """``executorch.runtime``, without importing the compiler it does not use.
+
+    Its Python bindings import ``executorch.exir._warnings`` for one decorator, and that runs
+    ``executorch.exir``'s ``__init__``: the whole compiler (torch._dynamo, torchao), 3 of the
+    4 s of CPU opening a ``.pte`` costs and torchao's load messages, in every process that
+    only runs one (``deploykit verify`` of a bundle with 11 artifacts spent a quarter of its
+    time there). An empty package stands in for ``executorch.exir`` while the runtime imports;
+    both names leave ``sys.modules`` afterwards, so a later conversion in this process
+    imports the real compiler as usual.
+    """
+    import importlib.util
+    import sys
+
+    if "executorch.exir" in sys.modules or "executorch.runtime" in sys.modules:
+        return require("executorch.runtime", extra="mobile", purpose="to run a .pte")
+    try:
+        spec = importlib.util.find_spec("executorch.exir")
+    except ModuleNotFoundError:  # no executorch at all: require says which extra to install
+        spec = None
+    if spec is not None:
+        sys.modules["executorch.exir"] = importlib.util.module_from_spec(spec)
+    try:
+        return require("executorch.runtime", extra="mobile", purpose="to run a .pte")
+    finally:
+        for name in ("executorch.exir._warnings", "executorch.exir"):
+            sys.modules.pop(name, None)
+        if "executorch" in sys.modules:
+            vars(sys.modules["executorch"]).pop("exir", None)
+
+
 @register_runner("executorch")
 class ExecutorchRunner(Runner):
     def _load(self) -> None:
         self.torch = require("torch")
-        runtime = require("executorch.runtime", extra="mobile", purpose="to run a .pte")
+        runtime = _runtime_without_compiler()
         if self.threads:  # the runtime's one thread pool (XNNPACK), for the whole process
             from executorch.extension.pybindings import portable_lib
 
