@@ -89,8 +89,8 @@ def default_lanes() -> int:
 
 def export(model: Any, targets: str | list[str] = "all", *, out: str | Path,
            sample: np.ndarray | Mapping[str, np.ndarray] | str | Path | None = None,
-           task: str | None = None, labels: list[str] | None = None, quiet: bool = False, timeout: float = 600.0,
-           lanes: int | None = None, ray: Any = None) -> ExportReport:
+           task: str | None = None, labels: list[str] | None = None, quiet: bool = False,
+           timeout: float = 600.0, lanes: int | None = None, ray: Any = None) -> ExportReport:
     """Export ``model`` to ``targets``, verify every artifact, and write the bundle ``out``.
 
     Args:
