@@ -148,7 +148,8 @@ def _runtime_without_compiler():
     only runs one (``deploykit verify`` of a bundle with 11 artifacts spent a quarter of its
     time there). An empty package stands in for ``executorch.exir`` while the runtime imports;
     both names leave ``sys.modules`` afterwards, so a later conversion in this process
-    imports the real compiler as usual.
+    imports the real compiler as usual (a thread importing it for the first time during
+    those milliseconds would get the stand-in: deploykit converts in worker processes).
     """
     import importlib.util
     import sys
