@@ -48,3 +48,14 @@ def temp_file():
     with tempfile.NamedTemporaryFile(suffix=".py", delete=False) as f:
         f.write(b"# generated\n")
     return f.name
+
+
+def jax_after_frameworks():
+    """Whether importing TensorFlow and Keras imported jax, and whether jax imports after."""
+    import keras  # noqa: F401
+    import tensorflow  # noqa: F401
+
+    imported = "jax" in sys.modules
+    import jax
+
+    return {"imported_by_frameworks": imported, "importable": jax.__name__ == "jax"}

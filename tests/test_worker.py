@@ -116,6 +116,15 @@ def test_framework_imports_in_the_caller_leave_its_workers_usable():
     assert r.stdout.strip().splitlines()[-1] == "true", r.stdout
 
 
+@pytest.mark.slow  # imports TensorFlow and Keras in a fresh worker
+def test_a_worker_imports_tensorflow_and_keras_without_jax(tests_on_path):
+    """TensorFlow's TFLite utilities and Keras's Orbax callback import jax for features
+    deploykit never uses (0.6 CPU-s in each worker); a worker skips those two imports, and
+    jax still imports for anyone else (litert-torch uses it)."""
+    out = run_in_worker("_worker_targets:jax_after_frameworks", env={"KERAS_BACKEND": "tensorflow"})
+    assert out == {"imported_by_frameworks": False, "importable": True}
+
+
 def test_pool_keeps_workers_across_commands_and_terminals(tests_on_path, tmp_path):
     """Each command run in one process (the CLI's ``capture``) takes a new duplicate of the
     terminal: its workers carry on. On another terminal they still take jobs that do not

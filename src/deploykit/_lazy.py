@@ -7,7 +7,9 @@ framework at top level; code that needs one calls :func:`require` where it is us
 from __future__ import annotations
 
 import importlib
+import importlib.abc
 import os
+import sys
 from types import ModuleType
 
 from deploykit.errors import MissingDependencyError
@@ -53,6 +55,45 @@ def _quiet_loggers(top: str) -> None:
 
     for name in NOISY_ON_IMPORT.get(top, ()):
         logging.getLogger(name).addFilter(_errors_only)
+
+
+# Imports the frameworks make on their way in for features deploykit never uses, by the module
+# that makes them: TensorFlow's TFLite utilities import jax for ``experimental_from_jax`` and
+# Keras's Orbax callback imports it to patch old versions; both take an ImportError as "no jax".
+# jax costs 0.6 s of CPU each time, in every worker that imports TensorFlow or Keras.
+UNUSED_ON_IMPORT: dict[str, frozenset[str]] = {
+    "jax": frozenset({"tensorflow.lite.python.util", "keras.src.callbacks.orbax_checkpoint"}),
+}
+
+
+class _SkipUnused(importlib.abc.MetaPathFinder):
+    """Refuses an import listed in :data:`UNUSED_ON_IMPORT` when that importer makes it."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        importers = UNUSED_ON_IMPORT.get(fullname)
+        if importers and _importer() in importers:
+            raise ModuleNotFoundError(f"{fullname} is not imported for {_importer()} here",
+                                      name=fullname)
+        return None
+
+
+def _importer() -> str:
+    """The module whose code runs the import being looked up (the first frame outside the
+    import machinery and this module)."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_globals.get("__name__") in (
+            __name__, "importlib._bootstrap", "importlib._bootstrap_external"):
+        frame = frame.f_back
+    return frame.f_globals.get("__name__", "") if frame is not None else ""
+
+
+def skip_unused_imports() -> None:
+    """In deploykit's own processes (the CLI, converter workers), let the frameworks skip the
+    imports in :data:`UNUSED_ON_IMPORT`. Any other importer still gets them (litert-torch
+    needs jax), and so does everyone once they are imported; a user's own process is left
+    alone (TensorFlow would lose ``TFLiteConverter.experimental_from_jax`` there)."""
+    if not any(isinstance(f, _SkipUnused) for f in sys.meta_path):
+        sys.meta_path.insert(0, _SkipUnused())
 
 
 def require(module: str, *, extra: str | None = None, purpose: str = "") -> ModuleType:

@@ -551,7 +551,10 @@ PIPE_CLOSED = 141  # a shell's status for a command whose output pipe closed (12
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from deploykit._lazy import skip_unused_imports
+
     args = _parser().parse_args(argv)
+    skip_unused_imports()
     folder = LOG_FOLDERS.get(args.command, lambda a: TEMP_LOGS)
     log = new_log_path(folder(args), args.command)
     with capture(log, verbose=getattr(args, "verbose", False)):

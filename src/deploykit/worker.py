@@ -397,6 +397,9 @@ def _serve() -> int:
     by the next worker on this host when it is killed: TensorFlow removes the modules its
     autograph writes only at a normal exit, and Ray kills a Ray worker's children with it
     (they piled up in /tmp on every node)."""
+    from deploykit._lazy import skip_unused_imports
+
+    skip_unused_imports()
     results = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # whatever the job prints goes to stderr, which the caller logs
     with scratch("deploykit-worker") as tmp:
