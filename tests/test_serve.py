@@ -432,21 +432,44 @@ def test_workers_share_one_port_and_finish_a_request_in_flight_on_sigterm(bundle
     ready = [proc.stdout.readline() for _ in range(2)]
     assert len({re.search(r"worker (\d+) ready \(\d+ MB resident\)", line)[1]
                 for line in ready}) == 2, ready
-    # a request whose body is still arriving when SIGTERM comes: it is in a worker's hands
-    body = json.dumps({"instances": [[0.5] * 64]}).encode()
+    # gunicorn's workers keep the listening socket open while they finish: a new connection
+    # waits unanswered in its backlog until they exit
+    _finishes_a_request_in_flight_on_sigterm(proc, url, bundles["torch"], refuses_new=False)
+
+
+def test_one_waitress_process_finishes_a_request_in_flight_on_sigterm(bundles):
+    """``--workers 1`` (waitress) stops as gunicorn's workers do; waitress's own default was
+    to die with the request half-answered."""
+    proc, url = shared.serve(bundles["torch"], "--workers", "1", "--targets", "onnx")
+    assert "(1 process," in proc.stdout.readline()
+    _finishes_a_request_in_flight_on_sigterm(proc, url, bundles["torch"], refuses_new=True)
+
+
+def _finishes_a_request_in_flight_on_sigterm(proc, url: str, bundle: Path, *,
+                                             refuses_new: bool) -> None:
+    """A request whose body is still arriving when SIGTERM comes gets its answer (the
+    original model's labels; ``refuses_new``: meanwhile a new connection is refused); then
+    the server exits 0 and lets go of the port."""
+    b = deploykit.load_bundle(bundle)
+    x, reference = b.probe().inputs["x"][:3], b.probe().reference
+    want = [b.manifest["task"]["labels"][i] for i in next(iter(reference.values()))[:3].argmax(1)]
+    body = json.dumps({"instances": x.tolist()}).encode()
     port = int(url.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
         s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                   b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body[:10])
         time.sleep(0.5)
         proc.send_signal(signal.SIGTERM)
-        time.sleep(0.5)
+        time.sleep(1.5)
+        if refuses_new:
+            with pytest.raises(requests.ConnectionError):  # closed while it finishes
+                requests.get(url + "/v2/health/live", timeout=2)
         s.sendall(body[10:])
         answer = b""
         while chunk := s.recv(65536):
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
-    assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["labels"]
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["labels"] == want
     assert proc.wait(timeout=60) == 0
     with pytest.raises(requests.ConnectionError):  # and it let go of the port
         requests.get(url + "/v2/health/live", timeout=2)

@@ -4,15 +4,19 @@ Each gunicorn worker builds its own app after the fork (``preload_app`` is off):
 hash-checks the bundles once and opens its runtimes in its own process, so no runtime thread
 pool or file handle crosses a fork. The master checks the bundles first, so a damaged bundle
 is one error line at start instead of workers failing to boot. SIGTERM stops the workers
-gracefully: requests in flight finish (up to ``GRACE`` seconds), new ones are refused.
+gracefully: requests in flight finish (up to ``GRACE`` seconds), new ones are refused; so
+does the single waitress process (:func:`serve_single`).
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -105,7 +109,63 @@ def _tmp_dir() -> str:
 
 
 def serve_single(app: Any, *, host: str, port: int, threads: int) -> None:
-    """Serve ``app`` from this process with waitress (every platform)."""
-    import waitress
+    """Serve ``app`` from this process with waitress (every platform), until SIGTERM or
+    SIGINT.
 
-    waitress.serve(app, host=host, port=port, threads=threads, ident="deploykit")
+    SIGTERM stops it as it stops gunicorn's workers: the port closes at once, requests in
+    flight (being received, computed or sent) finish, for up to :data:`GRACE` seconds, and
+    idle keep-alive connections close. waitress itself has no such stop: the default SIGTERM
+    ended the process with requests half-answered (a container's ``docker stop`` or a
+    rollout does exactly that). SIGINT (Ctrl-C) stops at once, as waitress does.
+    """
+    from waitress.server import create_server
+
+    server = create_server(app, host=host, port=port, threads=threads, ident="deploykit")
+    stop = threading.Event()
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set()) if main else None
+    try:
+        while not stop.is_set():
+            _turn(server, timeout=0.5)
+        _drain(server, time.monotonic() + GRACE)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
+        server.task_dispatcher.shutdown(timeout=5)
+
+
+def _sockets(server: Any) -> dict:
+    """waitress's socket map: its listening sockets, connections and wake-up pipe."""
+    return server.map if hasattr(server, "map") else server._map
+
+
+def _turn(server: Any, timeout: float) -> None:
+    """One turn of waitress's event loop: reads, writes and accepts what is ready."""
+    from waitress import wasyncore
+
+    wasyncore.loop(timeout=timeout, map=_sockets(server), count=1,
+                   use_poll=server.adj.asyncore_use_poll)
+
+
+def _drain(server: Any, deadline: float) -> None:
+    """Close the listening sockets, then run the loop until no connection has a request
+    being received, computed or sent, or until ``deadline``."""
+    from waitress import wasyncore
+    from waitress.channel import HTTPChannel
+    from waitress.server import BaseWSGIServer
+
+    sockets = _sockets(server)
+    for listener in [d for d in list(sockets.values()) if isinstance(d, BaseWSGIServer)]:
+        wasyncore.dispatcher.close(listener)  # not its close(): that closes the wake-up pipe too
+    while time.monotonic() < deadline:
+        busy = False
+        for channel in [d for d in list(sockets.values()) if isinstance(d, HTTPChannel)]:
+            if channel.requests or channel.request is not None or channel.total_outbufs_len:
+                busy = True
+            else:
+                channel.will_close = True  # an idle keep-alive connection: closed on its turn
+        _turn(server, timeout=0.05)
+        if not busy:
+            return
