@@ -4,8 +4,10 @@ Each gunicorn worker builds its own app after the fork (``preload_app`` is off):
 hash-checks the bundles once and opens its runtimes in its own process, so no runtime thread
 pool or file handle crosses a fork. The master checks the bundles first, so a damaged bundle
 is one error line at start instead of workers failing to boot. SIGTERM stops the workers
-gracefully: requests in flight finish (up to ``GRACE`` seconds), new ones are refused; so
-does the single waitress process (:func:`serve_single`).
+gracefully: requests in flight finish (up to ``GRACE`` seconds) and no new one is served,
+though the port stays open until the workers exit (gunicorn closes its listening sockets
+last), so a new connection waits unanswered meanwhile. The single waitress process
+(:func:`serve_single`) closes the port at once, then finishes its requests in flight.
 """
 
 from __future__ import annotations
