@@ -50,12 +50,15 @@ def temp_file():
     return f.name
 
 
-def jax_after_frameworks():
-    """Whether importing TensorFlow and Keras imported jax, and whether jax imports after."""
+def unused_after_frameworks():
+    """Which of the modules deploykit's processes skip (``_lazy.UNUSED_ON_IMPORT``) importing
+    TensorFlow and Keras imported, and whether each imports when asked for afterwards."""
+    import importlib
+
     import keras  # noqa: F401
     import tensorflow  # noqa: F401
 
-    imported = "jax" in sys.modules
-    import jax
-
-    return {"imported_by_frameworks": imported, "importable": jax.__name__ == "jax"}
+    skipped = ("jax", "pandas", "sklearn", "scipy")
+    imported = sorted(m for m in skipped if m in sys.modules)
+    return {"imported_by_frameworks": imported,
+            "importable": sorted(m for m in skipped if importlib.import_module(m))}

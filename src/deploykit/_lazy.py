@@ -58,11 +58,19 @@ def _quiet_loggers(top: str) -> None:
 
 
 # Imports the frameworks make on their way in for features deploykit never uses, by the module
-# that makes them: TensorFlow's TFLite utilities import jax for ``experimental_from_jax`` and
-# Keras's Orbax callback imports it to patch old versions; both take an ImportError as "no jax".
-# jax costs 0.6 s of CPU each time, in every worker that imports TensorFlow or Keras.
+# that makes them; each importer takes an ImportError as "not installed". TensorFlow's TFLite
+# utilities import jax for ``experimental_from_jax`` and Keras's Orbax callback to patch old
+# versions; Keras imports pandas to accept DataFrames in ``fit`` and scikit-learn for its
+# scikit-learn wrappers; TensorFlow's legacy ``tf.compat.v1`` Keras imports scipy for sparse
+# inputs. deploykit hands the frameworks numpy arrays. Together 1.4 s of CPU in every worker
+# and CLI process that imports TensorFlow or Keras (0.6 s of it jax).
 UNUSED_ON_IMPORT: dict[str, frozenset[str]] = {
     "jax": frozenset({"tensorflow.lite.python.util", "keras.src.callbacks.orbax_checkpoint"}),
+    "pandas": frozenset({"keras.src.trainers.data_adapters.array_slicing"}),
+    "sklearn": frozenset({"keras.src.wrappers.fixes", "keras.src.wrappers.sklearn_wrapper",
+                          "keras.src.wrappers.utils"}),
+    "scipy": frozenset({"tensorflow.python.keras.engine.training_v1",
+                        "tensorflow.python.keras.engine.training_arrays_v1"}),
 }
 
 
@@ -91,7 +99,8 @@ def skip_unused_imports() -> None:
     """In deploykit's own processes (the CLI, converter workers), let the frameworks skip the
     imports in :data:`UNUSED_ON_IMPORT`. Any other importer still gets them (litert-torch
     needs jax), and so does everyone once they are imported; a user's own process is left
-    alone (TensorFlow would lose ``TFLiteConverter.experimental_from_jax`` there)."""
+    alone (TensorFlow would lose ``TFLiteConverter.experimental_from_jax`` there, Keras its
+    DataFrame inputs and scikit-learn wrappers)."""
     if not any(isinstance(f, _SkipUnused) for f in sys.meta_path):
         sys.meta_path.insert(0, _SkipUnused())
 
