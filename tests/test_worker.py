@@ -119,7 +119,7 @@ def test_framework_imports_in_the_caller_leave_its_workers_usable():
 @pytest.mark.slow  # imports TensorFlow and Keras in a fresh worker
 def test_a_worker_imports_tensorflow_and_keras_without_what_deploykit_never_uses(tests_on_path):
     """TensorFlow and Keras import jax, pandas, scikit-learn and scipy for features deploykit
-    never uses (1.4 CPU-s in each worker); a worker skips those imports, and each module still
+    never uses (1.6 CPU-s in each worker); a worker skips those imports, and each module still
     imports for anyone else (litert-torch uses jax, the scikit-learn converters sklearn)."""
     out = run_in_worker("_worker_targets:unused_after_frameworks",
                         env={"KERAS_BACKEND": "tensorflow"})

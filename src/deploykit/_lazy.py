@@ -62,7 +62,7 @@ def _quiet_loggers(top: str) -> None:
 # utilities import jax for ``experimental_from_jax`` and Keras's Orbax callback to patch old
 # versions; Keras imports pandas to accept DataFrames in ``fit`` and scikit-learn for its
 # scikit-learn wrappers; TensorFlow's legacy ``tf.compat.v1`` Keras imports scipy for sparse
-# inputs. deploykit hands the frameworks numpy arrays. Together 1.4 s of CPU in every worker
+# inputs. deploykit hands the frameworks numpy arrays. Together 1.6 s of CPU in every worker
 # and CLI process that imports TensorFlow or Keras (0.6 s of it jax).
 UNUSED_ON_IMPORT: dict[str, frozenset[str]] = {
     "jax": frozenset({"tensorflow.lite.python.util", "keras.src.callbacks.orbax_checkpoint"}),
