@@ -79,8 +79,9 @@ class _SkipUnused(importlib.abc.MetaPathFinder):
 
     def find_spec(self, fullname, path=None, target=None):
         importers = UNUSED_ON_IMPORT.get(fullname)
-        if importers and _importer() in importers:
-            raise ModuleNotFoundError(f"{fullname} is not imported for {_importer()} here",
+        importer = _importer() if importers else ""
+        if importer in (importers or ()):
+            raise ModuleNotFoundError(f"{fullname} is not imported for {importer} here",
                                       name=fullname)
         return None
 

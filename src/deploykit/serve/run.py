@@ -130,8 +130,8 @@ def serve_single(app: Any, *, host: str, port: int, threads: int) -> None:
         while not stop.is_set():
             _turn(server, timeout=0.5)
         _drain(server, time.monotonic() + GRACE)
-    except KeyboardInterrupt:
-        pass
+    except KeyboardInterrupt:  # Ctrl-C: stop now and return, as waitress.serve does
+        return
     finally:
         if main:
             signal.signal(signal.SIGTERM, previous)
