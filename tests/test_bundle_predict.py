@@ -4,6 +4,9 @@ outputs, within its parity profile."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import shared
@@ -71,3 +74,31 @@ def test_the_default_artifact_takes_a_bare_array_and_names_labels():
         with pytest.raises(InputError, match="input 'x'"):
             b.predict(x[:, :10])
     assert not b._runners  # closed with the block
+
+
+def test_a_python_caller_sees_no_runtime_chatter_and_its_logger_gets_it(tmp_path):
+    """deploykit as a library (no CLI run log to send output to): opening every artifact of
+    a bundle in its runtime, TensorFlow and ExecuTorch imported for the first time, leaves
+    the caller's stderr empty; what the runtimes print as they load goes to the
+    ``deploykit.native`` logger instead, where a caller who wants it finds it."""
+    path = shared.digits(["torch"])["torch"]["bundle"]
+    script = f"""
+import logging
+import deploykit
+log = logging.getLogger("deploykit.native")
+log.addHandler(logging.FileHandler("native.log"))
+log.setLevel(logging.DEBUG)
+with deploykit.load_bundle({str(path)!r}) as b:
+    probe = b.probe()
+    for target in b.targets:
+        b.predict(probe.inputs, target=target)
+        print(target)
+"""
+    r = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    with deploykit.load_bundle(path) as b:
+        assert r.stdout.split() == b.targets
+    assert {"saved_model", "tflite", "executorch"} <= set(b.targets)
+    assert r.stderr == ""
+    assert shared.CHATTER.search((tmp_path / "native.log").read_text())

@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import logging
+import os
 import sys
+import threading
 
 import numpy as np
 import pytest
 
 from deploykit._lazy import require
+from deploykit._runlog import native_output_logged
 from deploykit.errors import DeploykitError, InputError, MissingDependencyError
 from deploykit.signature import Signature, TensorSpec, format_shape
 
@@ -72,3 +76,49 @@ def test_signature_round_trips_through_json_dict():
 def test_tensor_spec_rejects_bad_dims():
     with pytest.raises(ValueError):
         TensorSpec("x", "float32", (None, -3))
+
+
+def _native_records(caplog) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "deploykit.native"]
+
+
+def test_overlapping_native_windows_log_both_and_give_stderr_back(caplog):
+    """Two runners loading in two threads: what native code writes to descriptor 2 in
+    either window reaches the logger once both end, and descriptor 2 is the caller's again
+    (the first to leave must not restore it under the other)."""
+    before = os.fstat(2)
+    inner_started, outer_done = threading.Event(), threading.Event()
+
+    def inner() -> None:
+        with native_output_logged():
+            os.write(2, b"inner runtime says hello\n")
+            inner_started.set()
+            outer_done.wait(10)
+            os.write(2, b"inner runtime after outer left\n")
+
+    with caplog.at_level(logging.DEBUG, logger="deploykit.native"):
+        thread = threading.Thread(target=inner)
+        with native_output_logged():
+            os.write(2, b"outer runtime says hello\n")
+            thread.start()
+            assert inner_started.wait(10)
+        assert not _native_records(caplog)  # the inner window still holds descriptor 2
+        outer_done.set()
+        thread.join(10)
+    after = os.fstat(2)
+    assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)
+    [record] = _native_records(caplog)
+    assert record.levelno == logging.DEBUG
+    for said in ("outer runtime says hello", "inner runtime says hello",
+                 "inner runtime after outer left"):
+        assert said in record.getMessage()
+
+
+def test_what_a_runtime_printed_as_it_failed_is_a_warning(caplog):
+    with caplog.at_level(logging.DEBUG, logger="deploykit.native"), \
+            pytest.raises(RuntimeError, match="cannot load"):
+        with native_output_logged():
+            os.write(2, b"ERROR: Didn't find op for builtin opcode\n")
+            raise RuntimeError("cannot load")
+    [record] = _native_records(caplog)
+    assert record.levelno == logging.WARNING and "builtin opcode" in record.getMessage()

@@ -12,6 +12,7 @@ import os
 import sys
 from types import ModuleType
 
+from deploykit._runlog import native_output_logged
 from deploykit.errors import MissingDependencyError
 
 # import name -> deploykit extra that installs it
@@ -120,7 +121,10 @@ def require(module: str, *, extra: str | None = None, purpose: str = "") -> Modu
         _quiet_tensorflow()
     _quiet_loggers(top)
     try:
-        return importlib.import_module(module)
+        if module in sys.modules:
+            return sys.modules[module]
+        with native_output_logged():  # TensorFlow's first import prints oneDNN lines
+            return importlib.import_module(module)
     except ModuleNotFoundError as e:
         # Only translate the error when the package itself is missing, not when it is
         # installed but one of *its* imports fails: that deserves the real traceback.

@@ -13,13 +13,17 @@ it. So a long command runs inside :func:`capture`:
 
 With ``verbose=True`` nothing is redirected and worker output is echoed live as well.
 Outside :func:`capture` (deploykit used as a library), the process's own streams are left
-alone and worker output is kept only as the tail quoted in errors.
+alone and worker output is kept only as the tail quoted in errors, except while a runtime
+loads in this process (:func:`native_output_logged`): what its C++ code prints then goes to
+the ``deploykit.native`` logger instead of the caller's terminal.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -141,6 +145,69 @@ def capture(path: str | Path, *, verbose: bool = False) -> Iterator[RunLog]:
             except BrokenPipeError:  # the reader of a pipe left (`deploykit inspect B | head`)
                 pass
         _log, _terminal = previous
+
+
+_native_lock = threading.Lock()
+_native: list = []  # while runtimes load: [depth, saved fd 2, temporary file, any failed]
+
+
+@contextmanager
+def native_output_logged() -> Iterator[None]:
+    """Send what native code writes to stderr meanwhile (TensorFlow's ``I0000`` lines,
+    LiteRT's ``INFO: Created ... delegate``, ExecuTorch's ``cpuinfo`` probes) to the
+    ``deploykit.native`` logger rather than the caller's terminal: at DEBUG level, or
+    WARNING when the block raised (what a runtime printed as it failed to load).
+
+    For deploykit used as a library: inside :func:`capture` the run log has it all already,
+    as it has a worker process's stderr, and nothing changes there. Descriptor 2 is the
+    whole process's, so overlapping uses (runners loading in several threads) share one
+    redirection, undone when the last one ends; other threads' stderr meanwhile goes to the
+    logger too, not lost.
+    """
+    if _log is not None or TERMINAL_FD_ENV in os.environ:
+        yield
+        return
+    with _native_lock:
+        if not _native and not _redirect_stderr():
+            yield  # no descriptor 2 to take over (a daemon's): nothing reaches a terminal
+            return
+        _native[0] += 1
+    try:
+        yield
+    except BaseException:
+        _native[3] = True
+        raise
+    finally:
+        with _native_lock:
+            _native[0] -= 1
+            if not _native[0]:
+                _restore_stderr()
+
+
+def _redirect_stderr() -> bool:
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:
+        return False
+    held = tempfile.TemporaryFile()
+    _native[:] = [0, saved, held, False]
+    os.dup2(held.fileno(), 2)
+    return True
+
+
+def _restore_stderr() -> None:
+    sys.stderr.flush()
+    _, saved, held, failed = _native
+    os.dup2(saved, 2)
+    os.close(saved)
+    _native.clear()
+    held.seek(0)
+    text = held.read().decode(errors="replace").strip()
+    held.close()
+    if text:
+        logging.getLogger("deploykit.native").log(logging.WARNING if failed else logging.DEBUG,
+                                                  "%s", text)
 
 
 def terminal_fd() -> int:

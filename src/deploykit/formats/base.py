@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from deploykit._runlog import native_output_logged
 from deploykit.errors import DeploykitError, RunnerError
 from deploykit.signature import Signature
 
@@ -60,7 +61,8 @@ class Runner(ABC):
         self.threads = threads
         self._signature_outputs = [s.name for s in signature.outputs]
         try:
-            self._load()
+            with native_output_logged():  # runtimes announce themselves on stderr
+                self._load()
         except DeploykitError:
             raise
         except Exception as e:
