@@ -426,15 +426,15 @@ def test_openapi_matches_the_server_under_schemathesis(bundles, tmp_path):
     assert re.search(rf"Tested: +{selected[1]}\b", r.stdout), r.stdout[-2000:]
 
 
-def test_workers_share_one_port_and_finish_a_request_in_flight_on_sigterm(bundles):
-    proc, url = shared.serve(bundles["torch"], "--workers", "2", "--targets", "onnx")
+@pytest.mark.parametrize("threads", ["1", "2"])  # gunicorn's sync and threaded workers
+def test_workers_share_one_port_and_finish_a_request_in_flight_on_sigterm(bundles, threads):
+    proc, url = shared.serve(bundles["torch"], "--workers", "2", "--threads", threads,
+                             "--targets", "onnx")
     assert "(2 worker processes)" in proc.stdout.readline()
     ready = [proc.stdout.readline() for _ in range(2)]
     assert len({re.search(r"worker (\d+) ready \(\d+ MB resident\)", line)[1]
                 for line in ready}) == 2, ready
-    # gunicorn's workers keep the listening socket open while they finish: a new connection
-    # waits unanswered in its backlog until they exit
-    _finishes_a_request_in_flight_on_sigterm(proc, url, bundles["torch"], refuses_new=False)
+    _finishes_a_request_in_flight_on_sigterm(proc, url, bundles["torch"])
 
 
 def test_one_waitress_process_finishes_a_request_in_flight_on_sigterm(bundles):
@@ -442,14 +442,12 @@ def test_one_waitress_process_finishes_a_request_in_flight_on_sigterm(bundles):
     to die with the request half-answered."""
     proc, url = shared.serve(bundles["torch"], "--workers", "1", "--targets", "onnx")
     assert "(1 process," in proc.stdout.readline()
-    _finishes_a_request_in_flight_on_sigterm(proc, url, bundles["torch"], refuses_new=True)
+    _finishes_a_request_in_flight_on_sigterm(proc, url, bundles["torch"])
 
 
-def _finishes_a_request_in_flight_on_sigterm(proc, url: str, bundle: Path, *,
-                                             refuses_new: bool) -> None:
+def _finishes_a_request_in_flight_on_sigterm(proc, url: str, bundle: Path) -> None:
     """A request whose body is still arriving when SIGTERM comes gets its answer (the
-    original model's labels; ``refuses_new``: meanwhile a new connection is refused); then
-    the server exits 0 and lets go of the port."""
+    original model's labels) while a new connection is refused; then the server exits 0."""
     b = deploykit.load_bundle(bundle)
     x, reference = b.probe().inputs["x"][:3], b.probe().reference
     want = [b.manifest["task"]["labels"][i] for i in next(iter(reference.values()))[:3].argmax(1)]
@@ -461,9 +459,9 @@ def _finishes_a_request_in_flight_on_sigterm(proc, url: str, bundle: Path, *,
         time.sleep(0.5)
         proc.send_signal(signal.SIGTERM)
         time.sleep(1.5)
-        if refuses_new:
-            with pytest.raises(requests.ConnectionError):  # closed while it finishes
-                requests.get(url + "/v2/health/live", timeout=2)
+        with pytest.raises(requests.ConnectionError) as refused:  # closed while it finishes
+            requests.get(url + "/v2/health/live", timeout=2)
+        assert "refused" in str(refused.value), refused.value  # not left waiting in a backlog
         s.sendall(body[10:])
         answer = b""
         while chunk := s.recv(65536):
@@ -471,8 +469,10 @@ def _finishes_a_request_in_flight_on_sigterm(proc, url: str, bundle: Path, *,
     assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
     assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["labels"] == want
     assert proc.wait(timeout=60) == 0
-    with pytest.raises(requests.ConnectionError):  # and it let go of the port
+    with pytest.raises(requests.ConnectionError):  # no worker left holding the port
         requests.get(url + "/v2/health/live", timeout=2)
+    log = max((bundle.parent / "logs").glob("serve-*.log"), key=lambda p: p.stat().st_mtime)
+    assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
 
 
 def test_batching_server_gives_each_concurrent_request_its_own_answer(bundles):

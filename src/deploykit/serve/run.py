@@ -4,10 +4,9 @@ Each gunicorn worker builds its own app after the fork (``preload_app`` is off):
 hash-checks the bundles once and opens its runtimes in its own process, so no runtime thread
 pool or file handle crosses a fork. The master checks the bundles first, so a damaged bundle
 is one error line at start instead of workers failing to boot. SIGTERM stops the workers
-gracefully: requests in flight finish (up to ``GRACE`` seconds) and no new one is served,
-though the port stays open until the workers exit (gunicorn closes its listening sockets
-last), so a new connection waits unanswered meanwhile. The single waitress process
-(:func:`serve_single`) closes the port at once, then finishes its requests in flight.
+gracefully: the port closes at once (new connections are refused, so a load balancer moves
+on), and requests in flight finish, for up to ``GRACE`` seconds (:func:`_arbiter`). The
+single waitress process (:func:`serve_single`) stops the same way.
 """
 
 from __future__ import annotations
@@ -85,7 +84,7 @@ def serve_workers(factory: Callable[[], Any], *, host: str, port: int, workers: 
     from gunicorn.app.base import BaseApplication
 
     options = {"bind": f"{host}:{port}", "workers": workers, "threads": threads,
-               "worker_class": "gthread" if threads > 1 else "sync", "preload_app": False,
+               "worker_class": _worker_class(threads), "preload_app": False,
                "graceful_timeout": GRACE, "keepalive": KEEPALIVE, "loglevel": "warning",
                "accesslog": None, "errorlog": "-", "proc_name": "deploykit-serve",
                "worker_tmp_dir": _tmp_dir()}
@@ -100,7 +99,55 @@ def serve_workers(factory: Callable[[], Any], *, host: str, port: int, workers: 
         def load(self):
             return factory()
 
+        def run(self) -> None:
+            _arbiter()(self).run()
+
     _App().run()
+
+
+def _arbiter():
+    """gunicorn's master, shutting the listening socket down as it stops.
+
+    gunicorn's master closes its own copy of the socket, but every worker holds another until
+    it exits: while one finished a request (up to :data:`GRACE` seconds) the port stayed
+    open, and a new connection waited in the backlog, unanswered, instead of being refused.
+    ``shutdown`` acts on the socket all of them share (Linux; elsewhere it fails and nothing
+    changes). Not while a re-executed master (``USR2``) takes the socket over.
+    """
+    from gunicorn.arbiter import Arbiter
+
+    class _Arbiter(Arbiter):
+        def stop(self, graceful: bool = True) -> None:
+            if self.reexec_pid == self.master_pid == 0:
+                for listener in self.LISTENERS:
+                    try:
+                        listener.sock.shutdown(socket.SHUT_RD)
+                    except OSError:  # not Linux, or not listening any more
+                        continue
+            super().stop(graceful)
+    return _Arbiter
+
+
+def _worker_class(threads: int) -> type:
+    """gunicorn's sync worker (``threads`` 1) or threaded worker, taking a listening socket
+    the master shut down (``accept`` fails with ``EINVAL``) as the stop it is: gunicorn's own
+    would die on it with a traceback if that came before its SIGTERM."""
+    import errno
+
+    if threads > 1:
+        from gunicorn.workers.gthread import ThreadWorker as Base
+    else:
+        from gunicorn.workers.sync import SyncWorker as Base
+
+    class Worker(Base):
+        def accept(self, listener) -> None:
+            try:
+                super().accept(listener)
+            except OSError as e:
+                if e.errno != errno.EINVAL:
+                    raise
+                self.alive = False
+    return Worker
 
 
 def _tmp_dir() -> str:
