@@ -426,6 +426,40 @@ def test_openapi_matches_the_server_under_schemathesis(bundles, tmp_path):
     assert re.search(rf"Tested: +{selected[1]}\b", r.stdout), r.stdout[-2000:]
 
 
+HTTP_FAULTS = [  # (request, status, a word of the error), answered by the HTTP server itself
+    (b"GARBAGE\r\n\r\n", 400, "line"),
+    (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n", 400,
+     "content-length"),
+]
+# gunicorn limits each header field to 8190 bytes; waitress limits the whole head to 256 KB,
+# and closes a connection past it with the rest unread, which resets it (no answer to read)
+FIELD_TOO_LARGE = (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n",
+                   431, "large")
+
+
+@pytest.mark.parametrize("workers", ["2", "1"])  # gunicorn, waitress
+def test_http_faults_are_json_errors_naming_them(server, bundles, workers):
+    """What the HTTP server answers before the app sees a request is a JSON error as the
+    app's are: gunicorn wrote an HTML page, waitress a text one."""
+    if workers == "1":
+        proc, url = shared.serve(bundles["torch"], "--workers", "1", "--targets", "onnx")
+    else:
+        proc, url = server["proc"], server["url"]
+    try:
+        for request, status, word in HTTP_FAULTS + ([FIELD_TOO_LARGE] if workers == "2" else []):
+            with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), 30) as s:
+                s.sendall(request)
+                answer = b"".join(iter(lambda s=s: s.recv(65536), b""))
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.split()[1] == str(status).encode(), answer[:300]
+            assert b"content-type: application/json" in head.lower(), answer[:300]
+            assert word in json.loads(body)["error"].lower(), answer[:300]
+    finally:
+        if workers == "1":
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
 @pytest.mark.parametrize("threads", ["1", "2"])  # gunicorn's sync and threaded workers
 def test_workers_share_one_port_and_finish_a_request_in_flight_on_sigterm(bundles, threads):
     proc, url = shared.serve(bundles["torch"], "--workers", "2", "--threads", threads,

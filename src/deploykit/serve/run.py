@@ -11,6 +11,7 @@ single waitress process (:func:`serve_single`) stops the same way.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -140,6 +141,12 @@ def _worker_class(threads: int) -> type:
         from gunicorn.workers.sync import SyncWorker as Base
 
     class Worker(Base):
+        def init_process(self) -> None:
+            from gunicorn import util
+
+            util.write_error = _gunicorn_json_error  # its HTML pages, in this worker process
+            super().init_process()
+
         def accept(self, listener) -> None:
             try:
                 super().accept(listener)
@@ -148,6 +155,48 @@ def _worker_class(threads: int) -> type:
                     raise
                 self.alive = False
     return Worker
+
+
+def _error_json(reason: str, detail: str) -> bytes:
+    """A fault the HTTP server answers itself, before the app sees a request (a malformed
+    request line or header, headers too large), as the app answers its errors: a JSON
+    ``{"error": "..."}`` naming it, not the server library's HTML or text page."""
+    return json.dumps({"error": f"{reason}: {detail}" if detail else reason}).encode()
+
+
+def _gunicorn_json_error(sock, status_int: int, reason: str, mesg: str) -> None:
+    """``gunicorn.util.write_error``, in JSON (see :func:`_error_json`)."""
+    from gunicorn import util
+
+    body = _error_json(reason, mesg)
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+    util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
+def _waitress_json_errors(server) -> None:
+    """Have ``server`` (and each server of a several-socket one) answer its HTTP-level
+    faults in JSON (see :func:`_error_json`)."""
+    from waitress.channel import HTTPChannel
+    from waitress.server import BaseWSGIServer
+    from waitress.task import ErrorTask
+
+    class JsonError(ErrorTask):
+        def execute(self) -> None:
+            e = self.request.error
+            body = _error_json(e.reason, e.body)
+            self.status = f"{e.code} {e.reason}"
+            self.response_headers.append(("Content-Type", "application/json"))
+            self.set_close_on_finish()
+            self.content_length = len(body)
+            self.write(body)
+
+    class Channel(HTTPChannel):
+        error_task_class = JsonError
+
+    for listener in list(_sockets(server).values()):
+        if isinstance(listener, BaseWSGIServer):
+            listener.channel_class = Channel
 
 
 def _tmp_dir() -> str:
@@ -170,6 +219,7 @@ def serve_single(app: Any, *, host: str, port: int, threads: int) -> None:
     from waitress.server import create_server
 
     server = create_server(app, host=host, port=port, threads=threads, ident="deploykit")
+    _waitress_json_errors(server)
     stop = threading.Event()
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set()) if main else None
