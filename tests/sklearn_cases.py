@@ -1,7 +1,8 @@
 """One fitted instance of every estimator the scikit-learn compiler supports, all on the same
 rows (so that one compiled program can hold them all): six float32 features, the first two
-integer-coded categories (0-3), and a three-class, a two-class and a continuous target
-derived from them. Used by ``test_sklearn_compile.py`` and ``test_sklearn_compile_export.py``."""
+integer-coded categories (0-3), and a three-class, a two-class, a continuous and a two-column
+continuous target derived from them. Used by ``test_sklearn_compile.py`` and
+``test_sklearn_compile_export.py``."""
 
 from __future__ import annotations
 
@@ -21,8 +22,10 @@ def data() -> dict[str, np.ndarray]:
     x = np.column_stack([codes, rng.normal(size=(ROWS, 4)) * [1, 3, 0.5, 2] + [0, 5, 1, -2]])
     score = x[:, 2] + 0.4 * x[:, 3] - 0.8 * codes[:, 0] + rng.normal(0, 0.5, ROWS)
     three = np.searchsorted(np.quantile(score, [1 / 3, 2 / 3]), score)
+    value = score * 10 + x[:, 4] ** 2
     return {"X": x.astype(np.float32), "three": three, "two": (score > np.median(score))
-            .astype(int), "value": (score * 10 + x[:, 4] ** 2).astype(np.float64)}
+            .astype(int), "value": value.astype(np.float64),
+            "values": np.column_stack([value, x[:, 3] * 2 - score])}
 
 
 def _cases() -> dict[str, tuple[str, Callable[[], Any]]]:
@@ -34,6 +37,7 @@ def _cases() -> dict[str, tuple[str, Callable[[], Any]]]:
         impute,
         linear_model,
         multiclass,
+        multioutput,
         naive_bayes,
         neighbors,
         neural_network,
@@ -130,6 +134,10 @@ def _cases() -> dict[str, tuple[str, Callable[[], Any]]]:
             weights="distance")),
         "mlp-regressor": ("value", lambda: pipe(pp.StandardScaler(), neural_network.MLPRegressor(
             hidden_layer_sizes=(16,), max_iter=500, random_state=0))),
+        "multi-output-boosting": ("values", lambda: multioutput.MultiOutputRegressor(
+            ensemble.GradientBoostingRegressor(n_estimators=10))),
+        "multi-output-ridge": ("values", lambda: multioutput.MultiOutputRegressor(
+            pipe(pp.StandardScaler(), linear_model.Ridge()))),
     }
 
 

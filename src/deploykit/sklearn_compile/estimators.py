@@ -197,6 +197,12 @@ def _linear_predict(est, p, x):
     return _linear(est, p, x)
 
 
+@_into(PREDICT, "MultiOutputRegressor")
+def _multi_output(est, p, x):
+    """One regressor per target, each ``[rows, 1]``: side by side, as its ``predict``."""
+    return p.add("concat", *[final(e, p, x) for e in est.estimators_])
+
+
 def _probabilities(p, d: int, width: int, several: str):
     """One logit -> two classes' probabilities; several -> ``several`` (softmax, or one-vs-rest
     sigmoids normalised)."""
