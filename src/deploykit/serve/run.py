@@ -130,9 +130,10 @@ def _arbiter():
 
 
 def _worker_class(threads: int) -> type:
-    """gunicorn's sync worker (``threads`` 1) or threaded worker, taking a listening socket
-    the master shut down (``accept`` fails with ``EINVAL``) as the stop it is: gunicorn's own
-    would die on it with a traceback if that came before its SIGTERM."""
+    """gunicorn's sync worker (``threads`` 1) or threaded worker, answering the faults gunicorn
+    answers itself in JSON (:func:`_error_json`), and taking a listening socket the master
+    shut down (``accept`` fails with ``EINVAL``) as the stop it is: gunicorn's own would die
+    on it with a traceback if that came before its SIGTERM."""
     import errno
 
     if threads > 1:
