@@ -172,3 +172,37 @@ def test_keras_exact_gelu_reaches_onnx_and_tfjs(tmp_path):
         for t in targets:
             got = b.predict(x[:9], target=t).outputs["probabilities"]
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_a_binary_classifier_of_one_sigmoid_output_names_the_class_each_row_reaches(tmp_path):
+    """A sigmoid head (the usual binary classifier in Keras or PyTorch) is two classes: the
+    second wherever the score reaches 0.5, in Bundle.predict and in the server (both took
+    the top of one column: always the first class); labels of the wrong count are refused."""
+    import numpy as np
+    import torch
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.preprocessing import StandardScaler
+
+    from deploykit.errors import SourceError
+    from deploykit.serve import create_app
+    from deploykit.sources import detect
+
+    X = StandardScaler().fit_transform(load_breast_cancer().data).astype(np.float32)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(30, 1), torch.nn.Sigmoid()).eval()
+    with torch.no_grad():
+        score = net(torch.from_numpy(X)).numpy()[:, 0]
+    want = ["benign" if s >= 0.5 else "malignant" for s in score]
+    assert set(want) == {"benign", "malignant"}
+    assert detect(net, sample=X[:60], task="classification").labels == ["0", "1"]
+    with pytest.raises(SourceError, match="3 labels given for a classifier of 2 classes"):
+        deploykit.export(net, "onnx", out=tmp_path / "bad", sample=X[:60], quiet=True,
+                         task="classification", labels=["malignant", "benign", "other"])
+    r = deploykit.export(net, "onnx", out=tmp_path / "b", sample=X[:60], quiet=True,
+                         task="classification", labels=["malignant", "benign"])
+    assert r.ok, [(c.target, c.reason) for c in r.cells]
+    with deploykit.load_bundle(tmp_path / "b") as b:
+        assert b.predict(X, target="onnx").labels == want
+    answer = create_app([tmp_path / "b"]).test_client().post(
+        "/predict", json={"instances": X[:40].tolist()}).get_json()
+    assert answer["labels"] == want[:40]

@@ -425,3 +425,28 @@ def test_a_model_with_several_outputs_is_refused_by_name(tmp_path):
     with pytest.raises(BundleError, match=r"gives 2 outputs \['probabilities', 'output_1'\]"):
         package(tmp_path / "two", "edge", tmp_path / "pkg")
     assert not (tmp_path / "pkg").exists() and not (tmp_path / "pkg.zip").exists()
+
+
+def test_an_edge_package_of_one_sigmoid_output_serves_the_class_each_row_reaches(
+        ort_python, tmp_path):
+    """A binary classifier's sigmoid column: ``run.py --serve`` names the second class
+    wherever the score reaches 0.5 (it took the top of one column: always the first)."""
+    import torch
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.preprocessing import StandardScaler
+
+    X = StandardScaler().fit_transform(load_breast_cancer().data).astype(np.float32)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(30, 1), torch.nn.Sigmoid()).eval()
+    with torch.no_grad():
+        score = net(torch.from_numpy(X[:40])).numpy()[:, 0]
+    want = ["benign" if s >= 0.5 else "malignant" for s in score]
+    assert set(want) == {"benign", "malignant"}
+    assert deploykit.export(net, "onnx", out=tmp_path / "b", sample=X[:60], quiet=True,
+                            task="classification", labels=["malignant", "benign"]).ok
+    post = shared.edge_run(ort_python, package(tmp_path / "b", "edge", tmp_path / "pkg"))
+    try:
+        status, body = post({"instances": X[:40].tolist()})
+    finally:
+        post.stop()
+    assert status == 200 and body["labels"] == want, body

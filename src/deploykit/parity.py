@@ -27,7 +27,7 @@ the reason and what to do.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -335,21 +335,22 @@ def scores_key(outputs: dict[str, np.ndarray]) -> str | None:
                  if np.ndim(v) == 2 and np.asarray(v).dtype.kind == "f"), None)
 
 
-def _predicted_labels(outputs: dict[str, np.ndarray], key: str | None) -> np.ndarray | None:
-    """Labels from ``label``, else from the scores under ``key``: the top class, or for one
-    column (a sigmoid) whether it reaches 0.5."""
+def predicted_labels(outputs: Mapping[str, np.ndarray], key: str | None) -> np.ndarray | None:
+    """A classifier's class index per row: its ``label`` output, else from the scores under
+    ``key``: the top class, or for one column (a sigmoid) 1 where it reaches 0.5."""
     if "label" in outputs:
         return np.asarray(outputs["label"]).reshape(-1)
     if key is None or key not in outputs:
         return None
     p = np.asarray(outputs[key])
+    p = p.reshape(len(p), -1)
     return (p[:, 0] >= 0.5).astype(np.int64) if p.shape[1] == 1 else p.argmax(axis=1)
 
 
 def _labels(got: dict[str, np.ndarray], probe: Probe, decisive: np.ndarray | None = None):
     """Label agreement (over the decisive rows when given) and top-k of the reference."""
     key = scores_key(probe.reference)
-    ref, mine = _predicted_labels(probe.reference, key), _predicted_labels(got, key)
+    ref, mine = predicted_labels(probe.reference, key), predicted_labels(got, key)
     if probe.task != "classification" or ref is None or mine is None:
         return None, None
     agree = float(np.mean(mine == ref)) if decisive is None or not decisive.any() else \
@@ -369,7 +370,7 @@ def _metric(got: dict[str, np.ndarray], probe: Probe) -> dict[str, float] | None
         return None
     if probe.task == "classification":
         key = scores_key(probe.reference)
-        mine, ref = _predicted_labels(got, key), _predicted_labels(probe.reference, key)
+        mine, ref = predicted_labels(got, key), predicted_labels(probe.reference, key)
         if mine is None or ref is None:
             return None
         a, o = float(np.mean(mine == probe.y)), float(np.mean(ref == probe.y))

@@ -153,11 +153,9 @@ def load_bundle(path: str | Path, *, check_hashes: bool = True) -> Bundle:
 
 def labels_of(outputs: Mapping[str, np.ndarray], names: list[str]) -> list[str]:
     """A classifier's label per row: its ``label`` output, else the most probable class of
-    ``probabilities`` (or of its first output), named by the task's labels (the index itself
-    past their end)."""
-    if "label" in outputs:
-        idx = np.asarray(outputs["label"]).reshape(-1)
-    else:
-        scores = outputs.get("probabilities", next(iter(outputs.values())))
-        idx = np.asarray(scores).reshape(len(scores), -1).argmax(axis=1)
+    ``probabilities`` (or of its first output; one sigmoid column: the second class where it
+    reaches 0.5), named by the task's labels (the index itself past their end)."""
+    from deploykit.parity import predicted_labels, scores_key
+
+    idx = predicted_labels(outputs, scores_key(outputs) or next(iter(outputs)))
     return [names[i] if 0 <= i < len(names) else str(i) for i in idx.tolist()]

@@ -279,8 +279,14 @@ def _as_reference(out: np.ndarray) -> np.ndarray:
 
 
 def _labels_for(task: str, n: int, labels: list[str] | None) -> list[str]:
+    """A classifier's class names: ``labels``, else the class numbers; ``n`` score columns
+    are ``n`` classes, one (a sigmoid) two."""
     if task != "classification":
         return []
+    n = max(n, 2)
+    if labels and len(labels) != n:
+        raise SourceError(f"{len(labels)} labels given for a classifier of {n} classes; "
+                          f"pass one name per class, in class order")
     return list(labels) if labels else [str(i) for i in range(n)]
 
 
@@ -326,8 +332,9 @@ def _sklearn_memory(model, sample, labels) -> Source:
     classify = hasattr(model, "predict_proba")
     task = "classification" if classify else "regression"
     if classify and not np.all(np.asarray(model.classes_) == np.arange(len(model.classes_))):
-        raise SourceError(f"classifier classes must be 0..n-1 (got {list(model.classes_)[:5]}); "
-                          f"encode the labels first (deploykit's data layer does)")
+        got = ", ".join(map(str, list(model.classes_)[:5]))
+        raise SourceError(f"classifier classes must be 0..n-1 (got {got}); fit it on "
+                          f"LabelEncoder codes and pass their names as labels=[...]")
     inputs = _probe(Signature.single(int(n)), sample)
     ref = predict(model, inputs["x"], task)
     if classify:
@@ -344,8 +351,9 @@ def _sklearn_memory(model, sample, labels) -> Source:
         sio.dump(model, root / "model.skops")
         return "model.skops"
 
-    return Source("sklearn", "sklearn", sig, task, list(labels or (classes if classify else [])),
-                  write, inputs, ref)
+    return Source("sklearn", "sklearn", sig, task,
+                  _labels_for(task, len(classes) if classify else 0, labels or
+                              (classes if classify else None)), write, inputs, ref)
 
 
 # -- Keras ----------------------------------------------------------------------------------------

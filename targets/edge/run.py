@@ -207,11 +207,13 @@ def compare(got: np.ndarray, ref: np.ndarray, profile: str, meta: dict) -> tuple
     by deploykit from its own parity profiles), and a one-line summary."""
     rule = meta["profiles"][profile]
     err = np.abs(got - ref)
-    agree = None
-    if ref.shape[1] > 1:  # rows the original cannot separate at the tie margin do not count
-        top = np.sort(ref, axis=1)
+    agree, scores, want = None, got, ref
+    if ref.shape[1] == 1 and meta.get("labels"):  # one sigmoid: the two classes' scores
+        scores, want = np.hstack([1 - got, got]), np.hstack([1 - ref, ref])
+    if want.shape[1] > 1:  # rows the original cannot separate at the tie margin do not count
+        top = np.sort(want, axis=1)
         decisive = (top[:, -1] - top[:, -2]) >= rule.get("tie_margin", 0.0)
-        same = got.argmax(1) == ref.argmax(1)
+        same = scores.argmax(1) == want.argmax(1)
         agree = float(np.mean(same[decisive] if decisive.any() else same))
     passed = rule["atol"] is None or bool(np.all(err <= rule["atol"] + rule["rtol"] * np.abs(ref)))
     if rule["min_label_agreement"] is not None:
@@ -273,8 +275,9 @@ def serve(root: Path, meta: dict, port: int) -> None:
                 x = model_input(json.loads(self.rfile.read(n))["instances"], meta)
                 y = predict(model, art, x)
                 body = {"predictions": y.tolist()}
-                if labels:
-                    body["labels"] = [labels[i] for i in y.argmax(1)]
+                if labels:  # one column is a sigmoid: the second class from 0.5 on
+                    idx = (y[:, 0] >= 0.5).astype(int) if y.shape[1] == 1 else y.argmax(1)
+                    body["labels"] = [labels[i] for i in idx]
                 self._send(200, body)
             except (ValueError, KeyError, TypeError) as e:
                 self._send(400, {"error": str(e)})
