@@ -111,3 +111,24 @@ def test_too_few_per_class_for_a_stratified_split(tmp_path):
     ds = load_dataset(_csv(tmp_path, "x,y\n" + rows), label_column="y")
     with pytest.raises(DataError, match="class 'b' has 2 samples"):
         split_dataset(ds)
+
+
+def test_a_sample_npz_of_inputs_by_name_is_not_taken_for_its_x(tmp_path):
+    """An .npz of a model's two inputs ``x`` and ``mask`` was read as the one array ``x``
+    (the model then refused it for lacking ``mask``); a test split (``X`` beside ``y``)
+    and a lone array are still the array."""
+    from deploykit.errors import DataError
+    from deploykit.sources import read_sample
+
+    x, mask = np.ones((3, 4), np.float32), np.zeros((3, 4), np.int64)
+    np.savez(tmp_path / "two.npz", x=x, mask=mask)
+    got = read_sample(tmp_path / "two.npz")
+    assert sorted(got) == ["mask", "x"] and got["mask"].dtype == np.int64
+    np.savez(tmp_path / "split.npz", X=x, y=np.arange(3))
+    np.savez(tmp_path / "one.npz", tokens=mask)
+    assert read_sample(tmp_path / "split.npz").shape == (3, 4)
+    assert read_sample(tmp_path / "one.npz").dtype == np.int64
+    (tmp_path / "script.py").write_text("print('not an array')\n")
+    with pytest.raises(DataError, match="not a .npy or .npz file") as e:
+        read_sample(tmp_path / "script.py", "--sample")
+    assert "pickle" not in str(e.value)

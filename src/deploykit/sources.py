@@ -90,8 +90,9 @@ def detect(model: Any, *, sample: np.ndarray | Mapping[str, np.ndarray] | str | 
 
 
 def read_sample(path: str | Path, what: str = "sample") -> np.ndarray | dict[str, np.ndarray]:
-    """Example inputs from a ``.npy`` file (one input), or a ``.npz`` file: its ``X`` (one
-    input; a test split keeps ``X`` beside ``y``), or one array per input name.
+    """Example inputs from a ``.npy`` file (one input), or a ``.npz`` file: its one array, or
+    ``X`` beside ``y`` (a test split), else one array per input name (``x`` and ``mask``
+    are two inputs, not one called ``x``).
 
     Args:
         path: the file.
@@ -103,14 +104,17 @@ def read_sample(path: str | Path, what: str = "sample") -> np.ndarray | dict[str
     try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as e:
-        raise DataError(f"cannot read {what} {path}: {e}") from None
+        why = "not a .npy or .npz file" if "pickled" in str(e) else e  # numpy's last guess
+        raise DataError(f"cannot read {what} {path}: {why}") from None
     if not hasattr(data, "files"):
         return data
     key = next((k for k in ("X", "x", "inputs") if k in data.files), None)
-    if key is not None:
+    if key is not None and set(data.files) <= {key, "y"}:
         return data[key]
     if len(data.files) > 1:  # several inputs, by name
         return {k: data[k] for k in data.files}
+    if data.files:
+        return data[data.files[0]]
     raise DataError(f"{what} {path}: expected an array 'X' (one input) or one array per input "
                     f"name, found {data.files}")
 
