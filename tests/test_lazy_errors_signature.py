@@ -122,3 +122,29 @@ def test_what_a_runtime_printed_as_it_failed_is_a_warning(caplog):
             raise RuntimeError("cannot load")
     [record] = _native_records(caplog)
     assert record.levelno == logging.WARNING and "builtin opcode" in record.getMessage()
+
+
+def test_a_runner_loading_and_running_first_keeps_the_runtimes_chatter_off_stderr(
+        tmp_path, capfd, caplog):
+    """What a runtime prints as it loads and on its first run (TensorFlow's oneDNN notes on a
+    SavedModel's first call) reaches the logger, not the caller's stderr; later runs are
+    left alone (the window costs a temporary file)."""
+    from deploykit.formats.base import Runner
+
+    class Loud(Runner):
+        def _load(self) -> None:
+            os.write(2, b"runtime: loaded\n")
+
+        def _predict(self, inputs):
+            os.write(2, b"runtime: first kernel chosen\n")
+            return [inputs["x"] * 2]
+
+    with caplog.at_level(logging.DEBUG, logger="deploykit.native"):
+        runner = Loud(tmp_path, Signature.single(3, [TensorSpec("y", "float32", (None, 3))]))
+        got = runner.predict(np.ones((2, 3), np.float32))
+        assert capfd.readouterr().err == ""
+        runner.predict(np.ones((2, 3), np.float32))
+    assert capfd.readouterr().err == "runtime: first kernel chosen\n"
+    np.testing.assert_array_equal(next(iter(got.values())), np.full((2, 3), 2, np.float32))
+    said = "".join(r.getMessage() for r in _native_records(caplog))
+    assert "runtime: loaded" in said and "first kernel chosen" in said

@@ -47,6 +47,7 @@ class Runner(ABC):
     # Whether one loaded artifact may serve concurrent predict() calls (the server locks the
     # others: a TFLite interpreter or a Node pipe must not be entered twice at once).
     thread_safe: ClassVar[bool] = False
+    _first_run = True
 
     def __init__(self, path: str | Path, signature: Signature,
                  outputs: Sequence[str] | None = None, *, threads: int | None = None) -> None:
@@ -87,7 +88,12 @@ class Runner(ABC):
 
     def _run(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
-            raw = self._predict(arrays)
+            if self._first_run:  # some runtimes announce themselves on their first run
+                with native_output_logged():
+                    raw = self._predict(arrays)
+                self._first_run = False
+            else:
+                raw = self._predict(arrays)
         except DeploykitError:
             raise
         except Exception as e:
