@@ -425,3 +425,32 @@ def test_running_a_pte_leaves_the_compiler_unimported_and_importable(tmp_path):
     with torch.no_grad():
         want = model(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(np.load(tmp_path / "got.npy"), want, atol=1e-5, rtol=1e-4)
+
+
+def test_whole_numbers_scaling_a_float_tensor_quantise_to_int8(tmp_path):
+    """``x * 2 - 1`` and ``y * 100 + 150`` (the usual input scaling and output unscaling):
+    the int8 quantiser made each integer an int64 constant and failed to calibrate it
+    ("histogram_cpu" not implemented for 'Long'). The artifact now follows the module."""
+    import deploykit
+
+    torch.manual_seed(0)
+    X = np.random.default_rng(0).normal(size=(200, 10)).astype(np.float32)
+
+    class Scaled(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = torch.nn.Sequential(torch.nn.Linear(10, 16), torch.nn.ReLU(),
+                                           torch.nn.Linear(16, 1))
+
+        def forward(self, x):
+            return self.net(x * 2 - 1) * 100 + 150
+
+    model = Scaled().eval()
+    r = deploykit.export(model, "tflite-int8", out=tmp_path / "b", sample=X, quiet=True)
+    assert r.ok, r.cells[0].reason
+    with torch.no_grad():
+        want = model(torch.from_numpy(X)).numpy()
+    with deploykit.load_bundle(tmp_path / "b") as b:
+        assert b.artifact("tflite-int8").route[-2:] == ("torch", "tflite-int8")
+        got = b.predict(X, target="tflite-int8").outputs["predictions"]
+    assert np.abs(got - want).max() < 0.05 * np.ptp(want), (np.abs(got - want).max(), np.ptp(want))

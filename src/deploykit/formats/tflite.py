@@ -398,6 +398,7 @@ def torch_to_tflite_int8(src: Path, out: Path, ctx: EdgeContext) -> dict[str, An
     quantizer = PT2EQuantizer().set_global(
         get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
     module = torch.export.export(load_program(src).module(), sample).module()
+    _float_scalars(torch, module)
     options = _float_grus(torch, module, quantizer)
     module = prepare_pt2e(module, quantizer)
     batch = len(sample[0])  # the exported graph has this batch baked in
@@ -409,6 +410,22 @@ def torch_to_tflite_int8(src: Path, out: Path, ctx: EdgeContext) -> dict[str, An
     model.export(str(out / "model_int8.tflite"))
     return {"file": "model_int8.tflite", "batch": batch, "options": options,
             "versions": {"litert-torch": litert_torch.__version__}}
+
+
+def _float_scalars(torch, module) -> None:
+    """Write the whole numbers a float tensor is scaled or shifted by as floats (``x * 2 - 1``,
+    ``y * 100 + 150``): the quantiser turns each into an int64 constant and calibrates it
+    with a histogram, which torch has only for floats ("histogram_cpu" not implemented for
+    'Long'). The values are the same in float arithmetic."""
+    aten = torch.ops.aten
+    arithmetic = {aten.mul.Tensor, aten.add.Tensor, aten.sub.Tensor, aten.div.Tensor}
+    for op in module.graph.nodes:
+        if op.op != "call_function" or op.target not in arithmetic:
+            continue
+        tensors = [a.meta.get("val") for a in op.args if isinstance(a, torch.fx.Node)]
+        if tensors and all(getattr(t, "is_floating_point", lambda: False)() for t in tensors):
+            op.args = tuple(float(a) if type(a) is int else a for a in op.args)
+    module.recompile()
 
 
 def _float_grus(torch, module, quantizer) -> dict[str, str]:
