@@ -121,8 +121,8 @@ def require(module: str, *, extra: str | None = None, purpose: str = "") -> Modu
         _quiet_tensorflow()
     _quiet_loggers(top)
     try:
-        if module in sys.modules:
-            return sys.modules[module]
+        if module in sys.modules:  # imported, or being imported by another thread: wait
+            return importlib.import_module(module)
         with native_output_logged():  # TensorFlow's first import prints oneDNN lines
             return importlib.import_module(module)
     except ModuleNotFoundError as e:
