@@ -454,3 +454,31 @@ def test_whole_numbers_scaling_a_float_tensor_quantise_to_int8(tmp_path):
         assert b.artifact("tflite-int8").route[-2:] == ("torch", "tflite-int8")
         got = b.predict(X, target="tflite-int8").outputs["predictions"]
     assert np.abs(got - want).max() < 0.05 * np.ptp(want), (np.abs(got - want).max(), np.ptp(want))
+
+
+def test_a_model_failing_on_its_sample_is_one_error_naming_what_it_was_given(capfd):
+    """A sample of the wrong width or dtype reached torch.export, whose error blamed the
+    module ("make its forward traceable") after 38 lines of its log on stderr, or escaped as
+    the framework's own RuntimeError/ValueError; now one SourceError says what failed on
+    what. A pipeline selecting columns by name is told to select them by position."""
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from deploykit.errors import SourceError
+
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    x = np.random.default_rng(0).normal(size=(40, 4)).astype(np.float32)
+    for bad, given in ((x[:, :3], "x: float32 of shape [40, 3]"),
+                       (x.astype(np.int64), "x: int64 of shape [40, 4]")):
+        with pytest.raises(SourceError, match="the model fails on the sample") as e:
+            detect(net, sample=bad)
+        assert given in str(e.value) and "RuntimeError" in str(e.value), e.value
+    assert capfd.readouterr().err == ""
+    frame = pd.DataFrame(x[:, :3], columns=["age", "plan", "usage"])
+    named = make_pipeline(ColumnTransformer([("s", StandardScaler(), ["age", "usage"])]),
+                          LogisticRegression()).fit(frame, np.arange(40) % 2)
+    with pytest.raises(SourceError, match="by position, not by name"):
+        detect(named, sample=frame.to_numpy())

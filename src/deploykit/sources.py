@@ -340,7 +340,11 @@ def _sklearn_memory(model, sample, labels) -> Source:
         raise SourceError(f"classifier classes must be 0..n-1 (got {got}); fit it on "
                           f"LabelEncoder codes and pass their names as labels=[...]")
     inputs = _probe(Signature.single(int(n)), sample)
-    ref = predict(model, inputs["x"], task)
+    try:
+        ref = predict(model, inputs["x"], task)
+    except Exception as e:
+        raise _fails_on_sample(e, f"one float32 array of {n} columns; a ColumnTransformer "
+                                  f"must select its columns by position, not by name") from e
     if classify:
         classes = [str(c) for c in model.classes_]
         outs = [TensorSpec("label", "int64", (None,)),
@@ -456,6 +460,7 @@ def _torch_source(model, sample, task, labels, file: Path | None) -> Source:
     else:
         specs = [_spec_from_shape(a.shape, _sample_dtype(a), name)
                  for name, a in _named(sample).items()]
+        _runs_on(model, sample, specs)  # the module's own error, not torch.export's log
         program, fixed = _export_module(model, specs)
         if fixed:
             notes.append(f"torch.export could not give the module a dynamic batch (it "
@@ -511,6 +516,27 @@ def _shorter(torch, module, chunk: int | None, sig: Signature, inputs: dict[str,
     names = [o.name for o in sig.outputs]
     return Probe(cut, {n: _as_reference(v) for n, v in zip(names, out.values(), strict=True)},
                  None, task)
+
+
+def _fails_on_sample(e: Exception, given: str) -> SourceError:
+    """The original model failing on the sample: a typed error with its own reason."""
+    return SourceError(f"the model fails on the sample ({type(e).__name__}: "
+                       f"{' '.join(str(e).split())[:300]}); it was given {given}")
+
+
+def _runs_on(module, sample, specs: list[TensorSpec]) -> None:
+    """Run ``module`` on two rows of ``sample`` as the ``specs`` type it (a sample of the
+    wrong width, or a module of another dtype)."""
+    import torch
+
+    arrays = [np.ascontiguousarray(a, s.dtype) for a, s in zip(_named(sample).values(), specs,
+                                                                strict=True)]
+    try:
+        with torch.no_grad():
+            module(*(torch.from_numpy(a[:2]) for a in arrays))
+    except Exception as e:
+        raise _fails_on_sample(e, "; ".join(f"{s.name}: {a.dtype} of shape {list(a.shape)}"
+                                            for a, s in zip(arrays, specs, strict=True))) from e
 
 
 def _named(sample) -> dict[str, np.ndarray]:
