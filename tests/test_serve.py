@@ -622,3 +622,28 @@ def test_page_and_openapi(server, bundles):
     assert doc["openapi"].startswith("3.") and "/v2/models/{model}/infer" in doc["paths"]
     r = requests.get(server["url"] + "/web/engines.mjs")
     assert r.status_code == 200 and "loadArtifact" in r.text
+
+
+@pytest.mark.parametrize("workers", ["2", "1"])
+def test_a_runtime_that_cannot_load_stops_the_server_with_one_error(bundles, workers, tmp_path):
+    """An artifact whose runtime cannot open (here onnxruntime, shadowed by a package that
+    fails to import): gunicorn's workers exited 2, not its boot-failure 3, so the master forked
+    them again and again (about 5 a second, forever); waitress said the error twice."""
+    fake = tmp_path / "site" / "onnxruntime"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('simulated: no onnxruntime here')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(fake.parent), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    r = subprocess.run([sys.executable, "-m", "deploykit", "serve", str(bundles["torch"]),
+                        "--port", str(shared.free_port()), "--workers", workers,
+                        "--targets", "onnx"], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2, r.stderr[-3000:]
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    loads = [e for e in errors if "onnx: cannot load" in e and "no onnxruntime here" in e]
+    if workers == "1":
+        assert errors == loads and len(loads) == 1, errors
+    else:  # each worker that booted says why, then the master stops them all
+        assert 1 <= len(loads) <= 2 and len(errors) == len(loads) + 1, errors
+        assert errors[-1] == "error: the workers stopped (gunicorn exit code 3)", errors
+    assert "Traceback" not in r.stderr, r.stderr[-3000:]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -424,6 +425,7 @@ def _cmd_serve(a: argparse.Namespace) -> int:
              f"put a proxy such as nginx in front (it also buffers slow clients)", err=True)
     served = check_bundles(a.bundles, targets)  # before any fork: one error, not one per worker
     run.check_port(a.host, a.port)
+    master = os.getpid()
 
     def factory():
         try:
@@ -432,7 +434,8 @@ def _cmd_serve(a: argparse.Namespace) -> int:
                               runtime_threads=a.runtime_threads,
                               batch_window_ms=a.batch_window_ms)
         except DeploykitError as e:  # in a worker: say it here, the master then stops
-            _say(f"error: {e}", err=True)
+            if os.getpid() != master:
+                _say(f"error: {e}", err=True)
             raise
 
     if on_ray:
@@ -456,6 +459,8 @@ def _cmd_serve(a: argparse.Namespace) -> int:
                           threads=threads or 1,
                           ready=lambda pid: _say(f"worker {pid} ready ({_rss_mb()} MB resident)"))
     except SystemExit as e:  # gunicorn's master ends with sys.exit
+        if os.getpid() != master:  # a worker's exit: its code tells the master why (3: it
+            raise  # could not boot, so stop rather than fork it again and again)
         if e.code not in (0, None):
             _say(f"error: the workers stopped (gunicorn exit code {e.code})", err=True)
             return 2

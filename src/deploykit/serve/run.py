@@ -103,7 +103,12 @@ def serve_workers(factory: Callable[[], Any], *, host: str, port: int, workers: 
         def run(self) -> None:
             _arbiter()(self).run()
 
-    _App().run()
+    from gunicorn.errors import HaltServer
+
+    try:
+        _App().run()
+    except HaltServer as e:  # raised again while halting: two workers failed to boot
+        sys.exit(e.exit_status)
 
 
 def _arbiter():
