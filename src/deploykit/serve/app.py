@@ -258,7 +258,10 @@ def _as_array(values: Any, dtype: str, shape: list[int] | None, what: str,
         shape = [int(d) for d in shape]
         if arr.size != math.prod(shape):
             raise ApiError(400, f"{what}: {arr.size} values do not fill shape {shape}")
-        arr = arr.reshape(shape)
+        try:  # numpy refuses more than 64 axes, and axes past its index type
+            arr = arr.reshape(shape)
+        except ValueError:
+            raise ApiError(400, f"{what}: shape {shape} is not one an array can have") from None
     if arr.ndim == 0 or arr.shape[0] == 0:
         raise ApiError(400, f"{what}: empty batch")
     if 0 in arr.shape:
