@@ -133,6 +133,11 @@ def test_predict_gives_labels(server, bundles):
      "nested too deeply"),
     ("post", "/v2/models/{sk}/infer", b'{"inputs": [{"name": "x", "shape": [true, 64], '
      b'"datatype": "FP32", "data": []}]}', 400, "shape must be a list"),
+    ("post", "/v2/models/{sk}/infer", b'{"inputs": [{"name": "x", "shape": [' + b"1, " * 64 +
+     b'1], "datatype": "FP32", "data": [1.0]}]}', 400, "not one an array can have"),
+    ("post", "/v2/models/{sk}/infer", b'{"inputs": [{"name": "x", "shape": '
+     b'[9223372036854775808, 0], "datatype": "FP32", "data": []}]}', 400,
+     "not one an array can have"),
     ("post", "/v2/models/{sk}/infer", b'{"inputs": [{"name": "x", "shape": [1, 64], '
      b'"datatype": ["FP32"], "data": []}]}', 400, "datatype"),
     ("post", "/v2/models/{sk}/infer", b'{"inputs": [{"name": "x", "shape": [1, 1], '
@@ -647,3 +652,42 @@ def test_a_runtime_that_cannot_load_stops_the_server_with_one_error(bundles, wor
         assert 1 <= len(loads) <= 2 and len(errors) == len(loads) + 1, errors
         assert errors[-1] == "error: the workers stopped (gunicorn exit code 3)", errors
     assert "Traceback" not in r.stderr, r.stderr[-3000:]
+
+
+def _answer_before_sending(port: int, head: bytes, piece: bytes, most: int) -> tuple[bytes, int]:
+    """Send ``head`` then ``piece`` after ``piece`` (up to ``most`` bytes) until the server
+    answers: its answer, and how much of the body it had been sent."""
+    import select
+
+    sent = 0
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(head)
+        while sent < most:
+            readable, writable, _ = select.select([s], [s], [], 10)
+            if readable:
+                return s.recv(65536), sent
+            if writable:
+                s.sendall(piece)
+                sent += len(piece)
+        s.settimeout(20)
+        return s.recv(65536), sent
+
+
+def test_one_waitress_process_refuses_a_body_over_the_limit_as_it_arrives(bundles):
+    """waitress buffered a whole body (to a temporary file, up to its own 1 GB) before the
+    app could refuse it: a 200 MB post was received in full before its 413."""
+    proc, url = shared.serve(bundles["torch"], "--workers", "1", "--targets", "onnx",
+                             "--max-body-mb", "1")
+    port, block = int(url.rsplit(":", 1)[1]), b" " * 65536
+    try:
+        for head, piece in ((b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+                             % (200 << 20), block),
+                            (b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: "
+                             b"chunked\r\n\r\n", b"10000\r\n" + block + b"\r\n")):
+            answer, sent = _answer_before_sending(port, head, piece, 100 << 20)
+            assert answer.startswith(b"HTTP/1.1 413"), (answer[:200], sent)
+            assert sent < 20 << 20, sent  # refused long before the end
+            assert b"application/json" in answer.split(b"\r\n\r\n")[0].lower(), answer[:300]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

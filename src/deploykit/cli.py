@@ -450,7 +450,8 @@ def _cmd_serve(a: argparse.Namespace) -> int:
         if a.dev:
             app.run(host=a.host, port=a.port, threaded=True)
         else:
-            run.serve_single(app, host=a.host, port=a.port, threads=threads or 4)
+            run.serve_single(app, host=a.host, port=a.port, threads=threads or 4,
+                             max_body_bytes=int(a.max_body_mb * 1024 * 1024))
         return 0
     _say(f"serving {'; '.join(served)} on http://{a.host}:{a.port}/ ({workers} worker "
          f"processes)")

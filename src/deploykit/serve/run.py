@@ -212,9 +212,14 @@ def _tmp_dir() -> str:
     return str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else tempfile.gettempdir()
 
 
-def serve_single(app: Any, *, host: str, port: int, threads: int) -> None:
+def serve_single(app: Any, *, host: str, port: int, threads: int,
+                 max_body_bytes: int | None = None) -> None:
     """Serve ``app`` from this process with waitress (every platform), until SIGTERM or
     SIGINT.
+
+    waitress buffers a request's body before the app sees it (to a temporary file past
+    512 KB), so ``max_body_bytes`` is its limit too: a larger body is refused as it arrives
+    (413), not after waitress held all of it (its own limit is 1 GB).
 
     SIGTERM stops it as it stops gunicorn's workers: the port closes at once, requests in
     flight (being received, computed or sent) finish, for up to :data:`GRACE` seconds, and
@@ -224,7 +229,9 @@ def serve_single(app: Any, *, host: str, port: int, threads: int) -> None:
     """
     from waitress.server import create_server
 
-    server = create_server(app, host=host, port=port, threads=threads, ident="deploykit")
+    limit = {} if max_body_bytes is None else {"max_request_body_size": max_body_bytes}
+    server = create_server(app, host=host, port=port, threads=threads, ident="deploykit",
+                           **limit)
     _waitress_json_errors(server)
     stop = threading.Event()
     main = threading.current_thread() is threading.main_thread()
