@@ -124,7 +124,7 @@ def test_a_sample_npz_of_inputs_by_name_is_not_taken_for_its_x(tmp_path):
     np.savez(tmp_path / "two.npz", x=x, mask=mask)
     got = read_sample(tmp_path / "two.npz")
     assert sorted(got) == ["mask", "x"] and got["mask"].dtype == np.int64
-    np.savez(tmp_path / "split.npz", X=x, y=np.arange(3))
+    np.savez(tmp_path / "split.npz", X=x, y=np.arange(3), **{"ref.probabilities": x})
     np.savez(tmp_path / "one.npz", tokens=mask)
     assert read_sample(tmp_path / "split.npz").shape == (3, 4)
     assert read_sample(tmp_path / "one.npz").dtype == np.int64

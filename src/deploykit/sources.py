@@ -91,8 +91,8 @@ def detect(model: Any, *, sample: np.ndarray | Mapping[str, np.ndarray] | str | 
 
 def read_sample(path: str | Path, what: str = "sample") -> np.ndarray | dict[str, np.ndarray]:
     """Example inputs from a ``.npy`` file (one input), or a ``.npz`` file: its one array, or
-    ``X`` beside ``y`` (a test split), else one array per input name (``x`` and ``mask``
-    are two inputs, not one called ``x``).
+    ``X`` beside ``y`` and ``ref.*`` (a model folder's test split), else one array per input
+    name (``x`` and ``mask`` are two inputs, not one called ``x``).
 
     Args:
         path: the file.
@@ -109,7 +109,8 @@ def read_sample(path: str | Path, what: str = "sample") -> np.ndarray | dict[str
     if not hasattr(data, "files"):
         return data
     key = next((k for k in ("X", "x", "inputs") if k in data.files), None)
-    if key is not None and set(data.files) <= {key, "y"}:
+    split = {k for k in data.files if k == "y" or k.startswith("ref.")}  # a model's test split
+    if key is not None and set(data.files) <= {key} | split:
         return data[key]
     if len(data.files) > 1:  # several inputs, by name
         return {k: data[k] for k in data.files}
