@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import IO, TextIO
 
 TERMINAL_FD_ENV = "DEPLOYKIT_TERMINAL_FD"  # set for worker processes: where progress may go
 
@@ -147,8 +147,18 @@ def capture(path: str | Path, *, verbose: bool = False) -> Iterator[RunLog]:
         _log, _terminal = previous
 
 
+@dataclass
+class _Redirect:
+    """Descriptor 2 pointed at ``held`` while runtimes load (see :func:`native_output_logged`)."""
+
+    saved: int  # the caller's descriptor 2, put back when the last window ends
+    held: IO[bytes]  # the temporary file that gets what native code writes meanwhile
+    depth: int = 0  # windows open now, in any thread
+    failed: bool = False  # one of them raised: what was printed is logged as a warning
+
+
 _native_lock = threading.Lock()
-_native: list = []  # while runtimes load: [depth, saved fd 2, temporary file, any failed]
+_native: _Redirect | None = None
 
 
 @contextmanager
@@ -164,50 +174,52 @@ def native_output_logged() -> Iterator[None]:
     redirection, undone when the last one ends; other threads' stderr meanwhile goes to the
     logger too, not lost.
     """
+    global _native
     if _log is not None or TERMINAL_FD_ENV in os.environ:
         yield
         return
     with _native_lock:
-        if not _native and not _redirect_stderr():
+        if _native is None:
+            _native = _redirect_stderr()
+        if _native is None:
             yield  # no descriptor 2 to take over (a daemon's): nothing reaches a terminal
             return
-        _native[0] += 1
+        redirect = _native
+        redirect.depth += 1
     try:
         yield
     except BaseException:
-        _native[3] = True
+        redirect.failed = True
         raise
     finally:
         with _native_lock:
-            _native[0] -= 1
-            if not _native[0]:
-                _restore_stderr()
+            redirect.depth -= 1
+            if not redirect.depth:
+                _native = None
+                _restore_stderr(redirect)
 
 
-def _redirect_stderr() -> bool:
+def _redirect_stderr() -> _Redirect | None:
     sys.stderr.flush()
     try:
         saved = os.dup(2)
     except OSError:
-        return False
+        return None
     held = tempfile.TemporaryFile()
-    _native[:] = [0, saved, held, False]
     os.dup2(held.fileno(), 2)
-    return True
+    return _Redirect(saved, held)
 
 
-def _restore_stderr() -> None:
+def _restore_stderr(redirect: _Redirect) -> None:
     sys.stderr.flush()
-    _, saved, held, failed = _native
-    os.dup2(saved, 2)
-    os.close(saved)
-    _native.clear()
-    held.seek(0)
-    text = held.read().decode(errors="replace").strip()
-    held.close()
+    os.dup2(redirect.saved, 2)
+    os.close(redirect.saved)
+    redirect.held.seek(0)
+    text = redirect.held.read().decode(errors="replace").strip()
+    redirect.held.close()
     if text:
-        logging.getLogger("deploykit.native").log(logging.WARNING if failed else logging.DEBUG,
-                                                  "%s", text)
+        logging.getLogger("deploykit.native").log(
+            logging.WARNING if redirect.failed else logging.DEBUG, "%s", text)
 
 
 def terminal_fd() -> int:

@@ -24,6 +24,7 @@ import numpy as np
 
 from deploykit import bundle as _bundle
 from deploykit.errors import BundleError, MissingDependencyError
+from deploykit.parity import predicted_labels, scores_key
 
 if TYPE_CHECKING:
     from deploykit.exporting import VerifyReport
@@ -155,7 +156,5 @@ def labels_of(outputs: Mapping[str, np.ndarray], names: list[str]) -> list[str]:
     """A classifier's label per row: its ``label`` output, else the most probable class of
     ``probabilities`` (or of its first output; one sigmoid column: the second class where it
     reaches 0.5), named by the task's labels (the index itself past their end)."""
-    from deploykit.parity import predicted_labels, scores_key
-
     idx = predicted_labels(outputs, scores_key(outputs) or next(iter(outputs)))
     return [names[i] if 0 <= i < len(names) else str(i) for i in idx.tolist()]

@@ -530,14 +530,15 @@ def _runs_on(module, sample, specs: list[TensorSpec]) -> None:
     wrong width, or a module of another dtype)."""
     import torch
 
-    arrays = [np.ascontiguousarray(a, s.dtype) for a, s in zip(_named(sample).values(), specs,
-                                                                strict=True)]
+    named = list(_named(sample).values())
     try:
         with torch.no_grad():
-            module(*(torch.from_numpy(a[:2]) for a in arrays))
+            module(*(torch.from_numpy(np.ascontiguousarray(a[:2], s.dtype))
+                     for a, s in zip(named, specs, strict=True)))
     except Exception as e:
-        raise _fails_on_sample(e, "; ".join(f"{s.name}: {a.dtype} of shape {list(a.shape)}"
-                                            for a, s in zip(arrays, specs, strict=True))) from e
+        raise _fails_on_sample(e, "; ".join(f"{s.name}: {np.dtype(s.dtype)} of shape "
+                                            f"{list(a.shape)}" for a, s in
+                                            zip(named, specs, strict=True))) from e
 
 
 def _named(sample) -> dict[str, np.ndarray]:
