@@ -220,6 +220,34 @@ def test_the_openapi_document_lists_every_route_the_server_answers(bundles):
         assert methods <= set(doc["paths"][path]), (path, methods)
 
 
+def test_two_models_of_one_signature_have_a_document_that_takes_their_requests(bundles):
+    """The README serves digits-torch and digits-pt2, which take the same inputs: the body
+    schema was ``oneOf`` two identical schemas, which a validator refuses for every request.
+    Names a component key cannot tell apart ("c c", "c_c") made one key, losing a model."""
+    from jsonschema import Draft202012Validator
+
+    from deploykit.serve import create_app
+    from deploykit.serve.openapi import document
+
+    app = create_app([bundles["sk"], bundles["torch"]])
+    served = list(app.extensions["deploykit"]["models"].values())
+    models = {"c c": served[0], "c_c": served[1]}
+    doc = document(models, 64)
+    schemas = doc["components"]["schemas"]
+    assert len([k for k in schemas if k.startswith("Instances.")]) == 2, sorted(schemas)
+
+    def valid(kind: str, body) -> bool:
+        return Draft202012Validator({"$ref": f"#/components/schemas/{kind}", **doc}).is_valid(body)
+
+    row = np.zeros(64).tolist()
+    infer = {"inputs": [{"name": "x", "shape": [1, 64], "datatype": "FP32", "data": row}]}
+    assert valid("Instances", {"instances": [row]}) and valid("InferRequest", infer)
+    assert valid("Validate", {}) and valid("Validate", {"inputs": {"x": [row]}})
+    # and still refuses what no model takes
+    assert not valid("Instances", {"instances": [row[:10]]})
+    assert not valid("Instances", {"instances": [row], "inputs": {"x": [row]}})
+
+
 def test_a_bug_in_deploykit_is_a_json_500_and_its_traceback_goes_to_the_log(bundles, monkeypatch,
                                                                           caplog):
     from deploykit.serve import create_app

@@ -6,7 +6,8 @@ round, with two exceptions JSON Schema cannot state:
 * an Open Inference Protocol tensor's ``data`` must fill its ``shape`` (the product of one
   field against the length of another);
 * with several models, ``/predict?model=NAME`` takes NAME's inputs (a query parameter
-  choosing the body's schema); the body is documented as one of the models' schemas.
+  choosing the body's schema); the body is documented as any of the models' schemas
+  (``anyOf``: two models of one signature have the same schema, which ``oneOf`` would refuse).
 """
 
 from __future__ import annotations
@@ -146,24 +147,34 @@ def _infer(sig, max_batch: int) -> dict[str, Any]:
                 "parameters": {"type": "object"}}}}}}
 
 
-def _key(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
+def _keys(names) -> dict[str, str]:
+    """Each model's component key: its name with what a key cannot hold made ``_``, and a
+    ``-2``, ``-3``... where that makes two names one key ("c c" and "c_c")."""
+    keys: dict[str, str] = {}
+    for name in names:
+        key = base = re.sub(r"[^A-Za-z0-9._-]", "_", name)
+        n = 2
+        while key in keys.values():
+            key, n = f"{base}-{n}", n + 1
+        keys[name] = key
+    return keys
 
 
 def _schemas(models: dict[str, Any], max_batch: int) -> dict[str, Any]:
     schemas: dict[str, Any] = {
         "Error": {"type": "object", "required": ["error"],
                   "properties": {"error": {"type": "string"}}}}
+    keys = _keys(models)
     for name, m in models.items():
         sig = m.get(None).artifact.signature(m.signature, with_batch=False)
         predict = _instances(sig, max_batch)
-        schemas[f"Instances.{_key(name)}"] = {**predict, "oneOf": [
+        schemas[f"Instances.{keys[name]}"] = {**predict, "oneOf": [
             {"required": ["instances"]}, {"required": ["inputs"]}]}
-        schemas[f"Validate.{_key(name)}"] = {**predict,
+        schemas[f"Validate.{keys[name]}"] = {**predict,
                                              "not": {"required": ["instances", "inputs"]}}
-        schemas[f"InferRequest.{_key(name)}"] = _infer(sig, max_batch)
+        schemas[f"InferRequest.{keys[name]}"] = _infer(sig, max_batch)
     for kind in ("Instances", "Validate", "InferRequest") if len(models) > 1 else ():
-        schemas[kind] = {"oneOf": [{"$ref": f"#/components/schemas/{kind}.{_key(n)}"}
+        schemas[kind] = {"anyOf": [{"$ref": f"#/components/schemas/{kind}.{keys[n]}"}
                                    for n in models]}
     return schemas
 
@@ -171,7 +182,7 @@ def _schemas(models: dict[str, Any], max_batch: int) -> dict[str, Any]:
 def document(models: dict[str, Any], max_batch: int) -> dict[str, Any]:
     """The document for a server of ``models`` (name -> ServedModel)."""
     one = next(iter(models)) if len(models) == 1 else None
-    kind = (lambda k: f"{k}.{_key(one)}") if one else (lambda k: k)
+    kind = (lambda k: f"{k}.{_keys([one])[one]}") if one else (lambda k: k)
     names = {"model": list(models)}
     targets = {"target": sorted({t for m in models.values() for t in m.served})}
     return {
