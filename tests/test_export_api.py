@@ -195,6 +195,11 @@ def test_a_binary_classifier_of_one_sigmoid_output_names_the_class_each_row_reac
     want = ["benign" if s >= 0.5 else "malignant" for s in score]
     assert set(want) == {"benign", "malignant"}
     assert detect(net, sample=X[:60], task="classification").labels == ["0", "1"]
+    # labels say classifier without task= (it was a regression, the labels dropped)
+    named = detect(net, sample=X[:60], labels=["malignant", "benign"])
+    assert (named.task, named.labels) == ("classification", ["malignant", "benign"])
+    with pytest.raises(SourceError, match="labels given for a regression model"):
+        detect(net, sample=X[:60], task="regression", labels=["malignant", "benign"])
     with pytest.raises(SourceError, match="3 labels given for a classifier of 2 classes"):
         deploykit.export(net, "onnx", out=tmp_path / "bad", sample=X[:60], quiet=True,
                          task="classification", labels=["malignant", "benign", "other"])

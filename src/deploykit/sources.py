@@ -257,13 +257,14 @@ def _described(raw: dict[str, np.ndarray], task: str | None, labels: list[str] |
     """Task, reference outputs, output specs and labels from the original's outputs by name.
 
     A classifier is a model with an output that looks like class probabilities (rows of
-    non-negative numbers summing to one), unless ``task`` says otherwise. One output is named
+    non-negative numbers summing to one) or one given ``labels`` (logits, a sigmoid column),
+    unless ``task`` says otherwise. One output is named
     ``probabilities`` (a classifier's) or ``predictions``; several keep their own names, and
     a classifier's first output that looks like probabilities is named ``probabilities``.
     """
     names = list(raw)
     probs = next((i for i, v in enumerate(raw.values()) if _looks_like_probabilities(v)), None)
-    task = task or ("classification" if probs is not None else "regression")
+    task = task or ("classification" if probs is not None or labels else "regression")
     if len(names) == 1:
         names = ["probabilities" if task == "classification" else "predictions"]
     elif task == "classification":
@@ -287,6 +288,9 @@ def _labels_for(task: str, n: int, labels: list[str] | None) -> list[str]:
     """A classifier's class names: ``labels``, else the class numbers; ``n`` score columns
     are ``n`` classes, one (a sigmoid) two."""
     if task != "classification":
+        if labels:
+            raise SourceError(f"labels given for a {task} model; labels name a classifier's "
+                              "classes (drop them, or pass task='classification')")
         return []
     n = max(n, 2)
     if labels and len(labels) != n:
