@@ -105,19 +105,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve(bundles: Path | list[Path], *args: str, wait: float = 60
+def serve(bundles: Path | list[Path], *args: str, wait: float = 60, host: str = "127.0.0.1"
           ) -> tuple[subprocess.Popen, str]:
-    """`deploykit serve BUNDLES ARGS` on a free loopback port, once it answers ready (the
-    test fails with the server's output when it does not within ``wait`` seconds)."""
+    """`deploykit serve BUNDLES ARGS` on a free loopback port of ``host``, once it answers
+    ready (the test fails with the server's output when it does not within ``wait``
+    seconds)."""
     import pytest
     import requests
 
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "deploykit", "serve",
                              *map(str, bundles if isinstance(bundles, list) else [bundles]),
-                             "--port", str(port), *args],
+                             "--host", host, "--port", str(port), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
     deadline = time.time() + wait
     while time.time() < deadline and proc.poll() is None:
         try:

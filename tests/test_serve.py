@@ -493,6 +493,20 @@ def test_http_faults_are_json_errors_naming_them(server, bundles, workers):
             proc.wait(timeout=30)
 
 
+def test_an_ipv6_loopback_address_is_served_and_printed_as_a_url(bundles):
+    """gunicorn took ``--host ::1`` as host ':' and port ':1' (it needs ``[::1]:PORT``), and
+    the URL printed was ``http://::1:PORT/``."""
+    proc, url = shared.serve(bundles["torch"], "--workers", "2", "--targets", "onnx", host="::1")
+    try:
+        assert url.startswith("http://[::1]:")
+        assert f"on {url}/ (2 worker processes)" in proc.stdout.readline()
+        r = requests.post(url + "/predict", json={"instances": np.zeros((2, 64)).tolist()})
+        assert r.status_code == 200 and len(r.json()["labels"]) == 2, r.text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 @pytest.mark.parametrize("threads", ["1", "2"])  # gunicorn's sync and threaded workers
 def test_workers_share_one_port_and_finish_a_request_in_flight_on_sigterm(bundles, threads):
     proc, url = shared.serve(bundles["torch"], "--workers", "2", "--threads", threads,
