@@ -671,6 +671,44 @@ def test_page_and_openapi(server, bundles):
     assert r.status_code == 200 and "loadArtifact" in r.text
 
 
+def test_the_page_button_predicts_on_every_artifact_in_chromium(server, bundles):
+    """The server page's button, clicked in a real browser: every served artifact and every
+    browser artifact names the class the original model gave the example row."""
+    from playwright.sync_api import sync_playwright
+
+    from deploykit.browser import CHROMIUM, CHROMIUM_ARGS
+
+    b = deploykit.load_bundle(bundles["sk"])
+    want = json.dumps([str(int(np.argmax(b.probe().reference["probabilities"][0])))])
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(server["url"] + "/")
+            section = page.locator(f'section[data-model="{b.name}"]')
+            section.locator("button").click()
+            answers = section.locator(".answers")
+            answers.filter(has_text="browser").wait_for(timeout=120_000)
+            lines = answers.text_content().splitlines()
+        finally:
+            browser.close()
+    assert sorted(line.split(":")[0] for line in lines) == \
+        ["browser onnx-web", "server onnx"], lines
+    assert all(line.endswith(": " + want) for line in lines), (want, lines)
+
+
+def test_validate_refuses_a_body_of_unknown_fields_and_an_empty_target(server, bundles):
+    """``{"instance": rows}`` (a typo) re-checked the probe set and said passed; ``?target=``
+    (empty) answered with the default target."""
+    name = deploykit.load_bundle(bundles["torch"]).name
+    r = requests.post(f"{server['url']}/validate?model={name}",
+                      json={"instance": np.zeros((2, 64)).tolist()})
+    assert r.status_code == 400 and "unknown field(s) ['instance']" in r.json()["error"], r.text
+    r = requests.post(f"{server['url']}/predict?model={name}&target=",
+                      json={"instances": np.zeros((2, 64)).tolist()})
+    assert r.status_code == 404 and "no served target ''" in r.json()["error"], r.text
+
+
 @pytest.mark.parametrize("workers", ["2", "1"])
 def test_a_runtime_that_cannot_load_stops_the_server_with_one_error(bundles, workers, tmp_path):
     """An artifact whose runtime cannot open (here onnxruntime, shadowed by a package that

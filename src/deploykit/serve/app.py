@@ -549,7 +549,10 @@ def _predict_routes(app, models: dict[str, ServedModel], max_batch: int) -> None
         m = _pick(models, request.args.get("model"))
         body = _body() if request_bytes().strip() else None
         x = None
-        if body and ("instances" in body or "inputs" in body):
+        if body and not {"instances", "inputs"} & set(body):  # a typo ran on the probe set
+            raise ApiError(400, f"unknown field(s) {sorted(body)}: post {{\"instances\": ...}} "
+                                f"or {{\"inputs\": ...}}, or no body for the probe set")
+        if body:
             x = _request_inputs(body, m.signature.inputs, max_batch)
             _run(m.get(None), x)  # the reference: NaN or Inf there is a 422, as for /predict
         rows = m.validate(x)

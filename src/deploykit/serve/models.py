@@ -104,7 +104,7 @@ class ServedModel:
         self.task = self.bundle.task
 
     def get(self, target: str | None) -> Served:
-        t = target or self.default
+        t = self.default if target is None else target  # "" (?target=) is no target
         if t not in self.served:
             raise LookupError(f"model '{self.name}' has no served target '{t}' "
                               f"(serving: {', '.join(self.served)})")

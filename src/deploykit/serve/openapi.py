@@ -170,8 +170,9 @@ def _schemas(models: dict[str, Any], max_batch: int) -> dict[str, Any]:
         predict = _instances(sig, max_batch)
         schemas[f"Instances.{keys[name]}"] = {**predict, "oneOf": [
             {"required": ["instances"]}, {"required": ["inputs"]}]}
-        schemas[f"Validate.{keys[name]}"] = {**predict,
-                                             "not": {"required": ["instances", "inputs"]}}
+        schemas[f"Validate.{keys[name]}"] = {  # nothing (the probe set), or one of the two
+            **predict, "not": {"required": ["instances", "inputs"]},
+            "anyOf": [{"maxProperties": 0}, {"required": ["instances"]}, {"required": ["inputs"]}]}
         schemas[f"InferRequest.{keys[name]}"] = _infer(sig, max_batch)
     for kind in ("Instances", "Validate", "InferRequest") if len(models) > 1 else ():
         schemas[kind] = {"anyOf": [{"$ref": f"#/components/schemas/{kind}.{keys[n]}"}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import json
+from urllib.parse import quote
 from typing import Any
 
 from deploykit.graph import BROWSER
@@ -51,7 +52,7 @@ def render(models: dict[str, Any]) -> str:
 <p>{html.escape(m.task)}, input {html.escape(", ".join(
             f"{s.name} {format_shape(s.shape)}" for s in m.signature.inputs))},
 default target <b>{html.escape(m.default)}</b> ·
-<a href="/report/{html.escape(name)}">report</a> (matrix, size against latency, fp16 / int8)</p>
+<a href="/report/{html.escape(quote(name, safe=''))}">report</a> (matrix, size against latency, fp16 / int8)</p>
 <table><tr><th>target</th><th>runtime</th><th>runs in</th>
 <th>parity, size, batch-1 (open for the evidence)</th></tr>{_rows(m)}</table>
 <textarea rows="3" cols="100">{html.escape(example)}</textarea><br>
@@ -79,13 +80,14 @@ globalThis.DEPLOYKIT_ORT_WASM = '/web/node_modules/onnxruntime-web/dist/';
 const readBytes = async (p) => new Uint8Array(await (await fetch(p)).arrayBuffer());
 for (const sec of document.querySelectorAll('section')) {
   const model = sec.dataset.model, web = JSON.parse(sec.dataset.web);
+  const q = encodeURIComponent(model);
   sec.querySelector('button').onclick = async () => {
     const out = sec.querySelector('.answers');
     const body = sec.querySelector('textarea').value;
     const lines = [];
     const meta = await (await fetch('/metadata')).json();
     for (const t of meta[model].served) {
-      const r = await fetch(`/predict?model=${model}&target=${t}`, {method: 'POST',
+      const r = await fetch(`/predict?model=${q}&target=${encodeURIComponent(t)}`, {method: 'POST',
         headers: {'Content-Type': 'application/json'}, body});
       const j = await r.json();
       lines.push(`server ${t}: ${JSON.stringify(j.labels || j.predictions || j.error)}`);
@@ -94,14 +96,18 @@ for (const sec of document.querySelectorAll('section')) {
       const {loadArtifact} = await import('/web/engines.mjs');
       const rows = JSON.parse(body).instances;
       for (const a of web) {
-        const m = await loadArtifact(a.runtime, `/bundles/${model}/${a.path}`, readBytes);
+        const m = await loadArtifact(a.runtime, `/bundles/${q}/${a.path}`, readBytes);
         const x = {shape: [rows.length, rows[0].length], dtype: 'float32',
                    data: Float32Array.from(rows.flat())};
         const res = await m.predict({[m.inputNames[0]]: x});
         const y = res[m.outputNames[m.outputNames.length - 1]];
-        const k = y.shape[1] || 1, labels = [];
+        const k = y.shape[1] || 1, labels = [], task = meta[model].task;
         for (let i = 0; i < y.shape[0]; i++) {
-          let b = 0; for (let j = 1; j < k; j++) if (y.data[i*k+j] > y.data[i*k+b]) b = j;
+          if (task.kind !== 'classification') {  // a regression's values, as the server's
+            labels.push(Array.from(y.data.slice(i*k, i*k+k))); continue;
+          }
+          let b = k === 1 ? Number(y.data[i] >= 0.5) : 0;  // one column: a sigmoid
+          for (let j = 1; j < k; j++) if (y.data[i*k+j] > y.data[i*k+b]) b = j;
           labels.push(meta[model].task.labels[b] ?? b);
         }
         lines.push(`browser ${a.target}: ${JSON.stringify(labels)}`);
