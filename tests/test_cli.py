@@ -48,6 +48,51 @@ def test_bad_input_is_an_error_line_not_a_traceback(tmp_path, args, words):
     assert not (tmp_path / "m").exists()
 
 
+LONG = "L" * 300  # past a file name's 255 bytes
+WRONG_OUTPUT_OR_OPTION = [  # (command, its one-line error): each was a traceback or a crash
+    ("train --flow sklearn --data iris --out afile/model", "afile is a file, where a folder"),
+    ("what-if --data iris --flows sklearn --to none --out afile", "is not a what-if output"),
+    (f"inspect b/{LONG}", "File name too long"),
+    (f"verify b/{LONG}", "File name too long"),
+    (f"train --flow sklearn --data iris --out m/{LONG}", "File name too long"),
+    ("train --flow torch --data iris --epochs 0 --out m", "epochs must be a whole number of 1"),
+    ("train --flow tensorflow --data iris --epochs -1 --out m", "epochs must be a whole number"),
+    ("train --flow sklearn --data iris --seed -1 --out m", "seed must be a whole number from 0"),
+    ("what-if --data iris --flows= --out w", "unknown flow(s) (none given)"),
+    ("what-if --data iris --flows sklearn --to none --out mine", "is not a what-if output"),
+]
+
+
+@pytest.mark.parametrize("command, says", WRONG_OUTPUT_OR_OPTION)
+def test_a_wrong_output_path_or_option_is_one_line(tmp_path, monkeypatch, command, says):
+    """``--out`` under a file made its ``logs/`` folder fail outside the error handling (a
+    traceback); a name too long was an internal error; ``--epochs 0`` trained the default,
+    a negative one crashed; ``--flows ""`` trained all five; a what-if replaced the
+    report.md of a folder that was not its own."""
+    from zoo_check import in_process
+
+    monkeypatch.chdir(tmp_path)
+    Path("afile").write_text("mine")
+    Path("mine").mkdir()
+    Path("b").mkdir()  # a long name in a folder that exists: os.stat raised
+    Path("mine/report.md").write_text("mine")
+    code, text = in_process()(*command.split())
+    assert code == 2 and text.startswith("error: ") and says in text, text
+    assert "Traceback" not in text and len(text.strip().splitlines()) == 2, text
+    assert Path("afile").read_text() == "mine" and Path("mine/report.md").read_text() == "mine"
+    assert not list(tmp_path.rglob("deploykit-model.json")) and not Path("w/models").exists()
+
+
+def test_a_file_named_logs_beside_the_output_sends_the_log_elsewhere(tmp_path, monkeypatch):
+    from zoo_check import in_process
+
+    monkeypatch.chdir(tmp_path)
+    Path("logs").write_text("mine")
+    code, text = in_process()("train", "--flow", "sklearn", "--data", "iris", "--out", "m")
+    assert code == 0 and (tmp_path / "m" / "deploykit-model.json").is_file(), text
+    assert Path("logs").read_text() == "mine"
+
+
 def test_a_bug_in_deploykit_is_one_line_and_its_traceback_goes_to_the_log(tmp_path,
                                                                           monkeypatch):
     from zoo_check import in_process

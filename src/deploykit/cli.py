@@ -238,10 +238,7 @@ def _cmd_whatif(a: argparse.Namespace) -> int:
     from deploykit.report.tables import matrix_rows, table_rows
     from deploykit.whatif import failure_line, what_if
 
-    flows = tuple(f.strip() for f in a.flows.split(",")) if a.flows else FLOWS
-    unknown = [f for f in flows if f not in FLOWS]
-    if unknown:
-        raise DeploykitError(f"unknown flow(s) {unknown}: use some of {', '.join(FLOWS)}")
+    flows = FLOWS if a.flows is None else tuple(filter(None, map(str.strip, a.flows.split(","))))
     result = what_if(a.data, a.out, flows=flows, seed=a.seed, epochs=a.epochs, quiet=a.quiet,
                      label_column=a.label_column, targets="" if a.to == "none" else a.to,
                      ray=a.ray)
@@ -550,7 +547,21 @@ def _beside(bundle: str) -> Path:
     """The folder holding ``bundle`` when it is a folder, else the temporary folder's: a
     mistyped path made a ``logs/`` folder at ``/``, or inside a bundle for its manifest."""
     p = Path(bundle).resolve()
-    return p.parent if p.is_dir() and p.parent != p else TEMP_LOGS
+    try:
+        return p.parent if p.is_dir() and p.parent != p else TEMP_LOGS
+    except OSError:  # a name too long for the file system
+        return TEMP_LOGS
+
+
+def _log_path(args: argparse.Namespace) -> Path:
+    """The run log: beside the command's output, else (that folder cannot hold one: ``--out``
+    under a file, a file named ``logs`` there) in the temporary folder's, so the command
+    still says what is wrong in one line."""
+    try:
+        return new_log_path(LOG_FOLDERS.get(args.command, lambda a: TEMP_LOGS)(args),
+                            args.command)
+    except OSError:
+        return new_log_path(TEMP_LOGS, args.command)
 
 
 PIPE_CLOSED = 141  # a shell's status for a command whose output pipe closed (128 + SIGPIPE)
@@ -561,8 +572,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = _parser().parse_args(argv)
     skip_unused_imports()
-    folder = LOG_FOLDERS.get(args.command, lambda a: TEMP_LOGS)
-    log = new_log_path(folder(args), args.command)
+    log = _log_path(args)
     with capture(log, verbose=getattr(args, "verbose", False)):
         code = _run(args, log)
         if code not in (0, 130, PIPE_CLOSED) and not getattr(args, "verbose", False):
@@ -582,6 +592,12 @@ def _run(args: argparse.Namespace, log: Path) -> int:
     except KeyboardInterrupt:
         _say("interrupted", err=True)
         return 130
+    except OSError as e:  # the file system said no: a name too long, no space, a file in the way
+        import traceback
+
+        current().write(traceback.format_exc())
+        _say(f"error: {_os_error(e)}", err=True)
+        return 2
     except Exception as e:  # a bug in deploykit: one line here, the traceback in the log
         import traceback
 
@@ -589,6 +605,14 @@ def _run(args: argparse.Namespace, log: Path) -> int:
         _say(f"error: internal error in deploykit ({type(e).__name__}: {e}); please report "
              f"it with the log", err=True)
         return 3
+
+
+def _os_error(e: OSError) -> str:
+    """An error of the file system in one line, naming the path it refused."""
+    if isinstance(e, (FileExistsError, NotADirectoryError)) and e.filename and \
+            Path(e.filename).is_file():
+        return f"{_shown(Path(e.filename))} is a file, where a folder is needed"
+    return f"{e.strerror or e}" + (f" ({_shown(Path(e.filename))})" if e.filename else "")
 
 
 def _shown(path: Path) -> str:

@@ -42,6 +42,31 @@ class FlowRow:
     log_tail: str | None = None
 
 
+# what a what-if writes in its folder before its reports (report.json marks a finished one)
+OUT_ENTRIES = frozenset({"logs", "models", "bundles"})
+
+
+def _checked_flows(flows) -> tuple[str, ...]:
+    """``flows`` once each, in order; none, or one not in :data:`FLOWS`, is refused."""
+    from deploykit.errors import TrainingError
+
+    flows = tuple(dict.fromkeys(flows))
+    unknown = [f for f in flows if f not in FLOWS]
+    if unknown or not flows:
+        raise TrainingError(f"unknown flow(s) {unknown or '(none given)'}: use some of "
+                            f"{', '.join(FLOWS)}")
+    return flows
+
+
+def _check_out(out: Path) -> None:
+    """Refuse an ``out`` that is a file, or a folder holding what a what-if does not write
+    (its report.md replaced the user's own), unless it holds a what-if's report."""
+    if out.is_file() or out.is_dir() and not (out / "report.json").is_file() and \
+            {p.name for p in out.iterdir()} - OUT_ENTRIES:
+        raise DeploykitError(f"{out} exists and is not a what-if output folder; choose "
+                             f"another --out or remove it")
+
+
 @dataclass(frozen=True)
 class _Run:
     data: str
@@ -78,11 +103,17 @@ def what_if(data: str = "digits", out: str | Path = "whatif-out", *,
         reason; ``auto`` is what ``--flow auto`` would choose from these validation scores.
 
     Raises:
-        DataError: ``data`` cannot be loaded (before anything is trained).
+        DataError: ``data`` cannot be loaded. TrainingError: no flows, an unknown one, or a
+        seed or epochs training cannot use. DeploykitError: ``out`` holds files a what-if
+        does not write. All before anything is trained.
     """
     from deploykit.data import load_dataset
+    from deploykit.training.common import check_options
     from deploykit.worker import pool
 
+    flows = _checked_flows(flows)
+    check_options(seed, epochs)
+    _check_out(Path(out))
     dataset = load_dataset(data, label_column=label_column)  # bad data: one error, not five
     run = _Run(str(data), dataset, Path(out).resolve(), seed, epochs, quiet, targets)
     report = Reporter(quiet)

@@ -24,6 +24,7 @@ from deploykit.flows import AUTO, TRAINABLE
 from deploykit.signature import Signature
 from deploykit.training.common import (
     TrainConfig,
+    check_options,
     check_out_dir,
     finalize,
     read_card,
@@ -72,11 +73,13 @@ def train(flow: str, data: str | Path | Dataset, out: str | Path, *,
         The :class:`TrainResult` (model folder and card).
 
     Raises:
-        TrainingError: an unknown flow, or training failed. DataError: unusable data.
+        TrainingError: an unknown flow, a seed or epochs it cannot use, or training failed.
+        DataError: unusable data.
         ModelFolderError: ``out`` exists and is not a model folder.
     """
     if flow not in TRAINABLE:
         raise TrainingError(f"unknown flow '{flow}': use one of {', '.join(TRAINABLE)}")
+    check_options(seed, epochs)
     out = Path(out).resolve()  # workers may see it from elsewhere
     check_out_dir(out)
     ds = data if isinstance(data, Dataset) else load_dataset(data, label_column=label_column,

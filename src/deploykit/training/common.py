@@ -133,6 +133,18 @@ def new_workdir(out: Path) -> Path:
     return work
 
 
+def check_options(seed: int, epochs: int | None) -> None:
+    """Refuse what training cannot use: ``epochs`` 0 trained each flow's default, a negative
+    count crashed the deep flows; scikit-learn takes seeds from 0 to 2**32 - 1."""
+    def whole(v: Any) -> bool:
+        return isinstance(v, int | np.integer) and not isinstance(v, bool)
+    if epochs is not None and not (whole(epochs) and epochs >= 1):
+        raise TrainingError(f"epochs must be a whole number of 1 or more (got {epochs!r})")
+    if not (whole(seed) and 0 <= seed < 2**32):
+        raise TrainingError(f"the seed must be a whole number from 0 to 2**32 - 1 "
+                            f"(got {seed!r})")
+
+
 def check_out_dir(out: Path) -> None:
     """Refuse to replace a folder that is not a deploykit model folder."""
     if out.exists() and not (out / CARD).is_file() and (not out.is_dir() or any(out.iterdir())):
