@@ -270,9 +270,12 @@ def _run_phone(pkg: Path, *args: str) -> subprocess.CompletedProcess:
     return r
 
 
-@pytest.mark.parametrize("device", ["android", "ios"])
-def test_phone_package_passes_probe_set_in_the_mobile_runners(bundles, tmp_path, device):
-    pkg = package(bundles["torch"], device, tmp_path / device)
+@pytest.mark.parametrize("device, flow", [("android", "torch"), ("ios", "torch"),
+                                          ("android", "sklearn")])
+def test_phone_package_passes_probe_set_in_the_mobile_runners(bundles, tmp_path, device, flow):
+    """A scikit-learn classifier's LiteRT model lists its label tensor last: phone.py read
+    that as the class scores (33 % agreement); outputs are now taken by name."""
+    pkg = package(bundles[flow], device, tmp_path / device)
     assert {"tflite", "executorch"} <= set(_targets(pkg))
     r = _run_phone(pkg)  # phone.py must not lean on deploykit
     assert r.returncode == 0, r.stdout + r.stderr[-3000:]
@@ -313,7 +316,9 @@ def test_edge_serve_and_input_answer_as_the_original_and_refuse_bad_rows_by_name
         for bad, says in (({"instances": x[:, :-1].tolist()}, "input 'x': expected shape "
                                                               "[batch, 64], got [5, 63]"),
                           ({"instances": [["a"] * 64]}, "input 'x': expected numbers"),
-                          ({"rows": x.tolist()}, "instances")):
+                          ({"rows": x.tolist()}, "instances"),
+                          ([1, 2], "expected {\"instances\""),  # was a TypeError's words
+                          ({"instances": np.full((1, 64), 1e39).tolist()}, "beyond float32")):
             status, body = post(bad)
             assert status == 400 and says in body["error"], body
     finally:
@@ -321,6 +326,11 @@ def test_edge_serve_and_input_answer_as_the_original_and_refuse_bad_rows_by_name
     np.save(tmp_path / "x.npy", x)
     r = subprocess.run([str(litert_python), str(pkg / "run.py"), str(pkg), "--input",
                         str(tmp_path / "x.npy")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    np.testing.assert_allclose(json.loads(r.stdout)["predictions"], want, atol=1e-4, rtol=1e-3)
+    np.savez(tmp_path / "x.npz", x=x)  # as export --sample takes it
+    r = subprocess.run([str(litert_python), str(pkg / "run.py"), str(pkg), "--input",
+                        str(tmp_path / "x.npz")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     np.testing.assert_allclose(json.loads(r.stdout)["predictions"], want, atol=1e-4, rtol=1e-3)
     np.save(tmp_path / "short.npy", x[:, :10])
@@ -348,7 +358,8 @@ def test_size_and_metric_change_match_an_independent_count(bundles, edge_package
               "meta = run.load_package(__import__('pathlib').Path(sys.argv[1]))\n"
               "art = [a for a in meta['artifacts'] if a['target'] == 'tflite-int8'][0]\n"
               "m = run.open_model(__import__('pathlib').Path(sys.argv[1]), art)\n"
-              "print(json.dumps(run.predict(m, art, np.load(sys.argv[2])).argmax(1).tolist()))")
+              "y = run.predict(m, art, np.load(sys.argv[2]), meta['main_output'])\n"
+              "print(json.dumps(y.argmax(1).tolist()))")
     np.save(pkg.parent / "x.npy", X.astype(np.float32))
     r = subprocess.run([str(litert_python), "-c", script, str(pkg), str(pkg.parent / "x.npy")],
                        capture_output=True, text=True, timeout=300)
@@ -378,6 +389,30 @@ def test_packages_are_deterministic_and_carry_checked_hashes(bundles, litert_pyt
     model.write_bytes(model.read_bytes()[:-4])
     r = _verify(litert_python, a)
     assert r.returncode != 0 and "does not match its sha256" in r.stderr
+    # package.json vouches for itself: an edited one (a target renamed: run.py then said its
+    # runtime was not installed, and passed) is refused, a broken one is one line
+    text = (b / "package.json").read_text()
+    for edited, says in ((text.replace('"tflite"', '"tflitex"'), "changed after packaging"),
+                         ("{", "package.json cannot be read")):
+        (b / "package.json").write_text(edited)
+        r = _verify(litert_python, b)
+        assert r.returncode != 0 and says in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_package_replaces_only_a_package_and_zips_beside_a_dotted_name(bundles, tmp_path):
+    """``--out`` was removed whatever it held (a user's folder, the bundle itself); a folder
+    named ``v1.2`` was zipped as ``v1.zip``."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    for out in (mine, Path(bundles["torch"])):
+        with pytest.raises(BundleError, match="exists and is not a deploykit package"):
+            package(bundles["torch"], "edge", out)
+    assert (mine / "notes.txt").read_text() == "mine"
+    deploykit.load_bundle(bundles["torch"])  # still whole
+    pkg = package(bundles["torch"], "edge", tmp_path / "v1.2")
+    assert (tmp_path / "v1.2.zip").is_file() and not (tmp_path / "v1.zip").exists()
+    assert package(bundles["torch"], "edge", pkg) == pkg  # an older package is replaced
 
 
 def test_failed_packaging_leaves_nothing_half_written(bundles, tmp_path, monkeypatch):

@@ -17,6 +17,13 @@ from pathlib import Path
 from typing import Any
 
 
+def check_replaceable(out: Path, marker: str, what: str, error: type[Exception]) -> None:
+    """Refuse ``out`` unless it is missing, empty, or one of ours (it holds ``marker``):
+    :func:`replace_dir` would remove whatever else is there."""
+    if out.exists() and not (out / marker).is_file() and (not out.is_dir() or any(out.iterdir())):
+        raise error(f"{out} exists and is not {what}; choose another --out or remove it")
+
+
 def replace_dir(workdir: Path, out: Path) -> None:
     """Move a finished work folder to ``out``, replacing an older one there.
 

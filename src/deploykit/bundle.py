@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from deploykit._fs import json_safe, read_schema_json, replace_dir
+from deploykit._fs import check_replaceable, json_safe, read_schema_json, replace_dir
 from deploykit._tensors import tensor_json
 from deploykit.artifact import Artifact, Failure, tradeoff
 from deploykit.errors import BundleError
@@ -70,10 +70,7 @@ class BundleWriter:
 
     def __init__(self, out: str | Path) -> None:
         self.out = Path(out).resolve()
-        if self.out.exists() and not (self.out / MANIFEST).is_file() and (
-                not self.out.is_dir() or any(self.out.iterdir())):
-            raise BundleError(f"{self.out} exists and is not a deploykit bundle; "
-                              f"choose another --out or remove it")
+        check_replaceable(self.out, MANIFEST, "a deploykit bundle", BundleError)
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.root = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.partial-", dir=self.out.parent))
         self.root.chmod(0o755)
@@ -118,11 +115,12 @@ class BundleWriter:
 SELF_DIGEST = "manifest_sha256"
 
 
-def manifest_digest(manifest: dict[str, Any]) -> str:
-    """The sha256 of a manifest's content without its own digest (keys sorted, compact):
-    an edited manifest, labels or parity included, no longer matches. It guards against
-    edits and corruption, not against someone who recomputes it."""
-    content = {k: v for k, v in manifest.items() if k != SELF_DIGEST}
+def manifest_digest(manifest: dict[str, Any], key: str = SELF_DIGEST) -> str:
+    """The sha256 of a manifest's content without its own digest ``key`` (keys sorted,
+    compact): an edited manifest, labels or parity included, no longer matches. It guards
+    against edits and corruption, not against someone who recomputes it. A package's
+    package.json carries one too (``package_sha256``, checked by the edge run.py)."""
+    content = {k: v for k, v in manifest.items() if k != key}
     text = json.dumps(content, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode()).hexdigest()
 

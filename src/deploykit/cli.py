@@ -486,7 +486,7 @@ def _cmd_package(a: argparse.Namespace) -> int:
                 _say(f"warning: {art['target']} will not run on {rt}: it needs "
                      f"{'; '.join(lacks)}. Devices with that runtime need a newer one, or "
                      f"ship a target that loads there (see the package README)", err=True)
-    _say(f"package: {a.out}  zip: {Path(a.out).with_suffix('.zip')}")
+    _say(f"package: {a.out}  zip: {a.out.rstrip('/')}.zip")
     return 0
 
 

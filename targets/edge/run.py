@@ -34,8 +34,27 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+SELF_DIGEST = "package_sha256"
+
+
+def content_digest(meta: dict) -> str:
+    """The sha256 of package.json's content without its own digest (keys sorted, compact):
+    an edited package.json (a target, a label, a file's sha256) no longer matches."""
+    content = {k: v for k, v in meta.items() if k != SELF_DIGEST}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":"))
+                          .encode()).hexdigest()
+
+
 def load_package(root: Path) -> dict:
-    meta = json.loads((root / "package.json").read_text())
+    try:
+        meta = json.loads((root / "package.json").read_text())
+        damaged = meta.get(SELF_DIGEST) != content_digest(meta)
+    except (OSError, ValueError, AttributeError) as e:
+        sys.exit(f"error: {root / 'package.json'} cannot be read ({one_line(e, 120)}); is "
+                 f"{root} a deploykit package? If so, copy it again")
+    if damaged:
+        sys.exit("error: package.json was changed after packaging (it no longer matches its "
+                 f"own {SELF_DIGEST}); copy the package again")
     for rel, digest in meta["sha256"].items():
         p = (root / rel).resolve()
         if root.resolve() not in p.parents or not p.is_file() or sha256(p) != digest:
@@ -73,12 +92,12 @@ class TfliteModel:
         self.outputs = self.runner.get_output_details()
         self.quiet = native_stderr_quiet  # the delegate is applied (and announced) on first run
 
-    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+    def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
         name, detail = next(iter(self.inputs.items()))
         with self.quiet():
             out = self.runner(**{name: _quantize(x, detail)})
         self.quiet = contextlib.nullcontext
-        return [_dequantize(np.asarray(out[k]), self.outputs[k]) for k in self.outputs]
+        return {k: _dequantize(np.asarray(out[k]), self.outputs[k]) for k in self.outputs}
 
 
 def _qparams(detail):
@@ -106,8 +125,9 @@ class OnnxModel:
         self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         self.name = self.session.get_inputs()[0].name
 
-    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
-        return self.session.run(None, {self.name: x})
+    def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        names = [o.name for o in self.session.get_outputs()]
+        return dict(zip(names, self.session.run(None, {self.name: x})))
 
 
 def available(artifact: dict) -> bool:
@@ -150,14 +170,16 @@ def open_model(root: Path, artifact: dict):
     return cls(root / artifact["path"])
 
 
-def predict(model, artifact: dict, x: np.ndarray) -> np.ndarray:
-    """The main output (probabilities or predictions), batch by batch for fixed-batch models."""
+def predict(model, artifact: dict, x: np.ndarray, main: str) -> np.ndarray:
+    """The output named ``main`` (probabilities or predictions), batch by batch for
+    fixed-batch models."""
     b = artifact.get("batch") or len(x)
     parts = []
     for i in range(0, len(x), b):  # a fixed batch's last chunk is padded with its last row
         chunk = x[i:i + b]
         full = np.concatenate([chunk, np.repeat(chunk[-1:], b - len(chunk), axis=0)])
-        out = np.asarray(model(full if artifact.get("batch") else chunk)[-1])
+        outs = model(full if artifact.get("batch") else chunk)
+        out = np.asarray(outs[main] if main in outs else list(outs.values())[-1])
         parts.append(out[:len(chunk)].reshape(len(chunk), -1))
     return np.concatenate(parts)
 
@@ -183,10 +205,30 @@ def model_input(values, meta: dict) -> np.ndarray:
             raise ValueError(f"input '{name}': ids must be in [{lo}, {hi}]; got values from "
                              f"{x.min()} to {x.max()}")
         return x.astype(want)
-    x = x.astype(np.float32)
+    with np.errstate(over="ignore"):  # beyond float32 is Inf: named below, not warned
+        x = x.astype(np.float32)
     if not np.isfinite(x).all():
-        raise ValueError(f"input '{name}': contains NaN or Inf")
+        raise ValueError(f"input '{name}': contains NaN, Inf or values beyond float32's range")
     return x
+
+
+def read_input(path: Path, meta: dict) -> np.ndarray:
+    """The rows of a .npy file, or of a .npz file's array named as the input (or X, or its
+    only array), checked by :func:`model_input`. Raises ValueError naming the problem."""
+    try:
+        data = np.load(path, allow_pickle=False)
+    except ValueError:  # numpy's "pickled (object) data" for any file it cannot read
+        raise ValueError("not a .npy or .npz file of numbers") from None
+    if isinstance(data, np.lib.npyio.NpzFile):
+        with data:
+            name = meta["signature"]["inputs"][0]["name"]
+            key = next((k for k in (name, "X", "x") if k in data.files),
+                       data.files[0] if len(data.files) == 1 else None)
+            if key is None:
+                raise ValueError(f"an .npz file needs an array named '{name}' or X; it has "
+                                 f"{', '.join(data.files) or 'none'}")
+            data = data[key]
+    return model_input(data, meta)
 
 
 def one_line(e: BaseException, limit: int = 300) -> str:
@@ -222,14 +264,14 @@ def compare(got: np.ndarray, ref: np.ndarray, profile: str, meta: dict) -> tuple
     return passed, f"max|d| {err.max():.2e}{agree_s}  ({profile})"
 
 
-def run_artifact(root: Path, art: dict, x: np.ndarray):
+def run_artifact(root: Path, art: dict, x: np.ndarray, meta: dict):
     """``(outputs, None)``, or ``(None, why)``: the runtime could not load or run it."""
     try:
         model = open_model(root, art)
     except Exception as e:
         return None, f"cannot load it: {one_line(e)}"
     try:
-        return predict(model, art, x), None
+        return predict(model, art, x, meta["main_output"]), None
     except Exception as e:  # e.g. a kernel this runtime lacks for the input type
         return None, f"cannot run it: {one_line(e)}"
 
@@ -243,7 +285,7 @@ def verify(root: Path, meta: dict) -> bool:
             print(f"{art['target']:12s} skipped: its runtime is not installed here")
             continue
         ran += 1
-        got, failure = run_artifact(root, art, x)
+        got, failure = run_artifact(root, art, x, meta)
         if failure:  # the runtime refuses the model: say why, and what was known
             ok = False
             print(f"{art['target']:12s} FAIL  {runtime_name(art)} {failure}")
@@ -270,10 +312,13 @@ def serve(root: Path, meta: dict, port: int) -> None:
         def do_POST(self) -> None:
             try:
                 n = int(self.headers.get("Content-Length", 0))
-                if self.path != "/predict" or n > 8 << 20:
+                if self.path != "/predict" or not 0 <= n <= 8 << 20:
                     raise ValueError("POST /predict with a body under 8 MB")
-                x = model_input(json.loads(self.rfile.read(n))["instances"], meta)
-                y = predict(model, art, x)
+                body = json.loads(self.rfile.read(n))
+                if not isinstance(body, dict) or "instances" not in body:
+                    raise ValueError('expected {"instances": [[...], ...]}')
+                x = model_input(body["instances"], meta)
+                y = predict(model, art, x, meta["main_output"])
                 body = {"predictions": y.tolist()}
                 if labels:  # one column is a sigmoid: the second class from 0.5 on
                     idx = (y[:, 0] >= 0.5).astype(int) if y.shape[1] == 1 else y.argmax(1)
@@ -311,12 +356,12 @@ def main() -> int:
         serve(a.package, meta, a.port)
         return 0
     try:
-        x = model_input(np.load(a.input, allow_pickle=False), meta)
+        x = read_input(a.input, meta)
     except (OSError, ValueError) as e:
         print(f"error: {a.input}: {one_line(e)}", file=sys.stderr)
         return 2
     art, model = first_loadable(a.package, meta)
-    y = predict(model, art, x)
+    y = predict(model, art, x, meta["main_output"])
     print(json.dumps({"target": art["target"], "predictions": y.tolist()}))
     return 0
 

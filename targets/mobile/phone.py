@@ -42,7 +42,7 @@ class LiteRtPhone:
 
     modules = ("ai_edge_litert", "tflite_runtime")
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, meta: dict) -> None:
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError:
@@ -51,8 +51,11 @@ class LiteRtPhone:
         self.interpreter = Interpreter(model_path=str(path))
         self.interpreter.allocate_tensors()
         self.input = self.interpreter.get_input_details()[0]
-        # the main output is the last one, as run.py and the package README say
-        self.output = self.interpreter.get_output_details()[-1]
+        # the main output by its signature name (an app: runSignature's output map); the
+        # tensor order differs (a classifier's label came last, where its scores were read)
+        by_name = self.interpreter.get_signature_runner().get_output_details()
+        self.output = by_name.get(meta["main_output"]) or \
+            self.interpreter.get_output_details()[-1]
         self.labels = embedded_labels(path)
 
     def __call__(self, row: np.ndarray) -> np.ndarray:
@@ -66,17 +69,19 @@ class ExecuTorchPhone:
 
     modules = ("executorch",)
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, meta: dict) -> None:
         import torch  # the ExecuTorch Python binding takes torch tensors
         from executorch.runtime import Runtime
 
         self.torch = torch
         self.method = Runtime.get().load_program(str(path)).load_method("forward")
         self.labels = None  # ExecuTorch has no metadata: the app ships labels.txt
+        # outputs come in the signature's order and have no names: the main one by position
+        self.output = [o["name"] for o in meta["signature"]["outputs"]].index(meta["main_output"])
 
     def __call__(self, row: np.ndarray) -> np.ndarray:
         out = self.method.execute([self.torch.from_numpy(np.ascontiguousarray(row[None]))])
-        return out[-1].numpy()[0]
+        return out[self.output].numpy()[0]
 
 
 PHONES = {"tflite": ("litert", LiteRtPhone), "executorch": ("executorch", ExecuTorchPhone)}
@@ -107,7 +112,7 @@ def verify(root: Path, meta: dict, runtime: str | None) -> bool:
         ran += 1
         try:
             with native_stderr_quiet():  # runtimes print C++ notes on load and first run
-                phone = cls(root / art["path"])
+                phone = cls(root / art["path"], meta)
                 first = phone(x[0]).reshape(-1)
         except Exception as e:
             ok = False

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from deploykit import formats, graph, targets
-from deploykit._fs import fixed_zip_entry, human_bytes, replace_dir
+from deploykit._fs import check_replaceable, fixed_zip_entry, human_bytes, replace_dir
 from deploykit.artifact import Artifact
-from deploykit.bundle import Bundle, load_bundle, sha256, tree_size
+from deploykit.bundle import Bundle, load_bundle, manifest_digest, sha256, tree_size
 from deploykit.errors import BundleError
 from deploykit.package import tflite_compat, tflite_metadata, web_page
 from deploykit.parity import profile_rules
@@ -33,6 +33,9 @@ RUNNERS = {
     "ios": ("edge/run.py", "mobile/phone.py"),
     "web": ("web/serve.py",),  # and the page, with its runtimes (web_page.py)
 }
+
+
+PACKAGE_DIGEST = "package_sha256"  # package.json's own digest, as targets/edge/run.py checks it
 
 
 def device_targets(device: str) -> list[str]:
@@ -68,6 +71,7 @@ def package(bundle: str | Path, device: str, out: str | Path) -> Path:
                           f"{', '.join(takes)}; has {', '.join(have) or 'none of them'}: "
                           f"deploykit inspect {bundle} shows why)")
     out = Path(out).resolve()
+    check_replaceable(out, "package.json", "a deploykit package", BundleError)
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     work.chmod(0o755)
@@ -76,12 +80,14 @@ def package(bundle: str | Path, device: str, out: str | Path) -> Path:
         (work / "package.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         (work / "README.md").write_text(_readme(meta))
         meta["sha256"]["README.md"] = sha256(work / "README.md")
+        meta = json.loads(json.dumps(meta))  # as run.py reads it back
+        meta[PACKAGE_DIGEST] = manifest_digest(meta, PACKAGE_DIGEST)
         (work / "package.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         replace_dir(work, out)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    _zip(out, out.with_suffix(".zip"))
+    _zip(out, out.with_name(out.name + ".zip"))  # not with_suffix: pkg/v1.2 -> pkg/v1.2.zip
     return out
 
 
@@ -281,7 +287,9 @@ const out = await model.predict({{ [model.inputNames[0]]:
 def _phone_notes(meta: dict[str, Any]) -> str:
     """Load steps and build-file lines for the formats this package holds, with the versions
     the bundle recorded (the ExecuTorch that wrote the .pte, the LiteRT that verified)."""
-    n = meta["signature"]["inputs"][0]["shape"][1]
+    n, x = meta["signature"]["inputs"][0]["shape"][1], meta["signature"]["inputs"][0]["name"]
+    main = meta["main_output"]  # by name in LiteRT; by position in ExecuTorch, which has none
+    at = [o["name"] for o in meta["signature"]["outputs"]].index(main)
     v = meta["runtime_versions"]
     runtimes = {a["runtime"] for a in meta["artifacts"]}
     gradle, kotlin, ios = [], [], []
@@ -291,7 +299,8 @@ def _phone_notes(meta: dict[str, Any]) -> str:
                       f'// verified with ai-edge-litert {lite}')
         kotlin += ['val tflite = Interpreter(File(filesDir, "model.tflite"))  '
                    '// org.tensorflow.lite.Interpreter',
-                   "val out = Array(1) { FloatArray(labels.size) }; tflite.run(arrayOf(row), out)"]
+                   f'val out = Array(1) {{ FloatArray(labels.size) }}; tflite.runSignature('
+                   f'mapOf("{x}" to arrayOf(row)), mapOf("{main}" to out))']
         ios.append("LiteRT: CocoaPods `pod 'TensorFlowLiteSwift', '~> 2.17.0'` (newest pod seen "
                    "in public projects; not checked against the registry), "
                    "`Interpreter(modelPath:)`.")
@@ -302,7 +311,7 @@ def _phone_notes(meta: dict[str, Any]) -> str:
         kotlin += ['val pte = Module.load(File(filesDir, "model.pte").absolutePath)  '
                    '// org.pytorch.executorch',
                    f"val probs = pte.forward(EValue.from(Tensor.fromBlob(row, longArrayOf(1, {n}))))"
-                   "[0].toTensor().dataAsFloatArray"]
+                   f"[{at}].toTensor().dataAsFloatArray  // {main}"]
         ios.append("ExecuTorch: Swift package `https://github.com/pytorch/executorch.git`, the "
                    f"`swiftpm-` release branch of the executorch {et} line (e.g. `swiftpm-"
                    f"{'.'.join(et.split('.')[:2])}.0`; check the branch exists), products "

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from deploykit._fs import read_schema_json, replace_dir
+from deploykit._fs import check_replaceable, read_schema_json, replace_dir
 from deploykit.data import Split
 from deploykit.errors import ModelFolderError, TrainingError
 from deploykit.signature import Signature, TensorSpec
@@ -147,9 +147,7 @@ def check_options(seed: int, epochs: int | None) -> None:
 
 def check_out_dir(out: Path) -> None:
     """Refuse to replace a folder that is not a deploykit model folder."""
-    if out.exists() and not (out / CARD).is_file() and (not out.is_dir() or any(out.iterdir())):
-        raise TrainingError(f"{out} exists and is not a deploykit model folder; "
-                            f"choose another --out or remove it")
+    check_replaceable(out, CARD, "a deploykit model folder", TrainingError)
 
 
 def finalize(workdir: Path, out: Path) -> None:
