@@ -144,13 +144,17 @@ def test_serve_joins_a_ray_serve_on_its_port_that_serves_other_applications():
                                 port=8000) is None
 
 
-def test_an_unreachable_cluster_is_one_line_at_once(tmp_path):
+@pytest.mark.parametrize("address, says", [
+    ("127.0.0.1:1", "cannot reach the Ray cluster at 127.0.0.1:1"),
+    ("127.0.0.1:notaport", "needs a port number"),  # was an internal error (AttributeError)
+    ("127.0.0.1:99999", "cannot reach the Ray cluster at 127.0.0.1:99999")])
+def test_an_unreachable_cluster_is_one_line_at_once(tmp_path, address, says):
     """Said before the model loads (the file here is no model at all)."""
     (tmp_path / "m.skops").write_bytes(b"")
     r = run_cli("export", str(tmp_path / "m.skops"), "--to", "onnx", "--out",
-                str(tmp_path / "b"), "--ray", "127.0.0.1:1", timeout=60)
+                str(tmp_path / "b"), "--ray", address, timeout=60)
     assert r.returncode == 2, r.stderr
-    assert "cannot reach the Ray cluster at 127.0.0.1:1" in r.stderr
+    assert says in r.stderr and len(r.stderr.strip().splitlines()) == 2, r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "b").exists()
 
 

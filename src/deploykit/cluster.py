@@ -132,11 +132,14 @@ def _check_reachable(address: str | None) -> None:
     if not address or "://" in address or address == "auto" or ":" not in address:
         return
     host, _, port = address.rpartition(":")
+    if not port.isdigit():
+        raise ClusterError(f"the Ray address {address} needs a port number: HOST:PORT "
+                           f"(ray start --head --port 6379 prints it)")
     try:
         socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT).close()
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError) as e:  # ValueError: a port past 65535
         raise ClusterError(f"cannot reach the Ray cluster at {address}: "
-                           f"{e.strerror or e} (start one with: ray start --head --port "
+                           f"{getattr(e, 'strerror', None) or e} (start one with: ray start --head --port "
                            f"{port}; or leave out the address to start one here)") from None
 
 
