@@ -287,6 +287,9 @@ def test_an_edited_manifest_is_refused(torch_bundle, tmp_path):
         load_bundle(b)
     r = run_cli("verify", str(b))
     assert r.returncode == 2 and "was changed after export" in r.stderr, r.stderr
+    (b / MANIFEST).write_bytes(bytes(range(128, 256)))  # no text at all: an internal error
+    with pytest.raises(BundleError, match="manifest.json is not valid JSON"):
+        load_bundle(b)
 
 
 def test_manifest_that_leaves_files_out_is_refused(torch_bundle, tmp_path):

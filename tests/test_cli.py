@@ -93,6 +93,21 @@ def test_a_file_named_logs_beside_the_output_sends_the_log_elsewhere(tmp_path, m
     assert Path("logs").read_text() == "mine"
 
 
+def test_a_sample_for_a_model_folder_is_refused_not_dropped(tmp_path, monkeypatch):
+    """A model folder brings its own probe set: ``--sample`` of another shape was ignored
+    without a word and the export passed on the folder's rows."""
+    import numpy as np
+    from zoo_check import in_process
+
+    monkeypatch.chdir(tmp_path)
+    run = in_process()
+    assert run("train", "--flow", "sklearn", "--data", "iris", "--out", "m")[0] == 0
+    np.save("x.npy", np.zeros((5, 7), np.float32))
+    code, text = run("export", "m", "--to", "onnx", "--sample", "x.npy", "--out", "b")
+    assert code == 2 and "m is a model folder: its probe set" in text, text
+    assert not Path("b").exists()
+
+
 def test_a_bug_in_deploykit_is_one_line_and_its_traceback_goes_to_the_log(tmp_path,
                                                                           monkeypatch):
     from zoo_check import in_process

@@ -47,6 +47,8 @@ def read_schema_json(path: Path, schema: str | tuple[str, ...], error: type[Exce
         data = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise error(f"{path} is not valid JSON ({e})") from None
+    except UnicodeDecodeError:  # bytes that are no text at all: damaged, or another file
+        raise error(f"{path} is not valid JSON (not UTF-8 text)") from None
     if not isinstance(data, dict) or data.get("schema") not in schemas:
         found = data.get("schema") if isinstance(data, dict) else None
         raise error(f"{path}: unsupported schema {found!r} (this deploykit reads "

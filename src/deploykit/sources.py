@@ -166,6 +166,10 @@ def _from_path(p: Path, sample, task, labels) -> Source:
     if not p.exists():
         raise SourceError(f"model not found: {p}")
     if (p / "deploykit-model.json").is_file():
+        if sample is not None or task or labels:  # they were dropped without a word
+            raise SourceError(f"{p} is a model folder: its probe set (the test split), task "
+                              f"and labels come from it; sample, task and labels are for a "
+                              f"model file (--sample, --task)")
         return _from_folder(p)
     if p.suffix == ".keras":
         from deploykit.formats.keras import load_keras
