@@ -55,6 +55,15 @@ def test_csv_classification_with_string_labels(tmp_path):
     assert ds.y[0] == 1 and ds.y[1] == 0  # row 0 is 'dog'
 
 
+def test_numeric_classes_are_classes_by_value(tmp_path):
+    """A label column of 0/1 with some rows written 0.0/1.0 was four classes."""
+    rows = "\n".join(f"{i},{(i % 2) if i % 5 else float(i % 2)}" for i in range(30))
+    assert "1.0" in rows and "\n1,1\n" in "\n" + rows + "\n"
+    ds = load_dataset(_csv(tmp_path, "a,y\n" + rows), label_column="y")
+    assert ds.task == "classification" and ds.labels == ("0", "1")
+    assert ds.y.tolist() == [i % 2 for i in range(30)]
+
+
 def test_csv_numeric_target_is_regression_when_continuous(tmp_path):
     rows = "\n".join(f"{i},{i * 0.37 + 0.1}" for i in range(40))
     ds = load_dataset(_csv(tmp_path, "x,y\n" + rows), label_column="y")
@@ -72,7 +81,11 @@ def test_csv_numeric_target_is_regression_when_continuous(tmp_path):
     ("a,b,y\n1,2,0\n3,4\n", "y", "line 3 has 2 fields"),
     ("a,b,y\n1,2,same\n3,4,same\n", "y", "only one class"),
     ("a,b,y\n1,2,0\n3,4,1\n", None, "say which column holds the labels with --label-column"),
-    ("a,b,y\n1,nan,0\n3,4,1\n", "y", "NaN or Inf"),
+    ("a,b,y\n1,nan,0\n3,4,1\n", "y", "column 'b', line 2 is 'nan': missing, infinite"),
+    ("a,b,y\n1,2,0\n1e39,4,1\n", "y", "column 'a', line 3 is '1e39': missing, infinite or "
+                                    "beyond float32's range"),  # was "NaN or Inf": it has none
+    ("a;b;y\n1;2;0\n3;4;1\n", "y", "the file looks separated by ';'"),
+    ("a,y,c,y\n1,0,2,0\n3,1,4,1\n", "y", "the header names 'y' more than once"),
 ])
 def test_bad_csv_gives_clear_errors(tmp_path, content, label_column, words):
     with pytest.raises(DataError) as e:

@@ -159,7 +159,14 @@ def _load_csv(path: Path, label_column: str | None, task: str | None) -> Dataset
         raise DataError(f"{path}: say which column holds the labels with --label-column "
                         f"(columns: {', '.join(header)})")
     if label_column not in header:
-        raise DataError(f"{path}: no column '{label_column}' (columns: {', '.join(header)})")
+        other = next((c for c in ";\t|" if len(header) == 1 and c in header[0]), None)
+        hint = f"; the file looks separated by {other!r}: deploykit reads commas" if other else ""
+        raise DataError(f"{path}: no column '{label_column}' (columns: {', '.join(header)})"
+                        f"{hint}")
+    twice = sorted({c for c in header if header.count(c) > 1})
+    if twice:
+        raise DataError(f"{path}: the header names {', '.join(map(repr, twice))} more than "
+                        f"once; each column needs a name of its own")
     for i, row in enumerate(body, start=2):
         if len(row) != len(header):
             raise DataError(f"{path}: line {i} has {len(row)} fields, the header has {len(header)}")
@@ -176,12 +183,17 @@ def _load_csv(path: Path, label_column: str | None, task: str | None) -> Dataset
 
 def _numeric_column(path: Path, name: str, cells: list[str]) -> np.ndarray:
     out = np.empty(len(cells), dtype=np.float64)
+    top = float(np.finfo(np.float32).max)
     for i, cell in enumerate(cells):
         try:
             out[i] = float(cell)
         except ValueError:
             what = "is empty" if not cell.strip() else f"is not a number: {cell.strip()!r}"
             raise DataError(f"{path}: column '{name}', line {i + 2} {what}") from None
+        if not abs(out[i]) <= top:  # NaN, Inf, or past float32 (the models' input type)
+            raise DataError(f"{path}: column '{name}', line {i + 2} is {cell.strip()!r}: "
+                            f"missing, infinite or beyond float32's range (fill it in, or "
+                            f"rescale the column)")
     return out
 
 
@@ -202,9 +214,17 @@ def _labels(path: Path, name: str, cells: list[str], task: str | None):
             raise DataError(f"{path}: label column '{name}' is not numeric, so it can't be regressed "
                             f"(use --task classification)")
         return values.astype(np.float32), (), task
-    keys = sorted(set(cells), key=(lambda c: float(c)) if values is not None else str)
+    if values is not None:  # numbers are classes by value: "1" and "1.0" are one class
+        keys, y = np.unique(values, return_inverse=True)
+        return y.astype(np.int64), tuple(_number_name(k) for k in keys), task
+    keys = sorted(set(cells))
     index = {k: i for i, k in enumerate(keys)}
     return np.array([index[c] for c in cells], dtype=np.int64), tuple(keys), task
+
+
+def _number_name(v: float) -> str:
+    """A numeric class's name: 1.0 -> "1", 0.5 -> "0.5"."""
+    return str(int(v)) if float(v).is_integer() else repr(float(v))
 
 
 def _load_npz(path: Path, task: str | None) -> Dataset:
