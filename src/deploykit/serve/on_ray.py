@@ -168,11 +168,17 @@ def shared_serve_refusal(serve_host: str, serve_port: int, apps: set[str], *, ho
     return None
 
 
+# the signals that end a serve --ray; SIGHUP (its terminal or SSH session closed) killed the
+# driver and left the application serving on the cluster, with nothing left to stop it
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def interrupt_on_signal() -> None:
-    """SIGINT and SIGTERM raise KeyboardInterrupt, so that :func:`deploy` takes down what it
-    started. Ray's own handler exits at once: a signal while ``serve.run`` waits for the
-    replicas left the application and its proxy running on the cluster, without a driver."""
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    """The :data:`STOP_SIGNALS` raise KeyboardInterrupt, so that :func:`deploy` takes down
+    what it started. Ray's own handler exits at once: a signal while ``serve.run`` waits for
+    the replicas left the application and its proxy running on the cluster, without a
+    driver."""
+    for sig in STOP_SIGNALS:
         signal.signal(sig, _interrupt)
 
 
@@ -181,9 +187,10 @@ def _interrupt(*_: Any) -> None:
 
 
 def stop_signal() -> threading.Event:
-    """An event set by SIGINT or SIGTERM, for the wait once :func:`deploy` has returned."""
+    """An event set by a :data:`STOP_SIGNALS`, for the wait once :func:`deploy` has
+    returned."""
     done = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in STOP_SIGNALS:
         signal.signal(sig, lambda *_: done.set())
     return done
 
