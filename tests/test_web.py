@@ -144,3 +144,20 @@ def test_a_web_package_runs_on_its_own_in_headless_chromium(digits_bundles, tmp_
         assert r["pass"] and set(r["batches"].values()) == {"ok"}, r
         assert r["maxAbs"] < (1e-4 if r["profile"] == "fp32" else 1e-2), r
     assert not rest.strip(), rest  # serve.py logs only requests that failed
+    # a damaged copy: one byte of the tfjs weights flipped passed (within fp32's tolerance)
+    shard = next((pkg / "models" / "tfjs").glob("*.bin"))
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 1
+    shard.write_bytes(bytes(data))
+    server = subprocess.Popen([sys.executable, str(pkg / "serve.py"), "--port", "0"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = re.search(r"http://127\.0\.0\.1:\d+/", server.stdout.readline())[0]
+        damaged = {r["target"]: r for r in run_page(url)}
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)
+    rel = shard.relative_to(pkg).as_posix()
+    assert not damaged["tfjs"]["pass"] and f"{rel} does not match its sha256" in \
+        damaged["tfjs"]["error"], damaged["tfjs"]
+    assert damaged["onnx-web"]["pass"], damaged  # only the damaged artifact fails

@@ -51,12 +51,33 @@ async function runBatched(model, inputName, x, batch, fixed) {
   return concatRows(parts);
 }
 
-const readJson = async (p) => JSON.parse(new TextDecoder().decode(await readBytes(p)));
+let readChecked = readBytes;  // a web package's files: each against its sha256, once read
+const readJson = async (p) => JSON.parse(new TextDecoder().decode(await readChecked(p)));
+const hex = (buf) => [...new Uint8Array(buf)].map((b) => b.toString(16).padStart(2, '0')).join('');
+
+// readBytes, refusing a file package.json does not list or whose sha256 differs (a damaged
+// copy passed, its outputs a little off). crypto.subtle needs a secure context: https, or
+// the package's serve.py on 127.0.0.1.
+function checkedAgainst(hashes) {
+  return async (p) => {
+    const bytes = await readBytes(p);
+    const want = hashes[p];
+    if (want === undefined) throw new Error(`${p} is not listed in package.json`);
+    if (!globalThis.crypto?.subtle) {
+      throw new Error('checking the files needs https or localhost (crypto.subtle)');
+    }
+    if (hex(await crypto.subtle.digest('SHA-256', bytes)) !== want) {
+      throw new Error(`${p} does not match its sha256; the package is damaged -- copy it again`);
+    }
+    return bytes;
+  };
+}
 
 // The facts the page needs, from a bundle's manifest.json or a web package's package.json.
 async function source() {
   if ('package' in document.documentElement.dataset) {
     const meta = await readJson('package.json');
+    readChecked = checkedAgainst(meta.sha256);
     return { base: '', name: meta.name, framework: meta.framework,
              task: { kind: meta.task, labels: meta.labels },
              profiles: meta.profiles, artifacts: meta.artifacts, probe: meta.probe.json,
@@ -90,7 +111,7 @@ async function main() {
     status.textContent = `running ${art.target}…`;
     const res = { target: art.target, runtime: art.runtime, profile: art.profile, batches: {} };
     try {
-      const model = await loadArtifact(art.runtime, base + art.path, readBytes);
+      const model = await loadArtifact(art.runtime, base + art.path, readChecked);
       models[art.target] = model;
       const inputName = model.inputNames[0];
       let pass = true;
