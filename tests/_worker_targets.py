@@ -62,3 +62,10 @@ def unused_after_frameworks():
     imported = sorted(m for m in skipped if m in sys.modules)
     return {"imported_by_frameworks": imported,
             "importable": sorted(m for m in skipped if importlib.import_module(m))}
+
+
+def pid_then_hang(path):
+    """Write this worker's pid to ``path``, then hang (a long conversion)."""
+    with open(path, "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(600)

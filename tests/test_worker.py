@@ -38,6 +38,46 @@ def test_worker_timeout_kills_it(tests_on_path):
         run_in_worker("_worker_targets:hang", timeout=2)
 
 
+CTRL_C = """
+import os, sys, time
+from concurrent.futures import ThreadPoolExecutor
+from deploykit import worker
+files = sys.argv[1:]
+with worker.pool() as p, ThreadPoolExecutor(2) as ex:
+    jobs = [ex.submit(p.run, "_worker_targets:pid_then_hang", {"path": f}) for f in files]
+    while not all(os.path.exists(f) and os.path.getsize(f) for f in files):
+        time.sleep(0.1)
+    print("both running", flush=True)
+    while True:
+        time.sleep(1)
+"""
+
+
+def test_ctrl_c_stops_the_jobs_in_flight_not_after_them(tests_on_path, tmp_path):
+    """Two jobs of 600 s run in a pool's workers (their own process groups: the terminal's
+    Ctrl-C does not reach them), waited on by threads. Leaving the thread pool waited for
+    both to end; now SIGINT kills them and the interrupt comes through at once."""
+    import signal
+
+    files = [str(tmp_path / "a"), str(tmp_path / "b")]
+    proc = subprocess.Popen([sys.executable, "-c", CTRL_C, *files], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "both running\n", proc.stderr.read()
+    pids = [int(Path(f).read_text()) for f in files]
+    proc.send_signal(signal.SIGINT)
+    try:
+        out, err = proc.communicate(timeout=120)  # the jobs would take 600 s
+    except subprocess.TimeoutExpired:
+        for pid in [proc.pid, *pids]:
+            os.kill(pid, signal.SIGKILL)
+        pytest.fail("SIGINT waited for the jobs in flight")
+    assert proc.returncode == -signal.SIGINT and err.rstrip().endswith("KeyboardInterrupt"), \
+        err[-2000:]
+    for pid in pids:  # killed, not left running on their own
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
 def test_worker_unknown_target_is_an_error():
     with pytest.raises(WorkerError, match="ModuleNotFoundError"):
         run_in_worker("deploykit_nonexistent_module:f")

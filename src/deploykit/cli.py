@@ -582,8 +582,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, log: Path) -> int:
     """Run a command; errors become one line (the traceback goes to the run log)."""
+    from deploykit._interrupt import abort_on_ctrl_c
+
     try:
-        return args.func(args)
+        with abort_on_ctrl_c():  # the jobs in flight stop at once (workers, Ray tasks)
+            return args.func(args)
     except BrokenPipeError:  # the reader of a pipe left (`deploykit inspect B | head`)
         return PIPE_CLOSED
     except DeploykitError as e:

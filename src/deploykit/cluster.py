@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from deploykit._fs import scratch
+from deploykit._interrupt import abortable
 from deploykit.errors import ClusterError, MissingDependencyError, WorkerCrashed, WorkerError, WorkerTimeout
 
 GIB = 1024 ** 3
@@ -231,13 +232,14 @@ class Cluster:
         retried = None
         for attempt in (1, 2):
             ref = task.options(**options).remote(*args)
-            ready, _ = self.ray.wait([ref], timeout=limit)
-            if not ready:
-                self.ray.cancel(ref, force=True)
-                raise WorkerTimeout(f"{label} did not finish on the Ray cluster within "
-                                    f"{limit:g} s and was cancelled")
             try:
-                value = self.ray.get(ref)
+                with abortable(lambda ref=ref: self.ray.cancel(ref, force=True)):  # Ctrl-C
+                    ready, _ = self.ray.wait([ref], timeout=limit)
+                    if not ready:
+                        self.ray.cancel(ref, force=True)
+                        raise WorkerTimeout(f"{label} did not finish on the Ray cluster "
+                                            f"within {limit:g} s and was cancelled")
+                    value = self.ray.get(ref)
             except self.ray.exceptions.RayError as err:
                 kind = type(err).__name__
                 if kind in _LOST and attempt == 1:

@@ -38,6 +38,7 @@ from typing import Any
 
 from deploykit import _runlog
 from deploykit._fs import scratch
+from deploykit._interrupt import abort_on_ctrl_c, abortable
 from deploykit.errors import WorkerCrashed, WorkerError, WorkerTimeout
 
 TAIL_BYTES = 6000  # of a job's output, quoted in errors and failure records
@@ -113,7 +114,8 @@ class Worker:
         except (BrokenPipeError, OSError):
             pass  # the process is gone; reading the result says how
         try:
-            line = self.results.get(timeout=timeout)
+            with abortable(self._kill_now):  # Ctrl-C: the job stops now, not when it ends
+                line = self.results.get(timeout=timeout)
         except queue.Empty:
             self.kill()
             raise WorkerTimeout(f"{label} timed out after {timeout:g} s and was killed",
@@ -131,9 +133,12 @@ class Worker:
         return _result(json.loads(line), tail)
 
     def kill(self) -> None:
+        self._kill_now()
+        self.proc.wait()
+
+    def _kill_now(self) -> None:
         with contextlib.suppress(ProcessLookupError):  # the group may be gone already
             os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
 
     def close(self) -> None:
         """Ask the worker to exit (end of its input); kill it if it does not."""
@@ -256,12 +261,13 @@ class Pool:
         for _, old in evict:
             old.close()
 
-    def close(self) -> None:
-        """Stop every idle worker (busy ones stop when their job ends)."""
+    def close(self, kill: bool = False) -> None:
+        """Stop every idle worker (busy ones stop when their job ends); ``kill``: at once
+        (Ctrl-C), not after their frameworks' exit handlers (seconds each)."""
         with self.lock:
             self.closed, workers, self.idle = True, self.idle, []
         for _, w in workers:
-            w.close()
+            w.kill() if kill else w.close()
 
 
 # Variables that change while the caller runs but do not shape a worker: a test runner's, and
@@ -322,11 +328,16 @@ def pool(idle: int = IDLE) -> Iterator[Pool]:
         yield _active
         return
     _active = Pool(idle)
+    interrupted = False
     try:
-        yield _active
+        with abort_on_ctrl_c():
+            yield _active
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
     finally:
         p, _active = _active, None
-        p.close()
+        p.close(kill=interrupted)
 
 
 def keep_pool(idle: int = IDLE) -> Pool:
