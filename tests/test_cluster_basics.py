@@ -158,6 +158,25 @@ def test_an_unreachable_cluster_is_one_line_at_once(tmp_path, address, says):
     assert "Traceback" not in r.stderr and not (tmp_path / "b").exists()
 
 
+def test_an_address_of_something_else_is_refused_at_once(tmp_path):
+    """A web server on the port: ray.init retried for minutes, printing nothing."""
+    import http.server
+    import threading
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        address = f"127.0.0.1:{server.server_address[1]}"
+        (tmp_path / "m.skops").write_bytes(b"")
+        r = run_cli("export", str(tmp_path / "m.skops"), "--to", "onnx", "--out",
+                    str(tmp_path / "b"), "--ray", address, timeout=120)
+    finally:
+        server.shutdown()
+    assert r.returncode == 2 and f"{address} answers, but not as a Ray cluster" in r.stderr, \
+        r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "b").exists()
+
+
 def test_without_ray_the_export_path_never_imports_it():
     """Every module importing without Ray is test_imports'; here, the calls a local export
     and what-if make to choose where cells run."""

@@ -137,11 +137,34 @@ def _check_reachable(address: str | None) -> None:
         raise ClusterError(f"the Ray address {address} needs a port number: HOST:PORT "
                            f"(ray start --head --port 6379 prints it)")
     try:
-        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT).close()
+        with socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT) as s:
+            speaks = _speaks_http2(s)
     except (OSError, ValueError) as e:  # ValueError: a port past 65535
         raise ClusterError(f"cannot reach the Ray cluster at {address}: "
-                           f"{getattr(e, 'strerror', None) or e} (start one with: ray start --head --port "
-                           f"{port}; or leave out the address to start one here)") from None
+                           f"{getattr(e, 'strerror', None) or e} (start one with: ray start "
+                           f"--head --port {port}; or leave out the address to start one "
+                           f"here)") from None
+    if not speaks:
+        raise ClusterError(f"{address} answers, but not as a Ray cluster does (its GCS port, "
+                           f"which ray start --head prints; 6379 by default)")
+
+
+# HTTP/2's client connection preface and an empty SETTINGS frame
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+
+
+def _speaks_http2(s: socket.socket) -> bool:
+    """Whether the server on ``s`` answers as a gRPC server (a Ray cluster's GCS) does: its
+    first frame is SETTINGS (HTTP/2, type 4). Something else on the port (a web server, a
+    database) made ``ray.init`` retry for minutes without a word."""
+    s.sendall(H2_PREFACE)
+    head = b""
+    while len(head) < 9:
+        chunk = s.recv(9 - len(head))
+        if not chunk:
+            return False
+        head += chunk
+    return head[3] == 4
 
 
 def resources(requires: tuple[str, ...]) -> dict[str, Any]:
