@@ -442,7 +442,7 @@ def _cmd_serve(a: argparse.Namespace) -> int:
     if a.dev or workers == 1 or not run.can_fork_workers():
         app = factory()
         mode = "development server" if a.dev else "1 process"
-        _say(f"serving {'; '.join(served)} on http://{run.address(a.host, a.port)}/ ({mode}, "
+        _say(f"serving {'; '.join(served)} on http://{run.netloc(a.host, a.port)}/ ({mode}, "
              f"{_rss_mb()} MB resident)")
         if a.dev:
             app.run(host=a.host, port=a.port, threaded=True)
@@ -450,7 +450,7 @@ def _cmd_serve(a: argparse.Namespace) -> int:
             run.serve_single(app, host=a.host, port=a.port, threads=threads or 4,
                              max_body_bytes=int(a.max_body_mb * 1024 * 1024))
         return 0
-    _say(f"serving {'; '.join(served)} on http://{run.address(a.host, a.port)}/ ({workers} worker "
+    _say(f"serving {'; '.join(served)} on http://{run.netloc(a.host, a.port)}/ ({workers} worker "
          f"processes)")
     try:
         run.serve_workers(factory, host=a.host, port=a.port, workers=workers,

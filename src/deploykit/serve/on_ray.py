@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from deploykit.errors import ClusterError
-from deploykit.serve.run import address
+from deploykit.serve.run import netloc
 
 APP_NAME = "deploykit"
 REPLICA_CPUS = 1  # each replica runs its runtimes on one thread (see --runtime-threads)
@@ -80,7 +80,7 @@ def deploy(bundles: list[str], *, host: str, port: int, replicas: int,
         stop()
         raise ClusterError(f"the Ray Serve application did not start: {type(e).__name__}: "
                            f"{str(e).strip().splitlines()[0][:300]}") from None
-    return f"http://{address(host, port)}/"
+    return f"http://{netloc(host, port)}/"
 
 
 class _Serve(NamedTuple):

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import html
 import json
-from urllib.parse import quote
 from typing import Any
+from urllib.parse import quote
 
 from deploykit.graph import BROWSER
 from deploykit.signature import format_shape
@@ -52,7 +52,8 @@ def render(models: dict[str, Any]) -> str:
 <p>{html.escape(m.task)}, input {html.escape(", ".join(
             f"{s.name} {format_shape(s.shape)}" for s in m.signature.inputs))},
 default target <b>{html.escape(m.default)}</b> ·
-<a href="/report/{html.escape(quote(name, safe=''))}">report</a> (matrix, size against latency, fp16 / int8)</p>
+<a href="/report/{html.escape(quote(name, safe=''))}">report</a>
+(matrix, size against latency, fp16 / int8)</p>
 <table><tr><th>target</th><th>runtime</th><th>runs in</th>
 <th>parity, size, batch-1 (open for the evidence)</th></tr>{_rows(m)}</table>
 <textarea rows="3" cols="100">{html.escape(example)}</textarea><br>

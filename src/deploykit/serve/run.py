@@ -48,7 +48,7 @@ def can_fork_workers() -> bool:
     return True
 
 
-def address(host: str, port: int) -> str:
+def netloc(host: str, port: int) -> str:
     """``host:port`` as a URL and gunicorn's bind write it: an IPv6 host in brackets."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -62,7 +62,7 @@ def check_port(host: str, port: int) -> None:
         try:
             s.bind((host, port))
         except OSError as e:
-            raise DeploykitError(f"cannot listen on {address(host, port)}: {e.strerror or e} (pick "
+            raise DeploykitError(f"cannot listen on {netloc(host, port)}: {e.strerror or e} (pick "
                                  f"another with --port or --host)") from None
 
 
@@ -89,7 +89,7 @@ def serve_workers(factory: Callable[[], Any], *, host: str, port: int, workers: 
     """
     from gunicorn.app.base import BaseApplication
 
-    options = {"bind": address(host, port), "workers": workers, "threads": threads,
+    options = {"bind": netloc(host, port), "workers": workers, "threads": threads,
                "worker_class": _worker_class(threads), "preload_app": False,
                "graceful_timeout": GRACE, "keepalive": KEEPALIVE, "loglevel": "warning",
                "accesslog": None, "errorlog": "-", "proc_name": "deploykit-serve",
