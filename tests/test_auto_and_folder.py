@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+import deploykit
 from deploykit.errors import ModelFolderError, TrainingError
 from deploykit.training import load_model, train
 from deploykit.training.common import CARD
@@ -77,10 +78,15 @@ def test_skops_loader_refuses_foreign_types(tmp_path):
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import FunctionTransformer
 
+    from deploykit.training.sklearn_path import load_estimator
+
     train("sklearn", "iris", tmp_path / "m", quiet=True)
     evil = Pipeline([("f", FunctionTransformer(os.system))])
-    sio.dump(evil, tmp_path / "m" / "model.skops")
+    sio.dump(evil, tmp_path / "evil.skops")  # a .skops file given to export, or a swapped one
     with pytest.raises(ModelFolderError, match="does not trust"):
+        load_estimator(tmp_path / "evil.skops")
+    (tmp_path / "m" / "model.skops").write_bytes((tmp_path / "evil.skops").read_bytes())
+    with pytest.raises(ModelFolderError, match="was changed after training"):
         load_model(tmp_path / "m")
 
 
@@ -89,6 +95,15 @@ def test_card_problems_are_clear(tmp_path):
         load_model(tmp_path)
     train("sklearn", "iris", tmp_path / "m", quiet=True)
     card = json.loads((tmp_path / "m" / CARD).read_text())
+    # a damaged model file: each export target failed on its own (BadZipFile) before
+    for damaged in ("model.skops", "test_split.npz"):
+        good = (tmp_path / "m" / damaged).read_bytes()
+        (tmp_path / "m" / damaged).write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
+        with pytest.raises(ModelFolderError, match=f"{damaged} is missing or was changed "
+                                                   f"after training"):
+            deploykit.export(tmp_path / "m", "onnx", out=tmp_path / "b", quiet=True)
+        (tmp_path / "m" / damaged).write_bytes(good)
+    assert load_model(tmp_path / "m").flow == "sklearn"
     (tmp_path / "m" / "model.skops").unlink()
     with pytest.raises(ModelFolderError, match="missing model files"):
         load_model(tmp_path / "m")

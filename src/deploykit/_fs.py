@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -15,6 +16,15 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+
+def sha256(path: Path) -> str:
+    """A file's sha256, read in chunks."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def check_replaceable(out: Path, marker: str, what: str, error: type[Exception]) -> None:

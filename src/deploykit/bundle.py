@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from deploykit._fs import check_replaceable, json_safe, read_schema_json, replace_dir
+from deploykit._fs import check_replaceable, json_safe, read_schema_json, replace_dir, sha256
 from deploykit._tensors import tensor_json
 from deploykit.artifact import Artifact, Failure, tradeoff
 from deploykit.errors import BundleError
@@ -43,14 +43,6 @@ from deploykit.signature import Signature
 SCHEMA = "deploykit.bundle/2"
 READS = ("deploykit.bundle/1", SCHEMA)  # /1 also carried each runtime as "format"
 MANIFEST = "manifest.json"
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def file_hashes(root: Path, rel: str) -> dict[str, str]:

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from deploykit._fs import check_replaceable, read_schema_json, replace_dir
+from deploykit._fs import check_replaceable, read_schema_json, replace_dir, sha256
 from deploykit.data import Split
 from deploykit.errors import ModelFolderError, TrainingError
 from deploykit.signature import Signature, TensorSpec
@@ -190,6 +190,8 @@ def write_folder(workdir: Path, split: Split, fit: FitResult, *, flow: str, seed
     arrays = {"X": split.X_probe, "y": split.y_probe,
               **{f"ref.{k}": v for k, v in fit.probe_outputs.items()}}
     np.savez(workdir / TEST_SPLIT, **arrays)
+    card["sha256"] = {p.relative_to(workdir).as_posix(): sha256(p)  # checked by read_card
+                      for p in sorted(workdir.rglob("*")) if p.is_file()}
     (workdir / CARD).write_text(json.dumps(card, indent=2) + "\n")
     return card
 
@@ -206,6 +208,11 @@ def read_card(folder: str | Path) -> dict[str, Any]:
     missing = [f for f in card.get("files", {}).values() if not (folder / f).exists()]
     if missing:
         raise ModelFolderError(f"{folder}: missing model files {missing}")
+    for rel, digest in card.get("sha256", {}).items():  # folders before it have none
+        p = folder / rel
+        if not p.is_file() or sha256(p) != digest:
+            raise ModelFolderError(f"{folder}: {rel} is missing or was changed after training "
+                                   f"(its sha256 differs from the card's); train again")
     return card
 
 
