@@ -507,6 +507,23 @@ def test_an_ipv6_loopback_address_is_served_and_printed_as_a_url(bundles):
         proc.wait(timeout=30)
 
 
+def test_a_hundred_idle_connections_do_not_lock_out_a_single_process_server(bundles):
+    """waitress takes 100 connections by default and keeps an idle one for 120 s: a client
+    holding 100 sockets open made every other request wait for minutes."""
+    proc, url = shared.serve(bundles["torch"], "--workers", "1", "--targets", "onnx")
+    port = int(url.rsplit(":", 1)[1])
+    idle = [socket.create_connection(("127.0.0.1", port), 10) for _ in range(150)]
+    try:
+        r = requests.post(url + "/predict", json={"instances": np.zeros((1, 64)).tolist()},
+                          timeout=20)
+        assert r.status_code == 200, r.text
+    finally:
+        for s in idle:
+            s.close()
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 @pytest.mark.parametrize("threads", ["1", "2"])  # gunicorn's sync and threaded workers
 def test_workers_share_one_port_and_finish_a_request_in_flight_on_sigterm(bundles, threads):
     proc, url = shared.serve(bundles["torch"], "--workers", "2", "--threads", threads,

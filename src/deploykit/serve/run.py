@@ -27,6 +27,10 @@ from deploykit.errors import DeploykitError
 
 GRACE = 30  # seconds a stopping worker has to finish its requests in flight
 KEEPALIVE = 5  # seconds an idle keep-alive connection stays open
+# waitress (--workers 1): open connections it takes, and seconds one may sit idle; its own
+# 100 and 120 s let 100 idle sockets (one browser holds 6) lock everyone else out for minutes
+CONNECTIONS = 1000
+IDLE_TIMEOUT = 30
 
 
 def cores() -> int:
@@ -236,7 +240,7 @@ def serve_single(app: Any, *, host: str, port: int, threads: int,
 
     limit = {} if max_body_bytes is None else {"max_request_body_size": max_body_bytes}
     server = create_server(app, host=host, port=port, threads=threads, ident="deploykit",
-                           **limit)
+                           connection_limit=CONNECTIONS, channel_timeout=IDLE_TIMEOUT, **limit)
     _waitress_json_errors(server)
     stop = threading.Event()
     main = threading.current_thread() is threading.main_thread()
