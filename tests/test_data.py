@@ -93,6 +93,14 @@ def test_bad_csv_gives_clear_errors(tmp_path, content, label_column, words):
     assert words in str(e.value)
 
 
+def test_a_label_column_for_data_that_names_its_own_is_refused(tmp_path):
+    """``--label-column`` with an .npz or a builtin dataset was dropped without a word."""
+    np.savez(tmp_path / "d.npz", X=np.zeros((20, 2)), y=np.arange(20) % 2)
+    for data in (tmp_path / "d.npz", "iris"):
+        with pytest.raises(DataError, match="a label column is for CSV files"):
+            load_dataset(data, label_column="price")
+
+
 def test_missing_and_unknown_data(tmp_path):
     with pytest.raises(DataError, match="data file not found"):
         load_dataset(tmp_path / "nope.csv", label_column="y")

@@ -115,6 +115,9 @@ def load_dataset(spec: str | Path, *, label_column: str | None = None,
     if task is not None and task not in TASKS:
         raise DataError(f"unknown task '{task}': use one of {', '.join(TASKS)}")
     name = str(spec)
+    if label_column is not None and not name.lower().endswith(".csv"):  # was ignored
+        raise DataError(f"a label column is for CSV files; {name} names its own (an .npz "
+                        f"holds X and y): leave out --label-column")
     if name in BUILTIN:
         return _check(_load_builtin(name, task))
     path = Path(name)
