@@ -256,7 +256,7 @@ def min_rows(prof: Profile, task: str) -> int:
     return MIN_PROBE_ROWS
 
 
-SAMPLE_HINT = "(--sample)"  # where a CLI user passes more inputs (the server says its own)
+SAMPLE_HINT = "(--sample; sample= in Python)"  # where more inputs go (the server says its own)
 
 
 def vacuous_reason(probe: Probe, prof: Profile, decisive: np.ndarray | None = None

@@ -628,7 +628,8 @@ def _sample_dtype(sample: np.ndarray) -> str:
         return str(sample.dtype)
     if sample.dtype.kind == "f":
         return "float32"
-    raise SourceError(f"--sample has dtype {sample.dtype}; pass numbers (float or integer ids)")
+    raise SourceError(f"the sample (--sample, sample=) has dtype {sample.dtype}; pass numbers "
+                      f"(float or integer ids)")
 
 
 def _torch_named(out) -> dict[str, np.ndarray]:
