@@ -181,6 +181,14 @@ def test_killed_export_leaves_no_bundle(tmp_path):
     assert not out.exists()
     r = run_cli("verify", str(out))
     assert r.returncode == 2 and "not a deploykit bundle" in r.stderr
+    # the next export there clears the killed one's work folder (it stayed for good)
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = load_iris(return_X_y=True)
+    assert deploykit.export(LogisticRegression(max_iter=500).fit(X.astype(np.float32), y), "onnx",
+                            out=out, quiet=True).ok
+    assert not list(tmp_path.glob(".bundle.partial-*")) and (out / "manifest.json").is_file()
 
 
 def test_a_crashing_converter_fails_only_its_own_cells(tmp_path, monkeypatch, tests_on_path):

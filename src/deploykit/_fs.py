@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import math
@@ -108,17 +109,28 @@ def write_atomic(path: Path, text: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def scratch_folder(prefix: str) -> Path:
-    """A new temporary folder ``PREFIX-PID-HOST-XXXXXXXX``, made after removing the folders
-    of ``prefix`` that processes on this host no longer running left behind: a Ray worker
-    killed with its node, or a replica Ray Serve replaced, cannot remove its own."""
+def scratch_folder(prefix: str, where: Path | None = None) -> Path:
+    """A new folder ``PREFIX-PID-HOST-XXXXXXXX`` in ``where`` (the temporary folder's by
+    default), made after removing the folders of ``prefix`` there that processes on this host
+    no longer running left behind: a Ray worker killed with its node, or a replica Ray Serve
+    replaced, cannot remove its own."""
     host = socket.gethostname()
+    where = Path(tempfile.gettempdir()) if where is None else where
     theirs = re.compile(rf"{re.escape(prefix)}-(\d+)-{re.escape(host)}-[^-]+")  # mkdtemp: no "-"
-    for old in Path(tempfile.gettempdir()).glob(f"{prefix}-*"):
+    for old in where.glob(f"{glob.escape(prefix)}-*"):
         found = theirs.fullmatch(old.name)
         if found and not _running(int(found[1])):
             shutil.rmtree(old, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix=f"{prefix}-{os.getpid()}-{host}-"))
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}-{os.getpid()}-{host}-", dir=where))
+
+
+def work_folder_beside(out: Path) -> Path:
+    """A hidden folder beside ``out`` to build it in (same file system: the final rename is
+    atomic); what a killed build left there (a lost Ray head ends the driver at once) goes."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = scratch_folder(f".{out.name}.partial", out.parent)
+    work.chmod(0o755)  # mkdtemp makes it private; the finished folder is an ordinary one
+    return work
 
 
 @contextlib.contextmanager

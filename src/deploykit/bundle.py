@@ -26,14 +26,20 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from deploykit._fs import check_replaceable, json_safe, read_schema_json, replace_dir, sha256
+from deploykit._fs import (
+    check_replaceable,
+    json_safe,
+    read_schema_json,
+    replace_dir,
+    sha256,
+    work_folder_beside,
+)
 from deploykit._tensors import tensor_json
 from deploykit.artifact import Artifact, Failure, tradeoff
 from deploykit.errors import BundleError
@@ -63,9 +69,7 @@ class BundleWriter:
     def __init__(self, out: str | Path) -> None:
         self.out = Path(out).resolve()
         check_replaceable(self.out, MANIFEST, "a deploykit bundle", BundleError)
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.root = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.partial-", dir=self.out.parent))
-        self.root.chmod(0o755)
+        self.root = work_folder_beside(self.out)
 
     def add_probe(self, probe: Probe) -> dict[str, str]:
         paths = write_probe(probe, self.root)

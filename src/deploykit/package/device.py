@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 from deploykit import formats, graph, targets
-from deploykit._fs import check_replaceable, fixed_zip_entry, human_bytes, replace_dir
+from deploykit._fs import (
+    check_replaceable,
+    fixed_zip_entry,
+    human_bytes,
+    replace_dir,
+    work_folder_beside,
+)
 from deploykit.artifact import Artifact
 from deploykit.bundle import Bundle, load_bundle, manifest_digest, sha256, tree_size
 from deploykit.errors import BundleError
@@ -72,9 +77,7 @@ def package(bundle: str | Path, device: str, out: str | Path) -> Path:
                           f"deploykit inspect {bundle} shows why)")
     out = Path(out).resolve()
     check_replaceable(out, "package.json", "a deploykit package", BundleError)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    work.chmod(0o755)
+    work = work_folder_beside(out)
     try:
         meta = _fill(b, device, chosen, work)
         (work / "package.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")

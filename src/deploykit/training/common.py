@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import platform
-import tempfile
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -26,7 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from deploykit._fs import check_replaceable, read_schema_json, replace_dir, sha256
+from deploykit._fs import (
+    check_replaceable,
+    read_schema_json,
+    replace_dir,
+    sha256,
+    work_folder_beside,
+)
 from deploykit.data import Split
 from deploykit.errors import ModelFolderError, TrainingError
 from deploykit.signature import Signature, TensorSpec
@@ -127,10 +132,7 @@ def versions(*packages: str) -> dict[str, str]:
 
 def new_workdir(out: Path) -> Path:
     """A temporary folder beside ``out`` (same file system, so the final rename is atomic)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    work.chmod(0o755)  # mkdtemp makes it private; the finished folder is an ordinary one
-    return work
+    return work_folder_beside(out)
 
 
 def check_options(seed: int, epochs: int | None) -> None:
