@@ -61,8 +61,9 @@ def _checked_flows(flows) -> tuple[str, ...]:
 def _check_out(out: Path) -> None:
     """Refuse an ``out`` that is a file, or a folder holding what a what-if does not write
     (its report.md replaced the user's own), unless it holds a what-if's report."""
-    if out.is_file() or out.is_dir() and not (out / "report.json").is_file() and \
-            {p.name for p in out.iterdir()} - OUT_ENTRIES:
+    foreign = out.is_dir() and not (out / "report.json").is_file() and \
+        bool({p.name for p in out.iterdir()} - OUT_ENTRIES)
+    if out.is_file() or foreign:
         raise DeploykitError(f"{out} exists and is not a what-if output folder; choose "
                              f"another --out or remove it")
 

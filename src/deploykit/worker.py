@@ -267,7 +267,10 @@ class Pool:
         with self.lock:
             self.closed, workers, self.idle = True, self.idle, []
         for _, w in workers:
-            w.kill() if kill else w.close()
+            if kill:
+                w.kill()
+            else:
+                w.close()
 
 
 # Variables that change while the caller runs but do not shape a worker: a test runner's, and
