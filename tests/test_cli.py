@@ -106,6 +106,8 @@ def test_a_sample_for_a_model_folder_is_refused_not_dropped(tmp_path, monkeypatc
     code, text = run("export", "m", "--to", "onnx", "--sample", "x.npy", "--out", "b")
     assert code == 2 and "m is a model folder: its probe set" in text, text
     assert not Path("b").exists()
+    code, text = run("inspect", "m")  # said "an interrupted export leaves none"
+    assert code == 2 and "is a model folder (deploykit train), not a bundle: export it" in text
 
 
 def test_a_bug_in_deploykit_is_one_line_and_its_traceback_goes_to_the_log(tmp_path,

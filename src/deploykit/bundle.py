@@ -229,6 +229,9 @@ def load_bundle(path: str | Path, *, check_hashes: bool = True) -> Bundle:
     root = Path(path).resolve()  # its files are handed to runtimes with other working dirs
     mf = root / MANIFEST
     if not mf.is_file():
+        if (root / "deploykit-model.json").is_file():  # the step before a bundle
+            raise BundleError(f"{root} is a model folder (deploykit train), not a bundle: "
+                              f"export it first (deploykit export {path} --to ...)")
         raise BundleError(f"{root} is not a deploykit bundle (no {MANIFEST}); an interrupted "
                           f"export leaves none, so re-run the export")
     manifest = read_schema_json(mf, READS, BundleError)
