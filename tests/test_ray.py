@@ -323,7 +323,7 @@ def test_a_server_started_while_the_last_one_stops_waits_and_then_serves(cluster
         proc = subprocess.Popen([*CLI, "serve", str(bundle), "--port", str(port), "--ray",
                                  cluster["address"]], cwd=tmp_path,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        said = _line(proc, "Ray Serve, 1 replicas", wait=180)
+        said = _line(proc, "Ray Serve, 1 replica)", wait=180)
         r = requests.post(f"http://127.0.0.1:{port}/predict",
                           json={"instances": x[:3].tolist()}, timeout=30)
         proc.send_signal(signal.SIGTERM)

@@ -313,8 +313,9 @@ def _serve_on_ray(a: argparse.Namespace, targets: list[str] | None, served: list
                             max_replicas=a.max_replicas, app_options=options,
                             address=None if a.ray is True else a.ray)
         stopping = on_ray.stop_signal()
-        scale = f"{replicas} to {a.max_replicas}" if a.max_replicas else str(replicas)
-        _say(f"serving {'; '.join(served)} on {url} (Ray Serve, {scale} replicas)")
+        scale = f"{replicas} to {a.max_replicas} replicas" if a.max_replicas else \
+            f"{replicas} replica{'s' if replicas > 1 else ''}"
+        _say(f"serving {'; '.join(served)} on {url} (Ray Serve, {scale})")
         stopping.wait()
     finally:
         on_ray.stop()
