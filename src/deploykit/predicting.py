@@ -15,6 +15,7 @@ runs on every artifact: a runner runs an artifact of a fixed batch in chunks of 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,7 @@ class Bundle(_bundle.Bundle):
 
     _runners: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     _default: str | None = field(default=None, repr=False, compare=False)
+    _opening: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def targets(self) -> list[str]:
@@ -128,11 +130,12 @@ class Bundle(_bundle.Bundle):
                           + (f"; missing runtimes: {'; '.join(missing)}" if missing else ""))
 
     def _open(self, target: str) -> Runner:
-        if target not in self._runners:
-            from deploykit import formats
+        with self._opening:  # threads sharing the bundle open each runtime once
+            if target not in self._runners:
+                from deploykit import formats
 
-            self._runners[target] = formats.open_artifact(self, target)
-        return self._runners[target]
+                self._runners[target] = formats.open_artifact(self, target)
+            return self._runners[target]
 
 
 def load_bundle(path: str | Path, *, check_hashes: bool = True) -> Bundle:

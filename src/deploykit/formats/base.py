@@ -7,6 +7,8 @@ signature and the mapping of the runtime's outputs onto the signature's names li
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -44,8 +46,10 @@ class Runner(ABC):
     """
 
     runtime: ClassVar[str] = ""
-    # Whether one loaded artifact may serve concurrent predict() calls (the server locks the
-    # others: a TFLite interpreter or a Node pipe must not be entered twice at once).
+    # Whether one loaded artifact may serve concurrent predict() calls; the others are run
+    # one call at a time (a TFLite interpreter or a Node pipe must not be entered twice at
+    # once: threads sharing a Bundle got "at least 1 reference to internal data", or another
+    # row's answer)
     thread_safe: ClassVar[bool] = False
     _first_run = True
 
@@ -61,6 +65,7 @@ class Runner(ABC):
         self.output_names = list(outputs) if outputs else None
         self.threads = threads
         self._signature_outputs = [s.name for s in signature.outputs]
+        self._one_at_a_time = contextlib.nullcontext() if self.thread_safe else threading.Lock()
         try:
             with native_output_logged():  # runtimes announce themselves on stderr
                 self._load()
@@ -80,11 +85,12 @@ class Runner(ABC):
             RunnerError: the runtime failed on them.
         """
         arrays = self._accepts.validate(inputs)
-        if self.batch:
-            from deploykit.parity import chunked
+        with self._one_at_a_time:
+            if self.batch:
+                from deploykit.parity import chunked
 
-            return chunked(self._run, arrays, self.batch, pad=True)
-        return self._run(arrays)
+                return chunked(self._run, arrays, self.batch, pad=True)
+            return self._run(arrays)
 
     def _run(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:

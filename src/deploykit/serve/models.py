@@ -3,8 +3,7 @@ thread-safe), and live re-validation that first re-hashes the artifact files."""
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,12 +60,12 @@ def check_bundles(paths: list[str | Path], targets: list[str] | None = None) -> 
 
 @dataclass
 class Served:
-    """One artifact ready to answer, with its own lock."""
+    """One artifact ready to answer (its runner runs the calls a runtime cannot take at
+    once one at a time)."""
 
     target: str
     runner: Any
     artifact: Artifact
-    lock: threading.Lock = field(default_factory=threading.Lock)
     batcher: Batcher | None = None  # set when dynamic batching is on
 
     def predict(self, x: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -75,10 +74,7 @@ class Served:
         return self.predict_now(x)
 
     def predict_now(self, x: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if self.runner.thread_safe:
-            return self.runner.predict(x)
-        with self.lock:
-            return self.runner.predict(x)
+        return self.runner.predict(x)
 
 
 class ServedModel:
@@ -123,8 +119,7 @@ class ServedModel:
                 rows.append({"target": t, "passed": False,
                              "failures": [f"artifact file changed since start: {changed}"]})
                 continue
-            with s.lock:
-                r = check(t, s.artifact.profile, s.runner.predict, probe)
+            r = check(t, s.artifact.profile, s.runner.predict, probe)
             worst = r.max_abs
             rows.append({"target": t, "passed": bool(r), "status": r.status,
                          "profile": r.profile, "label_agreement": r.label_agreement,
