@@ -83,6 +83,15 @@ def test_a_wrong_output_path_or_option_is_one_line(tmp_path, monkeypatch, comman
     assert not list(tmp_path.rglob("deploykit-model.json")) and not Path("w/models").exists()
 
 
+def test_what_if_takes_its_flows_as_a_comma_separated_string_too(tmp_path):
+    """As ``targets`` does; the string was split into letters (unknown flow(s) ['s', ...])."""
+    from deploykit.errors import TrainingError
+    from deploykit.whatif import what_if
+
+    with pytest.raises(TrainingError, match=r"unknown flow\(s\) \['jax'\]"):
+        what_if("iris", tmp_path / "w", flows="sklearn, jax")
+
+
 def test_a_file_named_logs_beside_the_output_sends_the_log_elsewhere(tmp_path, monkeypatch):
     from zoo_check import in_process
 

@@ -47,9 +47,12 @@ OUT_ENTRIES = frozenset({"logs", "models", "bundles"})
 
 
 def _checked_flows(flows) -> tuple[str, ...]:
-    """``flows`` once each, in order; none, or one not in :data:`FLOWS`, is refused."""
+    """``flows`` (names, or one comma-separated string as ``targets`` takes) once each, in
+    order; none, or one not in :data:`FLOWS`, is refused."""
     from deploykit.errors import TrainingError
 
+    if isinstance(flows, str):  # was split into letters: unknown flow(s) ['s', 'k', ...]
+        flows = [f.strip() for f in flows.split(",") if f.strip()]
     flows = tuple(dict.fromkeys(flows))
     unknown = [f for f in flows if f not in FLOWS]
     if unknown or not flows:
@@ -80,7 +83,7 @@ class _Run:
 
 
 def what_if(data: str = "digits", out: str | Path = "whatif-out", *,
-            flows: tuple[str, ...] = FLOWS, seed: int = 0, epochs: int | None = None,
+            flows: tuple[str, ...] | str = FLOWS, seed: int = 0, epochs: int | None = None,
             quiet: bool = False, label_column: str | None = None,
             targets: str | list[str] = "all", ray: Any = None) -> dict[str, Any]:
     """Train every flow on ``data``, export each to ``targets``; return (and write) the report.
@@ -91,7 +94,7 @@ def what_if(data: str = "digits", out: str | Path = "whatif-out", *,
     Args:
         data: a builtin dataset name or a CSV/NPZ file.
         out: the folder for models, bundles, reports and logs.
-        flows: the flows to train (default: all five).
+        flows: the flows to train (default: all five), or a comma-separated string.
         seed, epochs, label_column: as for :func:`deploykit.train`.
         quiet: no progress output.
         targets: ``"all"``, a list, or an empty value to only train.
