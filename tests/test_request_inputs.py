@@ -18,6 +18,16 @@ def test_one_input_takes_instances():
     assert list(got) == ["x"] and got["x"].dtype == np.float32 and got["x"].shape == (1, 2)
 
 
+def test_one_input_takes_rows_of_objects_too():
+    """The README's "rows of {input: value} objects" (TF Serving takes them for one input);
+    they were a 400 "data must be a (nested) list of numbers"."""
+    x = [TensorSpec("x", "float32", (None, 2))]
+    got = _request_inputs({"instances": [{"x": [1.0, 2.0]}, {"x": [3.0, 4.0]}]}, x, 8)
+    np.testing.assert_array_equal(got["x"], [[1.0, 2.0], [3.0, 4.0]])
+    with pytest.raises(ApiError, match=r"missing \['x'\], unknown \['y'\]"):
+        _request_inputs({"instances": [{"y": [1.0, 2.0]}]}, x, 8)
+
+
 def test_several_inputs_as_columns_or_rows_of_objects_agree():
     cols = {"input_ids": [[5, 6, 0], [7, 0, 0]], "attention_mask": [[1, 1, 0], [1, 0, 0]]}
     rows = [{k: v[i] for k, v in cols.items()} for i in range(2)]

@@ -577,13 +577,14 @@ def _request_inputs(body: dict[str, Any], specs, max_batch: int) -> dict[str, np
                f"{{\"instances\": [{{name: row, ...}}, ...]}} or {{\"inputs\": {{name: rows}}}}")
     if "inputs" in body and "instances" in body:
         raise ApiError(400, "send either 'instances' or 'inputs', not both")
+    rows = body.get("instances")
+    objects = isinstance(rows, list) and bool(rows) and all(isinstance(r, dict) for r in rows)
     if isinstance(body.get("inputs"), dict):
         columns = body["inputs"]
-    elif "instances" in body and len(specs) == 1:
-        columns = {names[0]: body["instances"]}
-    elif "instances" in body:
-        rows = body["instances"]
-        if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
+    elif "instances" in body and len(specs) == 1 and not objects:
+        columns = {names[0]: rows}
+    elif "instances" in body:  # rows of {name: row}; for one input too, as TF Serving takes
+        if not objects:
             raise ApiError(400, several)
         columns = {k: [r.get(k) for r in rows] for k in {k for r in rows for k in r}}
     else:

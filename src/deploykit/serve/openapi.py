@@ -93,12 +93,13 @@ def _instances(sig, max_batch: int) -> dict[str, Any]:
     """/predict: ``instances`` (rows; rows of {name: row} for several inputs) or ``inputs``
     (columns by name), exactly one of the two."""
     specs = sig.inputs
-    if len(specs) == 1:
-        instances = _rows(specs[0], max_batch)
+    objects = {"type": "object", "required": [s.name for s in specs],
+               "additionalProperties": False, "properties": {s.name: _row(s) for s in specs}}
+    if len(specs) == 1:  # rows, or rows of {name: row} (all one or all the other)
+        instances = {"anyOf": [_rows(specs[0], max_batch), {
+            "type": "array", "minItems": 1, "maxItems": max_batch, "items": objects}]}
     else:
-        instances = {"type": "array", "minItems": 1, "maxItems": max_batch, "items": {
-            "type": "object", "required": [s.name for s in specs], "additionalProperties": False,
-            "properties": {s.name: _row(s) for s in specs}}}
+        instances = {"type": "array", "minItems": 1, "maxItems": max_batch, "items": objects}
     columns = {"type": "object", "required": [s.name for s in specs],
                "additionalProperties": False,
                "properties": {s.name: _rows(s, max_batch) for s in specs}}
