@@ -211,3 +211,23 @@ def test_a_binary_classifier_of_one_sigmoid_output_names_the_class_each_row_reac
     answer = create_app([tmp_path / "b"]).test_client().post(
         "/predict", json={"instances": X[:40].tolist()}).get_json()
     assert answer["labels"] == want[:40]
+
+
+def test_a_bundle_of_vacuous_artifacts_says_so_when_asked_to_predict(tmp_path):
+    """Its only artifact agreed on too few rows to prove anything: predict said "no passing
+    artifact this machine can run", which reads as a missing runtime."""
+    import numpy as np
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    from deploykit.errors import BundleError
+
+    X, y = load_iris(return_X_y=True)
+    X = X.astype(np.float32)
+    deploykit.export(LogisticRegression(max_iter=500).fit(X, y), "onnx", out=tmp_path / "b",
+                     sample=X[:10], quiet=True)
+    with deploykit.load_bundle(tmp_path / "b") as b:
+        for target in (None, "onnx"):
+            with pytest.raises(BundleError, match=r"onnx vacuous \(onnx: the probe set has 10 "
+                                                  r"rows.*pass more sample rows"):
+                b.predict(X[:2], target=target)

@@ -113,8 +113,8 @@ class Bundle(_bundle.Bundle):
             return target, self._runners[target]
         if target is not None:
             if target not in self.targets:
-                raise BundleError(f"{self.name} has no passing '{target}' artifact (has "
-                                  f"{', '.join(self.targets) or 'none'})")
+                raise BundleError(f"{self.name} has no passing '{target}' artifact (passing: "
+                                  f"{', '.join(self.targets) or 'none'}){self._why_not()}")
             return target, self._open(target)
         missing = []
         for t in self.targets:
@@ -127,7 +127,19 @@ class Bundle(_bundle.Bundle):
             except MissingDependencyError as e:
                 missing.append(f"{t} ({e})")
         raise BundleError(f"{self.name}: no passing artifact this machine can run"
-                          + (f"; missing runtimes: {'; '.join(missing)}" if missing else ""))
+                          + (f"; missing runtimes: {'; '.join(missing)}" if missing else "")
+                          + self._why_not())
+
+    def _why_not(self) -> str:
+        """What the artifacts that did not pass are, and the first one's reason: a bundle of
+        vacuous artifacts (too few sample rows) read as one of missing runtimes."""
+        others = [a for a in self.artifacts if not a.passed]
+        if not others:
+            return ""
+        a = others[0]
+        why = a.parity.vacuous or "; ".join(a.parity.failures)[:300]
+        return (f"; {', '.join(f'{o.target} {o.parity.status}' for o in others)} "
+                f"({a.target}: {why})")
 
     def _open(self, target: str) -> Runner:
         with self._opening:  # threads sharing the bundle open each runtime once
