@@ -71,9 +71,26 @@ def test_the_default_artifact_takes_a_bare_array_and_names_labels():
         assert b.artifact("tflite").batch == 1 and tfl.labels == want
         with pytest.raises(BundleError, match="has no passing 'nope' artifact"):
             b.predict(x, target="nope")
+
         with pytest.raises(InputError, match="input 'x'"):
             b.predict(x[:, :10])
     assert not b._runners  # closed with the block
+
+
+def test_a_file_changed_after_the_load_is_refused_when_its_runtime_opens(tmp_path):
+    """Runtimes open on first use: a file changed after load_bundle ran unchecked."""
+    import shutil
+
+    path = shutil.copytree(shared.digits(["torch"])["torch"]["bundle"], tmp_path / "b")
+    with deploykit.load_bundle(path) as b:
+        x = b.probe().inputs["x"][:2]
+        model = b.root / next(iter(b.artifact("onnx").files))
+        good = model.read_bytes()
+        model.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
+        with pytest.raises(BundleError, match="does not match its sha256"):
+            b.predict(x, target="onnx")
+        model.write_bytes(good)
+        assert b.predict(x, target="onnx").target == "onnx"
 
 
 def test_threads_sharing_a_bundle_get_their_own_rows_answers():

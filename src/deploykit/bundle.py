@@ -248,7 +248,7 @@ def load_bundle(path: str | Path, *, check_hashes: bool = True) -> Bundle:
     if check_hashes:
         expected = _listed_files(root, manifest["probe"], artifacts)
         for rel, digest in expected.items():
-            _check_file(root, rel, digest)
+            check_file(root, rel, digest)
     return Bundle(root, manifest, artifacts, failed)
 
 
@@ -277,7 +277,8 @@ def _listed_files(root: Path, probe: dict[str, Any], artifacts: list[Artifact]
     return expected
 
 
-def _check_file(root: Path, rel: str, digest: str) -> None:
+def check_file(root: Path, rel: str, digest: str) -> None:
+    """Refuse a file of the bundle that is missing, outside it, or not its recorded sha256."""
     p = (root / rel).resolve()
     if root.resolve() not in p.parents:
         raise BundleError(f"manifest path {rel!r} points outside the bundle")

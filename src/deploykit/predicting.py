@@ -91,6 +91,9 @@ class Bundle(_bundle.Bundle):
 
         Returns:
             :class:`deploykit.exporting.VerifyReport` (``ok``, one parity result per target).
+
+        Raises:
+            BundleError: a file was changed since export (refused, as by :func:`load_bundle`).
         """
         from deploykit.exporting import verify
 
@@ -146,6 +149,10 @@ class Bundle(_bundle.Bundle):
             if target not in self._runners:
                 from deploykit import formats
 
+                # checked again as it is opened: a runtime opens on first use, and a file
+                # changed after load_bundle ran unchecked
+                for rel, digest in self.artifact(target).files.items():
+                    _bundle.check_file(self.root, rel, digest)
                 self._runners[target] = formats.open_artifact(self, target)
             return self._runners[target]
 
