@@ -231,3 +231,18 @@ def test_a_bundle_of_vacuous_artifacts_says_so_when_asked_to_predict(tmp_path):
             with pytest.raises(BundleError, match=r"onnx vacuous \(onnx: the probe set has 10 "
                                                   r"rows.*pass more sample rows"):
                 b.predict(X[:2], target=target)
+
+
+def test_an_export_without_a_sample_says_its_probe_set_is_made_up(tmp_path):
+    """64 random rows put every iris row in one class, the cell passed, and nothing said the
+    probe set was synthetic."""
+    import numpy as np
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = load_iris(return_X_y=True)
+    model = LogisticRegression(max_iter=500).fit(X.astype(np.float32), y)
+    r = deploykit.export(model, "onnx", out=tmp_path / "b", quiet=True)
+    assert any("no sample given" in n for n in r.source["notes"]), r.source["notes"]
+    r = deploykit.export(model, "onnx", out=tmp_path / "b", sample=X[:40], quiet=True)
+    assert not r.source["notes"], r.source["notes"]

@@ -73,6 +73,15 @@ def detect(model: Any, *, sample: np.ndarray | Mapping[str, np.ndarray] | str | 
     """
     if isinstance(sample, (str, Path)):
         sample = read_sample(sample)
+    source = _detect(model, sample, task, labels)
+    if sample is None and source.y is None:  # not a model folder's own test split
+        source.notes.append(f"no sample given: parity was checked on {PROBE_ROWS} random "
+                            f"rows (standard normal; ids across their range), which may not "
+                            f"look like your data; pass example inputs (--sample, sample=)")
+    return source
+
+
+def _detect(model: Any, sample, task: str | None, labels: list[str] | None) -> Source:
     if isinstance(model, (str, Path)):
         return _from_path(Path(model), sample, task, labels)
     mods = _module_of(model)
