@@ -507,6 +507,32 @@ def test_an_ipv6_loopback_address_is_served_and_printed_as_a_url(bundles):
         proc.wait(timeout=30)
 
 
+def test_a_client_that_stops_sending_gets_a_408_and_keeps_the_workers(bundles, tmp_path):
+    """A sync worker waited on a stalled body until gunicorn's timeout killed it (30 s, then a
+    500 and a worker loading its models again); now its reads time out first."""
+    bundle = shutil.copytree(bundles["torch"], tmp_path / "torch")  # its run log: ours alone
+    proc, url = shared.serve(bundle, "--workers", "2", "--targets", "onnx", "--read-timeout", "1")
+    port = int(url.rsplit(":", 1)[1])
+    try:
+        for sent, status in ((b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100"
+                              b"\r\n\r\n{\"inst", b" 408 "),  # the body stops
+                             (b"POST /predict HTTP/1.1\r\nHost: x\r\n", b"")):  # the head
+            with socket.create_connection(("127.0.0.1", port), 20) as s:
+                s.sendall(sent)
+                answer = b"".join(iter(lambda s=s: s.recv(65536), b""))
+            assert status in answer.split(b"\r\n")[0] if status else answer == b"", answer
+            if status:
+                assert json.loads(answer.partition(b"\r\n\r\n")[2])["error"] == \
+                    "the request body stopped arriving before its end"
+        assert requests.get(url + "/v2/health/ready", timeout=10).ok
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=30)
+    assert out.count(" ready (") == 2, out  # no worker killed and started again
+    log = "".join(p.read_text() for p in (tmp_path / "logs").glob("serve-*.log"))
+    assert "Traceback" not in err + log and "stopped sending its request" in log, log
+
+
 def test_a_hundred_idle_connections_do_not_lock_out_a_single_process_server(bundles):
     """waitress takes 100 connections by default and keeps an idle one for 120 s: a client
     holding 100 sockets open made every other request wait for minutes."""

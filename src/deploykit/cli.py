@@ -136,6 +136,9 @@ def _serve_args(sub) -> None:
                    help="rows per request (default 1024)")
     s.add_argument("--max-body-mb", type=_megabytes, default=8.0,
                    help="request body limit in MB (default 8)")
+    s.add_argument("--read-timeout", type=_seconds, default=20.0,
+                   help="seconds a worker waits on a client that stops sending its request, "
+                        "then answers 408 (default 20; several workers, one thread each)")
     s.add_argument("--dev", action="store_true", help="Flask's development server instead")
     _ray_arg(s, "serve as a Ray Serve application")
     s.add_argument("--replicas", type=_positive, default=None,
@@ -455,7 +458,7 @@ def _cmd_serve(a: argparse.Namespace) -> int:
          f"processes)")
     try:
         run.serve_workers(factory, host=a.host, port=a.port, workers=workers,
-                          threads=threads or 1,
+                          threads=threads or 1, read_timeout=a.read_timeout,
                           ready=lambda pid: _say(f"worker {pid} ready ({_rss_mb()} MB resident)"))
     except SystemExit as e:  # gunicorn's master ends with sys.exit
         if os.getpid() != master:  # a worker's exit: its code tells the master why (3: it

@@ -26,6 +26,9 @@ MAX_BATCH = 1024
 NP_TO_V2 = {np_name: v2 for v2, np_name in V2_TYPES.items()}  # numpy -> Open Inference Protocol
 
 
+BODY_STALLED = "the request body stopped arriving before its end"  # a 408
+
+
 class ApiError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -186,6 +189,8 @@ def request_bytes() -> bytes:
             raise RequestEntityTooLarge
     except HTTPException:
         raise
+    except TimeoutError:  # the server's read timeout: the client stopped sending
+        raise ApiError(408, BODY_STALLED) from None
     except Exception as e:  # noqa: BLE001  (each WSGI server raises its own kinds)
         raise ApiError(400, f"the request body could not be read: {type(e).__name__}: "
                             f"{e}") from None

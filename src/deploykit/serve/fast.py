@@ -81,9 +81,14 @@ class FastPath:
 
 
 def _read(environ: dict[str, Any], length: int) -> bytes:
-    return environ["wsgi.input"].read(length)
+    from deploykit.serve.app import BODY_STALLED, ApiError
+
+    try:
+        return environ["wsgi.input"].read(length)
+    except TimeoutError:  # the server's read timeout: the client stopped sending
+        raise ApiError(408, BODY_STALLED) from None
 
 
 _STATUS = {200: "200 OK", 400: "400 Bad Request", 404: "404 Not Found",
-           413: "413 Content Too Large", 422: "422 Unprocessable Content",
-           500: "500 Internal Server Error"}
+           408: "408 Request Timeout", 413: "413 Content Too Large",
+           422: "422 Unprocessable Content", 500: "500 Internal Server Error"}

@@ -34,7 +34,8 @@ def _error(description: str) -> dict[str, Any]:
 
 _ANSWERS = {"200": {"description": "ok"}, "400": _error("bad input, named in 'error'"),
             "404": _error("no such model or target")}
-_RUNS = {"413": _error("the body or the batch is larger than the server's limit"),
+_RUNS = {"408": _error("the body stopped arriving before its end (the server's read timeout)"),
+         "413": _error("the body or the batch is larger than the server's limit"),
          "422": _error("valid inputs for which the model gives NaN or Inf"),
          "500": _error("the model's runtime failed (the server's run log has the details)")}
 

@@ -12,6 +12,7 @@ single waitress process (:func:`serve_single`) stops the same way.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -31,6 +32,7 @@ KEEPALIVE = 5  # seconds an idle keep-alive connection stays open
 # 100 and 120 s let 100 idle sockets (one browser holds 6) lock everyone else out for minutes
 CONNECTIONS = 1000
 IDLE_TIMEOUT = 30
+READ_TIMEOUT = 20.0  # seconds a sync worker waits on a client's next bytes (gunicorn's own: 30)
 
 
 def cores() -> int:
@@ -82,7 +84,8 @@ def resident_mb(pid: int | str = "self") -> float | None:
 
 
 def serve_workers(factory: Callable[[], Any], *, host: str, port: int, workers: int,
-                  threads: int, ready: Callable[[int], None] | None = None) -> None:
+                  threads: int, ready: Callable[[int], None] | None = None,
+                  read_timeout: float = READ_TIMEOUT) -> None:
     """Serve ``factory()``'s app from ``workers`` gunicorn processes (returns on shutdown).
 
     Args:
@@ -90,11 +93,13 @@ def serve_workers(factory: Callable[[], Any], *, host: str, port: int, workers: 
         host: bind address. port: bind port.
         workers: worker processes. threads: request threads per worker (1: sync workers).
         ready: called in each worker with its pid once its app is built.
+        read_timeout: seconds a sync worker waits on a client that stops sending its
+            request (then a 408); below gunicorn's worker timeout, which kills the worker.
     """
     from gunicorn.app.base import BaseApplication
 
     options = {"bind": netloc(host, port), "workers": workers, "threads": threads,
-               "worker_class": _worker_class(threads), "preload_app": False,
+               "worker_class": _worker_class(threads, read_timeout), "preload_app": False,
                "graceful_timeout": GRACE, "keepalive": KEEPALIVE, "loglevel": "warning",
                "accesslog": None, "errorlog": "-", "proc_name": "deploykit-serve",
                "worker_tmp_dir": _tmp_dir()}
@@ -143,12 +148,15 @@ def _arbiter():
     return _Arbiter
 
 
-def _worker_class(threads: int) -> type:
+def _worker_class(threads: int, read_timeout: float = READ_TIMEOUT) -> type:
     """gunicorn's sync worker (``threads`` 1) or threaded worker, answering the faults gunicorn
     answers itself in JSON (:func:`_error_json`), and taking a listening socket the master
     shut down (``accept`` fails with ``EINVAL``) as the stop it is: gunicorn's own would die
-    on it with a traceback if that came before its SIGTERM."""
+    on it with a traceback if that came before its SIGTERM. A sync worker's connection reads
+    time out after ``read_timeout``: a client that stopped sending held the worker until
+    gunicorn's timeout killed it (a 500, and a worker loading its models again)."""
     import errno
+    import logging
 
     if threads > 1:
         from gunicorn.workers.gthread import ThreadWorker as Base
@@ -160,7 +168,13 @@ def _worker_class(threads: int) -> type:
             from gunicorn import util
 
             util.write_error = _gunicorn_json_error  # its HTML pages, in this worker process
+            logging.getLogger("gunicorn.error").addFilter(_stalled_client_in_one_line)
             super().init_process()
+
+        if threads == 1:
+            def handle(self, listener, client, addr) -> None:
+                client.settimeout(read_timeout)
+                super().handle(listener, client, addr)
 
         def accept(self, listener) -> None:
             try:
@@ -170,6 +184,15 @@ def _worker_class(threads: int) -> type:
                     raise
                 self.alive = False
     return Worker
+
+
+def _stalled_client_in_one_line(record: logging.LogRecord) -> bool:
+    """gunicorn logs a read that timed out (a client that stopped sending its head) with a
+    traceback: one line says it."""
+    if record.exc_info and isinstance(record.exc_info[1], TimeoutError):
+        record.msg, record.args, record.exc_info = (
+            "a client stopped sending its request; its connection was closed", (), None)
+    return True
 
 
 def _error_json(reason: str, detail: str) -> bytes:
