@@ -156,7 +156,6 @@ def _worker_class(threads: int, read_timeout: float = READ_TIMEOUT) -> type:
     time out after ``read_timeout``: a client that stopped sending held the worker until
     gunicorn's timeout killed it (a 500, and a worker loading its models again)."""
     import errno
-    import logging
 
     if threads > 1:
         from gunicorn.workers.gthread import ThreadWorker as Base
