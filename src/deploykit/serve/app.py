@@ -159,6 +159,8 @@ def error_answer(e: Exception, logger) -> tuple[int, str]:
     or the runtime's (500; its traceback goes to ``logger``, the server's run log)."""
     if isinstance(e, ApiError):
         return e.status, str(e)
+    if isinstance(e, TimeoutError):  # the fast path's read: the server's read timeout
+        return 408, BODY_STALLED
     if isinstance(e, InputError):
         return 400, str(e)
     logger.error("runtime failed" if isinstance(e, RunnerError) else "internal error",
