@@ -137,6 +137,7 @@ def _errors(app) -> None:
     @app.errorhandler(ApiError)
     @app.errorhandler(InputError)
     @app.errorhandler(RunnerError)
+    @app.errorhandler(TimeoutError)  # reading the body: the server's read timeout
     def known_error(e: Exception):
         status, message = error_answer(e, app.logger)
         return jsonify(error=message), status
@@ -159,7 +160,7 @@ def error_answer(e: Exception, logger) -> tuple[int, str]:
     or the runtime's (500; its traceback goes to ``logger``, the server's run log)."""
     if isinstance(e, ApiError):
         return e.status, str(e)
-    if isinstance(e, TimeoutError):  # the fast path's read: the server's read timeout
+    if isinstance(e, TimeoutError):  # reading the body: the server's read timeout
         return 408, BODY_STALLED
     if isinstance(e, InputError):
         return 400, str(e)
@@ -189,10 +190,13 @@ def request_bytes() -> bytes:
                 len(data) >= current_app.config["MAX_CONTENT_LENGTH"] and \
                 request.environ["wsgi.input"].read(1):  # past the limit Werkzeug kept to
             raise RequestEntityTooLarge
-    except HTTPException:
+    except TimeoutError:  # the server's read timeout: a 408 (error_answer)
         raise
-    except TimeoutError:  # the server's read timeout: the client stopped sending
-        raise ApiError(408, BODY_STALLED) from None
+    except HTTPException as e:
+        stalled = e.__cause__ or e.__context__  # Werkzeug makes the read timeout a bare 400
+        if isinstance(stalled, TimeoutError):
+            raise stalled from None
+        raise
     except Exception as e:  # noqa: BLE001  (each WSGI server raises its own kinds)
         raise ApiError(400, f"the request body could not be read: {type(e).__name__}: "
                             f"{e}") from None
