@@ -507,11 +507,15 @@ def test_an_ipv6_loopback_address_is_served_and_printed_as_a_url(bundles):
         proc.wait(timeout=30)
 
 
-def test_a_client_that_stops_sending_gets_a_408_and_keeps_the_workers(bundles, tmp_path):
+@pytest.mark.parametrize("threads", [(), ("--batch-window-ms", "5")], ids=["sync", "threaded"])
+def test_a_client_that_stops_sending_gets_a_408_and_keeps_the_workers(bundles, tmp_path, threads):
     """A sync worker waited on a stalled body until gunicorn's timeout killed it (30 s, then a
-    500 and a worker loading its models again); now its reads time out first."""
+    500 and a worker loading its models again); now its reads time out first. A threaded
+    worker (batching takes threads) held a request thread for good, and its stop for
+    gunicorn's whole graceful timeout."""
     bundle = shutil.copytree(bundles["torch"], tmp_path / "torch")  # its run log: ours alone
-    proc, url = shared.serve(bundle, "--workers", "2", "--targets", "onnx", "--read-timeout", "1")
+    proc, url = shared.serve(bundle, "--workers", "2", "--targets", "onnx", "--read-timeout", "1",
+                             *threads)
     port = int(url.rsplit(":", 1)[1])
     try:
         body = b" HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"inst"  # then stops
@@ -528,7 +532,7 @@ def test_a_client_that_stops_sending_gets_a_408_and_keeps_the_workers(bundles, t
         assert requests.get(url + "/v2/health/ready", timeout=10).ok
     finally:
         proc.terminate()
-        out, err = proc.communicate(timeout=30)
+        out, err = proc.communicate(timeout=20)  # no thread still held by a stalled client
     assert out.count(" ready (") == 2, out  # no worker killed and started again
     log = "".join(p.read_text() for p in (tmp_path / "logs").glob("serve-*.log"))
     assert "Traceback" not in err + log and "stopped sending its request" in log, log

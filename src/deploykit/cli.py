@@ -138,7 +138,7 @@ def _serve_args(sub) -> None:
                    help="request body limit in MB (default 8)")
     s.add_argument("--read-timeout", type=_seconds, default=20.0,
                    help="seconds a worker waits on a client that stops sending its request, "
-                        "then answers 408 (default 20; several workers, one thread each)")
+                        "then answers 408 (default 20; with several workers)")
     s.add_argument("--dev", action="store_true", help="Flask's development server instead")
     _ray_arg(s, "serve as a Ray Serve application")
     s.add_argument("--replicas", type=_positive, default=None,

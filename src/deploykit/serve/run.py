@@ -32,7 +32,7 @@ KEEPALIVE = 5  # seconds an idle keep-alive connection stays open
 # 100 and 120 s let 100 idle sockets (one browser holds 6) lock everyone else out for minutes
 CONNECTIONS = 1000
 IDLE_TIMEOUT = 30
-READ_TIMEOUT = 20.0  # seconds a sync worker waits on a client's next bytes (gunicorn's own: 30)
+READ_TIMEOUT = 20.0  # seconds a gunicorn worker waits on a client's next bytes (its own: 30)
 
 
 def cores() -> int:
@@ -93,8 +93,8 @@ def serve_workers(factory: Callable[[], Any], *, host: str, port: int, workers: 
         host: bind address. port: bind port.
         workers: worker processes. threads: request threads per worker (1: sync workers).
         ready: called in each worker with its pid once its app is built.
-        read_timeout: seconds a sync worker waits on a client that stops sending its
-            request (then a 408); below gunicorn's worker timeout, which kills the worker.
+        read_timeout: seconds a worker (or request thread) waits on a client that stops
+            sending its request (then a 408); below gunicorn's worker timeout, which kills the worker.
     """
     from gunicorn.app.base import BaseApplication
 
@@ -154,7 +154,8 @@ def _worker_class(threads: int, read_timeout: float = READ_TIMEOUT) -> type:
     shut down (``accept`` fails with ``EINVAL``) as the stop it is: gunicorn's own would die
     on it with a traceback if that came before its SIGTERM. A sync worker's connection reads
     time out after ``read_timeout``: a client that stopped sending held the worker until
-    gunicorn's timeout killed it (a 500, and a worker loading its models again)."""
+    gunicorn's timeout killed it (a 500, and a worker loading its models again); a threaded
+    worker's too (:func:`_reads_time_out`), where it held a request thread for good."""
     import errno
 
     if threads > 1:
@@ -174,6 +175,10 @@ def _worker_class(threads: int, read_timeout: float = READ_TIMEOUT) -> type:
             def handle(self, listener, client, addr) -> None:
                 client.settimeout(read_timeout)
                 super().handle(listener, client, addr)
+        else:
+            def enqueue_req(self, conn) -> None:
+                _reads_time_out(conn, read_timeout)
+                super().enqueue_req(conn)
 
         def accept(self, listener) -> None:
             try:
@@ -183,6 +188,22 @@ def _worker_class(threads: int, read_timeout: float = READ_TIMEOUT) -> type:
                     raise
                 self.alive = False
     return Worker
+
+
+def _reads_time_out(conn, seconds: float) -> None:
+    """Have a threaded worker's connection time its reads out after ``seconds``. gthread sets
+    the socket blocking (no timeout) each time a thread takes the connection, then calls
+    ``conn.init()``: the timeout is set after that call. Without it a client that stopped
+    in the middle of its head or body held a request thread for good (and a worker's stop
+    for its whole graceful timeout)."""
+    if "init" in vars(conn):  # a kept-alive connection, taken again
+        return
+    init = conn.init
+
+    def init_then_time_out() -> None:
+        init()
+        conn.sock.settimeout(seconds)
+    conn.init = init_then_time_out
 
 
 def _stalled_client_in_one_line(record: logging.LogRecord) -> bool:
