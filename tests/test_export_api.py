@@ -246,3 +246,73 @@ def test_an_export_without_a_sample_says_its_probe_set_is_made_up(tmp_path):
     assert any("no sample given" in n for n in r.source["notes"]), r.source["notes"]
     r = deploykit.export(model, "onnx", out=tmp_path / "b", sample=X[:40], quiet=True)
     assert not r.source["notes"], r.source["notes"]
+
+
+def _two_headed_keras():
+    """Class scores second, under the model's own name, after an embedding."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    x = keras.Input((6,), name="x")
+    h = keras.layers.Dense(16, activation="relu")(x)
+    return keras.Model(x, [keras.layers.Dense(4, name="embedding")(h),
+                           keras.layers.Dense(3, activation="softmax", name="class_probs")(h)])
+
+
+def _two_headed_onnx(path):
+    """The same shape of model as a user's ONNX file: ``embedding`` first, then ``probs``."""
+    import torch
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.h, self.e, self.c = (torch.nn.Linear(6, 16), torch.nn.Linear(16, 4),
+                                      torch.nn.Linear(16, 3))
+
+        def forward(self, x):
+            h = torch.relu(self.h(x))
+            return self.e(h), torch.softmax(self.c(h), dim=-1)
+
+    torch.manual_seed(0)
+    net = Net().eval()
+    torch.onnx.export(net, (torch.zeros(2, 6),), str(path), input_names=["x"],
+                      output_names=["embedding", "probs"], dynamic_axes={"x": {0: "n"}},
+                      dynamo=False)
+    return lambda x: net(torch.from_numpy(x))[1].detach().numpy()
+
+
+@pytest.mark.parametrize("kind", ["keras", "onnx"])
+def test_a_classifier_keeps_its_output_names_and_labels_come_from_its_scores(tmp_path, kind):
+    """Several outputs keep the model's names, and ``scores`` in the signature names the class
+    scores: a Keras model's was renamed ``probabilities`` (the user's name gone from every
+    artifact and answer), and an ONNX model with its scores second was a regression (no
+    labels, its scores never compared as a classifier's)."""
+    import numpy as np
+
+    from deploykit.serve import create_app
+
+    x = np.random.default_rng(0).normal(size=(120, 6)).astype(np.float32)
+    if kind == "keras":
+        model = _two_headed_keras()
+        scores, probs = "class_probs", model.predict(x, verbose=0)[1]
+    else:
+        model, scores = tmp_path / "m.onnx", "probs"
+        probs = _two_headed_onnx(model)(x)
+    r = deploykit.export(model, "onnx,tflite,torchscript", out=tmp_path / "b", sample=x,
+                         quiet=True, labels=["a", "b", "c"])
+    assert r.ok, [(c.target, c.reason) for c in r.cells]
+    want = [["a", "b", "c"][i] for i in probs.argmax(1)]
+    assert len(set(want)) > 1
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["task"]["kind"] == "classification"
+    assert manifest["signature"]["scores"] == scores
+    with deploykit.load_bundle(tmp_path / "b") as b:
+        for target in ("onnx", "tflite", "torchscript"):
+            p = b.predict(x, target=target)
+            assert set(p.outputs) == {"embedding", scores} and p.labels == want, target
+            np.testing.assert_allclose(p.outputs[scores], probs, atol=1e-5)
+    answer = create_app([tmp_path / "b"]).test_client().post(
+        "/predict", json={"instances": x[:30].tolist()}).get_json()
+    assert answer["labels"] == want[:30], answer
+    np.testing.assert_allclose(answer["predictions"], probs[:30], atol=1e-5)
+    assert set(answer["outputs"]) == {"embedding", scores}

@@ -1,7 +1,7 @@
 """Models with several named inputs and several outputs: the signature keeps the model's
-input names and order and the outputs their names (a classifier's first output is its
-``probabilities``); the reference is the model's own prediction. TensorFlow-core models
-with several inputs are refused by name."""
+input names and order and the outputs their names (a classifier's ``scores`` names the output
+of class scores); the reference is the model's own prediction. TensorFlow-core models with
+several inputs are refused by name."""
 
 from __future__ import annotations
 
@@ -33,10 +33,11 @@ def test_several_inputs_and_outputs_keep_their_names_and_the_models_predictions(
     src = detect(model, sample=sample)
     assert [(s.name, s.shape) for s in src.signature.inputs] == [("feats", (None, 5)),
                                                                   ("extra", (None, 3))]
-    assert [s.name for s in src.signature.outputs] == ["probabilities", "box"]
+    assert [s.name for s in src.signature.outputs] == ["cls", "box"]  # the model's own
+    assert src.signature.scores == "cls"
     assert src.task == "classification" and src.labels == ["0", "1", "2"]
     probs, box = model.predict([sample["feats"], sample["extra"]], verbose=0)
-    np.testing.assert_allclose(src.reference["probabilities"], probs, rtol=1e-6)
+    np.testing.assert_allclose(src.reference["cls"], probs, rtol=1e-6)
     np.testing.assert_allclose(src.reference["box"], box, rtol=1e-6)
 
 
@@ -74,8 +75,9 @@ def test_a_tf_function_with_two_outputs_keeps_both():
     src = detect(net, sample=x)
     want = net.serve(tf.constant(x))
     assert src.task == "classification"  # an output sums to one per row
-    assert [s.name for s in src.signature.outputs] == ["raw", "probabilities"]  # sorted, as TF
-    np.testing.assert_allclose(src.reference["probabilities"], want["scores"].numpy(), rtol=1e-6)
+    assert [s.name for s in src.signature.outputs] == ["raw", "scores"]  # sorted, as TF
+    assert src.signature.scores == "scores"
+    np.testing.assert_allclose(src.reference["scores"], want["scores"].numpy(), rtol=1e-6)
     np.testing.assert_allclose(src.reference["raw"], want["raw"].numpy(), rtol=1e-6)
 
 

@@ -222,10 +222,10 @@ def serve(bundle: Path, other_length: bool = False) -> None:
         by_row = client.post("/predict", json={"instances": [
             {k: v[i] for k, v in cols.items()} for i in range(3)]})
         assert by_row.get_json()["predictions"] == r.get_json()["predictions"], by_row.get_json()
-    ref = probe.reference.get("probabilities", next(iter(probe.reference.values())))[:3]
+    ref = probe.reference[b.signature.scores or next(iter(probe.reference))][:3]
     got = np.asarray(r.get_json()["predictions"], np.float64).reshape(ref.shape)
     np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-3)
-    if set(probe.reference) - {"label", "probabilities", "predictions"}:
+    if set(probe.reference) - {"label", b.signature.scores, "predictions"}:
         outputs = r.get_json()["outputs"]  # outputs beyond those: every one, by name
         assert list(outputs) == list(probe.reference), outputs.keys()
         for k, want in probe.reference.items():

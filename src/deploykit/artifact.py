@@ -82,11 +82,12 @@ class Artifact:
         axes dynamic when it takes any length."""
         inputs = tuple(s.opened() for s in bundle.inputs) if self.any_length else bundle.inputs
         if not self.batch or not with_batch:
-            return Signature(inputs, bundle.outputs)
+            return dataclasses.replace(bundle, inputs=inputs)
 
         def batched(spec: TensorSpec) -> TensorSpec:
             return dataclasses.replace(spec, shape=(self.batch, *spec.shape[1:]))
-        return Signature(tuple(map(batched, inputs)), tuple(map(batched, bundle.outputs)))
+        return dataclasses.replace(bundle, inputs=tuple(map(batched, inputs)),
+                                   outputs=tuple(map(batched, bundle.outputs)))
 
     def replace(self, **changes: Any) -> Artifact:
         return dataclasses.replace(self, **changes)

@@ -183,7 +183,7 @@ class Bundle:
         return tradeoff(art.bytes, fp32, art.parity.metric)
 
     def probe(self) -> Probe:
-        return read_probe(self.root, self.manifest["probe"], self.task)
+        return read_probe(self.root, self.manifest["probe"], self.task, self.signature.scores)
 
 
 def write_probe(probe: Probe, root: Path) -> dict[str, str]:
@@ -201,16 +201,17 @@ def write_probe(probe: Probe, root: Path) -> dict[str, str]:
     return {name: f"probe/{name}.npz" for name in arrays}
 
 
-def read_probe(root: Path, paths: dict[str, str], task: str) -> Probe:
-    """The probe set :func:`write_probe` wrote under ``root``."""
+def read_probe(root: Path, paths: dict[str, str], task: str, scores: str | None = None
+               ) -> Probe:
+    """The probe set :func:`write_probe` wrote under ``root`` (``scores``: the signature's)."""
     def arrays(rel: str) -> dict[str, np.ndarray]:
         with np.load(root / rel, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
 
     y = arrays(paths["targets"])["y"] if "targets" in paths else None
     shorter = Probe(arrays(paths["shorter_inputs"]), arrays(paths["shorter_reference"]), None,
-                    task) if "shorter_inputs" in paths else None
-    return Probe(arrays(paths["inputs"]), arrays(paths["reference"]), y, task, shorter)
+                    task, scores=scores) if "shorter_inputs" in paths else None
+    return Probe(arrays(paths["inputs"]), arrays(paths["reference"]), y, task, shorter, scores)
 
 
 def load_bundle(path: str | Path, *, check_hashes: bool = True) -> Bundle:

@@ -369,7 +369,7 @@ def verify_job(root: str, art: dict, signature: dict, probe: dict[str, str],
     from deploykit.signature import Signature
 
     a, sig = Artifact.from_dict(art), Signature.from_dict(signature)
-    p = read_probe(Path(root), probe, task)
+    p = read_probe(Path(root), probe, task, sig.scores)
     start = time.perf_counter()
     result, runner = check_artifact(Path(root), sig, a, p)
     verify_s = time.perf_counter() - start

@@ -127,7 +127,7 @@ def export(model: Any, targets: str | list[str] = "all", *, out: str | Path,
     if not source.name:  # a model file or object: the bundle's folder names it
         source.name = Path(out).resolve().name
     probe = Probe(source.probe_inputs, source.reference, source.y, source.task,
-                  source.shorter)
+                  source.shorter, source.signature.scores)
     writer = BundleWriter(out)
     timings: dict[str, Any] = {"source": time.perf_counter() - t0}
     try:

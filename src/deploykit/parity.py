@@ -58,13 +58,15 @@ INT8_TIE_MARGIN = 2 / 255
 class Probe:
     """Inputs, the original model's outputs on them, and the true targets when known;
     ``shorter``: the same rows cut to a shorter length along the inputs' open axes, with the
-    original's outputs on them (for models that take any length)."""
+    original's outputs on them (for models that take any length); ``scores``: the output of
+    class scores, as the signature names it."""
 
     inputs: dict[str, np.ndarray]
     reference: dict[str, np.ndarray]
     y: np.ndarray | None = None
     task: str = "classification"
     shorter: Probe | None = None
+    scores: str | None = None
 
     @property
     def n(self) -> int:
@@ -237,7 +239,7 @@ def check(target: str, profile: str, predict: Callable, probe: Probe) -> ParityR
 
 def _decisive(probe: Probe, prof: Profile) -> np.ndarray | None:
     """int8 classification with class scores: the rows that are not ties (see above)."""
-    key = scores_key(probe.reference)
+    key = scores_key(probe.reference, probe.scores)
     if prof.name != "int8" or probe.task != "classification" or key is None:
         return None
     p = probe.reference[key]
@@ -326,11 +328,13 @@ def _stats(name: str, a: np.ndarray, ref: np.ndarray, prof: Profile) -> OutputSt
                        float(np.mean(err <= tol)) if prof.atol is not None else None)
 
 
-def scores_key(outputs: dict[str, np.ndarray]) -> str | None:
-    """A classifier's output of class scores: ``probabilities``, else the first output of
-    rows of floats (a user's ONNX or Keras classifier names its own: ``probs``, ``p``)."""
-    if "probabilities" in outputs:
-        return "probabilities"
+def scores_key(outputs: Mapping[str, np.ndarray], named: str | None = None) -> str | None:
+    """A classifier's output of class scores: ``named`` (the signature's ``scores``),
+    else ``probabilities``, else the first output of rows of floats (a bundle written before
+    signatures named it)."""
+    for key in (named, "probabilities"):
+        if key in outputs:
+            return key
     return next((k for k, v in outputs.items()
                  if np.ndim(v) == 2 and np.asarray(v).dtype.kind == "f"), None)
 
@@ -349,7 +353,7 @@ def predicted_labels(outputs: Mapping[str, np.ndarray], key: str | None) -> np.n
 
 def _labels(got: dict[str, np.ndarray], probe: Probe, decisive: np.ndarray | None = None):
     """Label agreement (over the decisive rows when given) and top-k of the reference."""
-    key = scores_key(probe.reference)
+    key = scores_key(probe.reference, probe.scores)
     ref, mine = predicted_labels(probe.reference, key), predicted_labels(got, key)
     if probe.task != "classification" or ref is None or mine is None:
         return None, None
@@ -369,7 +373,7 @@ def _metric(got: dict[str, np.ndarray], probe: Probe) -> dict[str, float] | None
     if probe.y is None:
         return None
     if probe.task == "classification":
-        key = scores_key(probe.reference)
+        key = scores_key(probe.reference, probe.scores)
         mine, ref = predicted_labels(got, key), predicted_labels(probe.reference, key)
         if mine is None or ref is None:
             return None

@@ -9,7 +9,7 @@ runs on every artifact: a runner runs an artifact of a fixed batch in chunks of 
 
     with deploykit.load_bundle("bundles/digits-torch") as b:
         p = b.predict(X[:5])              # the best passing artifact for this machine
-        p.labels, p.outputs["probabilities"]
+        p.labels, p.outputs["probabilities"]  # a classifier's scores: b.signature.scores
         b.predict(X[:5], target="tflite")
 """
 
@@ -83,7 +83,8 @@ class Bundle(_bundle.Bundle):
         """
         t, runner = self._runner(target)
         out = runner.predict(inputs)
-        labels = labels_of(out, self.labels) if self.task == "classification" else None
+        labels = labels_of(out, self.labels, self.signature.scores) \
+            if self.task == "classification" else None
         return Prediction(t, out, labels)
 
     def verify(self) -> VerifyReport:
@@ -174,9 +175,11 @@ def load_bundle(path: str | Path, *, check_hashes: bool = True) -> Bundle:
     return Bundle(b.root, b.manifest, b.artifacts, b.failed)
 
 
-def labels_of(outputs: Mapping[str, np.ndarray], names: list[str]) -> list[str]:
+def labels_of(outputs: Mapping[str, np.ndarray], names: list[str], scores: str | None = None
+              ) -> list[str]:
     """A classifier's label per row: its ``label`` output, else the most probable class of
-    ``probabilities`` (or of its first output; one sigmoid column: the second class where it
-    reaches 0.5), named by the task's labels (the index itself past their end)."""
-    idx = predicted_labels(outputs, scores_key(outputs) or next(iter(outputs)))
+    its ``scores`` output (the signature's; else ``probabilities`` or its first output; one
+    sigmoid column: the second class where it reaches 0.5), named by the task's labels (the
+    index itself past their end)."""
+    idx = predicted_labels(outputs, scores_key(outputs, scores) or next(iter(outputs)))
     return [names[i] if 0 <= i < len(names) else str(i) for i in idx.tolist()]

@@ -124,13 +124,20 @@ class TensorSpec:
 
 @dataclass(frozen=True)
 class Signature:
-    """A model's named inputs and outputs."""
+    """A model's named inputs and outputs; for a classifier, ``scores`` names the output of
+    class scores (``probabilities`` when one is so named, else the model's own name for it)."""
 
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...] = field(default_factory=tuple)
+    scores: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_one", self.inputs[0] if len(self.inputs) == 1 else None)
+        names = [s.name for s in self.outputs]
+        if self.scores is None and "probabilities" in names:
+            object.__setattr__(self, "scores", "probabilities")
+        if self.scores is not None and names and self.scores not in names:
+            raise ValueError(f"scores output '{self.scores}' is not one of the outputs {names}")
 
     def validate(self, inputs: Mapping[str, Any] | Any) -> dict[str, np.ndarray]:
         """Check inputs against the signature; a bare array is taken for a single input.
@@ -173,16 +180,20 @@ class Signature:
         """The same signature with a dynamic batch."""
         def opened(s: TensorSpec) -> TensorSpec:
             return replace(s, shape=(None, *s.shape[1:])) if s.shape else s
-        return Signature(tuple(map(opened, self.inputs)), tuple(map(opened, self.outputs)))
+        return replace(self, inputs=tuple(map(opened, self.inputs)),
+                       outputs=tuple(map(opened, self.outputs)))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"inputs": [s.to_dict() for s in self.inputs],
-                "outputs": [s.to_dict() for s in self.outputs]}
+        d: dict[str, Any] = {"inputs": [s.to_dict() for s in self.inputs],
+                             "outputs": [s.to_dict() for s in self.outputs]}
+        if self.scores is not None:
+            d["scores"] = self.scores
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Signature:
         return cls(tuple(TensorSpec.from_dict(s) for s in d["inputs"]),
-                   tuple(TensorSpec.from_dict(s) for s in d.get("outputs", ())))
+                   tuple(TensorSpec.from_dict(s) for s in d.get("outputs", ())), d.get("scores"))
 
     @classmethod
     def single(cls, n_features: int, outputs: Sequence[TensorSpec] = (),

@@ -11,6 +11,7 @@ original framework's predictions on the probe inputs.
 
 from __future__ import annotations
 
+import re
 import shutil
 import traceback
 from collections.abc import Callable, Iterator, Mapping
@@ -266,28 +267,47 @@ def _looks_like_probabilities(out: np.ndarray) -> bool:
 
 
 def _described(raw: dict[str, np.ndarray], task: str | None, labels: list[str] | None
-               ) -> tuple[str, dict[str, np.ndarray], tuple[TensorSpec, ...], list[str]]:
-    """Task, reference outputs, output specs and labels from the original's outputs by name.
+               ) -> tuple[str, dict[str, np.ndarray], tuple[TensorSpec, ...], str | None,
+                          list[str]]:
+    """Task, reference outputs, output specs, the output of class scores and labels from the
+    original's outputs by name.
 
     A classifier is a model with an output that looks like class probabilities (rows of
     non-negative numbers summing to one) or one given ``labels`` (logits, a sigmoid column),
-    unless ``task`` says otherwise. One output is named
-    ``probabilities`` (a classifier's) or ``predictions``; several keep their own names, and
-    a classifier's first output that looks like probabilities is named ``probabilities``.
+    unless ``task`` says otherwise. One output is named ``probabilities`` (a classifier's) or
+    ``predictions``; several keep the model's names, and a classifier's scores are its first
+    output that looks like probabilities (else its first output), named ``probabilities``
+    only where the model gave it no name (``output_1`` of a tuple).
     """
     names = list(raw)
-    probs = next((i for i, v in enumerate(raw.values()) if _looks_like_probabilities(v)), None)
-    task = task or ("classification" if probs is not None or labels else "regression")
+    task, probs = _task_of(raw, task, labels)
     if len(names) == 1:
         names = ["probabilities" if task == "classification" else "predictions"]
-    elif task == "classification":
+    elif task == "classification" and re.fullmatch(r"output_\d+", names[probs or 0]) \
+            and "probabilities" not in names:
         names[probs or 0] = "probabilities"
     if len(set(names)) != len(names):
         raise SourceError(f"the model's outputs need distinct names; they would be {names}")
     ref = {n: _as_reference(v) for n, v in zip(names, raw.values(), strict=True)}
     specs = tuple(TensorSpec(n, str(v.dtype), (None, *v.shape[1:])) for n, v in ref.items())
-    return task, ref, specs, _labels_for(task, ref["probabilities"].shape[1]
-                                         if task == "classification" else 0, labels)
+    scores = names[probs or 0] if task == "classification" else None
+    return task, ref, specs, scores, _labels_for(task, _classes(ref, scores), labels)
+
+
+def _task_of(raw: Mapping[str, np.ndarray], task: str | None, labels: list[str] | None
+             ) -> tuple[str, int | None]:
+    """The task (given, or a classifier when an output looks like class probabilities or
+    ``labels`` are given) and the position of the first output that looks like them."""
+    probs = next((i for i, v in enumerate(raw.values()) if _looks_like_probabilities(v)), None)
+    return task or ("classification" if probs is not None or labels else "regression"), probs
+
+
+def _classes(ref: Mapping[str, np.ndarray], scores: str | None) -> int:
+    """How many classes the scores output gives (0: not a classifier)."""
+    if scores is None:
+        return 0
+    out = ref[scores]
+    return out.shape[-1] if out.ndim > 1 else 0
 
 
 def _as_reference(out: np.ndarray) -> np.ndarray:
@@ -410,7 +430,7 @@ def _keras_memory(model, sample, task, labels, file: Path | None = None) -> Sour
     inputs = _probe(Signature(tuple(specs)), sample)
     feed = list(inputs.values())
     out = model.predict(feed[0] if len(feed) == 1 else feed, verbose=0)  # the model as it is
-    task, ref, outs, labels = _described(_keras_named(model, out), task, labels)
+    task, ref, outs, scores, labels = _described(_keras_named(model, out), task, labels)
     if notes:  # the bundle keeps the model rebuilt on the fixed-shape inputs
         model, file = _on_inputs(keras, model, specs), None
 
@@ -421,7 +441,8 @@ def _keras_memory(model, sample, task, labels, file: Path | None = None) -> Sour
             model.save(root / "model.keras")
         return "model.keras"
 
-    return Source("keras", "keras", Signature(tuple(specs), outs), task, labels, write, inputs,
+    return Source("keras", "keras", Signature(tuple(specs), outs, scores), task, labels, write,
+                  inputs,
                   ref, backend=keras.backend.backend(), versions={"keras": keras.__version__},
                   notes=notes)
 
@@ -505,8 +526,8 @@ def _torch_source(model, sample, task, labels, file: Path | None) -> Source:
     with torch.no_grad():
         out = _in_chunks(lambda rows: _torch_named(module(*map(torch.from_numpy, rows.values()))),
                          inputs, chunk)
-    task, ref, outs, labels = _described(out, task, labels)
-    sig = Signature(tuple(specs), outs)
+    task, ref, outs, scores, labels = _described(out, task, labels)
+    sig = Signature(tuple(specs), outs, scores)
     shorter = _shorter(torch, module, chunk, sig, inputs, task)
 
     def write(root: Path) -> str:
@@ -692,8 +713,10 @@ def _tf_memory(model, sample, task, labels) -> Source:
     sig_in, notes = _fixed_lengths(_spec_from_shape(spec.shape.as_list(), spec.dtype.name, "x"),
                                    sample)
     inputs = _probe(Signature((sig_in,)), sample)
-    task, ref, outs, labels = _described(_tf_named(fn(tf.constant(inputs["x"]))), task, labels)
-    return Source("saved_model", "tensorflow", Signature((sig_in,), outs), task, labels, write,
+    task, ref, outs, scores, labels = _described(_tf_named(fn(tf.constant(inputs["x"]))), task,
+                                                 labels)
+    return Source("saved_model", "tensorflow", Signature((sig_in,), outs, scores), task, labels,
+                  write,
                   inputs, ref, versions={"tensorflow": tf.__version__}, notes=notes)
 
 
@@ -720,9 +743,9 @@ def _saved_model_dir(p: Path, sample, task, labels) -> Source:
     inputs = _probe(Signature((sig_in,)), sample)
     import tensorflow as tf
 
-    task, ref, outs, labels = _described(_tf_named(fn(**{names[0]: tf.constant(inputs["x"])})),
-                                         task, labels)
-    return Source("saved_model", "tensorflow", Signature((sig_in,), outs), task, labels,
+    task, ref, outs, scores, labels = _described(
+        _tf_named(fn(**{names[0]: tf.constant(inputs["x"])})), task, labels)
+    return Source("saved_model", "tensorflow", Signature((sig_in,), outs, scores), task, labels,
                   _copier(p, "model/1"), inputs, ref, notes=notes)
 
 
@@ -751,8 +774,18 @@ def _onnx_file(p: Path, sample, task, labels) -> Source:
     names = [o.name for o in sess.get_outputs()]
     ref = dict(zip(names, [np.asarray(o) for o in outs_raw], strict=True))
     specs = tuple(_spec_from_shape(v.shape, str(v.dtype), n) for n, v in ref.items())
-    main = ref.get("probabilities", next(iter(ref.values())))
-    task = task or ("classification" if _looks_like_probabilities(main) else "regression")
-    return Source("onnx", "onnx", Signature((sig_in,), specs), task,
-                  _labels_for(task, main.shape[-1] if main.ndim > 1 else 0, labels),
+    task, probs = _task_of(ref, task, labels)
+    scores = _onnx_scores(ref, probs) if task == "classification" else None
+    return Source("onnx", "onnx", Signature((sig_in,), specs, scores), task,
+                  _labels_for(task, _classes(ref, scores), labels),
                   _copier(p, "model.onnx"), inputs, ref, notes=notes)
+
+
+def _onnx_scores(ref: Mapping[str, np.ndarray], probs: int | None) -> str | None:
+    """An ONNX classifier's scores: the first output that looks like probabilities, else
+    ``probabilities``, else its first output of rows of floats (logits)."""
+    if probs is not None:
+        return list(ref)[probs]
+    from deploykit.parity import scores_key
+
+    return scores_key(ref)

@@ -226,11 +226,11 @@ def _agrees(path: Path, sig, check: dict[str, np.ndarray],
         got = TfliteRunner(path, sig).predict(check)
     except Exception:  # e.g. an integer kernel that divides by zero: not this model
         return False
-    p = reference.get("probabilities")
+    p = reference.get(sig.scores) if sig.scores else None
     if p is not None and p.ndim == 2 and p.shape[1] > 1:
         top = np.sort(p, axis=1)
         decisive = top[:, -1] - top[:, -2] >= INT8_TIE_MARGIN
-        same = got["probabilities"].argmax(1) == p.argmax(1)
+        same = got[sig.scores].argmax(1) == p.argmax(1)
         return bool(same[decisive].mean() >= LABEL_GOAL) if decisive.any() else True
     return all(r2(v, got[k]) >= REGRESSION_GOAL for k, v in reference.items()
                if v.dtype.kind == "f")

@@ -113,7 +113,7 @@ def _one_input_one_output(b: Bundle, bundle: str | Path) -> None:
 def _fill(b: Bundle, device: str, chosen: list[Artifact], root: Path) -> dict[str, Any]:
     labels = b.labels
     outputs = [s.name for s in b.signature.outputs]
-    main_output = "probabilities" if "probabilities" in outputs else outputs[-1]
+    main_output = b.signature.scores or outputs[-1]
     (root / "labels.txt").write_text("".join(f"{label}\n" for label in labels))
     arts = [_add_artifact(b, a, root, main_output) for a in chosen]
     packaged_fp32 = {a.runtime: e["bytes"] for a, e in zip(chosen, arts, strict=True)

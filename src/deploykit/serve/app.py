@@ -516,14 +516,15 @@ def _answer(m: ServedModel, target: str, out: dict[str, np.ndarray], n: int) -> 
     if m.task == "classification":
         from deploykit.predicting import labels_of
 
-        answer["labels"] = labels_of(out, m.labels)
-        if "probabilities" in out:
-            answer["predictions"] = out["probabilities"].tolist()
+        scores = m.signature.scores
+        answer["labels"] = labels_of(out, m.labels, scores)
+        if scores in out:
+            answer["predictions"] = out[scores].reshape(n, -1).tolist()
         elif "label" in out:
             answer["predictions"] = out["label"].reshape(-1).tolist()
         else:
             answer["predictions"] = next(iter(out.values())).reshape(n, -1).tolist()
-        shown = {"label", "probabilities"}
+        shown = {"label", scores}
     else:
         answer["predictions"] = next(iter(out.values())).reshape(n, -1).tolist()
         shown = set(list(out)[:1])

@@ -155,4 +155,4 @@ def _probe_from_default(model: ServedModel, x: dict[str, np.ndarray] | np.ndarra
         ref = default.predict(arrays)
     except DeploykitError as e:
         raise InputError(str(e)) from e
-    return Probe(arrays, ref, None, model.task)
+    return Probe(arrays, ref, None, model.task, scores=model.signature.scores)
