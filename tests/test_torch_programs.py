@@ -72,7 +72,7 @@ def test_several_outputs_keep_their_order_and_the_probabilities_are_found():
     assert [s.name for s in src.signature.outputs] == ["output_0", "output_1"]
 
 
-def test_a_dict_of_outputs_keeps_its_keys_but_the_probabilities():
+def test_a_dict_of_outputs_keeps_its_keys_and_names_its_scores():
     class Named(RowWise):
         def forward(self, x):
             return {"probs": torch.softmax(self.fc(x), dim=1), "hidden": torch.tanh(self.fc(x))}
@@ -80,9 +80,11 @@ def test_a_dict_of_outputs_keeps_its_keys_but_the_probabilities():
     x = np.random.default_rng(0).normal(size=(20, 6)).astype(np.float32)
     src = detect(Named(), sample=x, labels=["a", "b", "c"])
     assert src.task == "classification" and src.labels == ["a", "b", "c"]
-    assert [s.name for s in src.signature.outputs] == ["probabilities", "hidden"]
+    assert [s.name for s in src.signature.outputs] == ["probs", "hidden"]
+    assert src.signature.scores == "probs"
     with torch.no_grad():
         want = Named()(torch.from_numpy(x))
+    np.testing.assert_allclose(src.reference["probs"], want["probs"].numpy(), rtol=1e-6)
     np.testing.assert_allclose(src.reference["hidden"], want["hidden"].numpy(), rtol=1e-6)
 
 
@@ -104,7 +106,7 @@ def test_a_dict_of_outputs_traces_to_torchscript_and_ptl(tmp_path):
     with deploykit.load_bundle(tmp_path / "b") as b:
         for target in ("torchscript", "ptl"):
             got = b.predict(x[:9], target=target).outputs
-            np.testing.assert_allclose(got["probabilities"], want["probs"].numpy(), rtol=1e-5)
+            np.testing.assert_allclose(got["probs"], want["probs"].numpy(), rtol=1e-5)
             np.testing.assert_allclose(got["hidden"], want["hidden"].numpy(), rtol=1e-5)
 
 
