@@ -85,3 +85,26 @@ def log_features_module():
             return {"probabilities": tf.nn.softmax(tf.math.log1p(x) @ self.w + self.b)}
 
     return LogFeatures(), ds.X[:400].astype(np.float32)
+
+
+def two_headed_onnx(path):
+    """A user's ONNX classifier of two outputs written to ``path``, ``embedding`` first, then
+    its class scores ``probs``; returns the scores the torch original gives for rows."""
+    import torch
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.h, self.e, self.c = (torch.nn.Linear(6, 16), torch.nn.Linear(16, 4),
+                                      torch.nn.Linear(16, 3))
+
+        def forward(self, x):
+            h = torch.relu(self.h(x))
+            return self.e(h), torch.softmax(self.c(h), dim=-1)
+
+    torch.manual_seed(0)
+    net = Net().eval()
+    torch.onnx.export(net, (torch.zeros(2, 6),), str(path), input_names=["x"],
+                      output_names=["embedding", "probs"], dynamic_axes={"x": {0: "n"}},
+                      dynamo=False)
+    return lambda x: net(torch.from_numpy(x))[1].detach().numpy()

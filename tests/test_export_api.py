@@ -6,7 +6,7 @@ import json
 
 import pytest
 from conftest import run_cli
-from sources_for_tests import keras_model, sample, tf_module, torch_model
+from sources_for_tests import keras_model, sample, tf_module, torch_model, two_headed_onnx
 
 import deploykit
 
@@ -259,28 +259,6 @@ def _two_headed_keras():
                            keras.layers.Dense(3, activation="softmax", name="class_probs")(h)])
 
 
-def _two_headed_onnx(path):
-    """The same shape of model as a user's ONNX file: ``embedding`` first, then ``probs``."""
-    import torch
-
-    class Net(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.h, self.e, self.c = (torch.nn.Linear(6, 16), torch.nn.Linear(16, 4),
-                                      torch.nn.Linear(16, 3))
-
-        def forward(self, x):
-            h = torch.relu(self.h(x))
-            return self.e(h), torch.softmax(self.c(h), dim=-1)
-
-    torch.manual_seed(0)
-    net = Net().eval()
-    torch.onnx.export(net, (torch.zeros(2, 6),), str(path), input_names=["x"],
-                      output_names=["embedding", "probs"], dynamic_axes={"x": {0: "n"}},
-                      dynamo=False)
-    return lambda x: net(torch.from_numpy(x))[1].detach().numpy()
-
-
 @pytest.mark.parametrize("kind", ["keras", "onnx"])
 def test_a_classifier_keeps_its_output_names_and_labels_come_from_its_scores(tmp_path, kind):
     """Several outputs keep the model's names, and ``scores`` in the signature names the class
@@ -297,7 +275,7 @@ def test_a_classifier_keeps_its_output_names_and_labels_come_from_its_scores(tmp
         scores, probs = "class_probs", model.predict(x, verbose=0)[1]
     else:
         model, scores = tmp_path / "m.onnx", "probs"
-        probs = _two_headed_onnx(model)(x)
+        probs = two_headed_onnx(model)(x)
     r = deploykit.export(model, "onnx,tflite,torchscript", out=tmp_path / "b", sample=x,
                          quiet=True, labels=["a", "b", "c"])
     assert r.ok, [(c.target, c.reason) for c in r.cells]
@@ -316,3 +294,34 @@ def test_a_classifier_keeps_its_output_names_and_labels_come_from_its_scores(tmp
     assert answer["labels"] == want[:30], answer
     np.testing.assert_allclose(answer["predictions"], probs[:30], atol=1e-5)
     assert set(answer["outputs"]) == {"embedding", scores}
+
+
+def test_a_float_output_named_label_is_served_beside_the_scores_and_not_packaged(tmp_path):
+    """A Keras model's float head named ``label`` was read as class indices: Bundle.predict
+    raised a TypeError and the server answered 500; the device packages took the model as one
+    of a single output (a classifier's integer label beside its scores), dropping that head."""
+    import keras
+    import numpy as np
+
+    from deploykit.errors import BundleError
+    from deploykit.package import package
+    from deploykit.serve import create_app
+
+    keras.utils.set_random_seed(0)
+    x_in = keras.Input((6,), name="x")
+    h = keras.layers.Dense(16, activation="relu")(x_in)
+    model = keras.Model(x_in, [keras.layers.Dense(3, activation="softmax", name="probs")(h),
+                               keras.layers.Dense(1, name="label")(h)])
+    x = np.random.default_rng(0).normal(size=(80, 6)).astype(np.float32)
+    probs, score = model.predict(x, verbose=0)
+    r = deploykit.export(model, "onnx", out=tmp_path / "b", sample=x, quiet=True)
+    assert r.ok, [(c.target, c.reason) for c in r.cells]
+    want = [str(i) for i in probs.argmax(1)]
+    with deploykit.load_bundle(tmp_path / "b") as b:
+        assert b.predict(x, target="onnx").labels == want
+    answer = create_app([tmp_path / "b"]).test_client().post(
+        "/predict", json={"instances": x[:20].tolist()})
+    assert answer.status_code == 200 and answer.get_json()["labels"] == want[:20], answer.text
+    np.testing.assert_allclose(answer.get_json()["outputs"]["label"], score[:20], atol=1e-5)
+    with pytest.raises(BundleError, match=r"gives 2 outputs \['probs', 'label'\]"):
+        package(tmp_path / "b", "edge", tmp_path / "pkg")

@@ -87,3 +87,48 @@ def test_a_tf_function_with_two_inputs_is_refused_by_name():
 
     with pytest.raises(SourceError, match=r"tf.function takes 2 inputs .*Keras and PyTorch"):
         detect(_tf_module(2), sample=np.zeros((24, 4), np.float32))
+
+
+def _heads(kind: str):
+    """A Keras model of two heads where the class scores are not the first output that looks
+    like probabilities: logits after an embedding, a sigmoid after a regression head (moved
+    below zero), or the main softmax after an auxiliary one."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    x = keras.Input((6,), name="x")
+    h = keras.layers.Dense(16, activation="relu")(x)
+    first, second = {
+        "logits": (keras.layers.Dense(2, name="emb")(h), keras.layers.Dense(3, name="cls")(h)),
+        "sigmoid": (keras.layers.Rescaling(1.0, offset=-3.0)(keras.layers.Dense(1)(h)),
+                    keras.layers.Dense(1, activation="sigmoid", name="cls")(h)),
+        "auxiliary": (keras.layers.Dense(2, activation="softmax", name="aux")(h),
+                      keras.layers.Dense(3, activation="softmax", name="cls")(h)),
+    }[kind]
+    return keras.Model(x, [first, second])
+
+
+@pytest.mark.parametrize("kind, labels", [("logits", ["a", "b", "c"]), ("sigmoid", ["no", "yes"]),
+                                          ("auxiliary", ["a", "b", "c"])])
+def test_labels_find_the_scores_they_name(kind, labels):
+    """Given labels, the scores are the output as wide as they are (a sigmoid column for two):
+    logits after an embedding were refused ("3 labels given for a classifier of 2 classes"), a
+    sigmoid after a regression head and a softmax after an auxiliary one gave every label
+    from the wrong output."""
+    from deploykit.sources import detect
+
+    x = np.random.default_rng(0).normal(size=(24, 6)).astype(np.float32)
+    src = detect(_heads(kind), sample=x, labels=labels)
+    assert (src.task, src.signature.scores, src.labels) == ("classification", "cls", labels)
+
+
+def test_a_float_output_named_label_is_not_taken_for_class_indices():
+    """A model's float output named ``label`` (a score, a regression) was read as class
+    indices: Bundle.predict and the server failed on it (a TypeError, a 500)."""
+    from deploykit.parity import predicted_labels
+
+    probs = np.array([[0.2, 0.8], [0.9, 0.1]], np.float32)
+    got = predicted_labels({"probs": probs, "label": np.array([[0.7], [0.3]], np.float32)},
+                           "probs")
+    assert got.tolist() == [1, 0]
+    assert predicted_labels({"label": np.array([1, 0])}, None).tolist() == [1, 0]

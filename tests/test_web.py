@@ -65,6 +65,24 @@ def test_page_computes_parity_in_headless_chromium(digits_bundles, path):
     assert shot.stat().st_size > 10_000  # a real rendered page
 
 
+def test_the_page_compares_a_classifiers_scores_by_name(tmp_path):
+    """The page compared the artifact's last output with the probe's first: an ONNX model
+    giving an embedding and then its scores failed in the browser at every batch, though it
+    passed in Node at export."""
+    from sources_for_tests import two_headed_onnx
+
+    from deploykit.browser import check
+
+    x = np.random.default_rng(0).normal(size=(60, 6)).astype(np.float32)
+    probs = two_headed_onnx(tmp_path / "m.onnx")(x)
+    r = deploykit.export(tmp_path / "m.onnx", "onnx-web", out=tmp_path / "b", sample=x,
+                         quiet=True)
+    assert r.ok and len(set(probs.argmax(1))) > 1, [(c.target, c.reason) for c in r.cells]
+    (result,) = check(tmp_path / "b")
+    assert result["pass"] and set(result["batches"].values()) == {"ok"}, result
+    assert result["labelAgreement"] == 1 and result["maxAbs"] < 1e-4, result
+
+
 def test_node_one_shot_cli_writes_outputs(digits_bundles, tmp_path):
     bundle = digits_bundles["keras-tensorflow"]["bundle"]
     x = np.load(bundle / "probe" / "inputs.npz")["x"][:5]

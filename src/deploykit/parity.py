@@ -341,9 +341,11 @@ def scores_key(outputs: Mapping[str, np.ndarray], named: str | None = None) -> s
 
 def predicted_labels(outputs: Mapping[str, np.ndarray], key: str | None) -> np.ndarray | None:
     """A classifier's class index per row: its ``label`` output, else from the scores under
-    ``key``: the top class, or for one column (a sigmoid) 1 where it reaches 0.5."""
-    if "label" in outputs:
-        return np.asarray(outputs["label"]).reshape(-1)
+    ``key``: the top class, or for one column (a sigmoid) 1 where it reaches 0.5. Only an
+    integer ``label`` is one (a model may name a float output so: a score, a regression)."""
+    label = outputs.get("label")
+    if label is not None and np.asarray(label).dtype.kind in "iu":
+        return np.asarray(label).reshape(-1)
     if key is None or key not in outputs:
         return None
     p = np.asarray(outputs[key])

@@ -297,9 +297,25 @@ def _described(raw: dict[str, np.ndarray], task: str | None, labels: list[str] |
 def _task_of(raw: Mapping[str, np.ndarray], task: str | None, labels: list[str] | None
              ) -> tuple[str, int | None]:
     """The task (given, or a classifier when an output looks like class probabilities or
-    ``labels`` are given) and the position of the first output that looks like them."""
-    probs = next((i for i, v in enumerate(raw.values()) if _looks_like_probabilities(v)), None)
-    return task or ("classification" if probs is not None or labels else "regression"), probs
+    ``labels`` are given) and the position of its scores (:func:`_scores_at`)."""
+    at = _scores_at(list(raw.values()), labels)
+    return task or ("classification" if at is not None or labels else "regression"), at
+
+
+def _scores_at(values: list[np.ndarray], labels: list[str] | None) -> int | None:
+    """Where a classifier's scores are: the first output that looks like probabilities. With
+    ``labels``, the first output of rows of floats as wide as they are (one column for two:
+    a sigmoid), preferring one that looks like probabilities, then a column within [0, 1],
+    so logits or a sigmoid after another head are found too."""
+    probs = [i for i, v in enumerate(values) if _looks_like_probabilities(v)]
+    if not labels:
+        return probs[0] if probs else None
+    widths = {len(labels), 1} if len(labels) == 2 else {len(labels)}
+    fits = [i for i, v in enumerate(values)
+            if v.dtype.kind == "f" and v.ndim == 2 and v.shape[1] in widths]
+    unit = [i for i in fits if values[i].shape[1] == 1 and values[i].min() >= 0 and
+            values[i].max() <= 1]
+    return next((i for i in [*probs, *unit, *fits] if i in fits), probs[0] if probs else None)
 
 
 def _classes(ref: Mapping[str, np.ndarray], scores: str | None) -> int:
@@ -568,7 +584,7 @@ def _shorter(torch, module, chunk: int | None, sig: Signature, inputs: dict[str,
         return None
     names = [o.name for o in sig.outputs]
     return Probe(cut, {n: _as_reference(v) for n, v in zip(names, out.values(), strict=True)},
-                 None, task)
+                 None, task, scores=sig.scores)
 
 
 def _fails_on_sample(e: Exception, given: str) -> SourceError:

@@ -95,18 +95,20 @@ def package(bundle: str | Path, device: str, out: str | Path) -> Path:
 
 
 def _one_input_one_output(b: Bundle, bundle: str | Path) -> None:
-    """Device runners feed one input and read one output (a classifier's ``label`` beside
-    its ``probabilities`` is fine): refuse other models by name, before any work."""
+    """Device runners feed one input and read one output (a classifier's integer ``label``
+    beside its scores is fine): refuse other models by name, before any work."""
     ins = [s.name for s in b.signature.inputs]
     outs = [s.name for s in b.signature.outputs]
     if len(ins) > 1:
         what = f"takes {len(ins)} inputs {ins}"
-    elif len([n for n in outs if n != "label"]) > 1:
+    elif len([s for s in b.signature.outputs
+              if s.name != "label" or not s.dtype.startswith(("int", "uint"))]) > 1:
         what = f"gives {len(outs)} outputs {outs}"
     else:
         return
     raise BundleError(f"{bundle}: the model {what}; device packages run models with one "
-                      f"input and one output so far. Serve it (deploykit serve) or load its "
+                      f"input and one output so far (an integer label beside a classifier's "
+                      f"scores is fine). Serve it (deploykit serve) or load its "
                       f"artifacts with their runtimes directly")
 
 

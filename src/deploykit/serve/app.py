@@ -516,15 +516,16 @@ def _answer(m: ServedModel, target: str, out: dict[str, np.ndarray], n: int) -> 
     if m.task == "classification":
         from deploykit.predicting import labels_of
 
-        scores = m.signature.scores
+        scores, label = m.signature.scores, out.get("label")
+        label = label if label is not None and label.dtype.kind in "iu" else None  # a class
         answer["labels"] = labels_of(out, m.labels, scores)
         if scores in out:
             answer["predictions"] = out[scores].reshape(n, -1).tolist()
-        elif "label" in out:
-            answer["predictions"] = out["label"].reshape(-1).tolist()
+        elif label is not None:
+            answer["predictions"] = label.reshape(-1).tolist()
         else:
             answer["predictions"] = next(iter(out.values())).reshape(n, -1).tolist()
-        shown = {"label", scores}
+        shown = {scores, "label"} if label is not None else {scores}
     else:
         answer["predictions"] = next(iter(out.values())).reshape(n, -1).tolist()
         shown = set(list(out)[:1])

@@ -37,7 +37,12 @@ const concatRows = (parts) => {
 
 // In chunks of `batch` rows; a fixed-batch artifact gets its last chunk padded with copies
 // of the last row, and the padding's outputs are dropped.
-async function runBatched(model, inputName, x, batch, fixed) {
+// The output a page reads: the classifier's scores by name (the signature's `scores`, a
+// package's `main_output`), else the model's last output (a label comes before its scores).
+const readOutput = (model, scores) =>
+  (model.outputNames.includes(scores) ? scores : model.outputNames[model.outputNames.length - 1]);
+
+async function runBatched(model, inputName, x, batch, fixed, scores) {
   const parts = [];
   for (let i = 0; i < x.shape[0]; i += batch) {
     let chunk = rows(x, i, Math.min(i + batch, x.shape[0]));
@@ -46,7 +51,7 @@ async function runBatched(model, inputName, x, batch, fixed) {
       chunk = concatRows([chunk, ...Array(batch - n).fill(rows(chunk, n - 1, n))]);
     }
     const out = await model.predict({ [inputName]: chunk });
-    parts.push(rows(out[model.outputNames[model.outputNames.length - 1]], 0, n));
+    parts.push(rows(out[readOutput(model, scores)], 0, n));
   }
   return concatRows(parts);
 }
@@ -81,17 +86,18 @@ async function source() {
     return { base: '', name: meta.name, framework: meta.framework,
              task: { kind: meta.task, labels: meta.labels },
              profiles: meta.profiles, artifacts: meta.artifacts, probe: meta.probe.json,
-             imageShape: meta.preprocessing.input_image_shape };
+             imageShape: meta.preprocessing.input_image_shape, scores: meta.main_output };
   }
   const base = new URLSearchParams(location.search).get('bundle') || '/bundle/';
   const m = await readJson(base + 'manifest.json');
   return { base, name: m.name, framework: m.source.framework, task: m.task,
            profiles: m.profiles, artifacts: m.artifacts.filter((a) => a.runs === 'browser'),
-           probe: m.probe.json, imageShape: m.input_image_shape };
+           probe: m.probe.json, imageShape: m.input_image_shape, scores: m.signature.scores };
 }
 
-function mainOutput(reference) {
-  return reference.probabilities || reference.predictions || Object.values(reference)[0];
+function mainOutput(reference, scores) {
+  return (scores && reference[scores]) || reference.probabilities || reference.predictions ||
+    Object.values(reference)[0];
 }
 
 async function main() {
@@ -100,7 +106,7 @@ async function main() {
   const base = manifest.base;
   const probe = await readJson(base + manifest.probe);
   const x = decode(Object.values(probe.inputs)[0]);
-  const ref = decode(mainOutput(probe.reference));
+  const ref = decode(mainOutput(probe.reference, manifest.scores));
   document.getElementById('meta').textContent =
     `${manifest.name}: ${manifest.framework}, ${manifest.task.kind}, ${x.shape[0]} probe rows`;
   const n = x.shape[0];
@@ -116,7 +122,7 @@ async function main() {
       const inputName = model.inputNames[0];
       let pass = true;
       for (const b of (art.batch ? [art.batch] : sizes)) {
-        const got = await runBatched(model, inputName, x, b, Boolean(art.batch));
+        const got = await runBatched(model, inputName, x, b, Boolean(art.batch), manifest.scores);
         const c = compare(manifest.profiles[art.profile], got, ref);
         res.batches[b] = c.pass ? 'ok' : 'mismatch';
         pass = pass && c.pass;
@@ -173,7 +179,7 @@ function setupTry(manifest, x, models) {
     const lines = [];
     for (const [target, model] of Object.entries(models)) {
       const out = await model.predict({ [model.inputNames[0]]: rows(x, i, i + 1) });
-      const y = out[model.outputNames[model.outputNames.length - 1]].data;
+      const y = out[readOutput(model, manifest.scores)].data;
       let best = 0;
       for (let k = 1; k < y.length; k += 1) if (y[k] > y[best]) best = k;
       const label = manifest.task.labels[best] ?? best;
