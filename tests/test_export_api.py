@@ -325,3 +325,25 @@ def test_a_float_output_named_label_is_served_beside_the_scores_and_not_packaged
     np.testing.assert_allclose(answer.get_json()["outputs"]["label"], score[:20], atol=1e-5)
     with pytest.raises(BundleError, match=r"gives 2 outputs \['probs', 'label'\]"):
         package(tmp_path / "b", "edge", tmp_path / "pkg")
+
+
+def test_the_cli_names_classes_with_labels(tmp_path):
+    """``--labels`` (a list, or a .txt file of one per line) names a classifier's classes from
+    the CLI, as ``labels=`` does in Python; it was missing, so a user's ONNX or Keras file
+    exported from the CLI had classes "0", "1", "2"."""
+    import numpy as np
+
+    x = np.random.default_rng(0).normal(size=(60, 6)).astype(np.float32)
+    two_headed_onnx(tmp_path / "m.onnx")
+    np.save(tmp_path / "x.npy", x)
+    (tmp_path / "labels.txt").write_text("cat\ndog\nbird\n")
+    for labels, out in (("cat,dog,bird", "b1"), (str(tmp_path / "labels.txt"), "b2")):
+        r = run_cli("export", str(tmp_path / "m.onnx"), "--to", "onnx", "--sample",
+                    str(tmp_path / "x.npy"), "--labels", labels, "--out", str(tmp_path / out))
+        assert r.returncode == 0, r.stdout + r.stderr
+        manifest = json.loads((tmp_path / out / "manifest.json").read_text())
+        assert manifest["task"]["labels"] == ["cat", "dog", "bird"]
+        assert manifest["signature"]["scores"] == "probs"
+    r = run_cli("export", str(tmp_path / "m.onnx"), "--to", "onnx", "--labels", "cat,cat",
+                "--out", str(tmp_path / "b3"))
+    assert r.returncode == 2 and "two or more distinct class names" in r.stderr, r.stderr

@@ -86,6 +86,10 @@ def _export_args(sub) -> None:
                                     "name")
     e.add_argument("--task", choices=("classification", "regression"),
                    help="what the model's outputs are, when it should not be inferred")
+    e.add_argument("--labels", type=_labels,
+                   help="a classifier's class names in class order: comma-separated, or a "
+                        ".txt file of one per line (also finds its scores among several "
+                        "outputs: the one as wide as the labels)")
     e.add_argument("--timeout", type=_seconds, default=600.0,
                    help="seconds per converter (default 600)")
     e.add_argument("--quiet", action="store_true", help="no progress output")
@@ -258,6 +262,21 @@ def _cmd_whatif(a: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _labels(text: str) -> list[str]:
+    """``--labels``: ``a,b,c``, or a ``.txt`` file of one name per line."""
+    if text.endswith(".txt"):
+        try:
+            names = Path(text).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise argparse.ArgumentTypeError(f"cannot read {text}: {e}") from e
+    else:
+        names = text.split(",")
+    names = [n.strip() for n in names if n.strip()]
+    if len(names) < 2 or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"{text!r}: give two or more distinct class names")
+    return names
+
+
 def _load_sample(path: str | None):
     from deploykit.sources import read_sample
 
@@ -271,7 +290,7 @@ def _cmd_export(a: argparse.Namespace) -> int:
     if len(models) > 1 or models[0] != Path(a.model[0]):
         return _export_several(a, models)
     r = export(models[0], a.to, out=a.out, sample=_load_sample(a.sample), task=a.task,
-               quiet=a.quiet, timeout=a.timeout, ray=a.ray)
+               labels=a.labels, quiet=a.quiet, timeout=a.timeout, ray=a.ray)
     rows = [[c.target, c.status, " → ".join(c.route), human_bytes(c.bytes),
              _ms(c.latency_ms), (c.reason or (c.parity.worst if c.parity else ""))[:90]]
             for c in r.cells]
@@ -329,9 +348,9 @@ def _export_several(a: argparse.Namespace, models: list[Path]) -> int:
     """One bundle per model in ``--out``; a table with a row per model."""
     from deploykit.exporting import export_many
 
-    if a.sample or a.task:
-        raise DeploykitError("--sample and --task apply to one model: export the models that "
-                             "need them one at a time")
+    if a.sample or a.task or a.labels:
+        raise DeploykitError("--sample, --task and --labels apply to one model: export the "
+                             "models that need them one at a time")
     reports = export_many(models, a.to, out=a.out, quiet=a.quiet, timeout=a.timeout, ray=a.ray)
     rows = []
     for m, r in zip(models, reports):
