@@ -214,8 +214,9 @@ def test_output_into_a_pipe_that_closed_is_not_a_traceback(tmp_path):
     model = LogisticRegression().fit(x, (x[:, 0] > 0).astype(int))
     assert deploykit.export(model, ["onnx"], out=tmp_path / "b", sample=x, quiet=True).ok
     head = run_cli("inspect", str(tmp_path / "b")).stdout.splitlines()[0]  # every tensor
-    assert head.endswith("classification; inputs x float32 [batch, 4]; outputs label int64 "
-                         "[batch], probabilities float32 [batch, 2]"), head
+    assert head.endswith("classification of 2 classes (0, 1; scores: probabilities); inputs x "
+                         "float32 [batch, 4]; outputs label int64 [batch], probabilities "
+                         "float32 [batch, 2]"), head
     for args in (["formats"], ["inspect", str(tmp_path / "b")]):
         p = subprocess.Popen([sys.executable, "-m", "deploykit", *args], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)

@@ -277,6 +277,10 @@ def _labels(text: str) -> list[str]:
     return names
 
 
+def _shortened(names: list[str], most: int = 5) -> str:
+    return ", ".join(names[:most]) + (f", … {len(names) - most} more" if len(names) > most else "")
+
+
 def _load_sample(path: str | None):
     from deploykit.sources import read_sample
 
@@ -406,9 +410,11 @@ def _cmd_inspect(a: argparse.Namespace) -> int:
     m = b.manifest
     tensors = {kind: ", ".join(f"{s.name} {s.dtype} {format_shape(s.shape)}" for s in specs)
                for kind, specs in (("in", b.signature.inputs), ("out", b.signature.outputs))}
+    classes = f" of {len(b.labels)} classes ({_shortened(b.labels)}; scores: " \
+        f"{b.signature.scores})" if b.task == "classification" and b.signature.scores else ""
     _say(f"{b.name}: {m['source']['framework']}"
          f"{' (' + m['source']['backend'] + ')' if m['source'].get('backend') else ''}, "
-         f"{b.task}; inputs {tensors['in']}; outputs {tensors['out']}")
+         f"{b.task}{classes}; inputs {tensors['in']}; outputs {tensors['out']}")
     rows = []
     for x in b.artifacts:
         t = b.tradeoff(x)
