@@ -78,6 +78,23 @@ def test_ctrl_c_stops_the_jobs_in_flight_not_after_them(tests_on_path, tmp_path)
             os.kill(pid, 0)
 
 
+def test_a_job_that_starts_after_ctrl_c_is_stopped_at_once(monkeypatch):
+    """A thread that registered its job just after SIGINT's abort had looked (it had sent the
+    job, or was about to) waited for that job to end: the Ctrl-C test above hung for its
+    whole timeout now and then on a busy machine. Such a job is stopped as it registers."""
+    import threading
+
+    from deploykit import _interrupt
+
+    monkeypatch.setattr(_interrupt, "_aborting", threading.Event())  # this test's own
+    stopped: list[str] = []
+    with _interrupt.abortable(lambda: stopped.append("running")):
+        _interrupt.abort_running()  # Ctrl-C
+    assert stopped == ["running"]
+    with _interrupt.abortable(lambda: stopped.append("late")):
+        assert stopped == ["running", "late"]
+
+
 def test_worker_unknown_target_is_an_error():
     with pytest.raises(WorkerError, match="ModuleNotFoundError"):
         run_in_worker("deploykit_nonexistent_module:f")

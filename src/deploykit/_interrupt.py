@@ -17,15 +17,22 @@ from collections.abc import Callable, Iterator
 
 _stops: dict[int, Callable[[], None]] = {}
 _lock = threading.Lock()
+_aborting = threading.Event()  # set by Ctrl-C, until its abort_on_ctrl_c block ends
 
 
 @contextlib.contextmanager
 def abortable(stop: Callable[[], None]) -> Iterator[None]:
-    """Within the block, :func:`abort_running` calls ``stop`` (it must not block long)."""
+    """Within the block, :func:`abort_running` calls ``stop`` (it must not block long). A
+    block entered after it ran (a thread that was about to start its job when Ctrl-C came)
+    calls ``stop`` at once: that job waited to its end."""
     token = object()
     with _lock:
         _stops[id(token)] = stop
+        late = _aborting.is_set()
     try:
+        if late:
+            with contextlib.suppress(Exception):
+                stop()
         yield
     finally:
         with _lock:
@@ -33,8 +40,10 @@ def abortable(stop: Callable[[], None]) -> Iterator[None]:
 
 
 def abort_running() -> None:
-    """Stop every job registered by :func:`abortable` (errors are the job's to report)."""
+    """Stop every job registered by :func:`abortable`, and those registered from now on
+    (errors are the job's to report)."""
     with _lock:
+        _aborting.set()
         stops = list(_stops.values())
     for stop in stops:
         with contextlib.suppress(Exception):
@@ -60,3 +69,4 @@ def abort_on_ctrl_c() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        _aborting.clear()

@@ -108,13 +108,8 @@ class Worker:
         label = label or target
         job = self.output.begin(label)
         try:
-            self.proc.stdin.write((json.dumps({"target": target, "kwargs": kwargs or {}})
-                                   + "\n").encode())
-            self.proc.stdin.flush()
-        except (BrokenPipeError, OSError):
-            pass  # the process is gone; reading the result says how
-        try:
             with abortable(self._kill_now):  # Ctrl-C: the job stops now, not when it ends
+                self._send(target, kwargs)  # registered first: a job Ctrl-C saw running
                 line = self.results.get(timeout=timeout)
         except queue.Empty:
             self.kill()
@@ -131,6 +126,14 @@ class Worker:
             raise WorkerCrashed(f"{label} {how}", log_tail=tail)
         tail = self.output.end(job)
         return _result(json.loads(line), tail)
+
+    def _send(self, target: str, kwargs: dict[str, Any] | None) -> None:
+        try:
+            self.proc.stdin.write((json.dumps({"target": target, "kwargs": kwargs or {}})
+                                   + "\n").encode())
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass  # the process is gone; reading the result says how
 
     def kill(self) -> None:
         self._kill_now()
