@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -39,9 +41,10 @@ def test_worker_timeout_kills_it(tests_on_path):
 
 
 CTRL_C = """
-import os, sys, time
+import faulthandler, os, signal, sys, time
 from concurrent.futures import ThreadPoolExecutor
 from deploykit import worker
+faulthandler.register(signal.SIGUSR1)  # the test's view of a hang: every thread's stack
 files = sys.argv[1:]
 with worker.pool() as p, ThreadPoolExecutor(2) as ex:
     jobs = [ex.submit(p.run, "_worker_targets:pid_then_hang", {"path": f}) for f in files]
@@ -59,18 +62,24 @@ def test_ctrl_c_stops_the_jobs_in_flight_not_after_them(tests_on_path, tmp_path)
     both to end; now SIGINT kills them and the interrupt comes through at once."""
     import signal
 
-    files = [str(tmp_path / "a"), str(tmp_path / "b")]
-    proc = subprocess.Popen([sys.executable, "-c", CTRL_C, *files], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    assert proc.stdout.readline() == "both running\n", proc.stderr.read()
+    files, errors = [str(tmp_path / "a"), str(tmp_path / "b")], tmp_path / "stderr"
+    with errors.open("w") as stderr:  # a file: a pipe's end is whoever holds a copy of it
+        proc = subprocess.Popen([sys.executable, "-c", CTRL_C, *files], stdout=subprocess.PIPE,
+                                stderr=stderr, text=True)
+    assert proc.stdout.readline() == "both running\n", errors.read_text()
+    proc.stdout.close()
     pids = [int(Path(f).read_text()) for f in files]
     proc.send_signal(signal.SIGINT)
     try:
-        out, err = proc.communicate(timeout=120)  # the jobs would take 600 s
+        proc.wait(timeout=120)  # the jobs would take 600 s
     except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(2)
         for pid in [proc.pid, *pids]:
-            os.kill(pid, signal.SIGKILL)
-        pytest.fail("SIGINT waited for the jobs in flight")
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        pytest.fail(f"SIGINT waited for the jobs in flight:\n{errors.read_text()[-6000:]}")
+    err = errors.read_text()
     assert proc.returncode == -signal.SIGINT and err.rstrip().endswith("KeyboardInterrupt"), \
         err[-2000:]
     for pid in pids:  # killed, not left running on their own
