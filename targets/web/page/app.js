@@ -35,13 +35,13 @@ const concatRows = (parts) => {
   return { shape: [n, ...parts[0].shape.slice(1)], dtype: parts[0].dtype, data };
 };
 
-// In chunks of `batch` rows; a fixed-batch artifact gets its last chunk padded with copies
-// of the last row, and the padding's outputs are dropped.
 // The output a page reads: the classifier's scores by name (the signature's `scores`, a
 // package's `main_output`), else the model's last output (a label comes before its scores).
 const readOutput = (model, scores) =>
   (model.outputNames.includes(scores) ? scores : model.outputNames[model.outputNames.length - 1]);
 
+// In chunks of `batch` rows; a fixed-batch artifact gets its last chunk padded with copies
+// of the last row, and the padding's outputs are dropped.
 async function runBatched(model, inputName, x, batch, fixed, scores) {
   const parts = [];
   for (let i = 0; i < x.shape[0]; i += batch) {
