@@ -339,13 +339,21 @@ def scores_key(outputs: Mapping[str, np.ndarray], named: str | None = None) -> s
                  if np.ndim(v) == 2 and np.asarray(v).dtype.kind == "f"), None)
 
 
+def class_indices(outputs: Mapping[str, np.ndarray]) -> np.ndarray | None:
+    """A classifier's ``label`` output when it holds integers (a model may name a float
+    output so: a score, a regression), else ``None``."""
+    label = outputs.get("label")
+    return None if label is None or np.asarray(label).dtype.kind not in "iu" \
+        else np.asarray(label)
+
+
 def predicted_labels(outputs: Mapping[str, np.ndarray], key: str | None) -> np.ndarray | None:
     """A classifier's class index per row: its ``label`` output, else from the scores under
     ``key``: the top class, or for one column (a sigmoid) 1 where it reaches 0.5. Only an
     integer ``label`` is one (a model may name a float output so: a score, a regression)."""
-    label = outputs.get("label")
-    if label is not None and np.asarray(label).dtype.kind in "iu":
-        return np.asarray(label).reshape(-1)
+    label = class_indices(outputs)
+    if label is not None:
+        return label.reshape(-1)
     if key is None or key not in outputs:
         return None
     p = np.asarray(outputs[key])

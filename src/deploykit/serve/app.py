@@ -514,10 +514,10 @@ def _answer(m: ServedModel, target: str, out: dict[str, np.ndarray], n: int) -> 
     when the model has outputs that those do not show."""
     answer: dict[str, Any] = {"model": m.name, "target": target}
     if m.task == "classification":
+        from deploykit.parity import class_indices
         from deploykit.predicting import labels_of
 
-        scores, label = m.signature.scores, out.get("label")
-        label = label if label is not None and label.dtype.kind in "iu" else None  # a class
+        scores, label = m.signature.scores, class_indices(out)
         answer["labels"] = labels_of(out, m.labels, scores)
         if scores in out:
             answer["predictions"] = out[scores].reshape(n, -1).tolist()
