@@ -126,3 +126,70 @@ def test_estimator_to_onnx_matches_scikit_learn(name, regression, workers, tmp_p
         np.testing.assert_array_equal(got["label"], model.predict(X[200:400]))
         np.testing.assert_allclose(got["probabilities"], model.predict_proba(X[200:400]),
                                    atol=1e-5, rtol=1e-4)
+
+
+def _named_classes(kind: str):
+    """A classifier fitted on class values other than 0..n-1, and its data."""
+    from sklearn.datasets import load_breast_cancer, load_iris
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if kind == "words":  # two classes: one logit in skl2onnx and in the compiler
+        X, y = load_breast_cancer(return_X_y=True)
+        y = np.array(["malignant", "benign"])[y]
+    else:
+        X, y = load_iris(return_X_y=True)
+        y = np.array([3, 7, 11])[y]
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(X, y)
+    return model, X.astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", ["words", "numbers"])
+def test_a_classifier_of_named_classes_predicts_its_class_names(kind, workers, tmp_path):
+    """Fitted on words or on numbers other than 0..n-1 (most users' labels), a classifier
+    was refused ("classes must be 0..n-1"). Every artifact's label is now a position in
+    ``classes_`` and the manifest's labels are the class values."""
+    model, X = _named_classes(kind)
+    r = deploykit.export(model, ["onnx", "tflite"], out=tmp_path / "b", sample=X[::2], quiet=True)
+    assert r.ok, [c.reason for c in r.cells]
+    with deploykit.load_bundle(tmp_path / "b") as bundle:
+        assert bundle.labels == [str(c) for c in model.classes_]
+        for target in ("onnx", "tflite"):
+            got = bundle.predict(X[1::2], target=target)
+            assert got.labels == [str(c) for c in model.predict(X[1::2])], target
+            np.testing.assert_allclose(got.outputs["probabilities"], model.predict_proba(X[1::2]),
+                                       atol=1e-5, rtol=1e-4)
+
+
+def test_an_onnx_file_from_skl2onnx_defaults_serves_its_class_names(workers, tmp_path):
+    """skl2onnx's defaults give a ZipMap output (a list of {class: probability} dicts) and
+    labels of class names: exporting such a file raised a bare TypeError. It is made plain
+    tensors; its labels come from the file."""
+    import skl2onnx
+
+    model, X = _named_classes("words")
+    onx = skl2onnx.to_onnx(model, X[:1])
+    (tmp_path / "m.onnx").write_bytes(onx.SerializeToString())
+    r = deploykit.export(tmp_path / "m.onnx", ["onnx", "tflite"], out=tmp_path / "b",
+                         sample=X[::2], quiet=True)
+    onnx_cell, tflite_cell = r.cells
+    assert onnx_cell.status == "pass", onnx_cell.reason
+    assert "export the scikit-learn model itself" in tflite_cell.reason
+    with deploykit.load_bundle(tmp_path / "b") as bundle:
+        got = bundle.predict(X[1::2], target="onnx")
+    assert got.labels == list(model.predict(X[1::2]))
+    probabilities = next(v for k, v in got.outputs.items() if v.dtype == np.float32)
+    np.testing.assert_allclose(probabilities, model.predict_proba(X[1::2]), atol=1e-5, rtol=1e-4)
+
+
+def test_a_classifier_without_probabilities_and_word_classes_is_refused_by_name(tmp_path):
+    from sklearn.svm import LinearSVC
+
+    from deploykit.errors import SourceError
+
+    X, y = _data(regression=False)
+    model = LinearSVC().fit(X, np.array(["no", "yes"])[y])
+    with pytest.raises(SourceError, match="LinearSVC has no predict_proba and its classes are "
+                                          "not numbers .*CalibratedClassifierCV"):
+        deploykit.export(model, ["onnx"], out=tmp_path / "b", quiet=True)

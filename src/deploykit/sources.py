@@ -171,6 +171,13 @@ def _copier(src: Path, dest_rel: str) -> Callable[[Path], str]:
     return write
 
 
+def _writer(data: bytes, dest_rel: str) -> Callable[[Path], str]:
+    def write(root: Path) -> str:
+        (root / dest_rel).write_bytes(data)
+        return dest_rel
+    return write
+
+
 # -- files ----------------------------------------------------------------------------------------
 def _from_path(p: Path, sample, task, labels) -> Source:
     if not p.exists():
@@ -390,10 +397,7 @@ def _sklearn_memory(model, sample, labels) -> Source:
     _refuse_categorical_hist_boosting(model)
     classify = hasattr(model, "predict_proba")
     task = "classification" if classify else "regression"
-    if classify and not np.all(np.asarray(model.classes_) == np.arange(len(model.classes_))):
-        got = ", ".join(map(str, list(model.classes_)[:5]))
-        raise SourceError(f"classifier classes must be 0..n-1 (got {got}); fit it on "
-                          f"LabelEncoder codes and pass their names as labels=[...]")
+    _refuse_text_predictions(model, classify)
     inputs = _probe(Signature.single(int(n)), sample)
     try:
         ref = predict(model, inputs["x"], task)
@@ -417,6 +421,17 @@ def _sklearn_memory(model, sample, labels) -> Source:
     return Source("sklearn", "sklearn", sig, task,
                   _labels_for(task, len(classes) if classify else 0, labels or
                               (classes if classify else None)), write, inputs, ref)
+
+
+def _refuse_text_predictions(model, classify: bool) -> None:
+    """A classifier without ``predict_proba`` is exported for its ``predict`` (the class value,
+    a number); one whose classes are words cannot be."""
+    classes = np.asarray(getattr(model, "classes_", [0]))
+    if not classify and classes.dtype.kind not in "biuf":
+        raise SourceError(f"{type(model).__name__} has no predict_proba and its classes are "
+                          f"not numbers ({', '.join(map(str, classes[:3]))}, ...): wrap it in "
+                          f"CalibratedClassifierCV for probabilities and named classes, or fit "
+                          f"it on LabelEncoder codes")
 
 
 def _refuse_categorical_hist_boosting(model) -> None:
@@ -778,7 +793,8 @@ def _onnx_file(p: Path, sample, task, labels) -> Source:
 
     ort = require("onnxruntime", purpose="to read an ONNX model")
     with _reading(p, "an ONNX model that onnxruntime loads"):
-        sess = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
+        model, classes = _plain_onnx(p)
+        sess = ort.InferenceSession(model or str(p), providers=["CPUExecutionProvider"])
     _one_input([i.name for i in sess.get_inputs()], "ONNX model")
     i = sess.get_inputs()[0]
     dtype = {"tensor(float)": "float32", "tensor(double)": "float64",
@@ -793,8 +809,24 @@ def _onnx_file(p: Path, sample, task, labels) -> Source:
     task, probs = _task_of(ref, task, labels)
     scores = _onnx_scores(ref, probs) if task == "classification" else None
     return Source("onnx", "onnx", Signature((sig_in,), specs, scores), task,
-                  _labels_for(task, _classes(ref, scores), labels),
-                  _copier(p, "model.onnx"), inputs, ref, notes=notes)
+                  _labels_for(task, _classes(ref, scores), labels or classes),
+                  _writer(model, "model.onnx") if model else _copier(p, "model.onnx"), inputs,
+                  ref, notes=notes)
+
+
+def _plain_onnx(p: Path) -> tuple[bytes | None, list[str] | None]:
+    """A scikit-learn classifier's model with its ZipMap and class-value labels made plain
+    tensors (:func:`deploykit.formats.onnx.plain_classifier`), and its class names; (None,
+    None) for any other model, which is kept as it is."""
+    import onnx
+
+    from deploykit.formats.onnx import plain_classifier
+
+    proto = onnx.load(str(p), load_external_data=False)
+    classes = plain_classifier(proto)
+    if classes is None:
+        return None, None
+    return proto.SerializeToString(), [str(c) for c in classes]
 
 
 def _onnx_scores(ref: Mapping[str, np.ndarray], probs: int | None) -> str | None:

@@ -39,10 +39,91 @@ def sklearn_to_onnx(src: Path, out: Path, ctx: EdgeContext) -> dict[str, Any]:
     with _int_missing_flags():
         onx = skl2onnx.to_onnx(model, np.zeros((1, n), np.float32), options=options,
                                target_opset={"": OPSET, "ai.onnx.ml": 3})
+    if classify:
+        _label_positions(onx, model.classes_)
     outputs = ["label", "probabilities"] if classify else [o.name for o in onx.graph.output]
     (out / "model.onnx").write_bytes(onx.SerializeToString())
     return {"file": "model.onnx", "outputs": outputs,
             "versions": {"skl2onnx": skl2onnx.__version__}}
+
+
+def _label_positions(onx, classes) -> None:
+    """skl2onnx's label output holds class values (``"cat"``, ``3``); deploykit's holds their
+    positions in ``classes_``, which the manifest's labels name."""
+    import numpy as np
+
+    classes = np.asarray(classes)
+    if classes.dtype.kind not in "biu" or not np.array_equal(classes, np.arange(len(classes))):
+        _encode_positions(onx, onx.graph.output[0].name, classes.tolist())
+
+
+def _encode_positions(onx, name: str, classes: list) -> None:
+    """Make output ``name`` (class values) the values' positions in ``classes``, with an
+    ``ai.onnx.ml`` LabelEncoder after it (-1 for a value not in the list)."""
+    from onnx import TensorProto, helper
+
+    out = next(o for o in onx.graph.output if o.name == name)
+    keys = {TensorProto.STRING: ("keys_strings", str), TensorProto.INT64: ("keys_int64s", int),
+            TensorProto.FLOAT: ("keys_floats", float)}
+    kind = out.type.tensor_type.elem_type
+    if kind not in keys:
+        raise ValueError(f"a class output of type {TensorProto.DataType.Name(kind)}")
+    _rename(onx.graph, name, f"{name}_class_values")
+    attr, cast = keys[kind]
+    onx.graph.node.append(helper.make_node(
+        "LabelEncoder", [f"{name}_class_values"], [name], domain="ai.onnx.ml",
+        default_int64=-1, values_int64s=list(range(len(classes))),
+        **{attr: [cast(c) for c in classes]}))
+    out.type.tensor_type.elem_type = TensorProto.INT64
+    for imp in onx.opset_import:  # keys_* and values_* came with LabelEncoder 2
+        if imp.domain == "ai.onnx.ml":
+            imp.version = max(imp.version, 2)
+
+
+def _rename(graph, old: str, new: str) -> None:
+    for n in graph.node:
+        n.input[:] = [new if i == old else i for i in n.input]
+        n.output[:] = [new if o == old else o for o in n.output]
+
+
+def plain_classifier(onx) -> list | None:
+    """An ONNX classifier as skl2onnx writes one by default, made plain tensors as deploykit's
+    own are: a ZipMap output (a list of ``{class: probability}`` dicts) becomes the
+    probabilities it was made of, and a label output of class values (``"cat"``, or numbers
+    other than 0..n-1) becomes their positions. Changes ``onx`` in place.
+
+    Returns:
+        The class values, in column order, when the model names them (else None).
+    """
+    from onnx import TensorProto, helper
+
+    graph = onx.graph
+    classes = next((_classes_of(n) for n in graph.node if _classes_of(n)), None)
+    for zipmap in [n for n in graph.node if n.op_type == "ZipMap"]:
+        graph.node.remove(zipmap)
+        _rename(graph, zipmap.input[0], zipmap.output[0])
+        out = next(o for o in graph.output if o.name == zipmap.output[0])
+        out.type.CopyFrom(helper.make_tensor_type_proto(TensorProto.FLOAT, [None, len(classes)]))
+    if classes is None:
+        return None
+    for out in graph.output:
+        kind = out.type.tensor_type.elem_type
+        if kind == TensorProto.STRING or (kind == TensorProto.INT64 and
+                                          classes != list(range(len(classes)))):
+            _encode_positions(onx, out.name, classes)
+            break
+    return classes
+
+
+def _classes_of(node) -> list | None:
+    """The class list an ``ai.onnx.ml`` classifier or ZipMap node carries."""
+    from onnx import helper
+
+    for a in node.attribute:
+        if a.name in ("classlabels_strings", "classlabels_ints", "classlabels_int64s"):
+            values = helper.get_attribute_value(a)
+            return [v.decode() if isinstance(v, bytes) else int(v) for v in values]
+    return None
 
 
 @contextmanager

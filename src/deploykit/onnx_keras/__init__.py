@@ -99,8 +99,12 @@ def translate(path: str | Path) -> Translation:
                       "in": list(n.input), "out": list(n.output), "attrs": attrs})
     missing = sorted({n["op"] for n in nodes} - set(OPS))
     if missing:
+        ml = any(m.startswith("ai.onnx.ml:") for m in missing)
         raise UnsupportedOperator(f"ONNX operator(s) {', '.join(missing)} not covered by "
-                                  f"deploykit's ONNX → Keras translator")
+                                  f"deploykit's ONNX → Keras translator" + (
+                                      "; ai.onnx.ml operators come from skl2onnx: export the "
+                                      "scikit-learn model itself (the estimator or a .skops "
+                                      "file) to reach every target" if ml else ""))
     inputs = [i.name for i in graph.input if i.name not in known]
     outputs = [o.name for o in graph.output]
     used = {i for n in nodes for i in n["in"]} | set(outputs)

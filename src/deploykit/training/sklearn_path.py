@@ -96,10 +96,20 @@ def fit(split: Split, workdir: Path, cfg: TrainConfig) -> FitResult:
 def predict(model, X: np.ndarray, task: str) -> dict[str, np.ndarray]:
     """Named outputs of a fitted estimator: ``label`` + ``probabilities``, or ``predictions``."""
     if task == "classification":
-        return {"label": model.predict(X).astype(np.int64),
+        return {"label": class_positions(model.classes_, model.predict(X)),
                 "probabilities": model.predict_proba(X).astype(np.float32)}
     out = model.predict(X).astype(np.float32)
     return {"predictions": out.reshape(len(out), -1)}  # a column per target
+
+
+def class_positions(classes, predicted: np.ndarray) -> np.ndarray:
+    """The position in ``classes`` of each predicted class value: a classifier's ``label``
+    output, whatever its classes are (``["cat", "dog"]``, ``[1, 2, 3]``); the manifest's labels
+    name them."""
+    classes = np.asarray(classes)
+    order = np.argsort(classes, kind="stable")
+    at = np.searchsorted(classes, predicted, sorter=order).clip(0, len(classes) - 1)
+    return order[at].astype(np.int64)
 
 
 def signature(split: Split) -> Signature:
