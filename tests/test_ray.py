@@ -100,12 +100,14 @@ def test_what_if_on_two_nodes_gives_the_main_jobs_verdicts(cluster, tmp_path):
 @pytest.fixture(scope="class")
 def ray_server(cluster):
     """Up for the serving tests only: its two replicas hold both nodes' CPUs. The server
-    answers as soon as one replica is up; its line on stdout says that both are."""
+    answers as soon as one replica is up; its line on stdout says that both are. It serves
+    the bundle twice, the second time as ``next`` (two versions of one model)."""
     bundle = shared.digits(["sklearn"])["sklearn"]["bundle"]
-    proc, url = shared.serve(bundle, "--targets", "onnx,tflite", "--ray", cluster["address"],
-                             "--replicas", "2", wait=180)
+    proc, url = shared.serve([bundle, f"next={bundle}"], "--targets", "onnx,tflite", "--ray",
+                             cluster["address"], "--replicas", "2", wait=180)
     said = _line(proc, "Ray Serve, 2 replicas", wait=180)
-    yield {"url": url, "bundle": bundle, "proc": proc, "address": cluster["address"]}
+    yield {"url": url, "bundle": bundle, "proc": proc, "address": cluster["address"],
+           "predict": f"{url}/predict?model={_reference(bundle)[2]}"}
     # SIGHUP (the terminal closed; SIGTERM is the tests' below): Ray's handler left the
     # application serving without a driver
     proc.send_signal(signal.SIGHUP)
@@ -163,18 +165,18 @@ class TestRayServe:
         x, ref, name = _reference(ray_server["bundle"])
         client = httpclient.InferenceServerClient(ray_server["url"].removeprefix("http://"))
         assert client.is_server_live() and client.is_model_ready(name)
-        for version in ("onnx", "tflite"):
+        for model, version in ((name, "onnx"), (name, "tflite"), ("next", "onnx")):
             inp = httpclient.InferInput("x", [9, 64], "FP32")
             inp.set_data_from_numpy(x[:9])
-            res = client.infer(name, [inp], model_version=version)
+            res = client.infer(model, [inp], model_version=version)
             np.testing.assert_array_equal(res.as_numpy("label"), ref["label"][:9])
             np.testing.assert_allclose(res.as_numpy("probabilities"), ref["probabilities"][:9],
                                        atol=1e-5)
-        r = requests.post(f"{ray_server['url']}/predict",
+        r = requests.post(ray_server["predict"],
                           json={"instances": x[:5].tolist()}, timeout=30)
         assert r.status_code == 200, r.text
         np.testing.assert_allclose(r.json()["predictions"], ref["probabilities"][:5], atol=1e-5)
-        bad = requests.post(f"{ray_server['url']}/predict", json={"instances": [[1.0, 2.0]]},
+        bad = requests.post(ray_server["predict"], json={"instances": [[1.0, 2.0]]},
                             timeout=30)
         assert bad.status_code == 400 and "64" in bad.json()["error"], bad.text
 
@@ -191,7 +193,7 @@ class TestRayServe:
         assert r.returncode == 2, r.stdout + r.stderr
         assert "already serves a deploykit application, on http://127.0.0.1:" in r.stderr
         assert len(_replica_pids()) == 2 and not _listening(port)
-        ok = requests.post(f"{ray_server['url']}/predict", json={"instances": x[:3].tolist()},
+        ok = requests.post(ray_server["predict"], json={"instances": x[:3].tolist()},
                            timeout=30)
         assert ok.status_code == 200, ok.text
         np.testing.assert_allclose(ok.json()["predictions"], ref["probabilities"][:3], atol=1e-5)
@@ -207,7 +209,7 @@ class TestRayServe:
         def client(rows: range) -> None:
             for i in rows:
                 try:
-                    r = requests.post(f"{ray_server['url']}/predict",
+                    r = requests.post(ray_server["predict"],
                                       json={"instances": x[i % 50:i % 50 + 1].tolist()}, timeout=30)
                     ok = r.status_code == 200 and np.allclose(
                         r.json()["predictions"], ref["probabilities"][i % 50:i % 50 + 1], atol=1e-5)

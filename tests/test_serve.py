@@ -220,6 +220,29 @@ def test_the_openapi_document_lists_every_route_the_server_answers(bundles):
         assert methods <= set(doc["paths"][path]), (path, methods)
 
 
+def test_two_versions_of_one_model_are_served_under_the_names_they_are_given(bundles, tmp_path):
+    """Two bundles of one manifest name (v1/iris and v2/iris, exported from one model folder)
+    could not be served together, and the error said nothing of a way out."""
+    from deploykit.errors import DeploykitError
+    from deploykit.serve import create_app
+
+    x, ref, name = _probe(bundles["sk"])
+    with pytest.raises(DeploykitError, match=f"both named '{name}': serve one under another "
+                                             f"name, as {name}-2="):
+        create_app([bundles["sk"], bundles["sk"]])
+    app = create_app([bundles["sk"], f"next={bundles['sk']}"])
+    client = app.test_client()
+    for model in (name, "next"):
+        r = client.post(f"/predict?model={model}", json={"instances": x[:4].tolist()})
+        assert r.status_code == 200 and r.get_json()["model"] == model, r.get_data(as_text=True)
+        np.testing.assert_allclose(r.get_json()["predictions"], ref["probabilities"][:4],
+                                   atol=1e-5)
+    assert client.get("/v2/models/next").get_json()["name"] == "next"
+    assert 'data-model="next"' in client.get("/").get_data(as_text=True)
+    r = run_cli("serve", f"a b={bundles['sk']}", "--port", "1")
+    assert r.returncode == 2 and "'a b' cannot name a served model" in r.stderr, r.stderr
+
+
 def test_two_models_of_one_signature_have_a_document_that_takes_their_requests(bundles):
     """The README serves digits-torch and digits-pt2, which take the same inputs: the body
     schema was ``oneOf`` two identical schemas, which a validator refuses for every request.

@@ -118,7 +118,8 @@ def _bundle_args(sub) -> None:
 
 def _serve_args(sub) -> None:
     s = sub.add_parser("serve", help="serve bundles over HTTP (Open Inference Protocol v2)")
-    s.add_argument("bundles", nargs="+", help="bundle folders")
+    s.add_argument("bundles", nargs="+", help="bundle folders; NAME=FOLDER serves one under "
+                                              "NAME (two versions of one model)")
     s.add_argument("--targets", help="comma-separated targets to serve (default: every "
                                      "passing server-side artifact)")
     s.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
@@ -566,10 +567,20 @@ LOG_FOLDERS = {
     "what-if": lambda a: Path(a.out),
     "export": lambda a: Path(a.out).resolve().parent,
     "verify": lambda a: _beside(a.bundle),
-    "serve": lambda a: _beside(a.bundles[0]),
+    "serve": lambda a: _beside(_served_folder(a.bundles[0])),
     "package": lambda a: Path(a.out).resolve().parent,
     "inspect": lambda a: _beside(a.bundle),
 }
+
+
+def _served_folder(arg: str) -> str:
+    """A ``serve`` argument's folder (it may be ``NAME=FOLDER``)."""
+    from deploykit.serve.models import bundle_arg
+
+    try:
+        return str(bundle_arg(arg)[1])
+    except DeploykitError:  # a bad name: said once the command runs
+        return arg
 
 
 def _beside(bundle: str) -> Path:

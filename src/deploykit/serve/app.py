@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 
 from deploykit import __version__
-from deploykit.errors import DeploykitError, InputError, RunnerError
+from deploykit.errors import InputError, RunnerError
 from deploykit.graph import BROWSER
-from deploykit.serve.models import ServedModel
+from deploykit.serve.models import ServedModel, add_unique
 from deploykit.serve.openapi import V2_ACCEPTED, V2_TYPES
 from deploykit.signature import fits
 
@@ -41,7 +41,8 @@ def create_app(bundles: list[str | Path], *, targets: list[str] | None = None,
     """Build the Flask app that serves ``bundles``.
 
     Args:
-        bundles: bundle folders; each is refused at start if its hashes do not match.
+        bundles: bundle folders, or ``NAME=FOLDER`` to serve one under NAME (two versions
+            of one model); each is refused at start if its hashes do not match.
         targets: the artifacts to serve (default: every passing server-side one).
         max_batch: rows a request may carry.
         max_body_bytes: the request body limit.
@@ -64,9 +65,7 @@ def create_app(bundles: list[str | Path], *, targets: list[str] | None = None,
     for b in bundles:
         m = ServedModel(b, targets, threads=runtime_threads, batch_window_ms=batch_window_ms,
                         max_batch=max_batch)
-        if m.name in models:
-            raise DeploykitError(f"two bundles are both named '{m.name}'")
-        models[m.name] = m
+        add_unique(models, m.name, m, b)
     app = Flask("deploykit")
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
     _json_provider(app)

@@ -3,6 +3,7 @@ thread-safe), and live re-validation that first re-hashes the artifact files."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,9 +39,42 @@ def served_targets(bundle: Bundle, path: str | Path, targets: list[str] | None) 
     return wanted
 
 
+SERVED_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def bundle_arg(arg: str | Path) -> tuple[str | None, Path]:
+    """A bundle to serve: its folder (served under its manifest's name), or ``NAME=FOLDER``
+    to serve it under NAME, as two versions of one model must be.
+
+    Raises:
+        DeploykitError: NAME has characters a URL path would need escaped.
+    """
+    text = str(arg)
+    name, sep, folder = text.partition("=")
+    if not sep or Path(text).exists():
+        return None, Path(text)
+    if not SERVED_NAME.fullmatch(name):
+        raise DeploykitError(f"'{name}' cannot name a served model (letters, digits, '.', "
+                             f"'_' and '-'): {text}")
+    return name, Path(folder)
+
+
+def add_unique(seen: dict[str, Any], name: str, value: Any, arg: str | Path) -> None:
+    """``seen[name] = value``, refusing a second bundle of one name.
+
+    Raises:
+        DeploykitError: ``name`` is served already.
+    """
+    if name in seen:
+        raise DeploykitError(f"two bundles are both named '{name}': serve one under another "
+                             f"name, as {name}-2={bundle_arg(arg)[1]}")
+    seen[name] = value
+
+
 def check_bundles(paths: list[str | Path], targets: list[str] | None = None) -> list[str]:
-    """What a server of ``paths`` would serve, checked without opening a runtime (a process
-    that forks workers checks first, so a damaged bundle is one error, not N).
+    """What a server of ``paths`` (see :func:`bundle_arg`) would serve, checked without
+    opening a runtime (a process that forks workers checks first, so a damaged bundle is one
+    error, not N).
 
     Returns:
         One "name (target, ...)" per bundle.
@@ -51,10 +85,10 @@ def check_bundles(paths: list[str | Path], targets: list[str] | None = None) -> 
     """
     seen: dict[str, str] = {}
     for p in paths:
-        b = load_bundle(p)
-        if b.name in seen:
-            raise DeploykitError(f"two bundles are both named '{b.name}'")
-        seen[b.name] = f"{b.name} ({', '.join(served_targets(b, p, targets))})"
+        name, folder = bundle_arg(p)
+        b = load_bundle(folder)
+        name = name or b.name
+        add_unique(seen, name, f"{name} ({', '.join(served_targets(b, folder, targets))})", p)
     return list(seen.values())
 
 
@@ -85,8 +119,9 @@ class ServedModel:
     def __init__(self, path: str | Path, targets: list[str] | None = None, *,
                  threads: int | None = 1, batch_window_ms: float = 0.0,
                  max_batch: int = 1024) -> None:
-        self.bundle: Bundle = load_bundle(path)  # refuses tampered bundles at start
-        self.name = self.bundle.name
+        name, folder = bundle_arg(path)
+        self.bundle: Bundle = load_bundle(folder)  # refuses tampered bundles at start
+        self.name = name or self.bundle.name
         self.served = {t: Served(t, formats.open_artifact(self.bundle, t, threads=threads),
                                  self.bundle.artifact(t))
                        for t in served_targets(self.bundle, path, targets)}

@@ -42,7 +42,7 @@ def deploy(bundles: list[str], *, host: str, port: int, replicas: int,
         ClusterError: the cluster cannot hold the replicas, its Ray Serve already serves a
             deploykit application or listens elsewhere, or the deployment did not start.
     """
-    from deploykit.cluster import connect, pack
+    from deploykit.cluster import connect
 
     interrupt_on_signal()
     resources = connect(address)
@@ -59,8 +59,7 @@ def deploy(bundles: list[str], *, host: str, port: int, replicas: int,
                                                host=host, port=port)
     if refusal:
         raise ClusterError(refusal)
-    shipped = [{"name": Path(b).resolve().name, "blob": [ray.put(pack(Path(b)))]}
-               for b in bundles]
+    shipped = [_shipped(i, b, ray.put) for i, b in enumerate(bundles)]
     scaling = {"autoscaling_config": {"min_replicas": replicas, "max_replicas": max_replicas,
                                       "target_ongoing_requests": 2}} \
         if max_replicas else {"num_replicas": replicas}
@@ -264,5 +263,17 @@ def _app(shipped: list[dict[str, Any]], options: dict[str, Any], folder: Path):
     from deploykit.cluster import unpack
     from deploykit.serve import create_app
 
-    paths = [unpack(ray.get(b["blob"][0]), folder / b["name"]) for b in shipped]
-    return create_app(paths, **options)
+    paths = [unpack(ray.get(b["blob"][0]), folder / b["folder"]) for b in shipped]
+    return create_app([f"{b['as']}={p}" if b["as"] else p
+                       for b, p in zip(shipped, paths, strict=True)], **options)
+
+
+def _shipped(i: int, arg: str, put) -> dict[str, Any]:
+    """A bundle argument (:func:`deploykit.serve.models.bundle_arg`) as a replica gets it:
+    packed, with the folder to unpack it into (numbered: two bundles may share a folder
+    name) and the name to serve it under."""
+    from deploykit.cluster import pack
+    from deploykit.serve.models import bundle_arg
+
+    name, folder = bundle_arg(arg)
+    return {"folder": f"{i}-{folder.resolve().name}", "as": name, "blob": [put(pack(folder))]}

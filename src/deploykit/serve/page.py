@@ -24,10 +24,10 @@ def _rows(m) -> str:
     for a in m.bundle.artifacts:
         served = "server" if a.target in m.served else (a.runs if a.runs == BROWSER else "-")
         out.append(_row(a.target, a.runtime, served,
-                        cell_html(m.bundle.name, artifact_cell(a))))
+                        cell_html(m.name, artifact_cell(a))))
     for f in m.bundle.failed:
         if f.target not in made:
-            out.append(_row(f.target, "", "-", cell_html(m.bundle.name, failure_cell(f))))
+            out.append(_row(f.target, "", "-", cell_html(m.name, failure_cell(f))))
     return "\n".join(out)
 
 
