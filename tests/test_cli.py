@@ -117,6 +117,9 @@ def test_a_sample_for_a_model_folder_is_refused_not_dropped(tmp_path, monkeypatc
     assert not Path("b").exists()
     code, text = run("inspect", "m")  # said "an interrupted export leaves none"
     assert code == 2 and "is a model folder (deploykit train), not a bundle: export it" in text
+    for path, words in (("x.npy", "x.npy is a file, not a bundle"), ("nowhere", "not found")):
+        code, text = run("inspect", path)  # said the same of a model file, or a typo
+        assert code == 2 and words + ": a bundle is the folder deploykit export writes" in text
 
 
 def test_a_bug_in_deploykit_is_one_line_and_its_traceback_goes_to_the_log(tmp_path,

@@ -193,3 +193,111 @@ def test_a_classifier_without_probabilities_and_word_classes_is_refused_by_name(
     with pytest.raises(SourceError, match="LinearSVC has no predict_proba and its classes are "
                                           "not numbers .*CalibratedClassifierCV"):
         deploykit.export(model, ["onnx"], out=tmp_path / "b", quiet=True)
+
+
+def _predict_only():
+    from sklearn.ensemble import IsolationForest
+    from sklearn.linear_model import RidgeClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC, LinearSVC
+
+    return {"linear-svc": make_pipeline(StandardScaler(), LinearSVC()),
+            "ridge-classifier": RidgeClassifier(),
+            "svc-without-probabilities": make_pipeline(StandardScaler(), SVC()),
+            "isolation-forest": IsolationForest(n_estimators=30, random_state=0)}
+
+
+@pytest.mark.parametrize("name", sorted(_predict_only()))
+def test_a_model_without_probabilities_exports_its_predict_to_onnx(name, workers, tmp_path):
+    """skl2onnx gives a label and scores; deploykit exports ``predict`` as one column of
+    predictions (as its compiler does for TFLite): every ONNX cell failed with "artifact
+    gives 2 outputs, the signature expects 1"."""
+    X, y = _data(regression=False)
+    model = _predict_only()[name].fit(X, y)
+    r = deploykit.export(model, ["onnx"], out=tmp_path / "b", sample=X[:200], quiet=True)
+    assert r.ok, r.cells[0].reason
+    with deploykit.load_bundle(tmp_path / "b") as bundle:
+        got = bundle.predict(X[200:400]).outputs["predictions"]
+    np.testing.assert_array_equal(got.reshape(-1), model.predict(X[200:400]))
+
+
+def test_a_model_fitted_on_a_dataframe_takes_its_columns_by_name(workers, tmp_path):
+    """A DataFrame's columns in another order were taken by position, without a word (a third
+    of the labels right); the model's feature names are now the input's columns: a DataFrame
+    is reordered, a missing column named, and the server takes rows of {feature: value}."""
+    import warnings
+
+    from jsonschema import Draft202012Validator
+    from sklearn.datasets import load_wine
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from deploykit.errors import InputError
+    from deploykit.serve import create_app
+
+    X, y = load_wine(return_X_y=True, as_frame=True)
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(X, y)
+    shuffled = X[X.columns[::-1]]
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        r = deploykit.export(model, ["onnx"], out=tmp_path / "b", sample=shuffled, quiet=True)
+    assert r.ok, r.cells[0].reason
+    assert not [w for w in said if "feature names" in str(w.message)], said[0].message
+    with deploykit.load_bundle(tmp_path / "b") as bundle:
+        assert bundle.signature.inputs[0].columns == tuple(X.columns)
+        got = bundle.predict(shuffled)
+        with pytest.raises(InputError, match=r"missing \['proline'\], unknown none"):
+            bundle.predict(X.drop(columns="proline"))
+    assert got.labels == [str(c) for c in model.predict(X)]
+    np.testing.assert_allclose(got.outputs["probabilities"], model.predict_proba(X), atol=1e-5)
+    client = create_app([tmp_path / "b"]).test_client()
+    body = {"instances": shuffled.iloc[:5].to_dict(orient="records")}
+    answer = client.post("/predict", json=body).get_json()
+    assert answer["labels"] == [str(c) for c in model.predict(X.iloc[:5])], answer
+    doc = client.get("/openapi.json").get_json()
+    assert Draft202012Validator({"$ref": "#/components/schemas/Instances.b", **doc}).is_valid(body)
+    body["instances"][0]["colour"] = 1.0
+    answer = client.post("/predict", json=body).get_json()
+    assert "instance 0: features do not match the model's" in answer["error"], answer
+
+
+def test_a_model_that_predicts_otherwise_on_float32_rows_says_so(workers, tmp_path):
+    """Every artifact takes float32 rows. HistGradientBoosting fitted on float64 data predicts
+    otherwise when a row is rounded to float32 (by 14 on diabetes): artifacts matched the
+    model on float32 rows and passed, while differing from what the user's model says."""
+    from sklearn.datasets import load_diabetes
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from sklearn.linear_model import Ridge
+
+    X, y = load_diabetes(return_X_y=True)
+    notes = {}
+    for name, model in (("trees", HistGradientBoostingRegressor(max_iter=30, random_state=0)),
+                        ("linear", Ridge())):
+        r = deploykit.export(model.fit(X, y), ["onnx"], out=tmp_path / name, sample=X,
+                             quiet=True)
+        notes[name] = " ".join(r.source["notes"])
+    trees = HistGradientBoostingRegressor(max_iter=30, random_state=0).fit(X, y)
+    gap = np.abs(trees.predict(X) - trees.predict(X.astype(np.float32))).max()
+    assert gap > 1.0, gap
+    assert f"rounded to float32, as every artifact takes it: by up to {gap:.3g}" in notes["trees"]
+    assert "rounded to float32" not in notes["linear"]  # a few ulps do not count
+
+
+@pytest.mark.parametrize("case, words", [
+    ("pca", "PCA has no predict: deploykit exports models that predict"),
+    ("kmeans-float64", "fitted on float64, it cannot predict on float32 rows"),
+])
+def test_a_model_that_cannot_be_exported_says_why(case, words, tmp_path):
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+
+    from deploykit.errors import SourceError
+
+    X, _ = _data(regression=False)
+    model = PCA(2) if case == "pca" else KMeans(3, n_init=2, random_state=0)
+    with pytest.raises(SourceError, match=words) as e:
+        deploykit.export(model.fit(X.astype(np.float64)), ["onnx"], out=tmp_path / "b",
+                         quiet=True)
+    assert "ColumnTransformer" not in str(e.value)

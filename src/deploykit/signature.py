@@ -24,7 +24,9 @@ class TensorSpec:
     """One named tensor: dtype and shape (``None`` = dynamic dimension), for integer inputs
     that index a table (token ids) the inclusive ``range`` of valid values, and the
     ``open_axes`` the model takes at any size although ``shape`` fixes them (a sequence
-    length fixed at the sample's for the converters that need static shapes)."""
+    length fixed at the sample's for the converters that need static shapes), and for a
+    table of ``[rows, features]`` the ``columns`` it was fitted on (a DataFrame's names), so
+    a DataFrame is taken by name, in any column order."""
 
     name: str
     dtype: str
@@ -32,12 +34,17 @@ class TensorSpec:
     range: tuple[int, int] | None = None
     open_axes: tuple[int, ...] = ()
     opened_from: Shape | None = None  # set by opened(): the longest sizes of the open axes
+    columns: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         np.dtype(self.dtype)  # raises TypeError on a dtype numpy does not know
         for d in self.shape:
             if d is not None and (not isinstance(d, int) or d < 0):
                 raise ValueError(f"tensor '{self.name}': bad dimension {d!r} in {self.shape}")
+        if self.columns is not None and (len(self.shape) != 2 or
+                                         self.shape[1] != len(self.columns)):
+            raise ValueError(f"tensor '{self.name}': {len(self.columns)} column names for "
+                             f"shape {self.shape}")
         if self.range is not None and (np.dtype(self.dtype).kind not in "iu"
                                        or len(self.range) != 2 or self.range[0] > self.range[1]):
             raise ValueError(f"tensor '{self.name}': bad value range {self.range!r} for "
@@ -60,11 +67,26 @@ class TensorSpec:
                 (plain[1] is None or value.shape[0] == plain[1]):
             arr = value  # the common case, checked in a few hundred nanoseconds
         else:
-            arr = self._as_dtype(np.asarray(value))
+            arr = self._as_dtype(np.asarray(self.ordered(value)))
             self._check_shape(arr)
         if require_finite and arr.dtype.kind == "f" and not np.isfinite(arr).all():
             raise InputError(f"input '{self.name}': contains NaN or Inf")
         return arr
+
+    def ordered(self, frame: Any) -> Any:
+        """A pandas DataFrame's columns in this spec's order, when it names its columns;
+        anything else as it is."""
+        if self.columns is None or type(frame).__name__ != "DataFrame" or \
+                not hasattr(frame, "columns"):
+            return frame
+        given = [str(c) for c in frame.columns]
+        missing = [c for c in self.columns if c not in given]
+        unknown = [c for c in given if c not in self.columns]
+        if missing or unknown:
+            raise InputError(f"input '{self.name}': the DataFrame's columns do not match the "
+                             f"model's: missing {missing[:5] or 'none'}, unknown "
+                             f"{unknown[:5] or 'none'}")
+        return frame.set_axis(given, axis=1)[list(self.columns)]
 
     def _as_dtype(self, arr: np.ndarray) -> np.ndarray:
         want = np.dtype(self.dtype)
@@ -106,14 +128,17 @@ class TensorSpec:
             d["range"] = list(self.range)
         if self.open_axes:
             d["open_axes"] = list(self.open_axes)
+        if self.columns is not None:
+            d["columns"] = list(self.columns)
         return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TensorSpec:
-        rng = d.get("range")
+        rng, columns = d.get("range"), d.get("columns")
         return cls(str(d["name"]), str(d["dtype"]), tuple(d["shape"]),
                    (int(rng[0]), int(rng[1])) if rng is not None else None,
-                   tuple(int(a) for a in d.get("open_axes", ())))
+                   tuple(int(a) for a in d.get("open_axes", ())),
+                   columns=None if columns is None else tuple(map(str, columns)))
 
     def opened(self) -> TensorSpec:
         """This spec with its ``open_axes`` taking any size from 1 up to the fixed one (the
@@ -197,9 +222,13 @@ class Signature:
 
     @classmethod
     def single(cls, n_features: int, outputs: Sequence[TensorSpec] = (),
-               name: str = "x", dtype: str = "float32") -> Signature:
-        """A one-input signature ``[batch, n_features]`` with a dynamic batch."""
-        return cls((TensorSpec(name, dtype, (None, n_features)),), tuple(outputs))
+               name: str = "x", dtype: str = "float32",
+               columns: Sequence[str] | None = None) -> Signature:
+        """A one-input signature ``[batch, n_features]`` with a dynamic batch (``columns``:
+        the features' names, see :class:`TensorSpec`)."""
+        return cls((TensorSpec(name, dtype, (None, n_features),
+                               columns=None if columns is None else tuple(columns)),),
+                   tuple(outputs))
 
 
 def fits(arr: np.ndarray, dtype: Any) -> bool:

@@ -389,28 +389,21 @@ def _fixed_lengths(spec: TensorSpec, sample) -> tuple[TensorSpec, list[str]]:
 
 # -- scikit-learn -----------------------------------------------------------------------------------
 def _sklearn_memory(model, sample, labels) -> Source:
-    from deploykit.training.sklearn_path import predict
-
-    n = getattr(model, "n_features_in_", None)
-    if n is None:
-        raise SourceError("the scikit-learn model is not fitted (no n_features_in_)")
-    _refuse_categorical_hist_boosting(model)
+    n = _sklearn_checked(model)
     classify = hasattr(model, "predict_proba")
     task = "classification" if classify else "regression"
     _refuse_text_predictions(model, classify)
-    inputs = _probe(Signature.single(int(n)), sample)
-    try:
-        ref = predict(model, inputs["x"], task)
-    except Exception as e:
-        raise _fails_on_sample(e, f"one float32 array of {n} columns; a ColumnTransformer "
-                                  f"must select its columns by position, not by name") from e
+    names = getattr(model, "feature_names_in_", None)  # fitted on a DataFrame
+    columns = None if names is None else [str(c) for c in names]
+    inputs = _probe(Signature.single(n, columns=columns), sample)
+    ref = _sklearn_reference(model, inputs["x"], task)
     if classify:
         classes = [str(c) for c in model.classes_]
         outs = [TensorSpec("label", "int64", (None,)),
                 TensorSpec("probabilities", "float32", (None, len(classes)))]
     else:
         outs = [TensorSpec("predictions", "float32", (None, ref["predictions"].shape[1]))]
-    sig = Signature.single(int(n), outs)
+    sig = Signature.single(n, outs, columns=columns)
 
     def write(root: Path) -> str:
         import skops.io as sio
@@ -420,7 +413,25 @@ def _sklearn_memory(model, sample, labels) -> Source:
 
     return Source("sklearn", "sklearn", sig, task,
                   _labels_for(task, len(classes) if classify else 0, labels or
-                              (classes if classify else None)), write, inputs, ref)
+                              (classes if classify else None)), write, inputs, ref,
+                  notes=_float32_notes(model, sig.inputs[0], sample, ref, task))
+
+
+def _sklearn_checked(model) -> int:
+    """The number of features of a fitted estimator deploykit can export.
+
+    Raises:
+        SourceError: naming what cannot be exported and what to do instead.
+    """
+    n = getattr(model, "n_features_in_", None)
+    if n is None:
+        raise SourceError("the scikit-learn model is not fitted (no n_features_in_)")
+    if not hasattr(model, "predict"):
+        raise SourceError(f"{type(model).__name__} has no predict: deploykit exports models "
+                          f"that predict (classifiers, regressors, outlier detectors); a "
+                          f"transformer goes in a Pipeline before one")
+    _refuse_categorical_hist_boosting(model)
+    return int(n)
 
 
 def _refuse_text_predictions(model, classify: bool) -> None:
@@ -434,12 +445,64 @@ def _refuse_text_predictions(model, classify: bool) -> None:
                           f"it on LabelEncoder codes")
 
 
+def _sklearn_reference(model, x: np.ndarray, task: str) -> dict[str, np.ndarray]:
+    """The estimator's own outputs on the probe rows (a model fitted on a DataFrame takes
+    them as an array here, as its artifacts do: scikit-learn's warning about it is moot)."""
+    import warnings
+
+    from deploykit.training.sklearn_path import predict
+
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="X does not have valid feature names")
+            return predict(model, x, task)
+    except Exception as e:
+        hint = f"one float32 array of {x.shape[1]} columns"
+        if "dtype mismatch" in str(e):
+            hint += ("; fitted on float64, it cannot predict on float32 rows, which every "
+                     "artifact takes: fit it on X.astype(np.float32)")
+        elif any(type(v).__name__ == "ColumnTransformer" for v in _sklearn_parts(model)):
+            hint += "; a ColumnTransformer must select its columns by position, not by name"
+        raise _fails_on_sample(e, hint) from e
+
+
+def _sklearn_parts(model) -> list[Any]:
+    """The estimator and every estimator inside it (a Pipeline's steps, their parameters)."""
+    return [model, *(v for v in model.get_params(deep=True).values() if hasattr(v, "fit"))]
+
+
+def _float32_notes(model, spec: TensorSpec, sample, ref: dict[str, np.ndarray],
+                   task: str) -> list[str]:
+    """Every artifact takes float32 rows, and parity compares it with the model on them; a
+    model whose own predictions change when a float64 sample is rounded to float32 (trees
+    and HistGradientBoosting compare float64 thresholds) differs from what the user sees,
+    so the user is told how much, and what to do."""
+    raw = spec.ordered(_sample_of(spec, sample)) if sample is not None else None
+    raw = None if raw is None else np.asarray(raw)
+    if raw is None or raw.dtype != np.float64 or not np.isfinite(raw).all():
+        return []
+    try:
+        wide = _sklearn_reference(model, raw, task)
+    except SourceError:
+        return []
+    key = "probabilities" if task == "classification" else "predictions"
+    gap = float(np.abs(wide[key].astype(np.float64) - ref[key]).max(initial=0.0))
+    scale = 1.0 if task == "classification" else max(1.0, float(np.abs(wide[key]).max()))
+    flipped = int((wide["label"] != ref["label"]).sum()) if task == "classification" else 0
+    if gap <= 1e-4 * scale and not flipped:
+        return []
+    labels = f" ({flipped} of {len(raw)} labels)" if flipped else ""
+    return [f"the model's own predictions change when the float64 sample is rounded to "
+            f"float32, as every artifact takes it: by up to {gap:.3g}{labels}; artifacts "
+            f"are checked against the model on float32 rows. Fit it on X.astype(np.float32) "
+            f"for artifacts that match it exactly"]
+
+
 def _refuse_categorical_hist_boosting(model) -> None:
     """HistGradientBoosting with ``categorical_features``: skl2onnx's conversion predicts
     otherwise than scikit-learn (half the probabilities off on breast-cancer rows) and the
     compiler has no categorical splits yet; a parity failure would not say why."""
-    parts = [model, *(v for v in model.get_params(deep=True).values() if hasattr(v, "fit"))]
-    for est in parts:
+    for est in _sklearn_parts(model):
         categorical = getattr(est, "is_categorical_", None)  # None: no categorical feature
         if categorical is not None and np.any(categorical):
             raise SourceError(f"{type(est).__name__} with categorical_features is not "

@@ -34,13 +34,18 @@ def sklearn_to_onnx(src: Path, out: Path, ctx: EdgeContext) -> dict[str, Any]:
     # Sub + Div like sklearn: the default Scaler op multiplies by a float32 reciprocal, which
     # is 1 ulp off often enough to flip random-forest splits.
     options: dict[Any, Any] = {StandardScaler: {"div": "div"}}
+    last = model[-1] if hasattr(model, "steps") else model
     if classify:
-        options[type(model[-1] if hasattr(model, "steps") else model)] = {"zipmap": False}
+        options[type(last)] = {"zipmap": False}
+    elif hasattr(last, "classes_"):  # else skl2onnx gives it the option zipmap, which
+        options[type(last)] = {}     # LinearSVC in a Pipeline refuses
     with _int_missing_flags():
         onx = skl2onnx.to_onnx(model, np.zeros((1, n), np.float32), options=options,
                                target_opset={"": OPSET, "ai.onnx.ml": 3})
     if classify:
         _label_positions(onx, model.classes_)
+    elif len(onx.graph.output) == 2 and len(ctx.signature["outputs"]) == 1:
+        _predicted_values(onx)
     outputs = ["label", "probabilities"] if classify else [o.name for o in onx.graph.output]
     (out / "model.onnx").write_bytes(onx.SerializeToString())
     return {"file": "model.onnx", "outputs": outputs,
@@ -55,6 +60,22 @@ def _label_positions(onx, classes) -> None:
     classes = np.asarray(classes)
     if classes.dtype.kind not in "biu" or not np.array_equal(classes, np.arange(len(classes))):
         _encode_positions(onx, onx.graph.output[0].name, classes.tolist())
+
+
+def _predicted_values(onx) -> None:
+    """A classifier without ``predict_proba`` (LinearSVC, RidgeClassifier, SVC) or an outlier
+    detector is exported for its ``predict``, as deploykit's compiler exports it: skl2onnx's
+    label output becomes float32 ``predictions`` of one column; its scores are left out."""
+    from onnx import TensorProto, helper
+
+    graph = onx.graph
+    _rename(graph, graph.output[0].name, "predicted_values")
+    graph.initializer.append(helper.make_tensor("one_column", TensorProto.INT64, [2], [-1, 1]))
+    graph.node.extend([
+        helper.make_node("Cast", ["predicted_values"], ["predicted_floats"], to=TensorProto.FLOAT),
+        helper.make_node("Reshape", ["predicted_floats", "one_column"], ["predictions"])])
+    del graph.output[:]
+    graph.output.append(helper.make_tensor_value_info("predictions", TensorProto.FLOAT, [None, 1]))
 
 
 def _encode_positions(onx, name: str, classes: list) -> None:

@@ -581,8 +581,9 @@ def _predict_routes(app, models: dict[str, ServedModel], max_batch: int) -> None
 
 
 def _request_inputs(body: dict[str, Any], specs, max_batch: int) -> dict[str, np.ndarray]:
-    """The inputs of a /predict or /validate body, by name. One input: ``{"instances": rows}``.
-    Several: rows of objects, ``{"instances": [{"name": row, ...}, ...]}``, or columns,
+    """The inputs of a /predict or /validate body, by name. One input: ``{"instances": rows}``
+    (rows of ``{feature: value}`` objects for a model fitted on a DataFrame). Several: rows of
+    objects, ``{"instances": [{"name": row, ...}, ...]}``, or columns,
     ``{"inputs": {"name": rows, ...}}`` (TF Serving's two formats)."""
     names = [s.name for s in specs]
     several = (f"this model takes {len(specs)} inputs {names}: send "
@@ -595,6 +596,8 @@ def _request_inputs(body: dict[str, Any], specs, max_batch: int) -> dict[str, np
         columns = body["inputs"]
     elif "instances" in body and len(specs) == 1 and not objects:
         columns = {names[0]: rows}
+    elif objects and len(specs) == 1 and specs[0].columns and names[0] not in rows[0]:
+        columns = {names[0]: _by_feature(rows, specs[0].columns)}
     elif "instances" in body:  # rows of {name: row}; for one input too, as TF Serving takes
         if not objects:
             raise ApiError(400, several)
@@ -608,6 +611,18 @@ def _request_inputs(body: dict[str, Any], specs, max_batch: int) -> dict[str, np
     return {s.name: _as_array(columns[s.name], s.dtype, None,
                               "instances" if len(specs) == 1 else f"input '{s.name}'", max_batch)
             for s in specs}
+
+
+def _by_feature(rows: list[dict[str, Any]], features: tuple[str, ...]) -> list[list[Any]]:
+    """Rows of ``{feature: value}`` objects (a model fitted on a DataFrame) as rows of values
+    in the model's column order."""
+    for i, r in enumerate(rows):
+        if r.keys() != set(features):
+            missing = [f for f in features if f not in r][:5]
+            unknown = sorted(set(r) - set(features))[:5]
+            raise ApiError(400, f"instance {i}: features do not match the model's: missing "
+                                f"{missing or 'none'}, unknown {unknown or 'none'}")
+    return [[r[f] for f in features] for r in rows]
 
 
 def _file_routes(app, models: dict[str, ServedModel]) -> None:

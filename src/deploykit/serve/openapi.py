@@ -91,7 +91,8 @@ def _rows(spec, max_batch: int) -> dict[str, Any]:
 
 
 def _instances(sig, max_batch: int) -> dict[str, Any]:
-    """/predict: ``instances`` (rows; rows of {name: row} for several inputs) or ``inputs``
+    """/predict: ``instances`` (rows; rows of {name: row} for several inputs, or of
+    {feature: value} for a model fitted on a DataFrame) or ``inputs``
     (columns by name), exactly one of the two."""
     specs = sig.inputs
     objects = {"type": "object", "required": [s.name for s in specs],
@@ -99,6 +100,12 @@ def _instances(sig, max_batch: int) -> dict[str, Any]:
     if len(specs) == 1:  # rows, or rows of {name: row} (all one or all the other)
         instances = {"anyOf": [_rows(specs[0], max_batch), {
             "type": "array", "minItems": 1, "maxItems": max_batch, "items": objects}]}
+        if specs[0].columns:  # or rows of {feature: value}, for a model fitted on a DataFrame
+            features = {"type": "object", "required": list(specs[0].columns),
+                        "additionalProperties": False,
+                        "properties": {c: _row(specs[0])["items"] for c in specs[0].columns}}
+            instances["anyOf"].append({"type": "array", "minItems": 1, "maxItems": max_batch,
+                                       "items": features})
     else:
         instances = {"type": "array", "minItems": 1, "maxItems": max_batch, "items": objects}
     columns = {"type": "object", "required": [s.name for s in specs],
