@@ -236,7 +236,8 @@ def load_bundle(path: str | Path, *, check_hashes: bool = True) -> Bundle:
         if root.is_file() or not root.exists():
             what = "is a file, not a bundle" if root.exists() else "not found"
             raise BundleError(f"{root} {what}: a bundle is the folder deploykit export writes "
-                              f"(deploykit export MODEL --to ... --out FOLDER)")
+                              f"(deploykit export MODEL --to ... --out FOLDER); an "
+                              f"interrupted export leaves none, so re-run the export")
         raise BundleError(f"{root} is not a deploykit bundle (no {MANIFEST}); an interrupted "
                           f"export leaves none, so re-run the export")
     manifest = read_schema_json(mf, READS, BundleError)
