@@ -485,3 +485,27 @@ def test_an_edge_package_of_one_sigmoid_output_serves_the_class_each_row_reaches
     finally:
         post.stop()
     assert status == 200 and body["labels"] == want, body
+
+
+def test_an_edge_package_fills_missing_values_as_the_model_does(ort_python, tmp_path):
+    """A HistGradientBoosting model fitted with NaN: ``run.py --serve`` takes JSON null as a
+    missing value (it refused NaN for every model) and answers as scikit-learn does."""
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    X, y = load_breast_cancer(return_X_y=True)
+    X = X.astype(np.float32)
+    X[np.random.default_rng(0).random(X.shape) < 0.1] = np.nan
+    model = HistGradientBoostingClassifier(max_iter=20, random_state=0).fit(X, y)
+    assert deploykit.export(model, "onnx", out=tmp_path / "b", sample=X[:200], quiet=True,
+                            labels=["malignant", "benign"]).ok
+    post = shared.edge_run(ort_python, package(tmp_path / "b", "edge", tmp_path / "pkg"))
+    rows = [[None if np.isnan(v) else float(v) for v in row] for row in X[200:240]]
+    try:
+        status, body = post({"instances": rows})
+        inf_status, inf_body = post({"instances": [[1e39] * 30]})
+    finally:
+        post.stop()
+    want = [["malignant", "benign"][c] for c in model.predict(X[200:240])]
+    assert status == 200 and body["labels"] == want, body
+    assert inf_status == 400 and "contains Inf" in str(inf_body), inf_body

@@ -301,3 +301,65 @@ def test_a_model_that_cannot_be_exported_says_why(case, words, tmp_path):
         deploykit.export(model.fit(X.astype(np.float64)), ["onnx"], out=tmp_path / "b",
                          quiet=True)
     assert "ColumnTransformer" not in str(e.value)
+
+
+def _with_holes(X: np.ndarray) -> np.ndarray:
+    holes = X.copy()
+    holes[np.random.default_rng(0).random(X.shape) < 0.1] = np.nan
+    return holes
+
+
+@pytest.mark.parametrize("case", ["imputer", "hist-gradient-boosting"])
+def test_missing_values_are_filled_as_the_model_fills_them(case, workers, tmp_path):
+    """NaN (a missing value) was refused everywhere, even by a model made to take it: a
+    SimpleImputer pipeline, or HistGradientBoosting, which routes NaN down learned branches.
+    Such a model's input takes NaN (JSON null on the server), parity is proved on rows with
+    missing values, and the compiled artifacts (TFLite) fill and route them as scikit-learn."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from deploykit.serve import create_app
+
+    X, y = _data(regression=False)
+    holes = _with_holes(X)
+    if case == "imputer":  # the sample has no NaN: deploykit adds rows with missing values
+        model, sample = make_pipeline(SimpleImputer(strategy="median"), StandardScaler(),
+                                      LogisticRegression(max_iter=2000)), X[:200]
+    else:
+        model, sample = HistGradientBoostingClassifier(max_iter=30, random_state=0), holes[:200]
+    model.fit(holes, y)
+    r = deploykit.export(model, ["onnx", "tflite"], out=tmp_path / "b", sample=sample, quiet=True)
+    assert r.ok, [c.reason for c in r.cells]
+    with deploykit.load_bundle(tmp_path / "b") as bundle:
+        assert bundle.signature.inputs[0].missing
+        assert np.isnan(bundle.probe().inputs["x"]).any(axis=1).sum() >= 16
+        for target in ("onnx", "tflite"):
+            got = bundle.predict(holes[200:400], target=target)
+            assert got.labels == [str(c) for c in model.predict(holes[200:400])], target
+            np.testing.assert_allclose(got.outputs["probabilities"],
+                                       model.predict_proba(holes[200:400]), atol=1e-5)
+    rows = [[None if np.isnan(v) else float(v) for v in row] for row in holes[200:210]]
+    answer = create_app([tmp_path / "b"]).test_client().post(
+        "/predict", json={"instances": rows}).get_json()
+    assert answer["labels"] == [str(c) for c in model.predict(holes[200:210])], answer
+
+
+def test_a_model_without_missing_values_still_refuses_nan(workers, tmp_path):
+    from sklearn.linear_model import LogisticRegression
+
+    from deploykit.errors import InputError
+    from deploykit.serve import create_app
+
+    X, y = _data(regression=False)
+    model = LogisticRegression(max_iter=3000).fit(X, y)
+    assert deploykit.export(model, ["onnx"], out=tmp_path / "b", sample=X[:200], quiet=True).ok
+    with deploykit.load_bundle(tmp_path / "b") as bundle:
+        assert not bundle.signature.inputs[0].missing
+        with pytest.raises(InputError, match="contains NaN or Inf"):
+            bundle.predict(_with_holes(X[:5]))
+    answer = create_app([tmp_path / "b"]).test_client().post(
+        "/predict", json={"instances": [[None] * X.shape[1]]})
+    assert answer.status_code == 400 and "list of numbers" in answer.get_json()["error"]

@@ -26,7 +26,8 @@ class TensorSpec:
     ``open_axes`` the model takes at any size although ``shape`` fixes them (a sequence
     length fixed at the sample's for the converters that need static shapes), and for a
     table of ``[rows, features]`` the ``columns`` it was fitted on (a DataFrame's names), so
-    a DataFrame is taken by name, in any column order."""
+    a DataFrame is taken by name, in any column order. ``missing``: NaN marks a missing value,
+    which the model fills (an imputer, HistGradientBoosting), so NaN is let through."""
 
     name: str
     dtype: str
@@ -35,6 +36,7 @@ class TensorSpec:
     open_axes: tuple[int, ...] = ()
     opened_from: Shape | None = None  # set by opened(): the longest sizes of the open axes
     columns: tuple[str, ...] | None = None
+    missing: bool = False
 
     def __post_init__(self) -> None:
         np.dtype(self.dtype)  # raises TypeError on a dtype numpy does not know
@@ -69,8 +71,10 @@ class TensorSpec:
         else:
             arr = self._as_dtype(np.asarray(self.ordered(value)))
             self._check_shape(arr)
-        if require_finite and arr.dtype.kind == "f" and not np.isfinite(arr).all():
-            raise InputError(f"input '{self.name}': contains NaN or Inf")
+        if require_finite and arr.dtype.kind == "f" and not np.isfinite(arr).all() and (
+                not self.missing or np.isinf(arr).any()):
+            raise InputError(f"input '{self.name}': contains "
+                             f"{'Inf' if self.missing else 'NaN or Inf'}")
         return arr
 
     def ordered(self, frame: Any) -> Any:
@@ -130,6 +134,8 @@ class TensorSpec:
             d["open_axes"] = list(self.open_axes)
         if self.columns is not None:
             d["columns"] = list(self.columns)
+        if self.missing:
+            d["missing"] = True
         return d
 
     @classmethod
@@ -138,7 +144,8 @@ class TensorSpec:
         return cls(str(d["name"]), str(d["dtype"]), tuple(d["shape"]),
                    (int(rng[0]), int(rng[1])) if rng is not None else None,
                    tuple(int(a) for a in d.get("open_axes", ())),
-                   columns=None if columns is None else tuple(map(str, columns)))
+                   columns=None if columns is None else tuple(map(str, columns)),
+                   missing=bool(d.get("missing", False)))
 
     def opened(self) -> TensorSpec:
         """This spec with its ``open_axes`` taking any size from 1 up to the fixed one (the
@@ -223,10 +230,10 @@ class Signature:
     @classmethod
     def single(cls, n_features: int, outputs: Sequence[TensorSpec] = (),
                name: str = "x", dtype: str = "float32",
-               columns: Sequence[str] | None = None) -> Signature:
-        """A one-input signature ``[batch, n_features]`` with a dynamic batch (``columns``:
-        the features' names, see :class:`TensorSpec`)."""
-        return cls((TensorSpec(name, dtype, (None, n_features),
+               columns: Sequence[str] | None = None, missing: bool = False) -> Signature:
+        """A one-input signature ``[batch, n_features]`` with a dynamic batch (``columns``,
+        ``missing``: see :class:`TensorSpec`)."""
+        return cls((TensorSpec(name, dtype, (None, n_features), missing=missing,
                                columns=None if columns is None else tuple(columns)),),
                    tuple(outputs))
 

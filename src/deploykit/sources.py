@@ -395,7 +395,10 @@ def _sklearn_memory(model, sample, labels) -> Source:
     _refuse_text_predictions(model, classify)
     names = getattr(model, "feature_names_in_", None)  # fitted on a DataFrame
     columns = None if names is None else [str(c) for c in names]
-    inputs = _probe(Signature.single(n, columns=columns), sample)
+    missing = _fills_missing(model, sample)
+    inputs = _probe(Signature.single(n, columns=columns, missing=missing), sample)
+    if missing:  # every artifact is then proved to fill them as the model does
+        inputs = {"x": _with_missing_rows(inputs["x"])}
     ref = _sklearn_reference(model, inputs["x"], task)
     if classify:
         classes = [str(c) for c in model.classes_]
@@ -403,7 +406,7 @@ def _sklearn_memory(model, sample, labels) -> Source:
                 TensorSpec("probabilities", "float32", (None, len(classes)))]
     else:
         outs = [TensorSpec("predictions", "float32", (None, ref["predictions"].shape[1]))]
-    sig = Signature.single(n, outs, columns=columns)
+    sig = Signature.single(n, outs, columns=columns, missing=missing)
 
     def write(root: Path) -> str:
         import skops.io as sio
@@ -415,6 +418,29 @@ def _sklearn_memory(model, sample, labels) -> Source:
                   _labels_for(task, len(classes) if classify else 0, labels or
                               (classes if classify else None)), write, inputs, ref,
                   notes=_float32_notes(model, sig.inputs[0], sample, ref, task))
+
+
+def _fills_missing(model, sample) -> bool:
+    """Whether the model takes NaN for a missing value: it has an imputer, or the user's
+    sample holds NaN (HistGradientBoosting and trees take it natively)."""
+    if any(type(v).__name__.endswith("Imputer") for v in _sklearn_parts(model)):
+        return True
+    if sample is None:
+        return False
+    try:
+        values = np.asarray(sample if not isinstance(sample, Mapping) else
+                            next(iter(sample.values())), dtype=np.float64)
+    except (TypeError, ValueError, StopIteration):
+        return False
+    return bool(np.isnan(values).any())
+
+
+def _with_missing_rows(x: np.ndarray) -> np.ndarray:
+    """``x`` and 16 of its rows again, each with one value missing (NaN, every column in
+    turn), so parity checks that every artifact fills them as the model does."""
+    extra = x[np.arange(16) % len(x)].copy()
+    extra[np.arange(16), np.arange(16) % x.shape[1]] = np.nan
+    return np.concatenate([x, extra])
 
 
 def _sklearn_checked(model) -> int:
@@ -479,12 +505,13 @@ def _float32_notes(model, spec: TensorSpec, sample, ref: dict[str, np.ndarray],
     so the user is told how much, and what to do."""
     raw = spec.ordered(_sample_of(spec, sample)) if sample is not None else None
     raw = None if raw is None else np.asarray(raw)
-    if raw is None or raw.dtype != np.float64 or not np.isfinite(raw).all():
+    if raw is None or raw.dtype != np.float64 or np.isinf(raw).any():
         return []
     try:
         wide = _sklearn_reference(model, raw, task)
     except SourceError:
         return []
+    ref = {k: v[:len(raw)] for k, v in ref.items()}  # without rows of missing values added
     key = "probabilities" if task == "classification" else "predictions"
     gap = float(np.abs(wide[key].astype(np.float64) - ref[key]).max(initial=0.0))
     scale = 1.0 if task == "classification" else max(1.0, float(np.abs(wide[key]).max()))

@@ -191,6 +191,11 @@ def model_input(values, meta: dict) -> np.ndarray:
     spec = meta["signature"]["inputs"][0]
     name, want, shape = spec["name"], np.dtype(spec["dtype"]), spec["shape"]
     x = np.asarray(values)
+    if x.dtype == object and spec.get("missing"):  # JSON null: a missing value, NaN
+        try:
+            x = np.asarray(values, dtype=np.float64)
+        except (TypeError, ValueError):
+            pass  # refused below
     if x.dtype == object or x.dtype.kind not in "biuf":
         raise ValueError(f"input '{name}': expected numbers ({want}), got {x.dtype}")
     if x.ndim != len(shape) or not len(x) or any(d is not None and d != n
@@ -207,8 +212,11 @@ def model_input(values, meta: dict) -> np.ndarray:
         return x.astype(want)
     with np.errstate(over="ignore"):  # beyond float32 is Inf: named below, not warned
         x = x.astype(np.float32)
-    if not np.isfinite(x).all():
-        raise ValueError(f"input '{name}': contains NaN, Inf or values beyond float32's range")
+    if np.isinf(x).any() or (np.isnan(x).any() and not spec.get("missing")):
+        raise ValueError(f"input '{name}': contains NaN, Inf or values beyond float32's range"
+                         if not spec.get("missing") else
+                         f"input '{name}': contains Inf or values beyond float32's range "
+                         f"(NaN marks a missing value)")
     return x
 
 

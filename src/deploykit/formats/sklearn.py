@@ -26,8 +26,9 @@ def sklearn_to_keras(src: Path, out: Path, ctx: EdgeContext) -> dict[str, Any]:
     from deploykit.training.sklearn_path import load_estimator
 
     names = [s["name"] for s in ctx.signature["outputs"]]
-    model = to_keras(load_estimator(src), ctx.signature["inputs"][0]["shape"][1],
-                     classify="probabilities" in names)
+    x = ctx.signature["inputs"][0]
+    model = to_keras(load_estimator(src), x["shape"][1], classify="probabilities" in names,
+                     missing=x.get("missing", False))
     model.save(out / "model.keras")
     return {"file": "model.keras", "versions": {"scikit-learn": sklearn.__version__,
                                                 "keras": keras.__version__}}

@@ -86,8 +86,10 @@ def calibration_rows(ctx: EdgeContext) -> dict[str, np.ndarray]:
     if not ctx.calibration:
         raise ValueError("int8 needs calibration data (training inputs or a sample)")
     with np.load(ctx.calibration) as saved:
-        return {s["name"]: saved[s["name"]].astype(s["dtype"])[:CALIBRATION_ROWS]
-                for s in ctx.signature["inputs"]}
+        rows = {s["name"]: saved[s["name"]].astype(s["dtype"]) for s in ctx.signature["inputs"]}
+    whole = np.all([np.isfinite(x.reshape(len(x), -1)).all(axis=1) for x in rows.values()],
+                   axis=0)  # rows with a missing value (NaN) would make the ranges NaN
+    return {k: x[whole][:CALIBRATION_ROWS] for k, x in rows.items()}
 
 
 @edge("saved_model", "tflite-int8", requires=("tensorflow",))

@@ -253,11 +253,12 @@ def _served(model: ServedModel, target: str | None):
 
 
 def _as_array(values: Any, dtype: str, shape: list[int] | None, what: str,
-              max_batch: int) -> np.ndarray:
+              max_batch: int, missing: bool = False) -> np.ndarray:
+    """A request's values for one input (``missing``: JSON null is a missing value, NaN)."""
     if values is None:
         raise ApiError(400, f"{what}: missing data")
     want = np.dtype(dtype)
-    arr = _numbers(values, want, what)
+    arr = _numbers(values, want, what, missing and want.kind == "f")
     if not fits(arr, want):
         raise ApiError(400, f"{what}: values from {arr.min()} to {arr.max()} do not fit "
                             f"{dtype}")  # a cast would wrap them (an id into another id)
@@ -281,19 +282,24 @@ def _as_array(values: Any, dtype: str, shape: list[int] | None, what: str,
     return arr  # shape, dtype and NaN/Inf are checked by the runner against its signature
 
 
-def _numbers(values: Any, want: np.dtype, what: str) -> np.ndarray:
+def _numbers(values: Any, want: np.dtype, what: str, nulls: bool = False) -> np.ndarray:
     """``values`` (nested JSON lists, or an array from binary data) as a numeric array:
-    booleans only for a boolean input, decimals not for an integer one."""
+    booleans only for a boolean input, decimals not for an integer one, nulls (as NaN) only
+    when ``nulls``."""
     bad = ApiError(400, f"{what}: data must be a (nested) list of "
-                        f"{'true/false values' if want.kind == 'b' else 'numbers'}")
+                        f"{'true/false values' if want.kind == 'b' else 'numbers'}"
+                        f"{' or nulls (missing values)' if nulls else ''}")
     try:
         arr = np.asarray(values)
     except (ValueError, TypeError, OverflowError, RecursionError):
         raise bad from None
     if isinstance(values, list):
         kinds = set(map(type, _leaves(values, arr.ndim)))
-        if (bool in kinds) != (want.kind == "b") or not kinds <= {bool, int, float}:
+        if (bool in kinds) != (want.kind == "b") or \
+                not kinds <= {bool, int, float, *((type(None),) if nulls else ())}:
             raise bad  # numpy would have made true 1.0 and "1.5" 1.5
+        if type(None) in kinds:
+            return np.asarray(values, dtype=np.float64)  # None -> NaN
         if arr.dtype == object and want.kind in "iu":  # an integer past 64 bits
             raise ApiError(400, f"{what}: values do not fit {want}")
         if arr.dtype == object:  # integers beyond int64: still numbers
@@ -475,7 +481,7 @@ def _v2_input(t: dict[str, Any], spec, binary: bytes, max_batch: int) -> np.ndar
                                 f"of {t['datatype']} values")
         data = np.frombuffer(binary, dtype=dtype)
     return _as_array(data, V2_TYPES[t["datatype"]], t.get("shape"), f"input '{spec.name}'",
-                     max_batch)
+                     max_batch, spec.missing)
 
 
 def _v2_outputs(body: dict[str, Any], names: list[str]) -> list[str]:
@@ -609,7 +615,8 @@ def _request_inputs(body: dict[str, Any], specs, max_batch: int) -> dict[str, np
         raise ApiError(400, f"inputs do not match the model: missing {missing or 'none'}, "
                             f"unknown {unknown or 'none'} (expected {names})")
     return {s.name: _as_array(columns[s.name], s.dtype, None,
-                              "instances" if len(specs) == 1 else f"input '{s.name}'", max_batch)
+                              "instances" if len(specs) == 1 else f"input '{s.name}'", max_batch,
+                              s.missing)
             for s in specs}
 
 

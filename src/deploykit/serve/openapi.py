@@ -64,7 +64,8 @@ def _leaf(spec, sent: str | None = None) -> dict[str, Any]:
         return {"type": "boolean"}
     if via.kind == "f":  # the server's input dtype bounds the value (float64 sent to float32)
         top = float(np.finfo(dtype).max)
-        return {"type": "number", "minimum": -top, "maximum": top}
+        return {"type": ["number", "null"] if spec.missing else "number",  # null: missing
+                "minimum": -top, "maximum": top}
     infos = [np.iinfo(d) for d in (via, dtype) if d.kind in "iu"]
     lo, hi = max(int(i.min) for i in infos), min(int(i.max) for i in infos)
     if spec.range:

@@ -21,8 +21,9 @@ from deploykit.sklearn_compile.program import Program
 __all__ = ["UnsupportedEstimator", "decision", "final", "supported", "to_keras", "transform"]
 
 
-def to_keras(est: Any, n_features: int, *, classify: bool) -> Any:
-    """The fitted ``est`` as a ``keras.Model`` on float32 rows of ``n_features``.
+def to_keras(est: Any, n_features: int, *, classify: bool, missing: bool = False) -> Any:
+    """The fitted ``est`` as a ``keras.Model`` on float32 rows of ``n_features`` (``missing``:
+    rows may hold NaN for missing values, which trees then route as scikit-learn does).
 
     Raises:
         UnsupportedEstimator: naming the estimator or option, and what is supported.
@@ -31,7 +32,7 @@ def to_keras(est: Any, n_features: int, *, classify: bool) -> Any:
 
     from deploykit.sklearn_compile.program import as_layer
 
-    p = Program()
+    p = Program(missing)
     out = final(est, p, p.input)
     p.outputs = [p.add("argmax", out), out] if classify else [out]
     x = keras.Input((n_features,), name="x", dtype="float32")

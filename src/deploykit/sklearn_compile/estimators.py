@@ -87,9 +87,19 @@ def _svd(est, p, x):
 
 @_into(TRANSFORM, "SimpleImputer")
 def _imputer(est, p, x):
-    """Inputs never hold NaN here (deploykit refuses them at the input), so imputing is
-    keeping the columns the imputer keeps."""
-    kept = np.flatnonzero(~np.isnan(est.statistics_))
+    """Missing values (NaN, or the imputer's ``missing_values``) become the column's fitted
+    statistic; then the columns the imputer keeps (a column missing in every training row is
+    dropped, or filled with 0 under ``keep_empty_features``)."""
+    if est.add_indicator:
+        unsupported(est, "add_indicator")
+    marker = est.missing_values
+    nan = isinstance(marker, float) and np.isnan(marker)
+    if not nan and not isinstance(marker, (int, float)):
+        unsupported(est, f"missing_values={marker!r}")
+    empty = np.isnan(est.statistics_)
+    x = p.add("fill_missing", x, fill=p.const(np.where(empty, 0.0, est.statistics_)),
+              **({} if nan else {"marker": float(marker)}))
+    kept = np.flatnonzero(~empty)
     if est.keep_empty_features or len(kept) == len(est.statistics_):
         return x
     return p.add("columns", x, index=p.const(kept, "int32"))

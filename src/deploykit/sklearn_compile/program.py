@@ -26,10 +26,11 @@ class Program:
 
     input = 0
 
-    def __init__(self) -> None:
+    def __init__(self, missing: bool = False) -> None:
         self.code: list[dict[str, Any]] = []
         self.arrays: dict[str, np.ndarray] = {}
         self.outputs: list[int] = []
+        self.missing = missing  # inputs may hold NaN (missing values): trees route them
 
     def const(self, value: Any, dtype: str = "float32") -> str:
         """Register a constant array; returns its name (for an instruction's params)."""
@@ -171,6 +172,14 @@ def _activation(ops, xs, p, _):
             "exp": ops.exp}[kind](x)
 
 
+@op("fill_missing")
+def _fill_missing(ops, xs, p, _):
+    """Values marked missing (NaN, or ``marker``) replaced by the column's ``fill``."""
+    x = xs[0]
+    missing = ops.isnan(x) if p.get("marker") is None else ops.equal(x, p["marker"])
+    return ops.where(missing, ops.zeros_like(x) + p["fill"], x)
+
+
 @op("columns")
 def _columns(ops, xs, p, _):
     return ops.take(xs[0], p["index"], axis=1)
@@ -236,6 +245,9 @@ def _trees(ops, xs, p, _):
     for _step in range(p["depth"]):
         value = _gather(ops, flat, row * p["n_features"] + _gather(ops, feature, node))
         left = ops.less_equal(value, _gather(ops, p["threshold"], node))
+        if p.get("missing_left") is not None:  # a NaN goes where the tree learned to send it
+            left = ops.where(ops.isnan(value),
+                             ops.greater(_gather(ops, p["missing_left"], node), 0.5), left)
         node = ops.where(left, _gather(ops, lefts, node), _gather(ops, rights, node))
     leaves = _gather(ops, p["value"], node)  # [b, trees, outputs]
     return ops.add(ops.multiply(ops.sum(leaves, axis=1), p["scale"]), p["offset"])
@@ -246,7 +258,16 @@ def _trees_gemm(ops, xs, p, _):
     """Shallow trees as products (see :func:`deploykit.sklearn_compile.trees._gemm`); gives
     the sum over trees of the leaves' values, times ``scale``, plus ``offset``."""
     n_trees, n_in = p["paths"].shape[0], p["inner"]
-    go_left = ops.cast(ops.less_equal(ops.matmul(xs[0], p["pick"]), p["threshold"]), "float32")
+    x = xs[0]
+    if p.get("missing_left") is None:
+        go_left = ops.less_equal(ops.matmul(x, p["pick"]), p["threshold"])
+    else:  # NaN times 0 is NaN: pick the non-missing values and the missing marks apart
+        nan = ops.isnan(x)
+        picked = ops.matmul(ops.where(nan, ops.zeros_like(x), x), p["pick"])
+        missing = ops.greater(ops.matmul(ops.cast(nan, "float32"), p["pick"]), 0.5)
+        go_left = ops.where(missing, ops.greater(p["missing_left"], 0.5),
+                            ops.less_equal(picked, p["threshold"]))
+    go_left = ops.cast(go_left, "float32")
     go_left = ops.transpose(ops.reshape(go_left, (-1, n_trees, n_in)), (1, 0, 2))  # [T, b, I]
     reached = ops.cast(ops.equal(ops.matmul(go_left, p["paths"]), p["lefts"]), "float32")
     leaves = ops.sum(ops.matmul(reached, p["value"]), axis=0)  # [b, outputs]

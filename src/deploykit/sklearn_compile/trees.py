@@ -36,6 +36,7 @@ class Tree:
     right: np.ndarray
     value: np.ndarray  # [nodes, outputs]
     depth: int
+    missing_left: np.ndarray | None = None  # where a missing value (NaN) goes at each node
 
 
 @dataclass
@@ -47,8 +48,10 @@ class Ensemble:
 
 
 def _sk_tree(t, value: np.ndarray) -> Tree:
+    missing = getattr(t, "missing_go_to_left", None)
     return Tree(t.feature.copy(), t.threshold.copy(), t.children_left.copy(),
-                t.children_right.copy(), value, int(t.max_depth))
+                t.children_right.copy(), value, int(t.max_depth),
+                None if missing is None else np.asarray(missing, bool))
 
 
 def _hgb_tree(pred, column: int, width: int) -> Tree:
@@ -60,7 +63,7 @@ def _hgb_tree(pred, column: int, width: int) -> Tree:
     leaf = n["is_leaf"].astype(bool)
     left, right = (np.where(leaf, -1, n[k].astype(np.int64)) for k in ("left", "right"))
     return Tree(n["feature_idx"].astype(np.int64), n["num_threshold"].astype(np.float64), left,
-                right, value, int(n["depth"].max()))
+                right, value, int(n["depth"].max()), n["missing_go_to_left"].astype(bool))
 
 
 def _proba_values(t) -> np.ndarray:
@@ -169,6 +172,8 @@ def compile_ensemble(est: Any, p: Program, x: int, before: Any = None) -> int:
         t.threshold = np.zeros(len(t.feature), np.float32)
         t.threshold[t.left >= 0] = thresholds[lo:hi]
     common = {"scale": p.const([e.scale]), "offset": p.const(e.offset)}
+    if p.missing and any(t.missing_left is None for t in e.trees):
+        unsupported(est, "missing values (NaN) with this scikit-learn version's trees")
     if max(t.depth for t in e.trees) <= GEMM_MAX_DEPTH:
         out = p.add("trees_gemm", x, **_gemm(e.trees, est.n_features_in_, p), **common)
     else:
@@ -185,13 +190,16 @@ def _walk(trees: list[Tree], p: Program) -> dict[str, Any]:
     leaf = np.concatenate([t.left < 0 for t in trees])
     left = np.concatenate([t.left + s for t, s in zip(trees, starts, strict=True)])
     right = np.concatenate([t.right + s for t, s in zip(trees, starts, strict=True)])
-    return {"feature": p.const(np.where(leaf, 0, np.concatenate([t.feature for t in trees])),
-                               "int32"),
-            "threshold": p.const(np.concatenate([t.threshold for t in trees])),
-            "left": p.const(np.where(leaf, ids, left), "int32"),
-            "right": p.const(np.where(leaf, ids, right), "int32"),
-            "roots": p.const(starts, "int32"), "value": p.const(np.concatenate(
-                [t.value for t in trees])), "depth": max(t.depth for t in trees)}
+    out = {"feature": p.const(np.where(leaf, 0, np.concatenate([t.feature for t in trees])),
+                              "int32"),
+           "threshold": p.const(np.concatenate([t.threshold for t in trees])),
+           "left": p.const(np.where(leaf, ids, left), "int32"),
+           "right": p.const(np.where(leaf, ids, right), "int32"),
+           "roots": p.const(starts, "int32"), "value": p.const(np.concatenate(
+               [t.value for t in trees])), "depth": max(t.depth for t in trees)}
+    if p.missing:  # 1.0 where a NaN goes left
+        out["missing_left"] = p.const(np.concatenate([t.missing_left for t in trees]))
+    return out
 
 
 def _gemm(trees: list[Tree], n_features: int, p: Program) -> dict[str, Any]:
@@ -206,6 +214,7 @@ def _gemm(trees: list[Tree], n_features: int, p: Program) -> dict[str, Any]:
     width = trees[0].value.shape[1]
     pick = np.zeros((n_features, len(trees) * n_in))
     thr = np.full(len(trees) * n_in, np.inf, np.float32)
+    missing_left = np.zeros(len(trees) * n_in, np.float32)
     paths = np.zeros((len(trees), n_in, n_leaf))
     lefts = np.full((len(trees), 1, n_leaf), -1.0)
     value = np.zeros((len(trees), n_leaf, width))
@@ -214,13 +223,16 @@ def _gemm(trees: list[Tree], n_features: int, p: Program) -> dict[str, Any]:
         for node, i in inner.items():
             pick[t.feature[node], k * n_in + i] = 1.0
             thr[k * n_in + i] = t.threshold[node]
+            if p.missing:
+                missing_left[k * n_in + i] = t.missing_left[node]
         for j, (leaf, turns) in enumerate(_leaf_paths(t)):
             for node, went_left in turns:
                 paths[k, inner[node], j] = 1.0 if went_left else -1.0
             lefts[k, 0, j] = sum(went_left for _, went_left in turns)
             value[k, j] = t.value[leaf]
     return {"pick": p.const(pick), "threshold": p.const(thr), "paths": p.const(paths),
-            "lefts": p.const(lefts), "value": p.const(value), "inner": n_in}
+            "lefts": p.const(lefts), "value": p.const(value), "inner": n_in,
+            **({"missing_left": p.const(missing_left)} if p.missing else {})}
 
 
 def _leaf_paths(t: Tree) -> list[tuple[int, list[tuple[int, bool]]]]:
