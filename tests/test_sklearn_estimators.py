@@ -309,13 +309,14 @@ def _with_holes(X: np.ndarray) -> np.ndarray:
     return holes
 
 
-@pytest.mark.parametrize("case", ["imputer", "hist-gradient-boosting"])
+@pytest.mark.parametrize("case", ["imputer", "hist-gradient-boosting", "random-forest"])
 def test_missing_values_are_filled_as_the_model_fills_them(case, workers, tmp_path):
     """NaN (a missing value) was refused everywhere, even by a model made to take it: a
-    SimpleImputer pipeline, or HistGradientBoosting, which routes NaN down learned branches.
-    Such a model's input takes NaN (JSON null on the server), parity is proved on rows with
-    missing values, and the compiled artifacts (TFLite) fill and route them as scikit-learn."""
-    from sklearn.ensemble import HistGradientBoostingClassifier
+    SimpleImputer pipeline, or trees, which route NaN down learned branches. Such a model's
+    input takes NaN (JSON null on the server), parity is proved on rows with missing values,
+    and the compiled artifacts (TFLite) fill and route them as scikit-learn; so does ONNX,
+    where skl2onnx left a forest's learned branches out (every NaN went right)."""
+    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
     from sklearn.impute import SimpleImputer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -328,8 +329,10 @@ def test_missing_values_are_filled_as_the_model_fills_them(case, workers, tmp_pa
     if case == "imputer":  # the sample has no NaN: deploykit adds rows with missing values
         model, sample = make_pipeline(SimpleImputer(strategy="median"), StandardScaler(),
                                       LogisticRegression(max_iter=2000)), X[:200]
-    else:
+    elif case == "hist-gradient-boosting":
         model, sample = HistGradientBoostingClassifier(max_iter=30, random_state=0), holes[:200]
+    else:
+        model, sample = RandomForestClassifier(30, random_state=0), holes[:200]
     model.fit(holes, y)
     r = deploykit.export(model, ["onnx", "tflite"], out=tmp_path / "b", sample=sample, quiet=True)
     assert r.ok, [c.reason for c in r.cells]

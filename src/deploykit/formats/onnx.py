@@ -42,6 +42,8 @@ def sklearn_to_onnx(src: Path, out: Path, ctx: EdgeContext) -> dict[str, Any]:
     with _int_missing_flags():
         onx = skl2onnx.to_onnx(model, np.zeros((1, n), np.float32), options=options,
                                target_opset={"": OPSET, "ai.onnx.ml": 3})
+    if ctx.signature["inputs"][0].get("missing"):
+        _missing_branches(onx, last)
     if classify:
         _label_positions(onx, model.classes_)
     elif len(onx.graph.output) == 2 and len(ctx.signature["outputs"]) == 1:
@@ -60,6 +62,27 @@ def _label_positions(onx, classes) -> None:
     classes = np.asarray(classes)
     if classes.dtype.kind not in "biu" or not np.array_equal(classes, np.arange(len(classes))):
         _encode_positions(onx, onx.graph.output[0].name, classes.tolist())
+
+
+def _missing_branches(onx, est) -> None:
+    """Where a missing value (NaN) goes at each node of a forest or tree: skl2onnx leaves it
+    out for scikit-learn's trees (which learn it since 1.3), so onnxruntime sent every NaN
+    right. Its node ids are scikit-learn's, its tree ids the estimators' order."""
+    from onnx import helper
+
+    trees = [est] if hasattr(est, "tree_") else list(getattr(est, "estimators_", []))
+    if not trees or not all(hasattr(getattr(t, "tree_", None), "missing_go_to_left")
+                            for t in trees):
+        return
+    for op in onx.graph.node:
+        if op.op_type not in ("TreeEnsembleClassifier", "TreeEnsembleRegressor"):
+            continue
+        attrs = {a.name: a for a in op.attribute}
+        tracks = [int(trees[t].tree_.missing_go_to_left[n]) for t, n in
+                  zip(attrs["nodes_treeids"].ints, attrs["nodes_nodeids"].ints, strict=True)]
+        if "nodes_missing_value_tracks_true" in attrs:
+            op.attribute.remove(attrs["nodes_missing_value_tracks_true"])
+        op.attribute.append(helper.make_attribute("nodes_missing_value_tracks_true", tracks))
 
 
 def _predicted_values(onx) -> None:
