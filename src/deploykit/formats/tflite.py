@@ -9,6 +9,7 @@ at a time.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -86,10 +87,19 @@ def calibration_rows(ctx: EdgeContext) -> dict[str, np.ndarray]:
     if not ctx.calibration:
         raise ValueError("int8 needs calibration data (training inputs or a sample)")
     with np.load(ctx.calibration) as saved:
-        rows = {s["name"]: saved[s["name"]].astype(s["dtype"]) for s in ctx.signature["inputs"]}
-    whole = np.all([np.isfinite(x.reshape(len(x), -1)).all(axis=1) for x in rows.values()],
-                   axis=0)  # rows with a missing value (NaN) would make the ranges NaN
-    return {k: x[whole][:CALIBRATION_ROWS] for k, x in rows.items()}
+        return {s["name"]: _filled(saved[s["name"]].astype(s["dtype"])[:CALIBRATION_ROWS])
+                for s in ctx.signature["inputs"]}
+
+
+def _filled(x: np.ndarray) -> np.ndarray:
+    """Missing values (NaN) as their column's mean (0 for a column of none): NaN would make
+    the calibrated ranges NaN."""
+    if x.dtype.kind != "f" or not np.isnan(x).any():
+        return x
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # "mean of empty slice"
+        means = np.nan_to_num(np.nanmean(x, axis=0))
+    return np.where(np.isnan(x), means, x).astype(x.dtype)
 
 
 @edge("saved_model", "tflite-int8", requires=("tensorflow",))
