@@ -261,6 +261,13 @@ def test_a_model_fitted_on_a_dataframe_takes_its_columns_by_name(workers, tmp_pa
     body["instances"][0]["colour"] = 1.0
     answer = client.post("/predict", json=body).get_json()
     assert "instance 0: features do not match the model's" in answer["error"], answer
+    # a feature may have the input's name: its rows are still {feature: value} rows
+    named_x = X.iloc[:, :3].set_axis(["x", "y", "z"], axis=1)
+    model = LogisticRegression(max_iter=5000).fit(named_x, y)
+    assert deploykit.export(model, ["onnx"], out=tmp_path / "x", sample=named_x, quiet=True).ok
+    body = {"instances": named_x.iloc[:5].to_dict(orient="records")}
+    answer = create_app([tmp_path / "x"]).test_client().post("/predict", json=body).get_json()
+    assert answer["labels"] == [str(c) for c in model.predict(named_x.iloc[:5])], answer
 
 
 def test_a_model_that_predicts_otherwise_on_float32_rows_says_so(workers, tmp_path):
@@ -316,6 +323,7 @@ def test_missing_values_are_filled_as_the_model_fills_them(case, workers, tmp_pa
     input takes NaN (JSON null on the server), parity is proved on rows with missing values,
     and the compiled artifacts (TFLite) fill and route them as scikit-learn; so does ONNX,
     where skl2onnx left a forest's learned branches out (every NaN went right)."""
+    from jsonschema import Draft202012Validator
     from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
     from sklearn.impute import SimpleImputer
     from sklearn.linear_model import LogisticRegression
@@ -345,9 +353,12 @@ def test_missing_values_are_filled_as_the_model_fills_them(case, workers, tmp_pa
             np.testing.assert_allclose(got.outputs["probabilities"],
                                        model.predict_proba(holes[200:400]), atol=1e-5)
     rows = [[None if np.isnan(v) else float(v) for v in row] for row in holes[200:210]]
-    answer = create_app([tmp_path / "b"]).test_client().post(
-        "/predict", json={"instances": rows}).get_json()
+    client = create_app([tmp_path / "b"]).test_client()
+    answer = client.post("/predict", json={"instances": rows}).get_json()
     assert answer["labels"] == [str(c) for c in model.predict(holes[200:210])], answer
+    doc = client.get("/openapi.json").get_json()
+    assert Draft202012Validator({"$ref": "#/components/schemas/Instances.b", **doc}).is_valid(
+        {"instances": rows})
 
 
 def test_a_model_without_missing_values_still_refuses_nan(workers, tmp_path):
@@ -365,4 +376,44 @@ def test_a_model_without_missing_values_still_refuses_nan(workers, tmp_path):
             bundle.predict(_with_holes(X[:5]))
     answer = create_app([tmp_path / "b"]).test_client().post(
         "/predict", json={"instances": [[None] * X.shape[1]]})
-    assert answer.status_code == 400 and "list of numbers" in answer.get_json()["error"]
+    assert answer.status_code == 400 and "null (a missing value) where this model takes none" \
+        in answer.get_json()["error"]
+
+
+@pytest.mark.parametrize("case", ["marker -1", "some columns"])
+def test_an_imputer_of_another_marker_or_of_some_columns_keeps_exporting(case, workers,
+                                                                          tmp_path):
+    """Rows with NaN in every column were added for any imputer, and such a model failed on
+    them: an imputer of -1 (which refuses NaN) or of some columns only (the others reach the
+    classifier) was refused outright. NaN is now tried column by column: the model takes it
+    where it fills it, and nowhere for a marker of -1 (which the compiled artifacts fill)."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = _data(regression=False)
+    rows = X.copy()
+    if case == "marker -1":
+        imputer, hole = SimpleImputer(missing_values=-1.0), -1.0
+    else:
+        imputer, hole = ColumnTransformer([("filled", SimpleImputer(), [2, 3]),
+                                           ("rest", "passthrough", list(range(4, 10)) + [0, 1])]
+                                          ), np.nan
+    rows[np.random.default_rng(0).random(X.shape[0]) < 0.2, 2] = hole
+    model = make_pipeline(imputer, StandardScaler(), LogisticRegression(max_iter=3000))
+    model.fit(rows, y)
+    r = deploykit.export(model, ["onnx", "tflite"], out=tmp_path / "b", sample=X[:200],
+                         quiet=True)
+    assert r.ok, [c.reason for c in r.cells]
+    with deploykit.load_bundle(tmp_path / "b") as bundle:
+        probe = bundle.probe().inputs["x"]
+        if case == "marker -1":
+            assert not bundle.signature.inputs[0].missing and not np.isnan(probe).any()
+        else:
+            assert bundle.signature.inputs[0].missing
+            assert set(np.flatnonzero(np.isnan(probe).any(axis=0))) == {2, 3}
+        for target in ("onnx", "tflite"):
+            got = bundle.predict(rows[200:400], target=target)
+            assert got.labels == [str(c) for c in model.predict(rows[200:400])], target

@@ -81,16 +81,22 @@ class TensorSpec:
         """A pandas DataFrame's columns in this spec's order, when it names its columns;
         anything else as it is."""
         if self.columns is None or type(frame).__name__ != "DataFrame" or \
-                not hasattr(frame, "columns"):
+                not hasattr(frame, "columns"):  # pandas' or polars'
             return frame
         given = [str(c) for c in frame.columns]
         missing = [c for c in self.columns if c not in given]
         unknown = [c for c in given if c not in self.columns]
-        if missing or unknown:
+        if missing or unknown or len(given) != len(set(given)):
+            twice = sorted({c for c in given if given.count(c) > 1})
             raise InputError(f"input '{self.name}': the DataFrame's columns do not match the "
                              f"model's: missing {missing[:5] or 'none'}, unknown "
-                             f"{unknown[:5] or 'none'}")
-        return frame.set_axis(given, axis=1)[list(self.columns)]
+                             f"{unknown[:5] or 'none'}" + (f", twice {twice[:5]}" if twice else ""))
+        try:
+            return frame[list(self.columns)]  # the model's names are strings (scikit-learn's)
+        except (TypeError, KeyError, ValueError) as e:
+            raise InputError(f"input '{self.name}': cannot take the columns {self.columns[:3]}"
+                             f"... of this {type(frame).__module__} DataFrame by name ({e}); "
+                             f"pass a pandas DataFrame or an array") from None
 
     def _as_dtype(self, arr: np.ndarray) -> np.ndarray:
         want = np.dtype(self.dtype)

@@ -395,10 +395,11 @@ def _sklearn_memory(model, sample, labels) -> Source:
     _refuse_text_predictions(model, classify)
     names = getattr(model, "feature_names_in_", None)  # fitted on a DataFrame
     columns = None if names is None else [str(c) for c in names]
-    missing = _fills_missing(model, sample)
-    inputs = _probe(Signature.single(n, columns=columns, missing=missing), sample)
-    if missing:  # every artifact is then proved to fill them as the model does
-        inputs = {"x": _with_missing_rows(inputs["x"])}
+    inputs = _probe(Signature.single(n, columns=columns, missing=True), sample)
+    missing = bool(np.isnan(inputs["x"]).any())  # the user's sample: the model must fill them
+    holes = _missing_rows(model, inputs["x"], task) if missing or _has_imputer(model) else None
+    if holes is not None:  # every artifact is then proved to fill them as the model does
+        inputs, missing = {"x": np.concatenate([inputs["x"], holes])}, True
     ref = _sklearn_reference(model, inputs["x"], task)
     if classify:
         classes = [str(c) for c in model.classes_]
@@ -420,27 +421,41 @@ def _sklearn_memory(model, sample, labels) -> Source:
                   notes=_float32_notes(model, sig.inputs[0], sample, ref, task))
 
 
-def _fills_missing(model, sample) -> bool:
-    """Whether the model takes NaN for a missing value: it has an imputer, or the user's
-    sample holds NaN (HistGradientBoosting and trees take it natively)."""
-    if any(type(v).__name__.endswith("Imputer") for v in _sklearn_parts(model)):
-        return True
-    if sample is None:
-        return False
+def _has_imputer(model) -> bool:
+    return any(type(v).__name__.endswith("Imputer") for v in _sklearn_parts(model))
+
+
+def _missing_rows(model, x: np.ndarray, task: str) -> np.ndarray | None:
+    """Rows of ``x`` with values missing (NaN) in the columns the model fills (an imputer's,
+    or every column for trees), each such column in one row at least, 16 to 32 rows, so
+    parity proves every artifact fills them as the model does; None when it fills none (an
+    imputer of another marker, ``-1``)."""
+    n = x.shape[1]
+    single = x[np.arange(n) % len(x)].copy()
+    single[np.arange(n), np.arange(n)] = np.nan
+    if _predicts(model, single, task):
+        fillable = np.arange(n)
+    else:  # an imputer of some columns only (in a ColumnTransformer)
+        fillable = np.array([j for j in range(min(n, 256))
+                             if _predicts(model, single[j:j + 1], task)], int)
+    if not len(fillable):
+        return None
+    k = min(32, max(16, len(fillable)))  # rows: columns cycled, or grouped when more
+    groups = np.array_split(fillable, k) if len(fillable) > k else \
+        [fillable[[i % len(fillable)]] for i in range(k)]
+    rows = x[np.arange(k) % len(x)].copy()
+    for i, columns in enumerate(groups):
+        rows[i, columns] = np.nan
+    return rows if _predicts(model, rows, task) else single[fillable[:32]]
+
+
+def _predicts(model, rows: np.ndarray, task: str) -> bool:
+    """Whether the model gives finite outputs for ``rows``."""
     try:
-        values = np.asarray(sample if not isinstance(sample, Mapping) else
-                            next(iter(sample.values())), dtype=np.float64)
-    except (TypeError, ValueError, StopIteration):
+        out = _sklearn_reference(model, rows, task)
+    except SourceError:
         return False
-    return bool(np.isnan(values).any())
-
-
-def _with_missing_rows(x: np.ndarray) -> np.ndarray:
-    """``x`` and 16 of its rows again, each with one value missing (NaN, every column in
-    turn), so parity checks that every artifact fills them as the model does."""
-    extra = x[np.arange(16) % len(x)].copy()
-    extra[np.arange(16), np.arange(16) % x.shape[1]] = np.nan
-    return np.concatenate([x, extra])
+    return all(np.isfinite(v).all() for v in out.values() if v.dtype.kind == "f")
 
 
 def _sklearn_checked(model) -> int:
@@ -898,8 +913,10 @@ def _onnx_file(p: Path, sample, task, labels) -> Source:
     specs = tuple(_spec_from_shape(v.shape, str(v.dtype), n) for n, v in ref.items())
     task, probs = _task_of(ref, task, labels)
     scores = _onnx_scores(ref, probs) if task == "classification" else None
+    n = _classes(ref, scores) if task == "classification" else 0
+    named = classes if classes and len(classes) == max(n, 2) else None  # the file's own
     return Source("onnx", "onnx", Signature((sig_in,), specs, scores), task,
-                  _labels_for(task, _classes(ref, scores), labels or classes),
+                  _labels_for(task, n, labels or named),
                   _writer(model, "model.onnx") if model else _copier(p, "model.onnx"), inputs,
                   ref, notes=notes)
 

@@ -295,6 +295,9 @@ def _numbers(values: Any, want: np.dtype, what: str, nulls: bool = False) -> np.
         raise bad from None
     if isinstance(values, list):
         kinds = set(map(type, _leaves(values, arr.ndim)))
+        if type(None) in kinds and not nulls and want.kind == "f":
+            raise ApiError(400, f"{what}: null (a missing value) where this model takes none; "
+                                f"send numbers")
         if (bool in kinds) != (want.kind == "b") or \
                 not kinds <= {bool, int, float, *((type(None),) if nulls else ())}:
             raise bad  # numpy would have made true 1.0 and "1.5" 1.5
@@ -602,8 +605,9 @@ def _request_inputs(body: dict[str, Any], specs, max_batch: int) -> dict[str, np
         columns = body["inputs"]
     elif "instances" in body and len(specs) == 1 and not objects:
         columns = {names[0]: rows}
-    elif objects and len(specs) == 1 and specs[0].columns and names[0] not in rows[0]:
-        columns = {names[0]: _by_feature(rows, specs[0].columns)}
+    elif objects and len(specs) == 1 and specs[0].columns and (
+            rows[0].keys() != {names[0]} or not isinstance(rows[0][names[0]], list)):
+        columns = {names[0]: _by_feature(rows, specs[0].columns)}  # a feature may be "x" too
     elif "instances" in body:  # rows of {name: row}; for one input too, as TF Serving takes
         if not objects:
             raise ApiError(400, several)
