@@ -417,3 +417,28 @@ def test_an_imputer_of_another_marker_or_of_some_columns_keeps_exporting(case, w
         for target in ("onnx", "tflite"):
             got = bundle.predict(rows[200:400], target=target)
             assert got.labels == [str(c) for c in model.predict(rows[200:400])], target
+
+
+def test_a_column_transformer_that_names_its_columns_exports(workers, tmp_path):
+    """The usual DataFrame pipeline selects columns by name: it was refused ("a
+    ColumnTransformer must select its columns by position"). deploykit exports a copy that
+    selects them by position; the user's model is left as it was."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.datasets import load_wine
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import MinMaxScaler, StandardScaler
+
+    X, y = load_wine(return_X_y=True, as_frame=True)
+    columns = ColumnTransformer([("scaled", StandardScaler(), ["alcohol", "proline"]),
+                                 ("ranged", MinMaxScaler(), ["hue"])], remainder="passthrough")
+    model = make_pipeline(columns, LogisticRegression(max_iter=5000)).fit(X, y)
+    r = deploykit.export(model, ["onnx", "tflite"], out=tmp_path / "b", sample=X, quiet=True)
+    assert r.ok, [c.reason for c in r.cells]
+    assert model[0].transformers_[0][2] == ["alcohol", "proline"]  # the user's, untouched
+    with deploykit.load_bundle(tmp_path / "b") as bundle:
+        for target in ("onnx", "tflite"):
+            got = bundle.predict(X[X.columns[::-1]], target=target)
+            assert got.labels == [str(c) for c in model.predict(X)], target
+            np.testing.assert_allclose(got.outputs["probabilities"], model.predict_proba(X),
+                                       atol=1e-5)

@@ -390,6 +390,7 @@ def _fixed_lengths(spec: TensorSpec, sample) -> tuple[TensorSpec, list[str]]:
 # -- scikit-learn -----------------------------------------------------------------------------------
 def _sklearn_memory(model, sample, labels) -> Source:
     n = _sklearn_checked(model)
+    model = _by_position(model)
     classify = hasattr(model, "predict_proba")
     task = "classification" if classify else "regression"
     _refuse_text_predictions(model, classify)
@@ -419,6 +420,39 @@ def _sklearn_memory(model, sample, labels) -> Source:
                   _labels_for(task, len(classes) if classify else 0, labels or
                               (classes if classify else None)), write, inputs, ref,
                   notes=_float32_notes(model, sig.inputs[0], sample, ref, task))
+
+
+def _by_position(model):
+    """``model``, or a copy whose ColumnTransformers select their columns by position where
+    they name them (a model fitted on a DataFrame): every artifact takes an array of the
+    input's ``columns``, in that order, and skl2onnx and the compiler need positions."""
+    import copy
+
+    def positions(ct, columns):
+        names = list(getattr(ct, "feature_names_in_", []))
+        if isinstance(columns, str) and columns in names:
+            return names.index(columns)
+        if isinstance(columns, (list, tuple, np.ndarray)) and len(columns) and \
+                all(isinstance(c, str) and c in names for c in columns):
+            return [names.index(c) for c in columns]
+        return columns
+
+    def named(ct) -> bool:
+        return any(positions(ct, c) is not c for _, _, c in ct.transformers_)
+
+    if not any(type(v).__name__ == "ColumnTransformer" and named(v)
+               for v in _sklearn_parts(model)):
+        return model
+    model = copy.deepcopy(model)
+    for ct in _sklearn_parts(model):
+        if type(ct).__name__ == "ColumnTransformer":
+            for attr in ("transformers_", "transformers", "_columns"):
+                specs = getattr(ct, attr, None)
+                if attr == "_columns" and specs is not None:
+                    ct._columns = [positions(ct, c) for c in specs]
+                elif specs is not None:
+                    setattr(ct, attr, [(n, t, positions(ct, c)) for n, t, c in specs])
+    return model
 
 
 def _has_imputer(model) -> bool:
