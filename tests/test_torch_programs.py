@@ -462,7 +462,8 @@ def test_a_model_failing_on_its_sample_is_one_error_naming_what_it_was_given(cap
     """A sample of the wrong width or dtype reached torch.export, whose error blamed the
     module ("make its forward traceable") after 38 lines of its log on stderr, or escaped as
     the framework's own RuntimeError/ValueError; now one SourceError says what failed on
-    what. A pipeline selecting columns by name is told to select them by position."""
+    what. (A pipeline selecting columns by name, once refused here, now exports: its
+    reference is the model's own prediction on the named columns.)"""
     import pandas as pd
     from sklearn.compose import ColumnTransformer
     from sklearn.linear_model import LogisticRegression
@@ -482,5 +483,6 @@ def test_a_model_failing_on_its_sample_is_one_error_naming_what_it_was_given(cap
     frame = pd.DataFrame(x[:, :3], columns=["age", "plan", "usage"])
     named = make_pipeline(ColumnTransformer([("s", StandardScaler(), ["age", "usage"])]),
                           LogisticRegression()).fit(frame, np.arange(40) % 2)
-    with pytest.raises(SourceError, match="by position, not by name"):
-        detect(named, sample=frame.to_numpy())
+    source = detect(named, sample=frame.to_numpy())
+    np.testing.assert_array_equal(source.reference["label"], named.predict(frame))
+    assert source.signature.inputs[0].columns == ("age", "plan", "usage")
