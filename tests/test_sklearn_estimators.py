@@ -442,3 +442,26 @@ def test_a_column_transformer_that_names_its_columns_exports(workers, tmp_path):
             assert got.labels == [str(c) for c in model.predict(X)], target
             np.testing.assert_allclose(got.outputs["probabilities"], model.predict_proba(X),
                                        atol=1e-5)
+
+
+def test_an_imputer_that_adds_indicators_compiles(workers, tmp_path):
+    """``SimpleImputer(add_indicator=True)`` (a 0/1 column per feature that had holes) was
+    refused by the compiler; it compiles now (skl2onnx cannot convert it: its ONNX cell is an
+    error)."""
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    X, y = _data(regression=False)
+    holes = X.copy()
+    holes[np.random.default_rng(0).random(X.shape[0]) < 0.3, 4] = np.nan
+    model = make_pipeline(SimpleImputer(add_indicator=True), LogisticRegression(max_iter=5000))
+    model.fit(holes, y)
+    assert model[0].transform(holes[:5]).shape[1] == X.shape[1] + 1  # one indicator column
+    r = deploykit.export(model, ["tflite"], out=tmp_path / "b", sample=holes[:200], quiet=True)
+    assert r.ok, r.cells[0].reason
+    with deploykit.load_bundle(tmp_path / "b") as bundle:
+        got = bundle.predict(holes[200:400])
+    assert got.labels == [str(c) for c in model.predict(holes[200:400])]
+    np.testing.assert_allclose(got.outputs["probabilities"], model.predict_proba(holes[200:400]),
+                               atol=1e-5)

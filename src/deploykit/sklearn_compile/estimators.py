@@ -89,20 +89,22 @@ def _svd(est, p, x):
 def _imputer(est, p, x):
     """Missing values (NaN, or the imputer's ``missing_values``) become the column's fitted
     statistic; then the columns the imputer keeps (a column missing in every training row is
-    dropped, or filled with 0 under ``keep_empty_features``)."""
-    if est.add_indicator:
-        unsupported(est, "add_indicator")
+    dropped, or filled with 0 under ``keep_empty_features``), and with ``add_indicator`` a
+    0/1 column per feature that had missing values in training."""
     marker = est.missing_values
     nan = isinstance(marker, float) and np.isnan(marker)
     if not nan and not isinstance(marker, (int, float)):
         unsupported(est, f"missing_values={marker!r}")
+    how = {} if nan else {"marker": float(marker)}
     empty = np.isnan(est.statistics_)
-    x = p.add("fill_missing", x, fill=p.const(np.where(empty, 0.0, est.statistics_)),
-              **({} if nan else {"marker": float(marker)}))
+    out = p.add("fill_missing", x, fill=p.const(np.where(empty, 0.0, est.statistics_)), **how)
     kept = np.flatnonzero(~empty)
-    if est.keep_empty_features or len(kept) == len(est.statistics_):
-        return x
-    return p.add("columns", x, index=p.const(kept, "int32"))
+    if not est.keep_empty_features and len(kept) < len(est.statistics_):
+        out = p.add("columns", out, index=p.const(kept, "int32"))
+    flagged = np.asarray(est.indicator_.features_) if est.add_indicator else []
+    if len(flagged):
+        out = p.add("concat", out, p.add("missing_mask", x, index=p.const(flagged, "int32"), **how))
+    return out
 
 
 @_into(TRANSFORM, "OneHotEncoder")

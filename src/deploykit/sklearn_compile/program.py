@@ -180,6 +180,14 @@ def _fill_missing(ops, xs, p, _):
     return ops.where(missing, ops.zeros_like(x) + p["fill"], x)
 
 
+@op("missing_mask")
+def _missing_mask(ops, xs, p, _):
+    """1.0 where column ``index[k]`` holds a missing value (NaN, or ``marker``), else 0.0."""
+    x = ops.take(xs[0], p["index"], axis=1)
+    return ops.cast(ops.isnan(x) if p.get("marker") is None else ops.equal(x, p["marker"]),
+                    "float32")
+
+
 @op("columns")
 def _columns(ops, xs, p, _):
     return ops.take(xs[0], p["index"], axis=1)
