@@ -172,20 +172,22 @@ def _activation(ops, xs, p, _):
             "exp": ops.exp}[kind](x)
 
 
+def _is_missing(ops, x, p):
+    """Where ``x`` holds a missing value: NaN, or the imputer's ``marker`` when it has one."""
+    return ops.isnan(x) if p.get("marker") is None else ops.equal(x, p["marker"])
+
+
 @op("fill_missing")
 def _fill_missing(ops, xs, p, _):
-    """Values marked missing (NaN, or ``marker``) replaced by the column's ``fill``."""
+    """Values marked missing replaced by the column's ``fill``."""
     x = xs[0]
-    missing = ops.isnan(x) if p.get("marker") is None else ops.equal(x, p["marker"])
-    return ops.where(missing, ops.zeros_like(x) + p["fill"], x)
+    return ops.where(_is_missing(ops, x, p), ops.zeros_like(x) + p["fill"], x)
 
 
 @op("missing_mask")
 def _missing_mask(ops, xs, p, _):
-    """1.0 where column ``index[k]`` holds a missing value (NaN, or ``marker``), else 0.0."""
-    x = ops.take(xs[0], p["index"], axis=1)
-    return ops.cast(ops.isnan(x) if p.get("marker") is None else ops.equal(x, p["marker"]),
-                    "float32")
+    """1.0 where column ``index[k]`` holds a missing value, else 0.0."""
+    return ops.cast(_is_missing(ops, ops.take(xs[0], p["index"], axis=1), p), "float32")
 
 
 @op("columns")
