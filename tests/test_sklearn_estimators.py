@@ -162,14 +162,16 @@ def test_a_classifier_of_named_classes_predicts_its_class_names(kind, workers, t
                                        atol=1e-5, rtol=1e-4)
 
 
-def test_an_onnx_file_from_skl2onnx_defaults_serves_its_class_names(workers, tmp_path):
+@pytest.mark.parametrize("zipmap", [True, "columns"])
+def test_an_onnx_file_from_skl2onnx_serves_its_class_names(zipmap, workers, tmp_path):
     """skl2onnx's defaults give a ZipMap output (a list of {class: probability} dicts) and
-    labels of class names: exporting such a file raised a bare TypeError. It is made plain
-    tensors; its labels come from the file."""
+    labels of class names: exporting such a file raised a bare TypeError. Its
+    ``zipmap="columns"`` gives one output per class, read as a regression of n + 1 outputs.
+    Both are made plain tensors; the labels come from the file."""
     import skl2onnx
 
     model, X = _named_classes("words")
-    onx = skl2onnx.to_onnx(model, X[:1])
+    onx = skl2onnx.to_onnx(model, X[:1], options={"zipmap": zipmap})
     (tmp_path / "m.onnx").write_bytes(onx.SerializeToString())
     r = deploykit.export(tmp_path / "m.onnx", ["onnx", "tflite"], out=tmp_path / "b",
                          sample=X[::2], quiet=True)
@@ -179,7 +181,7 @@ def test_an_onnx_file_from_skl2onnx_defaults_serves_its_class_names(workers, tmp
     with deploykit.load_bundle(tmp_path / "b") as bundle:
         got = bundle.predict(X[1::2], target="onnx")
     assert got.labels == list(model.predict(X[1::2]))
-    probabilities = next(v for k, v in got.outputs.items() if v.dtype == np.float32)
+    probabilities = got.outputs[bundle.signature.scores]
     np.testing.assert_allclose(probabilities, model.predict_proba(X[1::2]), atol=1e-5, rtol=1e-4)
 
 

@@ -150,6 +150,7 @@ def plain_classifier(onx) -> list | None:
         out.type.CopyFrom(helper.make_tensor_type_proto(TensorProto.FLOAT, [None, len(classes)]))
     if classes is None:
         return None
+    _join_columns(graph, len(classes))
     for out in graph.output:
         kind = out.type.tensor_type.elem_type
         if kind == TensorProto.STRING or (kind == TensorProto.INT64 and
@@ -157,6 +158,29 @@ def plain_classifier(onx) -> list | None:
             _encode_positions(onx, out.name, classes)
             break
     return classes
+
+
+def _join_columns(graph, n: int) -> None:
+    """skl2onnx's ``zipmap="columns"`` gives one output of shape [batch] per class beside the
+    label: they become one ``probabilities`` output of shape [batch, n], in the same order.
+    Without this the file read as a regression with n + 1 outputs."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    columns = [o for o in graph.output if o.type.tensor_type.elem_type == TensorProto.FLOAT
+               and len(o.type.tensor_type.shape.dim) == 1]
+    if n < 2 or len(columns) != n or len(graph.output) != n + 1:
+        return
+    if any(o == "probabilities" for node in graph.node for o in node.output):
+        _rename(graph, "probabilities", "probabilities_before_columns")
+    graph.initializer.append(numpy_helper.from_array(np.array([-1, 1], np.int64), "column_shape"))
+    for c in columns:
+        graph.node.append(helper.make_node("Reshape", [c.name, "column_shape"], [f"{c.name}_2d"]))
+        graph.output.remove(c)
+    graph.node.append(helper.make_node("Concat", [f"{c.name}_2d" for c in columns],
+                                       ["probabilities"], axis=1))
+    graph.output.append(helper.make_tensor_value_info("probabilities", TensorProto.FLOAT,
+                                                      [None, n]))
 
 
 def _classes_of(node) -> list | None:
