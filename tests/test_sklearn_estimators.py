@@ -128,8 +128,9 @@ def test_estimator_to_onnx_matches_scikit_learn(name, regression, workers, tmp_p
                                    atol=1e-5, rtol=1e-4)
 
 
-def _named_classes(kind: str):
-    """A classifier fitted on class values other than 0..n-1, and its data."""
+def _named_classes(kind: str, classifier=None):
+    """A classifier (logistic regression unless given) fitted on class values other than
+    0..n-1, and its data."""
     from sklearn.datasets import load_breast_cancer, load_iris
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -141,8 +142,8 @@ def _named_classes(kind: str):
     else:
         X, y = load_iris(return_X_y=True)
         y = np.array([3, 7, 11])[y]
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(X, y)
-    return model, X.astype(np.float32)
+    model = make_pipeline(StandardScaler(), classifier or LogisticRegression(max_iter=2000))
+    return model.fit(X, y), X.astype(np.float32)
 
 
 @pytest.mark.parametrize("kind", ["words", "numbers"])
@@ -183,6 +184,27 @@ def test_an_onnx_file_from_skl2onnx_serves_its_class_names(zipmap, workers, tmp_
     assert got.labels == list(model.predict(X[1::2]))
     probabilities = got.outputs[bundle.signature.scores]
     np.testing.assert_allclose(probabilities, model.predict_proba(X[1::2]), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["words", "numbers"])
+def test_an_onnx_file_of_a_classifier_without_probabilities_keeps_its_classes(kind, workers,
+                                                                             tmp_path):
+    """skl2onnx writes a LinearSVC's or an SGD's margins, not probabilities: such a file was
+    read as a regression (the labels rewritten to positions and then dropped, so the bundle
+    answered 0..n-1), or refused for "labels given" that the user never gave."""
+    import skl2onnx
+    from sklearn.linear_model import SGDClassifier
+    from sklearn.svm import LinearSVC
+
+    model, X = _named_classes(kind, LinearSVC() if kind == "words" else SGDClassifier(random_state=0))
+    onx = skl2onnx.to_onnx(model, X[:1], options={type(model[-1]): {}})
+    (tmp_path / "m.onnx").write_bytes(onx.SerializeToString())
+    r = deploykit.export(tmp_path / "m.onnx", ["onnx"], out=tmp_path / "b", sample=X[::2],
+                         quiet=True)
+    assert r.ok, [c.reason for c in r.cells]
+    with deploykit.load_bundle(tmp_path / "b") as bundle:
+        assert bundle.task == "classification"
+        assert bundle.predict(X[1::2]).labels == [str(c) for c in model.predict(X[1::2])]
 
 
 def test_a_classifier_without_probabilities_and_word_classes_is_refused_by_name(tmp_path):

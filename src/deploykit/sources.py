@@ -945,7 +945,9 @@ def _onnx_file(p: Path, sample, task, labels) -> Source:
     names = [o.name for o in sess.get_outputs()]
     ref = dict(zip(names, [np.asarray(o) for o in outs_raw], strict=True))
     specs = tuple(_spec_from_shape(v.shape, str(v.dtype), n) for n, v in ref.items())
-    task, probs = _task_of(ref, task, labels)
+    # a file with an ai.onnx.ml classifier names its classes: a classifier, also when its
+    # scores are margins (LinearSVC, raw_scores), not probabilities
+    task, probs = _task_of(ref, task or ("classification" if classes else None), labels or classes)
     scores = _onnx_scores(ref, probs) if task == "classification" else None
     n = _classes(ref, scores) if task == "classification" else 0
     named = classes if classes and len(classes) == max(n, 2) else None  # the file's own
