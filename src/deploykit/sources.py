@@ -932,18 +932,20 @@ def _onnx_file(p: Path, sample, task, labels) -> Source:
 
     ort = require("onnxruntime", purpose="to read an ONNX model")
     with _reading(p, "an ONNX model that onnxruntime loads"):
-        model, classes = _plain_onnx(p)
-        sess = ort.InferenceSession(model or str(p), providers=["CPUExecutionProvider"])
+        proto, classes, changed = _plain_onnx(p)
+        sess = _onnx_session(ort, proto)
     _one_input([i.name for i in sess.get_inputs()], "ONNX model")
-    i = sess.get_inputs()[0]
-    dtype = {"tensor(float)": "float32", "tensor(double)": "float64",
-             "tensor(int64)": "int64"}.get(i.type, "float32")
-    sig_in, notes = _fixed_lengths(
-        _spec_from_shape([d if isinstance(d, int) else None for d in i.shape], dtype, "x"), sample)
+    sig_in, notes = _fixed_lengths(_onnx_input(sess.get_inputs()[0], proto), sample)
     inputs = _probe(Signature((sig_in,)), sample)
-    outs_raw = sess.run(None, {i.name: inputs["x"]})
+    fixed = _onnx_fixed_batch(sess)
+    if fixed:
+        proto, fixed, note = _onnx_any_batch(ort, sess, proto, fixed, inputs)
+        notes.append(note)
+        if not fixed:
+            sess, changed = _onnx_session(ort, proto), True
     names = [o.name for o in sess.get_outputs()]
-    ref = dict(zip(names, [np.asarray(o) for o in outs_raw], strict=True))
+    ref = _in_chunks(lambda x: dict(zip(names, map(np.asarray, sess.run(None, {
+        sess.get_inputs()[0].name: x["x"]})), strict=True)), inputs, fixed)
     specs = tuple(_spec_from_shape(v.shape, str(v.dtype), n) for n, v in ref.items())
     # a file with an ai.onnx.ml classifier names its classes: a classifier, also when its
     # scores are margins (LinearSVC, raw_scores), not probabilities
@@ -951,25 +953,89 @@ def _onnx_file(p: Path, sample, task, labels) -> Source:
     scores = _onnx_scores(ref, probs) if task == "classification" else None
     n = _classes(ref, scores) if task == "classification" else 0
     named = classes if classes and len(classes) == max(n, 2) else None  # the file's own
+    write = _writer(proto.SerializeToString(), "model.onnx") if changed else \
+        _copier(p, "model.onnx")
     return Source("onnx", "onnx", Signature((sig_in,), specs, scores), task,
-                  _labels_for(task, n, labels or named),
-                  _writer(model, "model.onnx") if model else _copier(p, "model.onnx"), inputs,
-                  ref, notes=notes)
+                  _labels_for(task, n, labels or named), write, inputs, ref, notes=notes,
+                  fixed_batch=fixed)
 
 
-def _plain_onnx(p: Path) -> tuple[bytes | None, list[str] | None]:
-    """A scikit-learn classifier's model with its ZipMap and class-value labels made plain
-    tensors (:func:`deploykit.formats.onnx.plain_classifier`), and its class names; (None,
-    None) for any other model, which is kept as it is."""
+_ONNX_INPUTS = {"tensor(float)": "float32", "tensor(double)": "float64",
+                "tensor(float16)": "float16", "tensor(int64)": "int64", "tensor(int32)": "int32"}
+
+
+def _onnx_session(ort, proto, quiet: bool = False):
+    """A session on ``proto``; ``quiet``: its failures are expected, not logged on stderr."""
+    options = ort.SessionOptions()
+    if quiet:
+        options.log_severity_level = 4  # fatal only
+    return ort.InferenceSession(proto.SerializeToString(), options,
+                                providers=["CPUExecutionProvider"])
+
+
+def _onnx_input(i, proto) -> TensorSpec:
+    """The spec of an ONNX model's one input (any batch); integer ids that only index tables
+    get their range."""
+    from deploykit.formats.onnx import id_range
+
+    if i.type not in _ONNX_INPUTS:
+        raise SourceError(f"the ONNX model's input '{i.name}' is a {i.type}; deploykit reads "
+                          f"ONNX models whose input is float16, float32, float64, int32 or int64")
+    spec = _spec_from_shape([d if isinstance(d, int) else None for d in i.shape],
+                            _ONNX_INPUTS[i.type], "x")
+    ids = id_range(proto, i.name) if np.dtype(spec.dtype).kind == "i" else None
+    return replace(spec, range=ids) if ids else spec
+
+
+def _onnx_fixed_batch(sess) -> int | None:
+    """The batch an ONNX model's input fixes (None: any)."""
+    first = sess.get_inputs()[0].shape[0] if sess.get_inputs()[0].shape else None
+    return first if isinstance(first, int) and first > 0 else None
+
+
+def _onnx_any_batch(ort, sess, proto, fixed: int, inputs: dict[str, np.ndarray]):
+    """An ONNX model saved at a fixed batch (``torch.onnx.export`` without dynamic axes): the
+    model with its batch opened when it then gives the same answers in any batch (probed
+    here), else the model as it is and its fixed batch. Returns ``(proto, fixed or None,
+    note)``."""
+    from deploykit.formats.onnx import with_any_batch
+
+    x, name = inputs["x"], sess.get_inputs()[0].name
+    want = _in_chunks(lambda r: dict(enumerate(sess.run(None, {name: r["x"]}))), inputs, fixed)
+    opened = with_any_batch(proto)
+    try:
+        any_sess = _onnx_session(ort, opened, quiet=True)
+        got = [dict(enumerate(any_sess.run(None, {name: r}))) for r in (x, x[:fixed + 1], x[:1])]
+        same = all(np.allclose(g[k], want[k][:len(r)], rtol=1e-4, atol=1e-5, equal_nan=True)
+                   for g, r in zip(got, (x, x[:fixed + 1], x[:1]), strict=True) for k in want)
+    except Exception:  # noqa: BLE001  (onnxruntime refuses the other batch: a reshape to it)
+        same = False
+    if same:
+        return opened, None, (f"the ONNX model was saved at a fixed batch of {fixed} rows; "
+                              f"deploykit opened it to any batch (it gives the same answers)")
+    return proto, fixed, (f"the ONNX model was saved at a fixed batch of {fixed} rows and "
+                          f"its graph depends on that batch, so " + _STAYS)
+
+
+def _plain_onnx(p: Path):
+    """The ONNX model in one piece (external data read in), a scikit-learn classifier's
+    ZipMap and class-value labels made plain tensors
+    (:func:`deploykit.formats.onnx.plain_classifier`), and its class names. Returns
+    ``(proto, class names or None, whether it differs from the file)``."""
     import onnx
 
     from deploykit.formats.onnx import plain_classifier
 
     proto = onnx.load(str(p), load_external_data=False)
+    external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer)
+    if external:
+        onnx.load_external_data_for_model(proto, str(p.parent))
+        if proto.ByteSize() >= 2 ** 31:
+            raise SourceError(f"{p}: its weights are over 2 GB; deploykit keeps an ONNX model in "
+                              f"one file, which protobuf limits to 2 GB")
     classes = plain_classifier(proto)
-    if classes is None:
-        return None, None
-    return proto.SerializeToString(), [str(c) for c in classes]
+    return proto, None if classes is None else [str(c) for c in classes], \
+        external or classes is not None
 
 
 def _onnx_scores(ref: Mapping[str, np.ndarray], probs: int | None) -> str | None:

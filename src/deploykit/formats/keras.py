@@ -38,8 +38,8 @@ def keras_to_saved_model(src: Path, out: Path, ctx: EdgeContext) -> dict[str, An
     model, options = unrolled(keras, model)
     tf = require("tensorflow")
     names = [s["name"] for s in ctx.signature["outputs"]]
-    specs = [tf.TensorSpec([None, *s["shape"][1:]], s["dtype"], name=s["name"])
-             for s in ctx.signature["inputs"]]
+    # any batch, unless the source fixed one (a graph that computes with its batch size)
+    specs = [tf.TensorSpec(s["shape"], s["dtype"], name=s["name"]) for s in ctx.signature["inputs"]]
 
     def serve(*xs):  # inputs and outputs named as in deploykit's signature
         return dict(zip(names, ordered_outputs(model, call(model, xs)), strict=True))

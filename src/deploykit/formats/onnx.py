@@ -160,6 +160,43 @@ def plain_classifier(onx) -> list | None:
     return classes
 
 
+def with_any_batch(onx) -> Any:
+    """A copy of ``onx`` whose input and outputs declare any batch (dimension 0 named
+    ``batch``), its inner shapes (stale now) dropped. Whether the graph computes with any
+    batch (no reshape to a fixed one) is for the caller to check by running it."""
+    copy = type(onx)()
+    copy.CopyFrom(onx)
+    for value in [*copy.graph.input, *copy.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        if len(dims):
+            dims[0].Clear()
+            dims[0].dim_param = "batch"
+    del copy.graph.value_info[:]
+    return copy
+
+
+def id_range(onx, name: str) -> tuple[int, int] | None:
+    """The ids input ``name`` takes when all it does is index tables (a ``Gather`` of an
+    initializer on axis 0, after any ``Cast``): ``(0, rows - 1)`` of the smallest table; None
+    when it is used any other way."""
+    from onnx import helper
+
+    tables = {t.name: t.dims for t in onx.graph.initializer}
+    rows, frontier = [], [name]
+    while frontier:
+        tensor = frontier.pop()
+        for n in (n for n in onx.graph.node if tensor in n.input):
+            axis = next((helper.get_attribute_value(a) for a in n.attribute if a.name == "axis"), 0)
+            if n.op_type == "Cast":
+                frontier.append(n.output[0])
+            elif n.op_type == "Gather" and list(n.input) == [n.input[0], tensor] and \
+                    n.input[0] in tables and axis == 0:
+                rows.append(tables[n.input[0]][0])
+            else:
+                return None
+    return (0, min(rows) - 1) if rows else None
+
+
 def _join_columns(graph, n: int) -> None:
     """skl2onnx's ``zipmap="columns"`` gives one output of shape [batch] per class beside the
     label: they become one ``probabilities`` output of shape [batch, n], in the same order.
@@ -274,7 +311,7 @@ class OnnxRunner(Runner):
     def _load(self) -> None:
         ort = require("onnxruntime", purpose="to run ONNX")
         opts = ort.SessionOptions()
-        opts.log_severity_level = 3
+        opts.log_severity_level = 4  # its errors come back raised, not printed on stderr
         if self.threads:  # serving: a small pool that sleeps between calls, not spins
             opts.intra_op_num_threads = self.threads
             opts.inter_op_num_threads = 1

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from deploykit._lazy import require
+from deploykit.errors import ExportError
 from deploykit.formats.base import Runner, register_runner
 from deploykit.graph import EdgeContext, edge, node
 
@@ -31,9 +32,20 @@ node("tflite-int8", "tflite", profile="int8", column=3, serve_rank=6,
 CALIBRATION_ROWS = 2000
 
 
-def _converter(src: Path):
+def _converter(src: Path, ctx: EdgeContext):
+    _no_float64(ctx)
     tf = require("tensorflow", purpose="for the TFLite converter")
     return tf, tf.lite.TFLiteConverter.from_saved_model(str(src))
+
+
+def _no_float64(ctx: EdgeContext) -> None:
+    """TFLite has no float64 tensors; its converter said only "Could not translate MLIR to
+    FlatBuffer"."""
+    wide = [s["name"] for s in ctx.signature["inputs"] if s["dtype"] == "float64"]
+    if wide:
+        raise ExportError(f"TFLite takes no float64 inputs ('{wide[0]}' is float64): save the "
+                          f"model with float32 inputs (skl2onnx: a float32 example row; torch: "
+                          f"model.float())")
 
 
 def _write(out: Path, name: str, flatbuffer: bytes, tf) -> dict[str, Any]:
@@ -43,7 +55,7 @@ def _write(out: Path, name: str, flatbuffer: bytes, tf) -> dict[str, Any]:
 
 @edge("saved_model", "tflite", requires=("tensorflow",))
 def saved_model_to_tflite(src: Path, out: Path, ctx: EdgeContext) -> dict[str, Any]:
-    tf, conv = _converter(src)
+    tf, conv = _converter(src, ctx)
     return _write(out, "model.tflite", conv.convert(), tf)
 
 
@@ -54,14 +66,14 @@ def saved_model_to_tflite_fp16(src: Path, out: Path, ctx: EdgeContext) -> dict[s
     send rows down other branches), ai-edge-quantizer casts the fp32 model's weights instead:
     it casts the weights of compute ops (fully connected, convolution, embedding) and leaves
     gathered and compared constants float32."""
-    tf, conv = _converter(src)
+    tf, conv = _converter(src, ctx)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.target_spec.supported_types = [tf.float16]
     info = _write(out, "model_fp16.tflite", conv.convert(), tf)
     if _within_fp16(src, out / info["file"], ctx):
         return info
     fp32 = out / "fp32.tflite"
-    fp32.write_bytes(_converter(src)[1].convert())
+    fp32.write_bytes(_converter(src, ctx)[1].convert())
     _cast_weights_fp16(fp32, out / info["file"])
     fp32.unlink()
     info["versions"].update(_aeq_versions())
@@ -107,6 +119,7 @@ def saved_model_to_tflite_int8(src: Path, out: Path, ctx: EdgeContext) -> dict[s
     """Integer quantisation calibrated on training inputs; inputs/outputs stay float32. Full
     integer when that keeps the model's predictions, else the fewest op types kept float32
     that do (see :func:`_keep_float`), named in the manifest's ``converter_options``."""
+    _no_float64(ctx)
     tf = require("tensorflow", purpose="for the TFLite converter")
     rows = calibration_rows(ctx)
     dest = out / "model_int8.tflite"
