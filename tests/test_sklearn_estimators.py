@@ -207,6 +207,25 @@ def test_an_onnx_file_of_a_classifier_without_probabilities_keeps_its_classes(ki
         assert bundle.predict(X[1::2]).labels == [str(c) for c in model.predict(X[1::2])]
 
 
+@pytest.mark.parametrize("kind", ["multi-output-classifier", "forest-on-two-columns"])
+def test_a_classifier_of_several_targets_is_refused_by_name(kind, tmp_path):
+    """Such a model failed as if the sample were at fault ("the model fails on the sample
+    (ValueError: object too deep for desired array)")."""
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multioutput import MultiOutputClassifier
+
+    from deploykit.errors import SourceError
+
+    X, y = _data(regression=False)
+    model = MultiOutputClassifier(LogisticRegression(max_iter=500)) \
+        if kind == "multi-output-classifier" else RandomForestClassifier(n_estimators=3)
+    model.fit(X, np.c_[y, X[:, 0] > 0])
+    with pytest.raises(SourceError, match=f"{type(model).__name__} classifies several targets at "
+                                          f"once; .* export one per target"):
+        deploykit.export(model, ["onnx"], out=tmp_path / "b", sample=X, quiet=True)
+
+
 def test_a_classifier_without_probabilities_and_word_classes_is_refused_by_name(tmp_path):
     from sklearn.svm import LinearSVC
 

@@ -506,6 +506,11 @@ def _sklearn_checked(model) -> int:
                           f"that predict (classifiers, regressors, outlier detectors); a "
                           f"transformer goes in a Pipeline before one")
     _refuse_categorical_hist_boosting(model)
+    if isinstance(getattr(model, "classes_", None), list):  # one array of classes per target
+        raise SourceError(f"{type(model).__name__} classifies several targets at once; "
+                          f"deploykit exports a classifier of one target: export one per "
+                          f"target (a MultiOutputClassifier's estimators_[i], or a classifier "
+                          f"fitted on each column of y)")
     return int(n)
 
 
