@@ -94,7 +94,29 @@ def test_a_range_is_checked_kept_through_json_and_refused_on_floats():
         with pytest.raises(InputError, match=rf"'ids': ids must be in \[0, 4\].*{seen}"):
             sig.validate(np.array(bad))
     with pytest.raises(ValueError, match="bad value range"):
-        TensorSpec("x", "float32", (None, 3), range=(0, 4))
+        TensorSpec("x", "bool", (None, 3), range=(0, 4))
+
+
+def test_float_ids_into_a_keras_embedding_get_its_range():
+    """``keras.Input((10,))`` (float32, the default) into an Embedding, as many tutorials
+    write it: the ids had no range, so a random probe of normal floats truncated to ids 0
+    and -1, and an id past the table was a 500 from the runtime in the server."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((10,))
+    out = keras.layers.Dense(2)(keras.layers.Flatten()(keras.layers.Embedding(40, 3)(inp)))
+    model = keras.Model(inp, out)
+    src = detect(model)  # no sample: the probe draws ids from the table
+    (x,) = src.signature.inputs
+    assert (x.dtype, x.range) == ("float32", (0, 39))
+    probe = src.probe_inputs["x"]
+    assert probe.min() >= 0 and probe.max() <= 39 and len(np.unique(probe)) > 20
+    np.testing.assert_allclose(next(iter(src.reference.values())), model.predict(probe, verbose=0),
+                               rtol=1e-5, atol=1e-6)
+    for bad in (40.0, -1.0):
+        with pytest.raises(InputError, match=r"ids must be in \[0, 39\]"):
+            x.validate(np.full((1, 10), bad, np.float32))
 
 
 def test_ids_are_checked_before_a_narrowing_cast_could_wrap_them():

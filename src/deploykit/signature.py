@@ -21,8 +21,9 @@ Shape = tuple[int | None, ...]
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """One named tensor: dtype and shape (``None`` = dynamic dimension), for integer inputs
-    that index a table (token ids) the inclusive ``range`` of valid values, and the
+    """One named tensor: dtype and shape (``None`` = dynamic dimension), for inputs that
+    index a table (token ids; floats too, which Keras's Embedding truncates) the inclusive
+    ``range`` of valid values, and the
     ``open_axes`` the model takes at any size although ``shape`` fixes them (a sequence
     length fixed at the sample's for the converters that need static shapes), and for a
     table of ``[rows, features]`` the ``columns`` it was fitted on (a DataFrame's names), so
@@ -47,7 +48,7 @@ class TensorSpec:
                                          self.shape[1] != len(self.columns)):
             raise ValueError(f"tensor '{self.name}': {len(self.columns)} column names for "
                              f"shape {self.shape}")
-        if self.range is not None and (np.dtype(self.dtype).kind not in "iu"
+        if self.range is not None and (np.dtype(self.dtype).kind not in "iuf"
                                        or len(self.range) != 2 or self.range[0] > self.range[1]):
             raise ValueError(f"tensor '{self.name}': bad value range {self.range!r} for "
                              f"{self.dtype}")
@@ -102,7 +103,7 @@ class TensorSpec:
         want = np.dtype(self.dtype)
         if arr.dtype == object or arr.dtype.kind not in "biuf":
             raise InputError(f"input '{self.name}': expected numbers of dtype {want}, got {arr.dtype}")
-        if self.range is not None and arr.dtype.kind in "iu" and arr.size:  # before any cast
+        if self.range is not None and arr.dtype.kind in "iuf" and arr.size:  # before any cast
             lo, hi = self.range
             if arr.min() < lo or arr.max() > hi:
                 raise InputError(f"input '{self.name}': ids must be in [{lo}, {hi}] (the "

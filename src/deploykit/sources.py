@@ -252,8 +252,8 @@ def _probe(signature: Signature, sample) -> dict[str, np.ndarray]:
     for spec in signature.inputs:
         shape = [PROBE_ROWS if d is None else d for d in spec.shape]
         if spec.range is not None:  # token ids: any in the model's table
-            inputs[spec.name] = rng.integers(spec.range[0], spec.range[1] + 1, shape,
-                                             dtype=spec.dtype)
+            inputs[spec.name] = rng.integers(spec.range[0], spec.range[1] + 1,
+                                             shape).astype(spec.dtype)
             continue
         if np.dtype(spec.dtype).kind in "iu":
             raise SourceError(f"input '{spec.name}' takes integers ({spec.dtype}: token ids or "
@@ -776,10 +776,14 @@ def _named(sample) -> dict[str, np.ndarray]:
 
 
 def _with_ranges(specs: list[TensorSpec], rows: dict[int, int]) -> list[TensorSpec]:
-    """``specs`` with the valid ids ``[0, rows - 1]`` of the integer inputs (by position) that
-    index an embedding table of ``rows`` rows."""
-    return [replace(s, range=(0, min(rows[i] - 1, int(np.iinfo(s.dtype).max))))
-            if i in rows and np.dtype(s.dtype).kind in "iu" else s
+    """``specs`` with the valid ids ``[0, rows - 1]`` of the inputs (by position) that index
+    an embedding table of ``rows`` rows (also a float input: Keras's Embedding truncates it)."""
+    def top(i: int, dtype: str) -> int:
+        kind = np.dtype(dtype).kind
+        return min(rows[i] - 1, int(np.iinfo(dtype).max)) if kind in "iu" else rows[i] - 1
+
+    return [replace(s, range=(0, top(i, s.dtype)))
+            if i in rows and np.dtype(s.dtype).kind in "iuf" else s
             for i, s in enumerate(specs)]
 
 

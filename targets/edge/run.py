@@ -210,6 +210,10 @@ def model_input(values, meta: dict) -> np.ndarray:
             raise ValueError(f"input '{name}': ids must be in [{lo}, {hi}]; got values from "
                              f"{x.min()} to {x.max()}")
         return x.astype(want)
+    lo, hi = spec.get("range") or (-np.inf, np.inf)  # float ids, which the model truncates
+    if x.size and (x.min() < lo or x.max() > hi):
+        raise ValueError(f"input '{name}': ids must be in [{lo}, {hi}]; got values from "
+                         f"{x.min()} to {x.max()}")
     with np.errstate(over="ignore"):  # beyond float32 is Inf: named below, not warned
         x = x.astype(np.float32)
     if np.isinf(x).any() or (np.isnan(x).any() and not spec.get("missing")):

@@ -64,8 +64,9 @@ def _leaf(spec, sent: str | None = None) -> dict[str, Any]:
         return {"type": "boolean"}
     if via.kind == "f":  # the server's input dtype bounds the value (float64 sent to float32)
         top = float(np.finfo(dtype).max)
+        lo, hi = spec.range or (-top, top)  # float ids (Keras truncates them): the table's
         return {"type": ["number", "null"] if spec.missing else "number",  # null: missing
-                "minimum": -top, "maximum": top}
+                "minimum": lo, "maximum": hi}
     infos = [np.iinfo(d) for d in (via, dtype) if d.kind in "iu"]
     lo, hi = max(int(i.min) for i in infos), min(int(i.max) for i in infos)
     if spec.range:
