@@ -118,17 +118,31 @@ def unrolled(keras, model):
     With a dynamic sequence length the model is returned as it is."""
     def clone(layer):
         config = layer.get_config()
-        if isinstance(layer, keras.layers.RNN):
-            config["unroll"] = True
+        _unroll(config)
         return layer.__class__.from_config(config)
 
-    if not any(isinstance(layer, keras.layers.RNN) for layer in model.layers):
+    # also those wrapped in a Bidirectional or a TimeDistributed, or in a nested model
+    every = model._flatten_layers(include_self=False, recursive=True)
+    if not any(isinstance(layer, keras.layers.RNN) for layer in every):
         return model, {}
     if any(None in tuple(i.shape)[1:] for i in model.inputs):
         return model, {}
     copy = keras.models.clone_model(model, clone_function=clone)
     copy.set_weights(model.get_weights())
     return copy, {"unroll_recurrent": UNROLL_WHY}
+
+
+def _unroll(config: Any) -> None:
+    """Set ``unroll`` in a layer's config and in every layer config nested in it (a
+    Bidirectional's two, a nested model's layers): only recursive layers have the key."""
+    if isinstance(config, dict):
+        if "unroll" in config:
+            config["unroll"] = True
+        for value in config.values():
+            _unroll(value)
+    elif isinstance(config, list):
+        for value in config:
+            _unroll(value)
 
 
 def as_torch_module(src: Path):
