@@ -109,6 +109,7 @@ def test_predict_gives_labels(server, bundles):
     ("post", "/predict?model={sk}", b"{not json", 400, "must be a JSON object"),
     ("post", "/predict?model={sk}", b'{"rows": []}', 400, 'expected {"instances"'),
     ("post", "/predict?model={sk}", b'{"instances": []}', 400, "empty batch"),
+    ("post", "/predict?model={sk}", b'{"instances": 5}', 400, "one number, not a batch"),
     ("post", "/predict?model={sk}", b'{"instances": [[1, 2, 3]]}', 400, "expected shape"),
     ("post", "/predict?model={sk}", b'{"instances": [["a"]]}', 400, "list of numbers"),
     ("post", "/predict?model={sk}", b'{"instances": [[1], [1, 2]]}', 400, "list of numbers"),

@@ -273,7 +273,9 @@ def _as_array(values: Any, dtype: str, shape: list[int] | None, what: str,
             arr = arr.reshape(shape)
         except ValueError:
             raise ApiError(400, f"{what}: shape {shape} is not one an array can have") from None
-    if arr.ndim == 0 or arr.shape[0] == 0:
+    if arr.ndim == 0:
+        raise ApiError(400, f"{what}: one number, not a batch: send a list of rows")
+    if arr.shape[0] == 0:
         raise ApiError(400, f"{what}: empty batch")
     if 0 in arr.shape:
         raise ApiError(400, f"{what}: an axis of size 0 in shape {list(arr.shape)}")
