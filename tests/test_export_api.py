@@ -347,3 +347,22 @@ def test_the_cli_names_classes_with_labels(tmp_path):
     r = run_cli("export", str(tmp_path / "m.onnx"), "--to", "onnx", "--labels", "cat,cat",
                 "--out", str(tmp_path / "b3"))
     assert r.returncode == 2 and "two or more distinct class names" in r.stderr, r.stderr
+
+
+def test_a_keras_mask_that_fixes_the_batch_is_one_line_for_the_pytorch_targets(tmp_path):
+    """Embedding(mask_zero=True) into a GRU computes with the batch size on Keras's torch
+    backend: torch's "Constraints violated (batch)! For more information, run with
+    TORCH_LOGS=..." was the reason. It now says what happened and that other targets stand."""
+    import keras
+    import numpy as np
+
+    keras.utils.set_random_seed(0)
+    ids = keras.Input((10,), dtype="int32")
+    h = keras.layers.GRU(8)(keras.layers.Embedding(40, 8, mask_zero=True)(ids))
+    model = keras.Model(ids, keras.layers.Dense(3, activation="softmax")(h))
+    x = np.random.default_rng(0).integers(0, 40, (64, 10)).astype(np.int32)
+    r = deploykit.export(model, "executorch", out=tmp_path / "b", sample=x, quiet=True)
+    (cell,) = r.cells
+    assert cell.status == "error"
+    assert "torch.export cannot give this Keras model a dynamic batch" in cell.reason, cell.reason
+    assert "TORCH_LOGS" not in cell.reason

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from deploykit._lazy import require
+from deploykit.errors import ExportError
 from deploykit.formats.base import Runner, register_runner
 from deploykit.graph import EdgeContext, edge, node
 
@@ -173,7 +174,15 @@ def keras_to_torch(src: Path, out: Path, ctx: EdgeContext) -> dict[str, Any]:
 
     torch = require("torch")
     keras = require("keras")
-    program = export_program(as_torch_module(src), ctx.signature)
+    try:
+        program = export_program(as_torch_module(src), ctx.signature)
+    except Exception as e:
+        if "Constraints violated (batch)" not in str(e):
+            raise
+        raise ExportError("torch.export cannot give this Keras model a dynamic batch: on the "
+                          "torch backend it computes with the batch size (an Embedding's "
+                          "mask_zero feeding a recurrent layer does), so the PyTorch targets "
+                          "cannot be made from it; the other targets are unaffected") from None
     torch.export.save(simplified(program), out / "model.pt2")
     return {"file": "model.pt2", "versions": {"keras": keras.__version__,
                                               "torch": torch.__version__}}
