@@ -486,3 +486,28 @@ def test_a_model_failing_on_its_sample_is_one_error_naming_what_it_was_given(cap
     source = detect(named, sample=frame.to_numpy())
     np.testing.assert_array_equal(source.reference["label"], named.predict(frame))
     assert source.signature.inputs[0].columns == ("age", "plan", "usage")
+
+
+def test_the_frameworks_warnings_while_reading_a_model_go_to_the_log_not_the_terminal(caplog):
+    """torch.export warns about an nn.GRU's ``_flat_weights`` on every such module: the line
+    reached the user's stderr, also with ``quiet=True``."""
+    import logging
+    import warnings
+
+    class Gru(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.rnn = torch.nn.GRU(4, 8, batch_first=True)
+            self.fc = torch.nn.Linear(8, 3)
+
+        def forward(self, x):
+            return torch.softmax(self.fc(self.rnn(x)[1][-1]), dim=1)
+
+    x = np.random.default_rng(0).normal(size=(20, 10, 4)).astype(np.float32)
+    with warnings.catch_warnings(record=True) as shown, \
+            caplog.at_level(logging.DEBUG, logger="deploykit.native"):
+        warnings.simplefilter("always")
+        detect(Gru().eval(), sample=x)
+    assert not [w for w in shown if "_flat_weights" in str(w.message)]
+    assert any("_flat_weights" in r.getMessage() for r in caplog.records)

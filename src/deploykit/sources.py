@@ -74,12 +74,36 @@ def detect(model: Any, *, sample: np.ndarray | Mapping[str, np.ndarray] | str | 
     """
     if isinstance(sample, (str, Path)):
         sample = read_sample(sample)
-    source = _detect(model, sample, task, labels)
+    with _warnings_logged():
+        source = _detect(model, sample, task, labels)
     if sample is None and source.y is None:  # not a model folder's own test split
         source.notes.append(f"no sample given: parity was checked on {PROBE_ROWS} random "
                             f"rows (standard normal; ids across their range), which may not "
                             f"look like your data; pass example inputs (--sample, sample=)")
     return source
+
+
+@contextmanager
+def _warnings_logged() -> Iterator[None]:
+    """The frameworks' warnings while a model is read (torch.export's about a GRU's
+    ``_flat_weights``, say) go to the run log, not the user's terminal; from Python (no run
+    log) to the ``deploykit.native`` logger at DEBUG, as the runtimes' own output does."""
+    import logging
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        try:
+            yield
+        finally:
+            log = current()
+            for w in caught:
+                text = f"{w.category.__name__} reading the model: {w.message} ({w.filename}:" \
+                       f"{w.lineno})"
+                if log is not None:
+                    log.write(text + "\n")
+                else:
+                    logging.getLogger("deploykit.native").debug("%s", text)
 
 
 def _detect(model: Any, sample, task: str | None, labels: list[str] | None) -> Source:
