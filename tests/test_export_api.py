@@ -103,6 +103,17 @@ def test_formats_prints_the_graph():
     assert "keras         -> saved_model" in r.stdout and "torch_to_executorch" in r.stdout
 
 
+def test_a_torch_save_file_is_told_how_to_become_a_program(tmp_path):
+    """A .pt (torch.save, torch.jit.save) was "not a model deploykit recognises" with no way
+    forward."""
+    from deploykit.errors import SourceError
+
+    (tmp_path / "model.pt").write_bytes(b"PK\x03\x04 not read")
+    with pytest.raises(SourceError, match=r"save it with torch.export.save as .pt2, or pass "
+                                          r"the nn.Module from Python"):
+        deploykit.export(tmp_path / "model.pt", "onnx", out=tmp_path / "b", quiet=True)
+
+
 @pytest.mark.parametrize("name, expected", [
     ("model.onnx", "expected an ONNX model that onnxruntime loads"),
     ("model.keras", "expected a file of keras.Model.save"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from zoo_check import in_process
 
 import deploykit
 from deploykit.errors import InputError, SourceError
@@ -136,6 +137,8 @@ def test_int32_ids_keep_their_type_and_their_table_bounds_them(tmp_path):
         for bad in (20, -1):
             with pytest.raises(InputError, match=r"ids must be in \[0, 19\]"):
                 bundle.predict(np.full((1, 5), bad, np.int32))
+    code, text = in_process()("inspect", str(tmp_path / "b"))
+    assert code == 0 and "inputs x int32 [batch, 5] (ids 0..19)" in text, text
 
 
 def test_an_input_type_deploykit_does_not_read_is_named(tmp_path):

@@ -411,7 +411,8 @@ def _cmd_inspect(a: argparse.Namespace) -> int:
     m = b.manifest
     tensors = {kind: ", ".join(f"{s.name} {s.dtype} {format_shape(s.shape)}" + (
         f" (columns {_shortened(list(s.columns))})" if s.columns else "") + (
-        " (NaN: a missing value)" if s.missing else "") for s in specs)
+        " (NaN: a missing value)" if s.missing else "") + (
+        f" (ids {s.range[0]}..{s.range[1]})" if s.range else "") for s in specs)
                for kind, specs in (("in", b.signature.inputs), ("out", b.signature.outputs))}
     classes = f" of {len(b.labels)} classes ({_shortened(b.labels)}; scores: " \
         f"{b.signature.scores})" if b.task == "classification" and b.signature.scores else ""

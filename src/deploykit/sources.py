@@ -235,8 +235,11 @@ def _from_path(p: Path, sample, task, labels) -> Source:
         return _onnx_file(p, sample, task, labels)
     if (p / "saved_model.pb").is_file():
         return _saved_model_dir(p, sample, task, labels)
+    hint = "; a PyTorch model saved with torch.save or torch.jit.save: save it with " \
+        "torch.export.save as .pt2, or pass the nn.Module from Python" \
+        if p.suffix in (".pt", ".pth", ".ptl") else ""
     raise SourceError(f"{p}: not a model deploykit recognises (.keras, .skops, .pt2, .onnx, "
-                      f"a SavedModel folder, or a deploykit model folder)")
+                      f"a SavedModel folder, or a deploykit model folder){hint}")
 
 
 @contextmanager
