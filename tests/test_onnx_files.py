@@ -162,3 +162,15 @@ def test_a_float64_file_reaches_onnx_and_tflite_says_why_not(tmp_path):
     assert onnx_cell.status == "pass", onnx_cell.reason
     assert tflite_cell.status == "error"
     assert "TFLite takes no float64 inputs ('x' is float64)" in tflite_cell.reason
+
+
+def test_a_float16_file_keeps_its_type_and_says_what_its_conversions_compute_in(tmp_path):
+    """A float16 input was fed float32 (an "internal error")."""
+    x = _rows().astype(np.float16)
+    path = _dense(tmp_path / "m.onnx", "n", np.float16)
+    r = deploykit.export(path, "onnx", out=tmp_path / "b", sample=x, quiet=True)
+    assert r.ok, [c.reason for c in r.cells]
+    assert any("computes in float16" in n for n in r.source["notes"]), r.source["notes"]
+    with deploykit.load_bundle(tmp_path / "b") as bundle:
+        assert bundle.signature.inputs[0].dtype == "float16"
+        np.testing.assert_array_equal(bundle.predict(x).outputs["y"], _file_answers(path, x))

@@ -972,6 +972,10 @@ def _onnx_file(p: Path, sample, task, labels) -> Source:
         sess = _onnx_session(ort, proto)
     _one_input([i.name for i in sess.get_inputs()], "ONNX model")
     sig_in, notes = _fixed_lengths(_onnx_input(sess.get_inputs()[0], proto), sample)
+    if sig_in.dtype == "float16":
+        notes.append("the ONNX model computes in float16: the artifacts converted from it "
+                     "compute in float32, so they differ from it by float16's rounding "
+                     "(about 1e-3 of each value), beyond the fp32 profile's tolerance")
     inputs = _probe(Signature((sig_in,)), sample)
     fixed = _onnx_fixed_batch(sess)
     if fixed:
