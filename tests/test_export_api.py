@@ -377,3 +377,21 @@ def test_a_keras_mask_that_fixes_the_batch_is_one_line_for_the_pytorch_targets(t
     assert cell.status == "error"
     assert "torch.export cannot give this Keras model a dynamic batch" in cell.reason, cell.reason
     assert "TORCH_LOGS" not in cell.reason
+
+
+def test_a_keras_model_of_float64_inputs_still_reaches_tflite(tmp_path):
+    """Keras casts a float64 input to float32 at its first layer, so TFLite converts it; a
+    check on the input's dtype alone refused it (the message is for models that keep
+    float64 all the way in)."""
+    import keras
+    import numpy as np
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,), dtype="float64"),
+                              keras.layers.Dense(8, activation="relu"), keras.layers.Dense(2)])
+    x = np.random.default_rng(0).standard_normal((40, 4))
+    r = deploykit.export(model, "tflite", out=tmp_path / "b", sample=x, quiet=True)
+    assert r.ok, [c.reason for c in r.cells]
+    with deploykit.load_bundle(tmp_path / "b") as bundle:
+        got = next(iter(bundle.predict(x[:9]).outputs.values()))
+    np.testing.assert_allclose(got, model.predict(x[:9], verbose=0), rtol=1e-5, atol=1e-6)

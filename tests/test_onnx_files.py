@@ -62,6 +62,23 @@ def _ids(path, kind, rows=20):
                  {"table": np.random.default_rng(0).normal(size=(rows, 4)).astype(np.float32)})
 
 
+def _ids_and_mask(path):
+    """int64 ids [n, 5], flattened on their way to a 20-row table, and also compared with 0
+    (a padding mask, a second output)."""
+    from onnx import TensorProto, helper
+
+    return _save(path, [helper.make_node("Flatten", ["ids"], ["flat"], axis=1),
+                        helper.make_node("Gather", ["table", "flat"], ["e"]),
+                        helper.make_node("ReduceMean", ["e"], ["y"], axes=[1], keepdims=0),
+                        helper.make_node("Equal", ["ids", "pad"], ["is_pad"]),
+                        helper.make_node("Cast", ["is_pad"], ["mask"], to=TensorProto.FLOAT)],
+                 [helper.make_tensor_value_info("ids", TensorProto.INT64, ["n", 5])],
+                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4]),
+                  helper.make_tensor_value_info("mask", TensorProto.FLOAT, ["n", 5])],
+                 {"table": np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32),
+                  "pad": np.array(0, np.int64)})
+
+
 def _file_answers(path, x):
     import onnxruntime as ort
 
@@ -161,7 +178,7 @@ def test_a_float64_file_reaches_onnx_and_tflite_says_why_not(tmp_path):
     onnx_cell, tflite_cell = r.cells
     assert onnx_cell.status == "pass", onnx_cell.reason
     assert tflite_cell.status == "error"
-    assert "TFLite takes no float64 inputs ('x' is float64)" in tflite_cell.reason
+    assert "TFLite has no float64 tensors, and input 'x' is float64" in tflite_cell.reason
 
 
 def test_a_float16_file_keeps_its_type_and_says_what_its_conversions_compute_in(tmp_path):
@@ -174,3 +191,27 @@ def test_a_float16_file_keeps_its_type_and_says_what_its_conversions_compute_in(
     with deploykit.load_bundle(tmp_path / "b") as bundle:
         assert bundle.signature.inputs[0].dtype == "float16"
         np.testing.assert_array_equal(bundle.predict(x).outputs["y"], _file_answers(path, x))
+
+
+def test_ids_reshaped_on_their_way_and_also_masked_get_the_tables_range(tmp_path):
+    """A padding mask (``ids == 0``) beside the table, and a reshape before it, as
+    transformer exports have: no range was found, so an export without a sample was refused."""
+    path = _ids_and_mask(tmp_path / "m.onnx")
+    r = deploykit.export(path, "onnx", out=tmp_path / "b", quiet=True)
+    assert r.ok, [c.reason for c in r.cells]
+    with deploykit.load_bundle(tmp_path / "b") as bundle:
+        assert bundle.signature.inputs[0].range == (0, 19)
+
+
+def test_an_output_without_its_batch_axis_is_refused_by_name(tmp_path):
+    """torch.onnx.export at a batch of 1 of a model that squeezes it away: the rows' outputs
+    were joined end to end into one long vector, read as a regression."""
+    from onnx import TensorProto, helper
+
+    path = _save(tmp_path / "m.onnx", [helper.make_node("Squeeze", ["x", "axes"], ["y"])],
+                 [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6])],
+                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, [6])],
+                 {"axes": np.array([0], np.int64)})
+    with pytest.raises(SourceError, match=r"output 'y' has no row per input row \(shape \[240\] "
+                                          r"for 40 rows\)"):
+        deploykit.export(path, "onnx", out=tmp_path / "b", sample=_rows(), quiet=True)

@@ -978,14 +978,11 @@ def _onnx_file(p: Path, sample, task, labels) -> Source:
                      "(about 1e-3 of each value), beyond the fp32 profile's tolerance")
     inputs = _probe(Signature((sig_in,)), sample)
     fixed = _onnx_fixed_batch(sess)
+    ref = _onnx_reference(sess, inputs, fixed)  # the file's own answers, at its batch
     if fixed:
-        proto, fixed, note = _onnx_any_batch(ort, sess, proto, fixed, inputs)
+        proto, fixed, note = _onnx_any_batch(ort, sess, proto, fixed, inputs, ref)
         notes.append(note)
-        if not fixed:
-            sess, changed = _onnx_session(ort, proto), True
-    names = [o.name for o in sess.get_outputs()]
-    ref = _in_chunks(lambda x: dict(zip(names, map(np.asarray, sess.run(None, {
-        sess.get_inputs()[0].name: x["x"]})), strict=True)), inputs, fixed)
+        changed = changed or not fixed
     specs = tuple(_spec_from_shape(v.shape, str(v.dtype), n) for n, v in ref.items())
     # a file with an ai.onnx.ml classifier names its classes: a classifier, also when its
     # scores are margins (LinearSVC, raw_scores), not probabilities
@@ -1027,34 +1024,53 @@ def _onnx_input(i, proto) -> TensorSpec:
     return replace(spec, range=ids) if ids else spec
 
 
+def _onnx_reference(sess, inputs: dict[str, np.ndarray], fixed: int | None
+                    ) -> dict[str, np.ndarray]:
+    """The model's outputs by name on the probe rows (in chunks of its ``fixed`` batch).
+
+    Raises:
+        SourceError: an output without a row per input row (its batch axis squeezed away).
+    """
+    name, names = sess.get_inputs()[0].name, [o.name for o in sess.get_outputs()]
+    ref = _in_chunks(lambda r: dict(zip(names, map(np.asarray, sess.run(None, {name: r["x"]})),
+                                        strict=True)), inputs, fixed)
+    rows = len(inputs["x"])
+    for k, v in ref.items():
+        if v.ndim == 0 or len(v) != rows:
+            raise SourceError(f"the ONNX model's output '{k}' has no row per input row (shape "
+                              f"{list(v.shape)} for {rows} rows); deploykit exports models "
+                              f"whose outputs keep the batch axis: export it with one")
+    return ref
+
+
 def _onnx_fixed_batch(sess) -> int | None:
     """The batch an ONNX model's input fixes (None: any)."""
     first = sess.get_inputs()[0].shape[0] if sess.get_inputs()[0].shape else None
     return first if isinstance(first, int) and first > 0 else None
 
 
-def _onnx_any_batch(ort, sess, proto, fixed: int, inputs: dict[str, np.ndarray]):
+def _onnx_any_batch(ort, sess, proto, fixed: int, inputs: dict[str, np.ndarray],
+                    want: dict[str, np.ndarray]):
     """An ONNX model saved at a fixed batch (``torch.onnx.export`` without dynamic axes): the
-    model with its batch opened when it then gives the same answers in any batch (probed
+    model with its batch opened when it then gives its answers ``want`` in any batch (probed
     here), else the model as it is and its fixed batch. Returns ``(proto, fixed or None,
     note)``."""
     from deploykit.formats.onnx import with_any_batch
 
     x, name = inputs["x"], sess.get_inputs()[0].name
-    want = _in_chunks(lambda r: dict(enumerate(sess.run(None, {name: r["x"]}))), inputs, fixed)
     opened = with_any_batch(proto)
     try:
         any_sess = _onnx_session(ort, opened, quiet=True)
-        got = [dict(enumerate(any_sess.run(None, {name: r}))) for r in (x, x[:fixed + 1], x[:1])]
-        same = all(np.allclose(g[k], want[k][:len(r)], rtol=1e-4, atol=1e-5, equal_nan=True)
-                   for g, r in zip(got, (x, x[:fixed + 1], x[:1]), strict=True) for k in want)
+        same = all(np.allclose(got, want[k][:len(rows)], rtol=1e-4, atol=1e-5, equal_nan=True)
+                   for rows in (x, x[:fixed + 1], x[:1])
+                   for k, got in zip(want, any_sess.run(None, {name: rows}), strict=True))
     except Exception:  # noqa: BLE001  (onnxruntime refuses the other batch: a reshape to it)
         same = False
     if same:
-        return opened, None, (f"the ONNX model was saved at a fixed batch of {fixed} rows; "
-                              f"deploykit opened it to any batch (it gives the same answers)")
-    return proto, fixed, (f"the ONNX model was saved at a fixed batch of {fixed} rows and "
-                          f"its graph depends on that batch, so " + _STAYS)
+        return opened, None, (f"the ONNX model was saved at a fixed batch of {fixed}; deploykit "
+                              f"opened it to any batch (it gives the same answers)")
+    return proto, fixed, (f"the ONNX model was saved at a fixed batch of {fixed} and its graph "
+                          f"depends on that batch, so " + _STAYS)
 
 
 def _plain_onnx(p: Path):
@@ -1066,13 +1082,12 @@ def _plain_onnx(p: Path):
 
     from deploykit.formats.onnx import plain_classifier
 
-    proto = onnx.load(str(p), load_external_data=False)
-    external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer)
-    if external:
-        onnx.load_external_data_for_model(proto, str(p.parent))
-        if proto.ByteSize() >= 2 ** 31:
-            raise SourceError(f"{p}: its weights are over 2 GB; deploykit keeps an ONNX model in "
-                              f"one file, which protobuf limits to 2 GB")
+    proto = onnx.load(str(p))  # with any external data (weights in files beside it)
+    size = proto.ByteSize()
+    if size >= 2 ** 31:
+        raise SourceError(f"{p}: its weights are over 2 GB; deploykit keeps an ONNX model in "
+                          f"one file, which protobuf limits to 2 GB")
+    external = size != p.stat().st_size  # else the file is the model as it is
     classes = plain_classifier(proto)
     return proto, None if classes is None else [str(c) for c in classes], \
         external or classes is not None

@@ -181,8 +181,8 @@ def keras_to_torch(src: Path, out: Path, ctx: EdgeContext) -> dict[str, Any]:
             raise
         raise ExportError("torch.export cannot give this Keras model a dynamic batch: on the "
                           "torch backend it computes with the batch size (an Embedding's "
-                          "mask_zero feeding a recurrent layer does), so the PyTorch targets "
-                          "cannot be made from it; the other targets are unaffected") from None
+                          "mask_zero feeding a recurrent layer does), so no target is made "
+                          "through torch.export from it; targets on other routes stand") from None
     torch.export.save(simplified(program), out / "model.pt2")
     return {"file": "model.pt2", "versions": {"keras": keras.__version__,
                                               "torch": torch.__version__}}

@@ -175,10 +175,15 @@ def with_any_batch(onx) -> Any:
     return copy
 
 
+# ops an id passes through unchanged on its way to a table (as id_ranges.torch_rows follows)
+_KEEPS_IDS = {"Cast", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Transpose"}
+
+
 def id_range(onx, name: str) -> tuple[int, int] | None:
-    """The ids input ``name`` takes when all it does is index tables (a ``Gather`` of an
-    initializer on axis 0, after any ``Cast``): ``(0, rows - 1)`` of the smallest table; None
-    when it is used any other way."""
+    """The ids input ``name`` takes when it indexes tables (a ``Gather`` on axis 0 of an
+    initializer, reached directly or through casts and reshapes): ``(0, rows - 1)`` of the
+    smallest; its other uses (a padding mask: ``ids != 0``) do not count. None when it
+    indexes none."""
     from onnx import helper
 
     tables = {t.name: t.dims for t in onx.graph.initializer}
@@ -187,13 +192,11 @@ def id_range(onx, name: str) -> tuple[int, int] | None:
         tensor = frontier.pop()
         for n in (n for n in onx.graph.node if tensor in n.input):
             axis = next((helper.get_attribute_value(a) for a in n.attribute if a.name == "axis"), 0)
-            if n.op_type == "Cast":
+            if n.op_type in _KEEPS_IDS and n.input[0] == tensor:
                 frontier.append(n.output[0])
-            elif n.op_type == "Gather" and list(n.input) == [n.input[0], tensor] and \
-                    n.input[0] in tables and axis == 0:
+            elif n.op_type == "Gather" and n.input[1] == tensor and n.input[0] in tables and \
+                    axis == 0:
                 rows.append(tables[n.input[0]][0])
-            else:
-                return None
     return (0, min(rows) - 1) if rows else None
 
 

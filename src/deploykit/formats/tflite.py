@@ -32,20 +32,24 @@ node("tflite-int8", "tflite", profile="int8", column=3, serve_rank=6,
 CALIBRATION_ROWS = 2000
 
 
-def _converter(src: Path, ctx: EdgeContext):
-    _no_float64(ctx)
+def _converter(src: Path):
     tf = require("tensorflow", purpose="for the TFLite converter")
     return tf, tf.lite.TFLiteConverter.from_saved_model(str(src))
 
 
-def _no_float64(ctx: EdgeContext) -> None:
-    """TFLite has no float64 tensors; its converter said only "Could not translate MLIR to
-    FlatBuffer"."""
-    wide = [s["name"] for s in ctx.signature["inputs"] if s["dtype"] == "float64"]
-    if wide:
-        raise ExportError(f"TFLite takes no float64 inputs ('{wide[0]}' is float64): save the "
-                          f"model with float32 inputs (skl2onnx: a float32 example row; torch: "
-                          f"model.float())")
+def _converted(conv, ctx: EdgeContext) -> bytes:
+    """``conv.convert()``; its failure on a float64 input (TFLite has no float64 tensors, and
+    the converter said only "Could not translate MLIR to FlatBuffer") says so in words."""
+    try:
+        return conv.convert()
+    except Exception as e:
+        wide = [s["name"] for s in ctx.signature["inputs"] if s["dtype"] == "float64"]
+        if not wide or "Could not translate MLIR" not in str(e):
+            raise
+        raise ExportError(f"TFLite has no float64 tensors, and input '{wide[0]}' is float64 "
+                          f"all the way in: save the model with float32 inputs (Keras: "
+                          f"keras.Input(dtype='float32'); skl2onnx: a float32 example row; "
+                          f"torch: model.float())") from None
 
 
 def _write(out: Path, name: str, flatbuffer: bytes, tf) -> dict[str, Any]:
@@ -55,8 +59,8 @@ def _write(out: Path, name: str, flatbuffer: bytes, tf) -> dict[str, Any]:
 
 @edge("saved_model", "tflite", requires=("tensorflow",))
 def saved_model_to_tflite(src: Path, out: Path, ctx: EdgeContext) -> dict[str, Any]:
-    tf, conv = _converter(src, ctx)
-    return _write(out, "model.tflite", conv.convert(), tf)
+    tf, conv = _converter(src)
+    return _write(out, "model.tflite", _converted(conv, ctx), tf)
 
 
 @edge("saved_model", "tflite-fp16", requires=("tensorflow",))
@@ -66,14 +70,14 @@ def saved_model_to_tflite_fp16(src: Path, out: Path, ctx: EdgeContext) -> dict[s
     send rows down other branches), ai-edge-quantizer casts the fp32 model's weights instead:
     it casts the weights of compute ops (fully connected, convolution, embedding) and leaves
     gathered and compared constants float32."""
-    tf, conv = _converter(src, ctx)
+    tf, conv = _converter(src)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.target_spec.supported_types = [tf.float16]
-    info = _write(out, "model_fp16.tflite", conv.convert(), tf)
+    info = _write(out, "model_fp16.tflite", _converted(conv, ctx), tf)
     if _within_fp16(src, out / info["file"], ctx):
         return info
     fp32 = out / "fp32.tflite"
-    fp32.write_bytes(_converter(src, ctx)[1].convert())
+    fp32.write_bytes(_converted(_converter(src)[1], ctx))
     _cast_weights_fp16(fp32, out / info["file"])
     fp32.unlink()
     info["versions"].update(_aeq_versions())
@@ -119,11 +123,10 @@ def saved_model_to_tflite_int8(src: Path, out: Path, ctx: EdgeContext) -> dict[s
     """Integer quantisation calibrated on training inputs; inputs/outputs stay float32. Full
     integer when that keeps the model's predictions, else the fewest op types kept float32
     that do (see :func:`_keep_float`), named in the manifest's ``converter_options``."""
-    _no_float64(ctx)
     tf = require("tensorflow", purpose="for the TFLite converter")
     rows = calibration_rows(ctx)
     dest = out / "model_int8.tflite"
-    dest.write_bytes(_int8_converter(tf, src, rows).convert())
+    dest.write_bytes(_converted(_int8_converter(tf, src, rows), ctx))
     kept = _keep_float(tf, src, rows, ctx, dest)
     info = {"file": dest.name, "versions": {"tensorflow": tf.__version__}}
     if kept:
