@@ -215,3 +215,23 @@ def test_an_output_without_its_batch_axis_is_refused_by_name(tmp_path):
     with pytest.raises(SourceError, match=r"output 'y' has no row per input row \(shape \[240\] "
                                           r"for 40 rows\)"):
         deploykit.export(path, "onnx", out=tmp_path / "b", sample=_rows(), quiet=True)
+
+
+@pytest.mark.slow  # converts through the ONNX-to-Keras bridge
+def test_outputs_named_after_ops_are_renamed_and_reach_tflite(tmp_path):
+    """torch.onnx.export without output_names names outputs after ops ("onnx::Relu_3",
+    "5"): Keras refused them as layer scopes, so every bridged target failed."""
+    from onnx import TensorProto, helper
+
+    path = _save(tmp_path / "m.onnx", [helper.make_node("Relu", ["x"], ["onnx::Relu_3"]),
+                                       helper.make_node("Neg", ["onnx::Relu_3"], ["5"])],
+                 [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 6])],
+                 [helper.make_tensor_value_info("onnx::Relu_3", TensorProto.FLOAT, ["n", 6]),
+                  helper.make_tensor_value_info("5", TensorProto.FLOAT, ["n", 6])], {})
+    x = _rows()
+    r = deploykit.export(path, "onnx,tflite", out=tmp_path / "b", sample=x, quiet=True)
+    assert r.ok, [c.reason for c in r.cells]
+    with deploykit.load_bundle(tmp_path / "b") as bundle:
+        assert [s.name for s in bundle.signature.outputs] == ["output_0", "output_1"]
+        got = bundle.predict(x, target="tflite").outputs
+    np.testing.assert_allclose(got["output_1"], -np.maximum(x, 0), rtol=1e-6)

@@ -1076,11 +1076,12 @@ def _onnx_any_batch(ort, sess, proto, fixed: int, inputs: dict[str, np.ndarray],
 def _plain_onnx(p: Path):
     """The ONNX model in one piece (external data read in), a scikit-learn classifier's
     ZipMap and class-value labels made plain tensors
-    (:func:`deploykit.formats.onnx.plain_classifier`), and its class names. Returns
+    (:func:`deploykit.formats.onnx.plain_classifier`), outputs named ``output_i`` where
+    torch.onnx.export named them after an op, and its class names. Returns
     ``(proto, class names or None, whether it differs from the file)``."""
     import onnx
 
-    from deploykit.formats.onnx import plain_classifier
+    from deploykit.formats.onnx import plain_classifier, plain_output_names
 
     proto = onnx.load(str(p))  # with any external data (weights in files beside it)
     size = proto.ByteSize()
@@ -1089,8 +1090,9 @@ def _plain_onnx(p: Path):
                           f"one file, which protobuf limits to 2 GB")
     external = size != p.stat().st_size  # else the file is the model as it is
     classes = plain_classifier(proto)
+    renamed = plain_output_names(proto)
     return proto, None if classes is None else [str(c) for c in classes], \
-        external or classes is not None
+        external or renamed or classes is not None
 
 
 def _onnx_scores(ref: Mapping[str, np.ndarray], probs: int | None) -> str | None:

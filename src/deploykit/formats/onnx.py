@@ -128,6 +128,9 @@ def _rename(graph, old: str, new: str) -> None:
     for n in graph.node:
         n.input[:] = [new if i == old else i for i in n.input]
         n.output[:] = [new if o == old else o for o in n.output]
+    for info in graph.value_info:
+        if info.name == old:
+            info.name = new
 
 
 def plain_classifier(onx) -> list | None:
@@ -198,6 +201,23 @@ def id_range(onx, name: str) -> tuple[int, int] | None:
                     axis == 0:
                 rows.append(tables[n.input[0]][0])
     return (0, min(rows) - 1) if rows else None
+
+
+def plain_output_names(onx) -> bool:
+    """Outputs named as ``torch.onnx.export`` names them without ``output_names``
+    (``onnx::ReduceMean_8``, ``5``) renamed ``output_0``, ``output_1``, ... by position, as
+    deploykit names a tuple's: Keras refused them as layer scopes, so the routes through the
+    ONNX-to-Keras bridge failed. Changes ``onx`` in place; returns whether it renamed any."""
+    import re
+
+    taken = {o.name for o in onx.graph.output}
+    renamed = False
+    for i, out in enumerate(onx.graph.output):
+        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", out.name) or f"output_{i}" in taken:
+            continue
+        _rename(onx.graph, out.name, f"output_{i}")
+        out.name, renamed = f"output_{i}", True
+    return renamed
 
 
 def _join_columns(graph, n: int) -> None:
