@@ -179,3 +179,26 @@ def test_a_web_package_runs_on_its_own_in_headless_chromium(digits_bundles, tmp_
     assert not damaged["tfjs"]["pass"] and f"{rel} does not match its sha256" in \
         damaged["tfjs"]["error"], damaged["tfjs"]
     assert damaged["onnx-web"]["pass"], damaged  # only the damaged artifact fails
+
+
+def test_tfjs_refuses_int64_values_past_int32_instead_of_wrapping_them(tmp_path):
+    """TF.js computes int64 inputs in int32: a code of 2**33 + 1 came back as if it were 1,
+    with no error, while every other runtime answered right."""
+    import tensorflow as tf
+
+    from deploykit.errors import InputError
+
+    class Codes(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.int64)])
+        def __call__(self, x):
+            return tf.cast(x, tf.float32) * 2.0 + 1.0
+
+    codes = np.random.default_rng(0).integers(-100, 100, (40, 3))
+    r = deploykit.export(Codes(), "tfjs", out=tmp_path / "b", sample=codes, quiet=True)
+    assert r.ok, [c.reason for c in r.cells]
+    with deploykit.load_bundle(tmp_path / "b") as bundle:
+        fits = bundle.predict(codes[:5], target="tfjs").outputs["predictions"]
+        np.testing.assert_array_equal(fits, (codes[:5] * 2 + 1).astype(np.float32))
+        with pytest.raises(InputError, match=r"input 'x': values from 1 to 8589934593 do not "
+                                             r"fit int32, which TF.js computes int64 inputs in"):
+            bundle.predict(np.array([[2**33 + 1, 1, 2]]), target="tfjs")

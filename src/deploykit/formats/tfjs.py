@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from deploykit._lazy import require
-from deploykit.errors import ExportError
+from deploykit.errors import ExportError, InputError
 from deploykit.formats.base import register_runner
 from deploykit.formats.web import NodeRunner, web_dir
 from deploykit.graph import BROWSER, EdgeContext, edge, node
@@ -220,3 +220,12 @@ def saved_model_to_tfjs_fp16(src: Path, out: Path, ctx: EdgeContext) -> dict[str
 @register_runner("tfjs")
 class TfjsRunner(NodeRunner):
     """model.json + shards on @tensorflow/tfjs (pure-JS CPU backend) in Node."""
+
+    def _predict(self, inputs):
+        # TF.js has no int64: it takes such inputs as int32, and wrapped a value past int32
+        # (a hashed feature id) into a wrong answer without a word
+        for name, v in inputs.items():
+            if v.dtype == np.int64 and v.size and (v.min() < -2**31 or v.max() >= 2**31):
+                raise InputError(f"input '{name}': values from {v.min()} to {v.max()} do not "
+                                 f"fit int32, which TF.js computes int64 inputs in")
+        return super()._predict(inputs)
