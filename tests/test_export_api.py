@@ -395,3 +395,66 @@ def test_a_keras_model_of_float64_inputs_still_reaches_tflite(tmp_path):
     with deploykit.load_bundle(tmp_path / "b") as bundle:
         got = next(iter(bundle.predict(x[:9]).outputs.values()))
     np.testing.assert_allclose(got, model.predict(x[:9], verbose=0), rtol=1e-5, atol=1e-6)
+
+
+def test_a_savedmodel_of_several_signatures_converts_its_serving_one_to_tflite(tmp_path):
+    """TFLite's converter took every signature, and the .tflite's runner then refused to pick
+    one ("SignatureDef signature_key is None and model has 2 Signatures")."""
+    import numpy as np
+    import tensorflow as tf
+
+    class Two(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = tf.Variable(np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32)])
+        def probs(self, x):
+            return {"probs": tf.nn.softmax(x @ self.w)}
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32)])
+        def logits(self, x):
+            return {"logits": x @ self.w}
+
+    m = Two()
+    tf.saved_model.save(m, str(tmp_path / "sm"), signatures={"serving_default": m.probs,
+                                                             "logits": m.logits})
+    x = np.random.default_rng(1).normal(size=(40, 4)).astype(np.float32)
+    r = deploykit.export(tmp_path / "sm", "tflite", out=tmp_path / "b", sample=x, quiet=True)
+    assert r.ok, [c.reason for c in r.cells]
+    with deploykit.load_bundle(tmp_path / "b") as bundle:
+        (got,) = bundle.predict(x[:5]).outputs.values()
+    np.testing.assert_allclose(got, m.probs(x[:5])["probs"].numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_tf_functions_of_text_or_of_a_dict_are_refused_in_one_line(tmp_path):
+    """A string input was an "internal error" (numpy: "data type 'string' not understood"),
+    a dict of inputs a bare AttributeError."""
+    import tensorflow as tf
+
+    from deploykit.errors import SourceError
+
+    class Text(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+        def __call__(self, x):
+            return tf.cast(tf.strings.length(x), tf.float32)[:, None]
+
+    class Named(tf.Module):
+        @tf.function(input_signature=[{"a": tf.TensorSpec([None, 2], tf.float32),
+                                       "b": tf.TensorSpec([None, 2], tf.float32)}])
+        def __call__(self, d):
+            return tf.concat([d["a"], d["b"]], 1)
+
+    with pytest.raises(SourceError, match="input 'x' takes string values; deploykit exports "
+                                          "models of numeric inputs"):
+        deploykit.export(Text(), "onnx", out=tmp_path / "t", quiet=True)
+    with pytest.raises(SourceError, match=r"the tf.function takes 2 inputs \['a', 'b'\]"):
+        deploykit.export(Named(), "onnx", out=tmp_path / "n", quiet=True)
+
+
+def test_a_legacy_h5_file_is_told_how_to_become_a_keras_file(tmp_path):
+    from deploykit.errors import SourceError
+
+    (tmp_path / "model.h5").write_bytes(b"\x89HDF\r\n\x1a\n not read")
+    with pytest.raises(SourceError, match=r"a legacy Keras file: save it again as \.keras"):
+        deploykit.export(tmp_path / "model.h5", "onnx", out=tmp_path / "b", quiet=True)

@@ -235,9 +235,11 @@ def _from_path(p: Path, sample, task, labels) -> Source:
         return _onnx_file(p, sample, task, labels)
     if (p / "saved_model.pb").is_file():
         return _saved_model_dir(p, sample, task, labels)
-    hint = "; a PyTorch model saved with torch.save or torch.jit.save: save it with " \
-        "torch.export.save as .pt2, or pass the nn.Module from Python" \
-        if p.suffix in (".pt", ".pth", ".ptl") else ""
+    hint = {".pt": "; a PyTorch model saved with torch.save or torch.jit.save: save it with "
+                   "torch.export.save as .pt2, or pass the nn.Module from Python",
+            ".h5": "; a legacy Keras file: save it again as .keras "
+                   "(keras.saving.load_model('model.h5').save('model.keras'))"}
+    hint = hint.get({".pth": ".pt", ".ptl": ".pt", ".hdf5": ".h5"}.get(p.suffix, p.suffix), "")
     raise SourceError(f"{p}: not a model deploykit recognises (.keras, .skops, .pt2, .onnx, "
                       f"a SavedModel folder, or a deploykit model folder){hint}")
 
@@ -380,6 +382,14 @@ def _labels_for(task: str, n: int, labels: list[str] | None) -> list[str]:
         raise SourceError(f"{len(labels)} labels given for a classifier of {n} classes; "
                           f"pass one name per class, in class order")
     return list(labels) if labels else [str(i) for i in range(n)]
+
+
+def _input_from_shape(shape, dtype: str, name: str = "x") -> TensorSpec:
+    """An input's spec (:func:`_spec_from_shape`), refused by name unless it takes numbers."""
+    if dtype in ("string", "object") or np.dtype(dtype).kind not in "biuf":
+        raise SourceError(f"input '{name}' takes {dtype} values; deploykit exports models of "
+                          f"numeric inputs (turn text into numbers before the model)")
+    return _spec_from_shape(shape, dtype, name)
 
 
 def _spec_from_shape(shape, dtype: str = "float32", name: str = "x") -> TensorSpec:
@@ -626,7 +636,7 @@ def _keras_memory(model, sample, task, labels, file: Path | None = None) -> Sour
 
     names = ["x"] if len(model.inputs) == 1 else [str(t.name) for t in model.inputs]
     specs, notes = _all_fixed_lengths(
-        [_spec_from_shape(t.shape, str(t.dtype), n) for t, n in zip(model.inputs, names,
+        [_input_from_shape(t.shape, str(t.dtype), n) for t, n in zip(model.inputs, names,
                                                                      strict=True)], sample)
     specs = _with_ranges(specs, keras_rows(model))
     inputs = _probe(Signature(tuple(specs)), sample)
@@ -914,9 +924,12 @@ def _tf_memory(model, sample, task, labels) -> Source:
                             signatures={"serving_default": fn.get_concrete_function()})
         return "model/1"
 
-    _one_input([s.name or f"#{i}" for i, s in enumerate(fn.input_signature)], "tf.function")
-    spec = fn.input_signature[0]
-    sig_in, notes = _fixed_lengths(_spec_from_shape(spec.shape.as_list(), spec.dtype.name, "x"),
+    given = fn.input_signature  # a dict of specs is several inputs, named by their keys
+    named = sorted(given[0].items()) if len(given) == 1 and isinstance(given[0], Mapping) else \
+        [(s.name or f"#{i}", s) for i, s in enumerate(tf.nest.flatten(given))]
+    _one_input([name for name, _ in named], "tf.function")
+    spec = named[0][1]
+    sig_in, notes = _fixed_lengths(_input_from_shape(spec.shape.as_list(), spec.dtype.name, "x"),
                                    sample)
     inputs = _probe(Signature((sig_in,)), sample)
     task, ref, outs, scores, labels = _described(_tf_named(fn(tf.constant(inputs["x"]))), task,
@@ -944,7 +957,7 @@ def _saved_model_dir(p: Path, sample, task, labels) -> Source:
         fn, names = serving_function(p)
     _one_input(names, "SavedModel's serving signature")
     spec = fn.structured_input_signature[1][names[0]]
-    sig_in, notes = _fixed_lengths(_spec_from_shape(spec.shape.as_list(), spec.dtype.name, "x"),
+    sig_in, notes = _fixed_lengths(_input_from_shape(spec.shape.as_list(), spec.dtype.name, "x"),
                                    sample)
     inputs = _probe(Signature((sig_in,)), sample)
     import tensorflow as tf

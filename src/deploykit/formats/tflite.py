@@ -34,7 +34,17 @@ CALIBRATION_ROWS = 2000
 
 def _converter(src: Path):
     tf = require("tensorflow", purpose="for the TFLite converter")
-    return tf, tf.lite.TFLiteConverter.from_saved_model(str(src))
+    return tf, _from_saved_model(tf, src)
+
+
+def _from_saved_model(tf, src: Path):
+    """TFLite's converter on the SavedModel's serving signature: given several, it converted
+    them all, and the .tflite's runner then refused to pick one."""
+    from tensorflow.python.saved_model import loader_impl
+
+    keys = set(loader_impl.parse_saved_model(str(src)).meta_graphs[0].signature_def)
+    serving = ["serving_default"] if len(keys) > 1 and "serving_default" in keys else None
+    return tf.lite.TFLiteConverter.from_saved_model(str(src), signature_keys=serving)
 
 
 def _converted(conv, ctx: EdgeContext) -> bytes:
@@ -136,7 +146,7 @@ def saved_model_to_tflite_int8(src: Path, out: Path, ctx: EdgeContext) -> dict[s
 
 
 def _int8_converter(tf, src: Path, rows: dict[str, np.ndarray]):
-    conv = tf.lite.TFLiteConverter.from_saved_model(str(src))
+    conv = _from_saved_model(tf, src)
     n = len(next(iter(rows.values())))
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     if len(rows) == 1:  # the one input, whatever the SavedModel calls it
