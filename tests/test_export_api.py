@@ -458,3 +458,26 @@ def test_a_legacy_h5_file_is_told_how_to_become_a_keras_file(tmp_path):
     (tmp_path / "model.h5").write_bytes(b"\x89HDF\r\n\x1a\n not read")
     with pytest.raises(SourceError, match=r"a legacy Keras file: save it again as \.keras"):
         deploykit.export(tmp_path / "model.h5", "onnx", out=tmp_path / "b", quiet=True)
+
+
+@pytest.mark.parametrize("kind", ["own-layer", "lambda"])
+def test_a_keras_model_of_a_users_own_layer_is_refused_up_front(kind, tmp_path):
+    """The converters reload the model in other processes, in safe mode, where neither a
+    user's layer class nor a Lambda loads: every cell failed with Keras's "could not be
+    deserialized properly"."""
+    import keras
+
+    from deploykit.errors import SourceError
+
+    class Scale(keras.layers.Layer):
+        def call(self, x):
+            return x * 2.0
+
+    x_in = keras.Input((4,))
+    h = Scale()(x_in) if kind == "own-layer" else keras.layers.Lambda(lambda t: t * 2.0)(x_in)
+    model = keras.Model(x_in, keras.layers.Dense(3)(h))
+    words = "is Scale from test_export_api, not a Keras layer" if kind == "own-layer" else \
+        "is a Lambda, which Keras reloads only outside its safe mode"
+    with pytest.raises(SourceError, match=words):
+        deploykit.export(model, "onnx", out=tmp_path / "b", quiet=True)
+    assert not (tmp_path / "b").exists()

@@ -634,6 +634,7 @@ def _keras_memory(model, sample, task, labels, file: Path | None = None) -> Sour
 
     from deploykit.id_ranges import keras_rows
 
+    _refuse_custom_layers(keras, model)
     names = ["x"] if len(model.inputs) == 1 else [str(t.name) for t in model.inputs]
     specs, notes = _all_fixed_lengths(
         [_input_from_shape(t.shape, str(t.dtype), n) for t, n in zip(model.inputs, names,
@@ -657,6 +658,24 @@ def _keras_memory(model, sample, task, labels, file: Path | None = None) -> Sour
                   inputs,
                   ref, backend=keras.backend.backend(), versions={"keras": keras.__version__},
                   notes=notes)
+
+
+def _refuse_custom_layers(keras, model) -> None:
+    """A layer (or model) class of the user's own, or a Lambda: deploykit's converters reload
+    the model in other processes, in Keras's safe mode, where neither loads; every cell
+    failed with Keras's "could not be deserialized properly"."""
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        kind = type(layer)
+        if isinstance(layer, keras.layers.Lambda):
+            raise SourceError(f"layer '{layer.name}' is a Lambda, which Keras reloads only "
+                              f"outside its safe mode (a saved Lambda runs arbitrary code); "
+                              f"deploykit's converters keep safe mode on: write it with "
+                              f"Keras's own layers")
+        if not kind.__module__.startswith(("keras", "deploykit")):
+            raise SourceError(f"layer '{layer.name}' is {kind.__name__} from {kind.__module__}, "
+                              f"not a Keras layer: deploykit's converters reload the model in "
+                              f"other processes, where your classes are not defined; build "
+                              f"the model from Keras's own layers")
 
 
 def _keras_named(model, out) -> dict[str, np.ndarray]:
