@@ -481,3 +481,30 @@ def test_a_keras_model_of_a_users_own_layer_is_refused_up_front(kind, tmp_path):
     with pytest.raises(SourceError, match=words):
         deploykit.export(model, "onnx", out=tmp_path / "b", quiet=True)
     assert not (tmp_path / "b").exists()
+
+
+def test_a_tf_signature_of_a_fixed_batch_keeps_it_and_runs_in_chunks(tmp_path):
+    """``tf.TensorSpec([1, 4])``: the ONNX and TF.js artifacts took one row, so parity on 7
+    rows failed ("batch size 7")."""
+    import numpy as np
+    import tensorflow as tf
+
+    class OneRow(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = tf.Variable(np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32))
+
+        @tf.function(input_signature=[tf.TensorSpec([1, 4], tf.float32)])
+        def __call__(self, x):
+            return tf.nn.softmax(x @ self.w)
+
+    model, x = OneRow(), np.random.default_rng(1).normal(size=(40, 4)).astype(np.float32)
+    r = deploykit.export(model, "onnx,tfjs", out=tmp_path / "b", sample=x, quiet=True)
+    assert r.ok, [c.reason for c in r.cells]
+    assert any("fixes a batch of 1" in n for n in r.source["notes"]), r.source["notes"]
+    with deploykit.load_bundle(tmp_path / "b") as bundle:
+        for target in ("onnx", "tfjs"):
+            assert bundle.artifact(target).batch == 1
+            got = bundle.predict(x[:6], target=target).outputs["probabilities"]
+            np.testing.assert_allclose(got, tf.nn.softmax(x[:6] @ model.w).numpy(), rtol=1e-5,
+                                       atol=1e-6, err_msg=target)

@@ -947,15 +947,24 @@ def _tf_memory(model, sample, task, labels) -> Source:
     named = sorted(given[0].items()) if len(given) == 1 and isinstance(given[0], Mapping) else \
         [(s.name or f"#{i}", s) for i, s in enumerate(tf.nest.flatten(given))]
     _one_input([name for name, _ in named], "tf.function")
-    spec = named[0][1]
-    sig_in, notes = _fixed_lengths(_input_from_shape(spec.shape.as_list(), spec.dtype.name, "x"),
-                                   sample)
+    sig_in, fixed, notes = _tf_input(named[0][1], sample)
     inputs = _probe(Signature((sig_in,)), sample)
-    task, ref, outs, scores, labels = _described(_tf_named(fn(tf.constant(inputs["x"]))), task,
-                                                 labels)
+    task, ref, outs, scores, labels = _described(_in_chunks(
+        lambda r: _tf_named(fn(tf.constant(r["x"]))), inputs, fixed), task, labels)
     return Source("saved_model", "tensorflow", Signature((sig_in,), outs, scores), task, labels,
-                  write,
-                  inputs, ref, versions={"tensorflow": tf.__version__}, notes=notes)
+                  write, inputs, ref, versions={"tensorflow": tf.__version__}, notes=notes,
+                  fixed_batch=fixed)
+
+
+def _tf_input(spec, sample) -> tuple[TensorSpec, int | None, list[str]]:
+    """A TensorFlow input's spec (any batch), the batch its signature fixes (None: any), and
+    the notes on both."""
+    shape = spec.shape.as_list()
+    sig_in, notes = _fixed_lengths(_input_from_shape(shape, spec.dtype.name, "x"), sample)
+    fixed = shape[0] if shape and isinstance(shape[0], int) else None
+    if fixed:
+        notes.append(f"the TensorFlow signature fixes a batch of {fixed}, so " + _STAYS)
+    return sig_in, fixed, notes
 
 
 def _tf_named(out) -> dict[str, np.ndarray]:
@@ -975,16 +984,14 @@ def _saved_model_dir(p: Path, sample, task, labels) -> Source:
                      "tf.saved_model.save writes for a tf.Module with a serving tf.function"):
         fn, names = serving_function(p)
     _one_input(names, "SavedModel's serving signature")
-    spec = fn.structured_input_signature[1][names[0]]
-    sig_in, notes = _fixed_lengths(_input_from_shape(spec.shape.as_list(), spec.dtype.name, "x"),
-                                   sample)
+    sig_in, fixed, notes = _tf_input(fn.structured_input_signature[1][names[0]], sample)
     inputs = _probe(Signature((sig_in,)), sample)
     import tensorflow as tf
 
-    task, ref, outs, scores, labels = _described(
-        _tf_named(fn(**{names[0]: tf.constant(inputs["x"])})), task, labels)
+    task, ref, outs, scores, labels = _described(_in_chunks(
+        lambda r: _tf_named(fn(**{names[0]: tf.constant(r["x"])})), inputs, fixed), task, labels)
     return Source("saved_model", "tensorflow", Signature((sig_in,), outs, scores), task, labels,
-                  _copier(p, "model/1"), inputs, ref, notes=notes)
+                  _copier(p, "model/1"), inputs, ref, notes=notes, fixed_batch=fixed)
 
 
 def _one_input(names: list[str], what: str) -> None:
