@@ -312,3 +312,14 @@ def test_whatif_with_failed_cells_exits_1_and_keeps_whole_reasons(tmp_path):
     assert html.escape(cells["onnx"]["reason"]) in page
     manifest = json.loads((out / "bundles" / "iris-sklearn" / "manifest.json").read_text())
     assert {f["target"] for f in manifest["failed"]} == {"onnx", "onnx-web"}
+
+
+def test_a_long_reason_in_a_table_is_cut_at_a_word_with_an_ellipsis():
+    """Reasons were cut at a fixed width, mid-word ("failed: Invali"), hiding their point."""
+    from deploykit.cli import _clipped
+
+    reason = "batch size 1: RunnerError: onnx: running model.onnx failed: InvalidArgument: rank"
+    cut = _clipped(reason, 70)
+    assert len(cut) <= 70 and cut.endswith("…") and reason.startswith(cut[:-1])
+    assert reason[len(cut) - 1] == " ", cut  # the cut falls between words
+    assert _clipped("short reason", 70) == "short reason"

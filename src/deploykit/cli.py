@@ -282,6 +282,15 @@ def _shortened(names: list[str], most: int = 5) -> str:
     return ", ".join(names[:most]) + (f", … {len(names) - most} more" if len(names) > most else "")
 
 
+def _clipped(text: str, most: int) -> str:
+    """``text`` cut to at most ``most`` characters at a word's end, with "…" (a reason cut
+    mid-word, "failed: Invali", hid its point); the whole text is in `inspect`."""
+    if len(text) <= most:
+        return text
+    cut = text[:most - 1]
+    return (cut.rsplit(" ", 1)[0] if " " in cut[most // 2:] else cut) + "…"
+
+
 def _load_sample(path: str | None):
     from deploykit.sources import read_sample
 
@@ -297,7 +306,7 @@ def _cmd_export(a: argparse.Namespace) -> int:
     r = export(models[0], a.to, out=a.out, sample=_load_sample(a.sample), task=a.task,
                labels=a.labels, quiet=a.quiet, timeout=a.timeout, ray=a.ray)
     rows = [[c.target, c.status, " → ".join(c.route), human_bytes(c.bytes),
-             _ms(c.latency_ms), (c.reason or (c.parity.worst if c.parity else ""))[:90]]
+             _ms(c.latency_ms), _clipped(c.reason or (c.parity.worst if c.parity else ""), 90)]
             for c in r.cells]
     _print_table(f"Export {a.model[0]}", ["target", "status", "route", "size", "batch-1",
                                            "parity / reason"], rows)
@@ -362,7 +371,8 @@ def _export_several(a: argparse.Namespace, models: list[Path]) -> int:
         bad = [c for c in r.cells if c.status in ("fail", "error", "vacuous")]
         passed = sum(c.status == "pass" for c in r.cells)
         rows.append([str(m), str(r.bundle or "(none)"), f"{passed}/{len(r.cells)}",
-                     "; ".join(f"{c.target}: {(c.reason or '')[:60]}" for c in bad)[:120]])
+                     _clipped("; ".join(f"{c.target}: {_clipped(c.reason or '', 60)}"
+                                        for c in bad), 120)])
     _print_table(f"Export of {len(models)} models", ["model", "bundle", "passed", "failed"],
                  rows)
     failed = sum(not r.ok for r in reports)
