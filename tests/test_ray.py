@@ -289,7 +289,7 @@ from ray import serve
 from starlette.responses import Response
 ray.init(address=sys.argv[1], log_to_driver=False, logging_level="ERROR")
 
-@serve.deployment(ray_actor_options={"num_cpus": 0}, graceful_shutdown_timeout_s=30)
+@serve.deployment(ray_actor_options={"num_cpus": 0}, graceful_shutdown_timeout_s=50)
 class Slow:
     async def __call__(self, request):
         await asyncio.sleep(float(request.query_params.get("hold", 0)))
@@ -298,7 +298,7 @@ class Slow:
 serve.start(http_options={"host": "127.0.0.1", "port": int(sys.argv[2])})
 serve.run(Slow.bind(), name="deploykit", route_prefix="/")
 sys.stdin.readline()
-url = f"http://127.0.0.1:{sys.argv[2]}/?hold=10"
+url = f"http://127.0.0.1:{sys.argv[2]}/?hold=25"  # outlasts the next server's start on a busy box
 threading.Thread(target=requests.get, args=(url,), daemon=True).start()
 time.sleep(1)
 threading.Thread(target=serve.shutdown, daemon=True).start()
