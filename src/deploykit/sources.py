@@ -386,7 +386,11 @@ def _labels_for(task: str, n: int, labels: list[str] | None) -> list[str]:
 
 def _input_from_shape(shape, dtype: str, name: str = "x") -> TensorSpec:
     """An input's spec (:func:`_spec_from_shape`), refused by name unless it takes numbers."""
-    if dtype in ("string", "object") or np.dtype(dtype).kind not in "biuf":
+    try:
+        numeric = np.dtype(dtype).kind in "biuf"
+    except TypeError:  # TensorFlow's string, resource, variant...: not numpy's
+        numeric = False
+    if not numeric:
         raise SourceError(f"input '{name}' takes {dtype} values; deploykit exports models of "
                           f"numeric inputs (turn text into numbers before the model)")
     return _spec_from_shape(shape, dtype, name)
