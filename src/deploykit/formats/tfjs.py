@@ -25,6 +25,7 @@ from deploykit.errors import ExportError, InputError
 from deploykit.formats.base import register_runner
 from deploykit.formats.web import NodeRunner, web_dir
 from deploykit.graph import BROWSER, EdgeContext, edge, node
+from deploykit.signature import fits
 
 node("tfjs", "tfjs", column=8, runs=BROWSER, serve_rank=9, devices=("web",),
      description="TensorFlow.js graph model (model.json + shards)")
@@ -225,7 +226,7 @@ class TfjsRunner(NodeRunner):
         # TF.js has no int64: it takes such inputs as int32, and wrapped a value past int32
         # (a hashed feature id) into a wrong answer without a word
         for name, v in inputs.items():
-            if v.dtype == np.int64 and v.size and (v.min() < -2**31 or v.max() >= 2**31):
+            if v.dtype == np.int64 and not fits(v, np.int32):
                 raise InputError(f"input '{name}': values from {v.min()} to {v.max()} do not "
                                  f"fit int32, which TF.js computes int64 inputs in")
         return super()._predict(inputs)
