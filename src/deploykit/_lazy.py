@@ -29,6 +29,7 @@ EXTRAS: dict[str, str] = {
     "litert_torch": "litert",
     "ai_edge_quantizer": "litert",
     "flask": "serve",
+    "pandas": "tables",
 }
 
 

@@ -83,7 +83,8 @@ def _export_args(sub) -> None:
     e.add_argument("--sample", help=".npy (or .npz with X) of example inputs: the probe set "
                                     "and, for PyTorch modules, the input shape; for a model "
                                     "with several inputs, an .npz with one array per input "
-                                    "name")
+                                    "name; a .csv with a header for a scikit-learn model "
+                                    "fitted on a DataFrame (columns by name, words too)")
     e.add_argument("--task", choices=("classification", "regression"),
                    help="what the model's outputs are, when it should not be inferred")
     e.add_argument("--labels", type=_labels,
@@ -422,7 +423,9 @@ def _cmd_inspect(a: argparse.Namespace) -> int:
     tensors = {kind: ", ".join(f"{s.name} {s.dtype} {format_shape(s.shape)}" + (
         f" (columns {_shortened(list(s.columns))})" if s.columns else "") + (
         " (NaN: a missing value)" if s.missing else "") + (
-        f" (ids {s.range[0]}..{s.range[1]})" if s.range else "") for s in specs)
+        f" (ids {s.range[0]}..{s.range[1]})" if s.range else "") + (
+        f" (words: {_shortened([f'{w.name} {len(w.words)}' for w in s.words])})"
+        if s.words else "") for s in specs)
                for kind, specs in (("in", b.signature.inputs), ("out", b.signature.outputs))}
     classes = f" of {len(b.labels)} classes ({_shortened(b.labels)}; scores: " \
         f"{b.signature.scores})" if b.task == "classification" and b.signature.scores else ""

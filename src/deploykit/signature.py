@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from deploykit.errors import InputError
+from deploykit.words import WordColumn, coded
 
 Shape = tuple[int | None, ...]
 
@@ -28,7 +29,9 @@ class TensorSpec:
     length fixed at the sample's for the converters that need static shapes), and for a
     table of ``[rows, features]`` the ``columns`` it was fitted on (a DataFrame's names), so
     a DataFrame is taken by name, in any column order. ``missing``: NaN marks a missing value,
-    which the model fills (an imputer, HistGradientBoosting), so NaN is let through."""
+    which the model fills (an imputer, HistGradientBoosting), so NaN is let through.
+    ``words``: the table's columns of words, which every artifact takes as codes
+    (:mod:`deploykit.words`)."""
 
     name: str
     dtype: str
@@ -38,6 +41,7 @@ class TensorSpec:
     opened_from: Shape | None = None  # set by opened(): the longest sizes of the open axes
     columns: tuple[str, ...] | None = None
     missing: bool = False
+    words: tuple[WordColumn, ...] = ()
 
     def __post_init__(self) -> None:
         np.dtype(self.dtype)  # raises TypeError on a dtype numpy does not know
@@ -54,7 +58,11 @@ class TensorSpec:
                              f"{self.dtype}")
         # worked out once: validate() runs on every request, where a microsecond shows
         rest = self.shape[1:]
-        fast = None not in rest and not self.opened_from and self.range is None
+        if self.words and (len(self.shape) != 2 or self.shape[1] is None or
+                           any(not 0 <= w.column < self.shape[1] for w in self.words)):
+            raise ValueError(f"tensor '{self.name}': word columns need a table of known width, "
+                             f"got shape {self.shape}")
+        fast = None not in rest and not self.opened_from and self.range is None and not self.words
         object.__setattr__(self, "_np", np.dtype(self.dtype))
         object.__setattr__(self, "_plain", (len(self.shape), self.shape[0], rest) if fast else None)
 
@@ -70,7 +78,7 @@ class TensorSpec:
                 (plain[1] is None or value.shape[0] == plain[1]):
             arr = value  # the common case, checked in a few hundred nanoseconds
         else:
-            arr = self._as_dtype(np.asarray(self.ordered(value)))
+            arr = self._as_dtype(np.asarray(self.coded(self.ordered(value))))
             self._check_shape(arr)
         if require_finite and arr.dtype.kind == "f" and not np.isfinite(arr).all() and (
                 not self.missing or np.isinf(arr).any()):
@@ -98,6 +106,13 @@ class TensorSpec:
             raise InputError(f"input '{self.name}': cannot take the columns {self.columns[:3]}"
                              f"... of this {type(frame).__module__} DataFrame by name ({e}); "
                              f"pass a pandas DataFrame or an array") from None
+
+    def coded(self, value: Any) -> Any:
+        """``value`` with its word columns' words as codes (:func:`deploykit.words.coded`)."""
+        if not self.words:
+            return value
+        names = self.columns or tuple(f"{self.name}[:, {j}]" for j in range(self.shape[1]))
+        return coded(self.words, names, value)
 
     def _as_dtype(self, arr: np.ndarray) -> np.ndarray:
         want = np.dtype(self.dtype)
@@ -143,6 +158,8 @@ class TensorSpec:
             d["columns"] = list(self.columns)
         if self.missing:
             d["missing"] = True
+        if self.words:
+            d["words"] = [w.to_dict() for w in self.words]
         return d
 
     @classmethod
@@ -152,7 +169,8 @@ class TensorSpec:
                    (int(rng[0]), int(rng[1])) if rng is not None else None,
                    tuple(int(a) for a in d.get("open_axes", ())),
                    columns=None if columns is None else tuple(map(str, columns)),
-                   missing=bool(d.get("missing", False)))
+                   missing=bool(d.get("missing", False)),
+                   words=tuple(WordColumn.from_dict(w) for w in d.get("words", ())))
 
     def opened(self) -> TensorSpec:
         """This spec with its ``open_axes`` taking any size from 1 up to the fixed one (the
@@ -237,11 +255,13 @@ class Signature:
     @classmethod
     def single(cls, n_features: int, outputs: Sequence[TensorSpec] = (),
                name: str = "x", dtype: str = "float32",
-               columns: Sequence[str] | None = None, missing: bool = False) -> Signature:
+               columns: Sequence[str] | None = None, missing: bool = False,
+               words: Sequence[WordColumn] = ()) -> Signature:
         """A one-input signature ``[batch, n_features]`` with a dynamic batch (``columns``,
-        ``missing``: see :class:`TensorSpec`)."""
+        ``missing``, ``words``: see :class:`TensorSpec`)."""
         return cls((TensorSpec(name, dtype, (None, n_features), missing=missing,
-                               columns=None if columns is None else tuple(columns)),),
+                               columns=None if columns is None else tuple(columns),
+                               words=tuple(words)),),
                    tuple(outputs))
 
 

@@ -26,6 +26,7 @@ from deploykit._runlog import current
 from deploykit.errors import DataError, DeploykitError, InputError, SourceError
 from deploykit.parity import Probe
 from deploykit.signature import Signature, TensorSpec, format_shape
+from deploykit.sklearn_words import decoded
 
 PROBE_ROWS = 64  # random probe rows when neither a test split nor a sample is available
 
@@ -132,9 +133,14 @@ def read_sample(path: str | Path, what: str = "sample") -> np.ndarray | dict[str
         path: the file.
         what: how errors name it (the CLI says ``--sample``).
 
+    A ``.csv`` file (a header of column names, then rows) is read as a pandas DataFrame, for
+    a model fitted on one (its columns by name, words where it takes them).
+
     Raises:
         DataError: the file cannot be read, or holds neither of those.
     """
+    if str(path).lower().endswith(".csv"):
+        return _csv_sample(Path(path), what)
     try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as e:
@@ -152,6 +158,19 @@ def read_sample(path: str | Path, what: str = "sample") -> np.ndarray | dict[str
         return data[data.files[0]]
     raise DataError(f"{what} {path}: expected an array 'X' (one input) or one array per input "
                     f"name, found {data.files}")
+
+
+def _csv_sample(path: Path, what: str):
+    from deploykit._lazy import require
+
+    pd = require("pandas", purpose=f"to read a .csv {what}")
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, ValueError, UnicodeDecodeError) as e:  # pandas' ParserError is a ValueError
+        raise DataError(f"cannot read {what} {path}: {' '.join(str(e).split())}") from None
+    if frame.empty:
+        raise DataError(f"{what} {path}: no rows under its header")
+    return frame
 
 
 # -- model folders written by `deploykit train` -------------------------------------------------
@@ -289,6 +308,8 @@ def _probe(signature: Signature, sample) -> dict[str, np.ndarray]:
                               f"category codes?) and deploykit cannot guess their valid range: "
                               f"pass example inputs with --sample (sample= in Python)")
         inputs[spec.name] = rng.normal(size=shape).astype(spec.dtype)
+        for w in spec.words:  # columns of words: codes of any of them
+            inputs[spec.name][:, w.column] = rng.integers(0, len(w.words), shape[0])
     return inputs
 
 
@@ -437,30 +458,71 @@ def _sklearn_memory(model, sample, labels) -> Source:
     _refuse_text_predictions(model, classify)
     names = getattr(model, "feature_names_in_", None)  # fitted on a DataFrame
     columns = None if names is None else [str(c) for c in names]
-    inputs = _probe(Signature.single(n, columns=columns, missing=True), sample)
-    missing = bool(np.isnan(inputs["x"]).any())  # the user's sample: the model must fill them
-    holes = _missing_rows(model, inputs["x"], task) if missing or _has_imputer(model) else None
+    words = _sklearn_words(model, columns, n, sample)
+    coded = words.model if words else model  # what every artifact is made from
+    taking = Signature.single(n, columns=columns, missing=True,
+                              words=words.columns if words else ()).inputs[0]
+    inputs = _probe(Signature((taking,)), sample)
+    missing = bool(np.isnan(inputs["x"]).any()) or any(  # the model must fill them
+        w.missing is not None and np.isnan(w.missing) for w in taking.words)
+    holes = _missing_rows(coded, inputs["x"], task) if missing or _has_imputer(model) else None
     if holes is not None:  # every artifact is then proved to fill them as the model does
+        holes = taking.coded(holes).astype(np.float32)  # a word's missing value as its code
         inputs, missing = {"x": np.concatenate([inputs["x"], holes])}, True
-    ref = _sklearn_reference(model, inputs["x"], task)
+    ref = _sklearn_reference(model, inputs["x"] if words is None else
+                             decoded(words, inputs["x"], columns), task)
     if classify:
         classes = [str(c) for c in model.classes_]
         outs = [TensorSpec("label", "int64", (None,)),
                 TensorSpec("probabilities", "float32", (None, len(classes)))]
     else:
         outs = [TensorSpec("predictions", "float32", (None, ref["predictions"].shape[1]))]
-    sig = Signature.single(n, outs, columns=columns, missing=missing)
+    sig = Signature.single(n, outs, columns=columns, missing=missing,
+                           words=words.columns if words else ())
 
     def write(root: Path) -> str:
         import skops.io as sio
 
-        sio.dump(model, root / "model.skops")
+        sio.dump(coded, root / "model.skops")
         return "model.skops"
 
+    notes = _float32_notes(model, sig.inputs[0], sample, ref, task) if words is None else \
+        [_words_note(words)]
     return Source("sklearn", "sklearn", sig, task,
                   _labels_for(task, len(classes) if classify else 0, labels or
-                              (classes if classify else None)), write, inputs, ref,
-                  notes=_float32_notes(model, sig.inputs[0], sample, ref, task))
+                              (classes if classify else None)), write, inputs, ref, notes=notes)
+
+
+def _sklearn_words(model, columns: list[str] | None, n: int, sample):
+    """The model's columns of words and the copy of it taking their codes (None without);
+    a sample's column of text that no encoder of the model takes is refused by name."""
+    from deploykit.sklearn_words import words_of
+
+    words = words_of(model, columns or [f"x[:, {j}]" for j in range(n)])
+    taken = {w.name for w in words.columns} if words else set()
+    text = [c for c in _text_columns(sample) if c not in taken]
+    if text:
+        raise SourceError(f"column '{text[0]}' of the sample holds text, and the model takes "
+                          f"numbers there; deploykit takes words into a OneHotEncoder or "
+                          f"OrdinalEncoder fitted on them (after a SimpleImputer, if any), in a "
+                          f"ColumnTransformer or first in a Pipeline")
+    return words
+
+
+def _text_columns(sample) -> list[str]:
+    """The names of a DataFrame sample's columns that hold neither numbers nor booleans."""
+    dtypes = getattr(sample, "dtypes", None)
+    if type(sample).__name__ != "DataFrame" or dtypes is None:
+        return []
+    return [str(c) for c, t in zip(sample.columns, dtypes, strict=False)
+            if getattr(t, "kind", "O") not in "biuf"]
+
+
+def _words_note(words) -> str:
+    shown = ", ".join(f"{w.name} ({len(w.words)} words)" for w in words.columns[:5])
+    return (f"columns of words: {shown}{', …' if len(words.columns) > 5 else ''}; every "
+            f"artifact takes each word as its position in the encoder's categories (its "
+            f"code), and Bundle.predict, the server and verify take the words themselves")
 
 
 def _by_position(model):

@@ -113,18 +113,27 @@ def calibration_rows(ctx: EdgeContext) -> dict[str, np.ndarray]:
     if not ctx.calibration:
         raise ValueError("int8 needs calibration data (training inputs or a sample)")
     with np.load(ctx.calibration) as saved:
-        return {s["name"]: _filled(saved[s["name"]].astype(s["dtype"])[:CALIBRATION_ROWS])
+        return {s["name"]: _filled(saved[s["name"]].astype(s["dtype"])[:CALIBRATION_ROWS],
+                                   _word_columns(s))
                 for s in ctx.signature["inputs"]}
 
 
-def _filled(x: np.ndarray) -> np.ndarray:
-    """Missing values (NaN) as their column's mean (0 for a column of none): NaN would make
-    the calibrated ranges NaN."""
+def _word_columns(spec: dict[str, Any]) -> list[int]:
+    """The columns of words of an input (its codes: never averaged)."""
+    return [int(w["column"]) for w in spec.get("words", ())]
+
+
+def _filled(x: np.ndarray, words: list[int]) -> np.ndarray:
+    """Missing values (NaN) as their column's mean (0 for a column of none), a column of
+    words' as its most common code: NaN would make the calibrated ranges NaN."""
     if x.dtype.kind != "f" or not np.isnan(x).any():
         return x
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # "mean of empty slice"
         means = np.nan_to_num(np.nanmean(x, axis=0))
+    for j in words:
+        codes, counts = np.unique(x[~np.isnan(x[:, j]), j], return_counts=True)
+        means[j] = codes[counts.argmax()] if len(codes) else 0
     return np.where(np.isnan(x), means, x).astype(x.dtype)
 
 
@@ -181,9 +190,11 @@ REGRESSION_GOAL = 0.995
 _PLUMBING = {"QUANTIZE", "DEQUANTIZE"}  # what the quantiser itself inserts
 
 
-def check_rows(rows: dict[str, np.ndarray], n: int = CHECK_ROWS) -> dict[str, np.ndarray]:
+def check_rows(rows: dict[str, np.ndarray], n: int = CHECK_ROWS,
+               words: dict[str, list[int]] | None = None) -> dict[str, np.ndarray]:
     """``n`` evenly spaced rows, then ``n`` blends of two random rows (float inputs; an
-    integer input, such as token ids, keeps the first row of the pair)."""
+    integer input, such as token ids, and ``words``' columns of an input keep the first
+    row's)."""
     total = len(next(iter(rows.values())))
     pick = np.linspace(0, total - 1, min(n, total)).astype(int)
     rng = np.random.default_rng(0)
@@ -193,6 +204,9 @@ def check_rows(rows: dict[str, np.ndarray], n: int = CHECK_ROWS) -> dict[str, np
     for k, v in rows.items():
         w = t.reshape(-1, *[1] * (v.ndim - 1)).astype(v.dtype) if v.dtype.kind == "f" else None
         blend = v[a] if w is None else w * v[a] + (1 - w) * v[b]
+        kept = (words or {}).get(k, [])
+        if kept and w is not None:
+            blend[:, kept] = v[a][:, kept]
         out[k] = np.concatenate([v[pick], blend])
     return out
 
@@ -226,7 +240,7 @@ def _checked_against(src: Path, ctx: EdgeContext, rows: dict[str, np.ndarray]):
     from deploykit.signature import Signature
 
     sig = Signature.from_dict(ctx.signature)
-    check = check_rows(rows)
+    check = check_rows(rows, words={s["name"]: _word_columns(s) for s in ctx.signature["inputs"]})
     return sig, check, SavedModelRunner(src, sig).predict(check)
 
 

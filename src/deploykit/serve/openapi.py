@@ -5,6 +5,8 @@ round, with two exceptions JSON Schema cannot state:
 
 * an Open Inference Protocol tensor's ``data`` must fill its ``shape`` (the product of one
   field against the length of another);
+* a column of words takes its codes too, which a v2 tensor's flat ``data`` cannot tell
+  from the other columns' numbers (the server refuses a number that is no code);
 * with several models, ``/predict?model=NAME`` takes NAME's inputs (a query parameter
   choosing the body's schema); the body is documented as any of the models' schemas
   (``anyOf``: two models of one signature have the same schema, which ``oneOf`` would refuse).
@@ -74,8 +76,27 @@ def _leaf(spec, sent: str | None = None) -> dict[str, Any]:
     return {"type": "integer", "minimum": lo, "maximum": hi}
 
 
+def _cells(spec) -> list[dict[str, Any]]:
+    """Each column of a table with columns of words: a word (any, when the model takes
+    unknown ones), its code, null where a missing value is taken; the other columns' values."""
+    out = [_leaf(spec) for _ in range(spec.shape[1])]
+    for w in spec.words:
+        known = [x for x in w.words if x is not None]
+        codes = [*range(len(w.words)), *(c for c in (w.unknown, w.missing)
+                                          if c is not None and not np.isnan(c))]
+        out[w.column] = {"anyOf": [
+            {"type": "string"} if w.unknown is not None else {"type": "string", "enum": known},
+            {"type": "number", "enum": sorted(set(codes))},
+            *([{"type": "null"}] if w.missing is not None else [])]}
+    return out
+
+
 def _row(spec) -> dict[str, Any]:
     """One row of an input (its shape after the batch axis) as nested arrays."""
+    if spec.words:
+        n = spec.shape[1]
+        return {"type": "array", "prefixItems": _cells(spec), "items": False,
+                "minItems": n, "maxItems": n}
     schema = _leaf(spec)
     for axis in range(len(spec.shape) - 1, 0, -1):
         d = spec.shape[axis]
@@ -105,7 +126,9 @@ def _instances(sig, max_batch: int) -> dict[str, Any]:
         if specs[0].columns:  # or rows of {feature: value}, for a model fitted on a DataFrame
             features = {"type": "object", "required": list(specs[0].columns),
                         "additionalProperties": False,
-                        "properties": {c: _row(specs[0])["items"] for c in specs[0].columns}}
+                        "properties": dict(zip(specs[0].columns, _cells(specs[0]) if
+                                               specs[0].words else [_leaf(specs[0])] *
+                                               len(specs[0].columns), strict=True))}
             instances["anyOf"].append({"type": "array", "minItems": 1, "maxItems": max_batch,
                                        "items": features})
     else:

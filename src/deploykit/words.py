@@ -1,0 +1,168 @@
+"""Input columns of words (``"paris"``, ``"rome"``): a table column that a model encodes itself,
+as a scikit-learn OneHotEncoder fitted on a DataFrame's text column does.
+
+No runtime but onnxruntime takes text (LiteRT, TF.js and ExecuTorch take numbers), so every
+artifact of such a model takes each word as a number, its *code*, and the signature carries
+the words of each column (:class:`WordColumn`): ``Bundle.predict``, the server and ``verify``
+turn words into codes before any runtime sees them, and rows of numbers are taken as codes
+already (checked). :mod:`deploykit.sklearn_words` makes a scikit-learn model take codes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from deploykit.errors import InputError
+
+SHOWN = 8  # words listed in an error
+
+
+@dataclass(frozen=True)
+class WordColumn:
+    """One column of words: code ``i`` stands for ``words[i]``.
+
+    ``unknown`` is the code of a word the model was not fitted on (None: refused), and
+    ``missing`` the code of a missing value, None or NaN (NaN: the model fills it; None:
+    refused); ``words`` may hold None for the encoder's own category of missing values.
+    """
+
+    column: int
+    name: str
+    words: tuple[str | None, ...]
+    unknown: float | None = None
+    missing: float | None = None
+    _index: dict[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_index", {w: i for i, w in enumerate(self.words)
+                                            if w is not None})
+
+    def code(self, value: Any) -> float:
+        """The code of one cell: a word, or a missing value.
+
+        Raises:
+            InputError: an unknown word or a missing value the model refuses, or a number.
+        """
+        if _is_missing(value):
+            if self.missing is None:
+                raise InputError(f"column '{self.name}': a missing value, which this model "
+                                 f"does not fill; send one of its words ({self.known()})")
+            return self.missing
+        if isinstance(value, (int, float, np.number)) and not isinstance(value, (bool, np.bool_)):
+            self.check_codes(np.array([value], dtype=np.float64))  # a code
+            return float(value)
+        if not isinstance(value, str):
+            raise InputError(f"column '{self.name}' takes words ({self.known()}), got "
+                             f"{str(value)[:40]!r}")
+        at = self._index.get(value)
+        if at is not None:
+            return float(at)
+        if self.unknown is None:
+            raise InputError(f"column '{self.name}': unknown word {value[:40]!r}; the model "
+                             f"knows {self.known()}")
+        return self.unknown
+
+    def check_codes(self, codes: np.ndarray) -> None:
+        """Refuse numbers in this column that are no code: the positions of its words, the
+        unknown word's code, NaN where the model fills missing values."""
+        allowed = np.arange(len(self.words), dtype=np.float64)
+        extra = [c for c in (self.unknown, self.missing) if c is not None]
+        ok = np.isin(codes, np.concatenate([allowed, extra])) | (
+            np.isnan(codes) & any(math.isnan(c) for c in extra))
+        if not ok.all():
+            bad = codes[~ok][0]
+            raise InputError(f"column '{self.name}' takes words ({self.known()}) or their "
+                             f"codes 0 to {len(self.words) - 1}, got {bad!r}")
+
+    def known(self) -> str:
+        shown = [w for w in self.words if w is not None]
+        more = f", … ({len(shown)} words)" if len(shown) > SHOWN else ""
+        return ", ".join(shown[:SHOWN]) + more
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"column": self.column, "name": self.name, "words": list(self.words)}
+        for key in ("unknown", "missing"):
+            value = getattr(self, key)
+            if value is not None:  # JSON has no NaN
+                d[key] = "nan" if math.isnan(value) else value
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> WordColumn:
+        def code(key: str) -> float | None:
+            value = d.get(key)
+            return None if value is None else float(value)  # float("nan") is NaN
+
+        return cls(int(d["column"]), str(d["name"]),
+                   tuple(None if w is None else str(w) for w in d["words"]),
+                   code("unknown"), code("missing"))
+
+
+def coded(columns: Sequence[WordColumn], names: Sequence[str], value: Any) -> Any:
+    """``value``'s rows with each word column's words as codes (float64); numbers as they are,
+    their word columns checked to hold codes.
+
+    Args:
+        columns: the input's word columns.
+        names: the input's column names, in order.
+        value: rows (a DataFrame in the input's column order, an array, nested lists).
+
+    Raises:
+        InputError: a word a column does not know, text in a column of numbers.
+    """
+    width = len(names)
+    frame = type(value).__name__ == "DataFrame" and hasattr(value, "to_numpy")
+    if not frame:
+        arr = np.asarray(value) if not isinstance(value, list) else None
+        if arr is not None and arr.dtype.kind in "biuf":
+            return _codes(columns, arr) if arr.ndim == 2 and arr.shape[1] == width else arr
+    try:
+        table = value.to_numpy(dtype=object) if frame else np.asarray(value, dtype=object)
+    except (ValueError, TypeError):
+        raise InputError("rows must be lists of one length") from None
+    if table.ndim != 2 or table.shape[1] != width:
+        shown = ", ".join(names[:6]) + (", …" if width > 6 else "")
+        raise InputError(f"expected rows of {width} values ({shown}), got an array of shape "
+                         f"{list(table.shape)}")
+    out = np.empty(table.shape, dtype=np.float64)
+    by_column = {c.column: c for c in columns}
+    for j in range(width):
+        word = by_column.get(j)
+        out[:, j] = [word.code(v) for v in table[:, j]] if word else \
+            [_number(v, names[j]) for v in table[:, j]]
+    return out
+
+
+def _codes(columns: Sequence[WordColumn], arr: np.ndarray) -> np.ndarray:
+    """Rows of numbers, their word columns checked to hold codes; NaN there (a missing value)
+    becomes the column's code for one."""
+    for c in columns:
+        gaps = np.isnan(arr[:, c.column]) if arr.dtype.kind == "f" else None
+        if gaps is not None and gaps.any() and c.missing is not None and \
+                not math.isnan(c.missing):
+            arr = arr.astype(np.float64)  # a copy: the caller's rows stay as they are
+            arr[gaps, c.column] = c.missing
+        c.check_codes(arr[:, c.column].astype(np.float64))
+    return arr
+
+
+def _number(value: Any, name: str) -> float:
+    if _is_missing(value):
+        return math.nan
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+        raise InputError(f"column '{name}' takes numbers, got {str(value)[:40]!r}")
+    return float(value)
+
+
+def _is_missing(value: Any) -> bool:
+    """None, NaN, pandas' NA and NaT: what a DataFrame holds for a missing cell."""
+    if value is None:
+        return True
+    if isinstance(value, (float, np.floating)):
+        return math.isnan(value)
+    return type(value).__name__ in ("NAType", "NaTType")
