@@ -153,7 +153,7 @@ def test_ordinal_words_with_missing_values_reach_a_boosted_model(tmp_path):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import OrdinalEncoder
 
-    df = _people(400, 1).astype({"age": np.float32})  # float64 thresholds: see the README
+    df = _people(400, 1)
     y = ((df.color == "red") | df.color.isna() & (df.age > 45)).to_numpy(int)
     enc = ColumnTransformer([("words", OrdinalEncoder(handle_unknown="use_encoded_value",
                                                       unknown_value=-1), ["city", "color"]),

@@ -44,6 +44,7 @@ def sklearn_to_onnx(src: Path, out: Path, ctx: EdgeContext) -> dict[str, Any]:
                                target_opset={"": OPSET, "ai.onnx.ml": 3})
     if ctx.signature["inputs"][0].get("missing"):
         _missing_branches(onx, last)
+    _float64_thresholds(onx, last)
     if classify:
         _label_positions(onx, model.classes_)
     elif len(onx.graph.output) == 2 and len(ctx.signature["outputs"]) == 1:
@@ -83,6 +84,37 @@ def _missing_branches(onx, est) -> None:
         if "nodes_missing_value_tracks_true" in attrs:
             op.attribute.remove(attrs["nodes_missing_value_tracks_true"])
         op.attribute.append(helper.make_attribute("nodes_missing_value_tracks_true", tracks))
+
+
+def _float64_thresholds(onx, est) -> None:
+    """HistGradientBoosting compares ``float64(x) <= threshold`` with float64 thresholds, and
+    skl2onnx rounds them to the nearest float32 (it adjusts a forest's, not these): a float32
+    ``x`` equal to a threshold rounded up went left in onnxruntime and right in scikit-learn
+    (4 of 200 rows of a model fitted on float64 ages). Each becomes the largest float32 at
+    most the threshold. Tree ids are skl2onnx's: iteration * classes + class."""
+    import numpy as np
+    from onnx import helper
+
+    predictors = getattr(est, "_predictors", None)
+    if not predictors:
+        return
+    k = len(predictors[0])
+    limit = {(i * k + c, n): float(node["num_threshold"]) for i, per in enumerate(predictors)
+             for c, tree in enumerate(per) for n, node in enumerate(tree.nodes)
+             if not node["is_leaf"]}
+    for op in onx.graph.node:
+        if op.op_type not in ("TreeEnsembleClassifier", "TreeEnsembleRegressor"):
+            continue
+        attrs = {a.name: a for a in op.attribute}
+        values = list(attrs["nodes_values"].floats)
+        for j, key in enumerate(zip(attrs["nodes_treeids"].ints, attrs["nodes_nodeids"].ints,
+                                    strict=True)):
+            t = limit.get(key)
+            if t is not None and attrs["nodes_modes"].strings[j] == b"BRANCH_LEQ":
+                v = np.float32(t)  # compared as float64: numpy compares float32 with t
+                values[j] = float(np.nextafter(v, np.float32(-np.inf)) if float(v) > t else v)
+        op.attribute.remove(attrs["nodes_values"])
+        op.attribute.append(helper.make_attribute("nodes_values", values))
 
 
 def _predicted_values(onx) -> None:
