@@ -333,22 +333,34 @@ def sk_pipeline(folder: Path):
     return _dump(folder, model.fit(X, y), X)
 
 
-@entry("sklearn-onehot-forest", "sklearn")
+@entry("sklearn-words-forest", "sklearn")
 def sk_columns(folder: Path):
-    """A ColumnTransformer: one-hot on integer-coded columns, scaling on the rest, then a
-    random forest."""
+    """A DataFrame with two columns of words: one-hot on them (after an imputer on one),
+    scaling on the rest, then a random forest; the sample a .csv file, as a user has it."""
+    import pandas as pd
     from sklearn.compose import ColumnTransformer
     from sklearn.ensemble import RandomForestClassifier
+    from sklearn.impute import SimpleImputer
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
     X, y = _sk_data()
-    X = X[:, :8].copy()
-    X[:, :2] = np.floor(X[:, :2] / X[:, :2].max(axis=0) * 4)  # two integer-coded columns
-    pre = ColumnTransformer([("onehot", OneHotEncoder(handle_unknown="ignore"), [0, 1]),
-                             ("scale", StandardScaler(), list(range(2, 8)))])
+    frame = pd.DataFrame(X[:, :8], columns=[f"f{j}" for j in range(8)])
+    words = np.array(["none", "low", "mid", "high", "top"], dtype=object)
+    for j in (0, 1):  # two columns of words, from the values' quintiles
+        frame[f"f{j}"] = words[np.floor(X[:, j] / X[:, j].max() * 4).astype(int)]
+    frame.loc[::17, "f1"] = None  # missing: the imputer's most frequent word
+    pre = ColumnTransformer([
+        ("size", OneHotEncoder(handle_unknown="ignore"), ["f0"]),
+        ("shape", make_pipeline(SimpleImputer(strategy="most_frequent"), OneHotEncoder()),
+         ["f1"]),
+        ("scale", StandardScaler(), [f"f{j}" for j in range(2, 8)])])
     model = make_pipeline(pre, RandomForestClassifier(30, max_depth=6, random_state=0))
-    return _dump(folder, model.fit(X, y), X)
+    import skops.io as sio
+
+    sio.dump(model.fit(frame, y), folder / "model.skops")
+    frame[:200].to_csv(folder / "sample.csv", index=False)
+    return "model.skops", "sample.csv"
 
 
 # Parity on a constant model is vacuous whatever the target: one per runtime family will do.

@@ -149,7 +149,11 @@ def saved_model_to_tflite_int8(src: Path, out: Path, ctx: EdgeContext) -> dict[s
     kept = _keep_float(tf, src, rows, ctx, dest)
     info = {"file": dest.name, "versions": {"tensorflow": tf.__version__}}
     if kept:
-        info["options"] = {"float32_ops": f"{', '.join(kept)} kept float32: full integer "
+        every = kept == ["every op"]
+        info["options"] = {"float32_ops": "every op kept float32 (this is the float32 model): "
+                                          "no model with integer ops kept the predictions on "
+                                          "check rows" if every else
+                                          f"{', '.join(kept)} kept float32: full integer "
                                           f"changed predictions on check rows"}
     return info
 
@@ -213,8 +217,9 @@ def check_rows(rows: dict[str, np.ndarray], n: int = CHECK_ROWS,
 
 def _keep_float(tf, src: Path, rows: dict[str, np.ndarray], ctx: EdgeContext,
                 dest: Path) -> list[str]:
-    """Op types to keep float32 (none: ``dest`` is full integer and stays), writing the
-    chosen model to ``dest``."""
+    """Op types to keep float32 (none: ``dest`` is full integer and stays; ``["every op"]``:
+    no model with integer ops agrees, and ``dest`` is the float32 model), writing the chosen
+    model to ``dest``."""
     sig, check, reference = _checked_against(src, ctx, rows)
     n = len(next(iter(check.values()))) // 2  # the plain rows; blends after them
     if _agrees(dest, sig, *({k: v[:n] for k, v in d.items()} for d in (check, reference))):
@@ -230,8 +235,11 @@ def _keep_float(tf, src: Path, rows: dict[str, np.ndarray], ctx: EdgeContext,
             best, hi = (dest.read_bytes(), k), k - 1
         else:
             lo = k + 1
-    dest.write_bytes(best[0] if best else full)  # nothing agreed: verify reports full int8
-    return types[:best[1]] if best else []
+    if best is None:  # no partly-integer model agrees: every op float, the float32 model
+        dest.write_bytes(_converted(_from_saved_model(tf, src), ctx))
+        return ["every op"]
+    dest.write_bytes(best[0])
+    return types[:best[1]]
 
 
 def _checked_against(src: Path, ctx: EdgeContext, rows: dict[str, np.ndarray]):

@@ -148,18 +148,18 @@ class _BranchScalers:
     def __init__(self, est):
         self.spans, start = [], 0
         for trans, idx in _branches(est):
-            width = len(idx) if isinstance(trans, str) or scaler_steps(trans) is not None \
-                else sum(len(c) for c in trans.categories_)
-            if not isinstance(trans, str) and scaler_steps(trans) is not None:
+            scaler = not isinstance(trans, str) and scaler_steps(trans) is not None
+            width = len(idx) if scaler else _exact_width(trans, idx)
+            if scaler:
                 self.spans.append((slice(start, start + width), trans))
             start += width
 
     @staticmethod
     def applies(est) -> bool:
-        """Every branch acts feature by feature, non-decreasing: scalers, passthrough,
-        one-hot (exact 0/1)."""
-        return all(isinstance(t, str) or scaler_steps(t) is not None
-                   or name_of(t) == "OneHotEncoder" for t, _ in _branches(est))
+        """Every branch acts feature by feature, non-decreasing: scalers, or columns the
+        trees compare exactly (:func:`_exact_width`)."""
+        return all(not isinstance(t, str) and scaler_steps(t) is not None
+                   or _exact_width(t, idx) is not None for t, idx in _branches(est))
 
     def fit(self, *_):  # a Pipeline step must look fittable
         return self
@@ -169,6 +169,20 @@ class _BranchScalers:
         for span, scaler in self.spans:
             out[:, span] = scaler.transform(grid[:, span])
         return out
+
+
+def _exact_width(trans, idx: np.ndarray) -> int | None:
+    """The number of columns a branch gives whose values the trees compare as they are:
+    passthrough (or the identity a fitted ColumnTransformer holds for it), one-hot (0/1),
+    one-hot after a SimpleImputer (words given as codes, see :mod:`deploykit.sklearn_words`);
+    None for any other branch."""
+    if isinstance(trans, str) or name_of(trans) == "FunctionTransformer" and trans.func is None:
+        return len(idx)
+    steps = [s for _, s in trans.steps] if name_of(trans) == "Pipeline" else [trans]
+    if name_of(steps[-1]) != "OneHotEncoder" or any(
+            name_of(s) != "SimpleImputer" or s.add_indicator for s in steps[:-1]):
+        return None
+    return sum(len(c) for c in steps[-1].categories_)
 
 
 def _column_indices(est, cols) -> np.ndarray:
