@@ -5,6 +5,10 @@ words, computed here."""
 
 from __future__ import annotations
 
+import html
+import json
+import re
+
 import numpy as np
 import pytest
 from conftest import run_cli
@@ -126,6 +130,11 @@ def test_the_server_takes_rows_of_words_and_documents_them(people, bundle):
     size = row["items"]["prefixItems"][3]["anyOf"]
     assert {"type": "string", "enum": SIZES} in size  # no other word is taken
     assert {"type": "string"} in row["items"]["prefixItems"][1]["anyOf"]  # any city
+    page = client.get("/").get_data(as_text=True)  # its example request shows the words
+    example = json.loads(html.unescape(re.search(r"<textarea[^>]*>(.*?)</textarea>", page,
+                                                 re.S).group(1)))
+    assert example["instances"][0]["city"] in CITIES
+    assert client.post("/predict", json=example).status_code == 200
 
 
 @pytest.mark.slow

@@ -79,6 +79,12 @@ class WordColumn:
             raise InputError(f"column '{self.name}' takes words ({self.known()}) or their "
                              f"codes 0 to {len(self.words) - 1}, got {bad!r}")
 
+    def word(self, code: float) -> str | None:
+        """The word a code stands for (None: a missing value, or a word the model does not
+        know)."""
+        at = int(code) if not math.isnan(code) and code == int(code) else -1
+        return self.words[at] if 0 <= at < len(self.words) else None
+
     def known(self) -> str:
         shown = [w for w in self.words if w is not None]
         more = f", … ({len(shown)} words)" if len(shown) > SHOWN else ""

@@ -36,15 +36,27 @@ def _row(target: str, runtime: str, served: str, cell: str) -> str:
             f"<td>{html.escape(served)}</td>{cell}</tr>")
 
 
+def _example(m) -> str:
+    """The first probe row as a /predict body: a row of ``{feature: value}`` (words as
+    words, missing values as null) for a model fitted on a DataFrame."""
+    row = m.bundle.probe().rows(slice(0, 1))
+    spec = m.signature.inputs[0]
+    if len(row) > 1:
+        return json.dumps({"inputs": {k: v.tolist() for k, v in row.items()}})
+    if not spec.columns:
+        return json.dumps({"instances": row[spec.name].tolist()})
+    words = {w.column: w for w in spec.words}
+    values = [words[j].word(v) if j in words else None if v != v else v
+              for j, v in enumerate(row[spec.name][0].tolist())]
+    return json.dumps({"instances": [dict(zip(spec.columns, values, strict=True))]})
+
+
 def render(models: dict[str, Any]) -> str:
     sections = []
     for name, m in models.items():
         web = [a for a in m.bundle.artifacts if a.runs == BROWSER and a.passed
                and len(m.signature.inputs) == 1]  # the page's browser run feeds one input
-        row = m.bundle.probe().rows(slice(0, 1))
-        example = json.dumps({"instances": row[m.signature.inputs[0].name].tolist()}
-                             if len(row) == 1 else {"inputs": {k: v.tolist()
-                                                               for k, v in row.items()}})
+        example = _example(m)
         sections.append(f"""
 <section data-model="{html.escape(name)}" data-web='{html.escape(json.dumps(
             [{"target": a.target, "runtime": a.runtime, "path": a.path} for a in web]))}'>
