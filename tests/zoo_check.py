@@ -49,6 +49,9 @@ UNROLLED = {"keras-gru", "keras-lstm-tokens"}
 # Models with several named inputs (and several outputs): served by name; device packages
 # refuse them by name.
 SEVERAL_INPUTS = {"keras-gru", "torch-bert-mask"}
+# Models fitted on a DataFrame with columns of words (its sample a .csv): each column's words
+# are in the signature, and the CLI's note names them.
+WORDS = {"sklearn-words-forest": {"f0": 5, "f1": 5}}
 # Models whose parity proves nothing: every cell must say so.
 VACUOUS = {"keras-constant"}
 # Every zoo model gets a cell for every target: a lost route fails the test instead of
@@ -124,6 +127,10 @@ def check_model(name: str, out: Path, results: dict[str, dict[str, tuple[str, st
     manifest = zoo.json.loads((out / name / "manifest.json").read_text())
     notes = manifest["source"]["notes"]
     assert (name in FIXED_AT_SAMPLE) == any("at the sample's" in n for n in notes), notes
+    words = {w["name"]: len(w["words"]) for s in manifest["signature"]["inputs"]
+             for w in s.get("words", ())}
+    assert words == WORDS.get(name, {}), words
+    assert (name in WORDS) == ("columns of words: " in text), text[-2000:]
     for spec in manifest["signature"]["inputs"]:  # token ids: the table's rows, from the model
         rows = zoo.VOCAB.get(name, {}).get(spec["name"])
         assert spec.get("range") == (None if rows is None else [0, rows - 1]), spec
