@@ -77,7 +77,7 @@ class WordColumn:
         if not ok.all():
             bad = codes[~ok][0]
             raise InputError(f"column '{self.name}' takes words ({self.known()}) or their "
-                             f"codes 0 to {len(self.words) - 1}, got {bad!r}")
+                             f"codes 0 to {len(self.words) - 1}, got {float(bad):g}")
 
     def word(self, code: float) -> str | None:
         """The word a code stands for (None: a missing value, or a word the model does not
