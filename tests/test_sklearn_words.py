@@ -16,7 +16,7 @@ import pytest
 import deploykit
 from deploykit.errors import InputError, SourceError
 
-CITIES, COLORS, SIZES = ["paris", "rome", "oslo"], ["red", "blue", None], ["S", "M", "L"]
+CITIES, COLORS, SIZES = ["paris", "rome", "oslo"], ["red", "blue", np.nan], ["S", "M", "L"]
 
 
 def _people(n: int, seed: int):
@@ -70,8 +70,8 @@ def _unusual(df):
     """Rows with a city the model never saw, a missing colour and a missing city."""
     rows = df.copy()
     rows.loc[rows.index[:5], "city"] = "lima"
-    rows.loc[rows.index[5:10], "color"] = None
-    rows.loc[rows.index[10:12], "city"] = None
+    rows.loc[rows.index[5:10], "color"] = np.nan  # as pandas marks one (None: see below)
+    rows.loc[rows.index[10:12], "city"] = np.nan
     return rows
 
 
@@ -202,3 +202,163 @@ def test_check_rows_keep_a_column_of_words_whole():
     out = check_rows({"x": x}, n=20, words={"x": [1]})["x"]
     assert set(np.unique(out[:, 1])) <= {0.0, 1.0, 2.0}
     assert not np.isin(out[20:, 0], x[:, 0]).all()  # the numbers are blended
+
+
+@pytest.fixture(scope="module")
+def workers():
+    with deploykit.workers():  # one converter process for the exports below
+        yield
+
+
+def _onnx_agrees(model, sample, rows, out, **export):
+    """Export to ONNX with ``sample``; the bundle predicts on ``rows`` (a DataFrame of words)
+    what ``model`` does on them with their numbers rounded to float32, as every artifact
+    takes them. Returns the export report."""
+    report = deploykit.export(model, "onnx", out=out, sample=sample, quiet=True, **export)
+    assert report.ok, [(c.target, c.reason) for c in report.cells]
+    classify = hasattr(model, "predict_proba")
+    rows32 = rows.astype({c: np.float32 for c, t in rows.dtypes.items() if t == np.float64})
+    want = model.predict_proba(rows32) if classify else \
+        model.predict(rows32).reshape(len(rows), -1)
+    with deploykit.load_bundle(out) as b:
+        got = b.predict(rows).outputs["probabilities" if classify else "predictions"]
+    assert np.abs(got - want).max() < 1e-4
+    return report
+
+
+def _boosted(encoder, df, y):
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.pipeline import make_pipeline
+
+    columns = ColumnTransformer([("words", encoder, ["city"]), ("num", "passthrough", ["age"])])
+    return make_pipeline(columns, HistGradientBoostingClassifier(max_iter=20, random_state=0)
+                         ).fit(df, y)
+
+
+@pytest.mark.slow
+def test_missing_ages_beside_an_ordinal_city_that_refuses_unknown_words(workers, tmp_path):
+    """HistGradientBoosting fills missing ages; the city's OrdinalEncoder refuses a missing
+    city, so the probe's rows of missing values leave the city alone (they were NaN there,
+    and the export failed before parity)."""
+    from sklearn.preprocessing import OrdinalEncoder
+
+    df = _people(300, 5)[["age", "city"]]
+    df.loc[df.index[::9], "age"] = np.nan
+    model = _boosted(OrdinalEncoder(), df, _target(_people(300, 5)))
+    _onnx_agrees(model, df[:200], df[200:], tmp_path / "b")
+
+
+@pytest.mark.slow
+def test_an_ordinal_city_fitted_with_gaps_takes_them_as_its_missing_value(workers, tmp_path):
+    """An OrdinalEncoder fitted on NaN among the words gives it ``encoded_missing_value``
+    (NaN, or -2 here), not a code of its own: without a sample, the probe draws only real
+    codes, and a missing city is what scikit-learn makes of NaN."""
+    from sklearn.preprocessing import OrdinalEncoder
+
+    df = _people(300, 6)[["age", "city"]]
+    df.loc[df.index[::7], "city"] = np.nan
+    y = _target(_people(300, 6)) | df.city.isna().to_numpy()
+    for i, enc in enumerate([OrdinalEncoder(), OrdinalEncoder(
+            encoded_missing_value=-2, handle_unknown="use_encoded_value", unknown_value=-1)]):
+        model = _boosted(enc, df, y)
+        _onnx_agrees(model, None, df, tmp_path / f"none{i}")
+        _onnx_agrees(model, df[:200], df[200:], tmp_path / f"sample{i}")
+
+
+@pytest.mark.slow
+def test_none_is_a_category_where_the_imputer_fills_nan(workers, tmp_path):
+    """scikit-learn's SimpleImputer fills NaN only: a None among the words (an object column,
+    as pandas 2 keeps it) reaches the encoder as a category of its own, and a request's null
+    is that category. With None the most frequent value, the imputer fills in None."""
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    df = _people(300, 7)
+    for every, name in ((10, "some"), (2, "most")):
+        city = np.array(df.city, dtype=object)
+        city[::every] = None
+        rows = pd.DataFrame({"age": df.age, "city": pd.Series(city, dtype=object)})
+        encode = make_pipeline(SimpleImputer(strategy="most_frequent"), OneHotEncoder())
+        columns = ColumnTransformer([("w", encode, ["city"]), ("n", "passthrough", ["age"])])
+        model = make_pipeline(columns, LogisticRegression()).fit(rows, _target(df))
+        assert (model[0].named_transformers_["w"][0].statistics_[0] is None) == (name == "most")
+        _onnx_agrees(model, rows[:200], rows[200:], tmp_path / name)
+
+
+def test_an_imputer_adding_indicators_before_words_is_refused_by_name():
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    from deploykit.sources import detect
+
+    flagged = make_pipeline(SimpleImputer(strategy="most_frequent", add_indicator=True),
+                            OneHotEncoder(handle_unknown="ignore"))
+    model, df = _fitted(_columns(color=(flagged, ["color"])))
+    with pytest.raises(SourceError, match=r"add_indicator=True\) before an encoder of words"):
+        detect(model, sample=df)
+
+
+@pytest.mark.slow
+def test_words_that_are_numbers_come_from_a_csv_as_numbers(workers, tmp_path):
+    """Grades "1", "2", "3" are words to the encoder; a .csv file gives them as numbers, and
+    so may a request: each is the word it spells, not a code. "NA" stays a word."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    from deploykit.sources import read_sample
+
+    df = _people(300, 8)[["age"]]
+    rng = np.random.default_rng(8)
+    df["grade"], df["country"] = rng.choice(["1", "2", "3"], 300), rng.choice(["NA", "FR"], 300)
+    y = ((df.grade == "3") ^ (df.country == "NA")).to_numpy(int)
+    columns = ColumnTransformer([("w", OneHotEncoder(), ["grade", "country"]),
+                                 ("n", "passthrough", ["age"])])
+    model = make_pipeline(columns, LogisticRegression()).fit(df, y)
+    df.to_csv(tmp_path / "rows.csv", index=False)
+    sample = read_sample(tmp_path / "rows.csv")
+    assert sample.country.tolist() == df.country.tolist()  # not missing values
+    _onnx_agrees(model, sample[:200], df[200:], tmp_path / "b")
+    with deploykit.load_bundle(tmp_path / "b") as b:
+        as_read = b.predict(sample[200:]).outputs["probabilities"]  # grades as numbers
+        assert np.abs(as_read - b.predict(df[200:]).outputs["probabilities"]).max() == 0
+        got = b.predict([[41.0, 3, "NA"]]).outputs["probabilities"]
+    want = model.predict_proba(df[:1].assign(age=41.0, grade="3", country="NA"))
+    assert np.abs(got - want).max() < 1e-4
+
+
+@pytest.mark.slow
+def test_a_column_of_text_the_model_drops_takes_anything(workers, tmp_path):
+    """A passenger's name beside the columns a ColumnTransformer reads: the model drops it,
+    so the bundle takes any value there (it was refused as text in a column of numbers)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    df = _people(300, 9)
+    df["name"] = [f"passenger {i}" for i in range(300)]
+    model = make_pipeline(_columns(), LogisticRegression()).fit(df, _target(df))
+    _onnx_agrees(model, df[:200], df[200:], tmp_path / "b")
+    with deploykit.load_bundle(tmp_path / "b") as b:
+        spec = b.signature.inputs[0]
+        assert [w.name for w in spec.words if not w.words] == ["name"]
+
+
+@pytest.mark.slow
+def test_float64_ages_beside_words_get_the_float32_note(workers, tmp_path):
+    """The note on rounding a float64 sample to float32 (which every artifact takes) was
+    left out when the model had words."""
+    from sklearn.preprocessing import OrdinalEncoder
+
+    df = _people(300, 10)[["age", "city"]]
+    df["age"] = np.round(df.age, 3) + 1e-9  # thresholds between float32 neighbours
+    model = _boosted(OrdinalEncoder(), df, (df.age.to_numpy() * 1000 % 2 > 1).astype(int))
+    report = deploykit.export(model, "onnx", out=tmp_path / "b", sample=df, quiet=True)
+    notes = report.source["notes"]
+    assert any("rounded to float32" in n for n in notes), notes

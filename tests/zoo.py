@@ -349,7 +349,7 @@ def sk_columns(folder: Path):
     words = np.array(["none", "low", "mid", "high", "top"], dtype=object)
     for j in (0, 1):  # two columns of words, from the values' quintiles
         frame[f"f{j}"] = words[np.floor(X[:, j] / X[:, j].max() * 4).astype(int)]
-    frame.loc[::17, "f1"] = None  # missing: the imputer's most frequent word
+    frame.loc[::17, "f1"] = np.nan  # missing: the imputer fills its most frequent word
     pre = ColumnTransformer([
         ("size", OneHotEncoder(handle_unknown="ignore"), ["f0"]),
         ("shape", make_pipeline(SimpleImputer(strategy="most_frequent"), OneHotEncoder()),

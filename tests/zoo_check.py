@@ -52,6 +52,9 @@ SEVERAL_INPUTS = {"keras-gru", "torch-bert-mask"}
 # Models fitted on a DataFrame with columns of words (its sample a .csv): each column's words
 # are in the signature, and the CLI's note names them.
 WORDS = {"sklearn-words-forest": {"f0": 5, "f1": 5}}
+# Models whose int8 artifact is their float32 one: no mix of integer and float ops agreed
+# (the quantiser keeps a column's GATHER from the raw input int8 whatever is denylisted).
+INT8_AS_FLOAT32 = {"sklearn-words-forest"}
 # Models whose parity proves nothing: every cell must say so.
 VACUOUS = {"keras-constant"}
 # Every zoo model gets a cell for every target: a lost route fails the test instead of
@@ -131,6 +134,10 @@ def check_model(name: str, out: Path, results: dict[str, dict[str, tuple[str, st
              for w in s.get("words", ())}
     assert words == WORDS.get(name, {}), words
     assert (name in WORDS) == ("columns of words: " in text), text[-2000:]
+    for a in manifest["artifacts"]:  # no mix of integer and float ops agreed: float32, said
+        every = a["converter_options"].get("float32_ops", "").startswith("every op kept")
+        assert every == (a["target"] == "tflite-int8" and name in INT8_AS_FLOAT32), a
+        assert every == (f"note: {a['target']}: every op kept float32" in text), text[-2000:]
     for spec in manifest["signature"]["inputs"]:  # token ids: the table's rows, from the model
         rows = zoo.VOCAB.get(name, {}).get(spec["name"])
         assert spec.get("range") == (None if rows is None else [0, rows - 1]), spec

@@ -108,7 +108,11 @@ class TensorSpec:
                              f"pass a pandas DataFrame or an array") from None
 
     def coded(self, value: Any) -> Any:
-        """``value`` with its word columns' words as codes (:func:`deploykit.words.coded`)."""
+        """``value`` with its word columns' words as codes (:func:`deploykit.words.coded`).
+
+        Raises:
+            InputError: a word or a number a column does not take.
+        """
         if not self.words:
             return value
         names = self.columns or tuple(f"{self.name}[:, {j}]" for j in range(self.shape[1]))

@@ -28,13 +28,14 @@ UNKNOWN = -1.0  # a OneHotEncoder that ignores unknown words gives zeros for it,
 
 @dataclass
 class Words:
-    """A model's word columns, the copy of it that takes their codes, and each column's
-    categories as the user's model has them (to turn codes back into its words)."""
+    """A model's word columns, the copy of it that takes their codes, and for each column the
+    categories as the user's model has them, in code order, and what a missing value is to it
+    (to turn codes back into the values it takes)."""
 
     model: Any
     columns: tuple[WordColumn, ...]
     categories: dict[int, list[Any]]
-    gaps: dict[int, Any]  # what NaN, the code of a missing value an imputer fills, stands for
+    gaps: dict[int, Any]
 
 
 @dataclass
@@ -46,53 +47,69 @@ class _Chain:
     columns: list[int]
 
 
-def words_of(model, names: list[str]) -> Words | None:
+def words_of(model, names: list[str], text: frozenset[int] = frozenset()) -> Words | None:
     """The model's word columns and a copy of it taking codes; None when it takes no words.
 
     Args:
         model: a fitted estimator whose ColumnTransformers select columns by position.
         names: its input's column names.
+        text: the columns a sample holds text in: those the model drops take any value.
 
     Raises:
         SourceError: words going where deploykit cannot make codes of them.
     """
-    if not any(_word_categories(e) for e in _parts(model)):
+    if not text and not any(_word_categories(e) for e in _parts(model)):
         return None
     model = copy.deepcopy(model)
     found: dict[int, tuple[WordColumn, list[Any], Any]] = {}
+    dropped: set[int] = set()
     for chain in _chains(model, list(range(model.n_features_in_))):
+        if chain.steps == ["drop"]:
+            dropped.update(chain.columns)
         for column, cats, gap in _recode(chain, names):
             if column.column in found and found[column.column][0] != column:
                 raise SourceError(f"column '{column.name}' goes to two encoders of different "
                                   f"words; deploykit gives each column one set of words")
             found[column.column] = (column, cats, gap)
+    for j in sorted(text & dropped - set(found)):  # read by nothing: any value will do
+        found[j] = (WordColumn(j, names[j], (), 0.0, 0.0), [], "")
     left = [e for e in _parts(model) if _word_categories(e)]
     if left:
         raise SourceError(f"a {type(left[0]).__name__} of words sits after other steps, where "
                           f"deploykit cannot give it codes; put it first, in a "
                           f"ColumnTransformer on the DataFrame's columns")
+    if not found:
+        return None
     ordered = sorted(found)
     return Words(model, tuple(found[j][0] for j in ordered), {j: found[j][1] for j in ordered},
                  {j: found[j][2] for j in ordered})
 
 
 def decoded(words: Words, rows: np.ndarray, names: list[str] | None):
-    """``rows`` of codes as the words the user's model takes (an unknown word's code as a
-    word it does not know, NaN as NaN): a DataFrame of ``names``, or an array of objects for
-    a model fitted on one (``names`` None)."""
+    """``rows`` of codes as the values the user's model takes: words, its missing value for a
+    missing one, a word it does not know for an unknown one.
+
+    Args:
+        words: the model's word columns.
+        rows: a table of codes (and numbers in the other columns).
+        names: the columns' names for a DataFrame; None for an array of objects (a model
+            fitted on one).
+    """
     table = rows.astype(object)
-    for j, cats in words.categories.items():
-        table[:, j] = [_word(c, cats, words.gaps[j]) for c in rows[:, j]]
+    for w in words.columns:
+        j = w.column
+        table[:, j] = [_word(c, w, words.categories[j], words.gaps[j]) for c in rows[:, j]]
     if names is None:
         return table
-    import pandas as pd
+    from deploykit._lazy import require
 
-    return pd.DataFrame({name: table[:, j] if j in words.categories else rows[:, j]
-                         for j, name in enumerate(names)})
+    pd = require("pandas", purpose="for a model fitted on a DataFrame")
+    return pd.DataFrame({name: pd.Series(table[:, j], dtype=object)  # None stays None
+                         if j in words.categories else rows[:, j] for j, name in enumerate(names)})
 
 
-def _word(code: float, cats: list[Any], gap: Any) -> Any:
-    if math.isnan(code):
+def _word(code: float, column: WordColumn, cats: list[Any], gap: Any) -> Any:
+    if math.isnan(code) or code == column.missing:
         return gap
     at = int(code)
     return cats[at] if at == code and 0 <= at < len(cats) else "\x00 not a word it knows"
@@ -113,7 +130,8 @@ def _word_categories(est) -> bool:
 
 def _chains(est, columns: list[int]) -> Iterator[_Chain]:
     """The first steps each group of input columns meets: a Pipeline's first step, a
-    ColumnTransformer's branches (on their columns), or steps of a branch's Pipeline."""
+    ColumnTransformer's branches (on their columns; ``["drop"]`` for those it drops), or
+    steps of a branch's Pipeline."""
     name = type(est).__name__
     if name == "Pipeline":
         first = est.steps[0][1]
@@ -123,10 +141,11 @@ def _chains(est, columns: list[int]) -> Iterator[_Chain]:
             yield _Chain([s for _, s in est.steps], _step_setter(est), columns)
     elif name == "ColumnTransformer":
         for i, (_, trans, cols) in enumerate(est.transformers_):
-            if isinstance(trans, str):
-                continue
             picked = [columns[j] for j in np.arange(len(columns))[_selection(cols)]]
-            if type(trans).__name__ in ("Pipeline", "ColumnTransformer"):
+            if isinstance(trans, str):
+                if trans == "drop":
+                    yield _Chain(["drop"], _branch_setter(est, i), picked)
+            elif type(trans).__name__ in ("Pipeline", "ColumnTransformer"):
                 yield from _chains(trans, picked)
             else:
                 yield _Chain([trans], _branch_setter(est, i), picked)
@@ -155,42 +174,70 @@ def _branch_setter(ct, i: int) -> Callable[[int, Any], None]:
 
 def _recode(chain: _Chain, names: list[str]) -> Iterator[tuple[WordColumn, list[Any], Any]]:
     """Make the chain's encoder of words take codes; yield its word columns, each with its
-    categories and what a NaN code stands for in them."""
+    categories in code order and what a missing value is to the user's model."""
     at = next((i for i, s in enumerate(chain.steps) if _word_categories(s)), None)
     if at is None:
         return
     enc, imputer = chain.steps[at], chain.steps[at - 1] if at else None
-    if at > 1 or imputer is not None and type(imputer).__name__ != "SimpleImputer":
-        raise SourceError(f"the {type(enc).__name__} of words comes after "
-                          f"{type(chain.steps[at - 1]).__name__}; deploykit takes words into "
-                          f"an encoder first, or after a SimpleImputer")
-    if getattr(enc, "_infrequent_enabled", False):
-        raise SourceError(f"{type(enc).__name__} with min_frequency or max_categories on "
-                          f"words is not supported yet: fit it without them")
+    _check_chain(chain, at, enc, imputer)
     ordinal = type(enc).__name__ == "OrdinalEncoder"
-    cats_of = [list(c) for c in enc.categories_]
-    if ordinal and any(np.asarray(c).dtype != object for c in enc.categories_):
-        raise SourceError("an OrdinalEncoder of words and numbers together is not supported: "
-                          "give the numbers a ColumnTransformer branch of their own")
     unknown = _unknown(enc, ordinal)
-    gap = np.nan if imputer is None else imputer.missing_values  # before it becomes NaN
-    fills = imputer is not None and _recode_imputer(imputer, cats_of, unknown)
-    for k, cats in enumerate(cats_of):
-        if np.asarray(enc.categories_[k]).dtype != object:
+    codes_of = [_codes(enc, list(c), ordinal) for c in enc.categories_]
+    marker = None if imputer is None else imputer.missing_values  # before it becomes NaN
+    fills = imputer is not None and _recode_imputer(imputer, enc, codes_of, unknown)
+    for k, cats in enumerate(enc.categories_):
+        if np.asarray(cats).dtype != object:
             continue
+        kept = [c for c in cats if not (ordinal and _is_nan(c))]  # NaN is no code to it
+        at_gap = next((i for i, c in enumerate(cats) if _text(c) is None), None)
+        if at_gap is not None:  # the encoder's own category of missing values
+            missing, gap = codes_of[k][at_gap], cats[at_gap]
+        else:
+            missing, gap = (math.nan, marker) if fills else (unknown, np.nan)
         column = chain.columns[k]
-        yield WordColumn(column, names[column], tuple(_text(c) for c in cats), unknown,
-                         _missing(enc, cats, ordinal, fills, unknown)), cats, gap
+        yield WordColumn(column, names[column], tuple(_text(c) for c in kept), unknown,
+                         missing), kept, gap
     if ordinal:
-        chain.put(at, _identity(len(cats_of)))
+        chain.put(at, _identity(len(enc.categories_)))
     else:
         enc.categories_ = [np.arange(len(c), dtype=np.float64) if np.asarray(c).dtype == object
                            else c for c in enc.categories_]
 
 
+def _check_chain(chain: _Chain, at: int, enc, imputer) -> None:
+    """Refuse what deploykit cannot give codes, by name."""
+    if at > 1 or imputer is not None and type(imputer).__name__ != "SimpleImputer":
+        raise SourceError(f"the {type(enc).__name__} of words comes after "
+                          f"{type(chain.steps[at - 1]).__name__}; deploykit takes words into "
+                          f"an encoder first, or after a SimpleImputer")
+    if imputer is not None and imputer.add_indicator:
+        raise SourceError("a SimpleImputer(add_indicator=True) before an encoder of words is "
+                          "not supported: put the indicator in a branch of its own, or drop it")
+    if imputer is not None and isinstance(imputer.missing_values, str):
+        raise SourceError(f"a SimpleImputer of words marking missing values as "
+                          f"{imputer.missing_values!r} is not supported: mark them None or NaN")
+    if getattr(enc, "_infrequent_enabled", False):
+        raise SourceError(f"{type(enc).__name__} with min_frequency or max_categories on "
+                          f"words is not supported yet: fit it without them")
+    if type(enc).__name__ == "OrdinalEncoder" and any(
+            np.asarray(c).dtype != object for c in enc.categories_):
+        raise SourceError("an OrdinalEncoder of words and numbers together is not supported: "
+                          "give the numbers a ColumnTransformer branch of their own")
+
+
+def _codes(enc, cats: list[Any], ordinal: bool) -> list[float]:
+    """Each category's code: its position; to an OrdinalEncoder, whose codes are its output,
+    NaN (its last category when fitted on one) is ``encoded_missing_value``."""
+    return [float(enc.encoded_missing_value) if ordinal and _is_nan(c) else float(i)
+            for i, c in enumerate(cats)]
+
+
+def _is_nan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
 def _text(category: Any) -> str | None:
-    return None if category is None or isinstance(category, float) and math.isnan(category) \
-        else str(category)
+    return None if category is None or _is_nan(category) else str(category)
 
 
 def _unknown(enc, ordinal: bool) -> float | None:
@@ -200,45 +247,25 @@ def _unknown(enc, ordinal: bool) -> float | None:
     return UNKNOWN if enc.handle_unknown != "error" else None
 
 
-def _missing(enc, cats: list[Any], ordinal: bool, fills: bool, unknown: float | None
-             ) -> float | None:
-    """The code of a missing value (None or NaN, as a DataFrame holds one, JSON's null):
-    NaN when an imputer fills it, else the code of the category the encoder was fitted on for
-    it (an OrdinalEncoder gives NaN its ``encoded_missing_value``, but None is a category like
-    any word to it), else what the encoder does with a value it does not know."""
-    if fills:
-        return math.nan
-    at = next((i for i, c in enumerate(cats) if _text(c) is None), None)
-    if at is None:
-        return unknown
-    if ordinal and cats[at] is not None:  # NaN
-        return float(enc.encoded_missing_value)
-    return float(at)
-
-
-def _recode_imputer(imputer, cats_of: list[list[Any]], unknown: float | None) -> bool:
+def _recode_imputer(imputer, enc, codes_of: list[list[float]], unknown: float | None) -> bool:
     """Make a SimpleImputer before the encoder fill in codes: NaN marks a missing value, and
-    the imputer's word becomes its code. Returns whether missing values are then taken (not
-    when the imputer fills in a word the encoder refuses)."""
-    if isinstance(imputer.missing_values, str):
-        raise SourceError(f"a SimpleImputer of words marking missing values as "
-                          f"{imputer.missing_values!r} is not supported: mark them None or NaN")
+    the value it fills in (a word; a missing value when that was the most frequent) becomes
+    its code. Returns whether missing values are then taken (not when the imputer fills in a
+    word the encoder refuses)."""
     stats, takes = [], True
-    for word, cats in zip(imputer.statistics_, cats_of, strict=True):
+    for word, cats, codes in zip(imputer.statistics_, enc.categories_, codes_of, strict=True):
+        if np.asarray(cats).dtype != object:
+            stats.append(float(word))  # a column of numbers in the same encoder
+            continue
         text = [_text(c) for c in cats]
-        if isinstance(word, str) and word in text:
-            stats.append(float(text.index(word)))
-        elif isinstance(word, str):
+        if _text(word) in text:
+            stats.append(codes[text.index(_text(word))])
+        else:
             takes = takes and unknown is not None  # else the user's model fails on one too
             stats.append(0.0 if unknown is None else unknown)
-        else:
-            stats.append(float(word))  # a column of numbers in the same encoder
     imputer.statistics_ = np.asarray(stats, dtype=np.float64)
     imputer.missing_values = np.nan
     imputer._fit_dtype = np.dtype(np.float64)
-    if getattr(imputer, "indicator_", None) is not None:
-        imputer.indicator_.missing_values = np.nan
-        imputer.indicator_._precomputed = False
     return takes
 
 

@@ -64,7 +64,8 @@ def detect(model: Any, *, sample: np.ndarray | Mapping[str, np.ndarray] | str | 
     Args:
         model: a model object, a model file or folder.
         sample: example inputs: an array, arrays by input name for a model with several, or
-            a ``.npy``/``.npz`` file of either (see :func:`read_sample`).
+            a ``.npy``/``.npz`` file of either (see :func:`read_sample`); for a scikit-learn
+            model fitted on a DataFrame, a DataFrame or a ``.csv`` file.
         task: ``classification`` or ``regression`` when the outputs do not say.
         labels: class names.
 
@@ -124,17 +125,19 @@ def _detect(model: Any, sample, task: str | None, labels: list[str] | None) -> S
                       f"torch.export program, a model file, or a deploykit model folder")
 
 
-def read_sample(path: str | Path, what: str = "sample") -> np.ndarray | dict[str, np.ndarray]:
+def read_sample(path: str | Path, what: str = "sample") -> Any:
     """Example inputs from a ``.npy`` file (one input), or a ``.npz`` file: its one array, or
     ``X`` beside ``y`` and ``ref.*`` (a model folder's test split), else one array per input
-    name (``x`` and ``mask`` are two inputs, not one called ``x``).
+    name (``x`` and ``mask`` are two inputs, not one called ``x``). A ``.csv`` file (a header
+    of column names, then rows) is read as a pandas DataFrame, for a model fitted on one
+    (its columns by name, words where it takes them).
 
     Args:
         path: the file.
         what: how errors name it (the CLI says ``--sample``).
 
-    A ``.csv`` file (a header of column names, then rows) is read as a pandas DataFrame, for
-    a model fitted on one (its columns by name, words where it takes them).
+    Returns:
+        An array, arrays by input name, or a DataFrame.
 
     Raises:
         DataError: the file cannot be read, or holds neither of those.
@@ -164,8 +167,8 @@ def _csv_sample(path: Path, what: str):
     from deploykit._lazy import require
 
     pd = require("pandas", purpose=f"to read a .csv {what}")
-    try:
-        frame = pd.read_csv(path)
+    try:  # only an empty cell is missing: "NA" (Namibia) and "None" are words
+        frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
     except (OSError, ValueError, UnicodeDecodeError) as e:  # pandas' ParserError is a ValueError
         raise DataError(f"cannot read {what} {path}: {' '.join(str(e).split())}") from None
     if frame.empty:
@@ -465,12 +468,14 @@ def _sklearn_memory(model, sample, labels) -> Source:
     inputs = _probe(Signature((taking,)), sample)
     missing = bool(np.isnan(inputs["x"]).any()) or any(  # the model must fill them
         w.missing is not None and np.isnan(w.missing) for w in taking.words)
-    holes = _missing_rows(coded, inputs["x"], task) if missing or _has_imputer(model) else None
+    decode = None if words is None else (lambda rows: decoded(words, rows, columns))
+    holes = _missing_rows(model, inputs["x"], task, decode) \
+        if missing or _has_imputer(model) else None
     if holes is not None:  # every artifact is then proved to fill them as the model does
         holes = taking.coded(holes).astype(np.float32)  # a word's missing value as its code
         inputs, missing = {"x": np.concatenate([inputs["x"], holes])}, True
-    ref = _sklearn_reference(model, inputs["x"] if words is None else
-                             decoded(words, inputs["x"], columns), task)
+    ref = _sklearn_reference(model, inputs["x"] if words is None else decode(inputs["x"]),
+                             task)
     if classify:
         classes = [str(c) for c in model.classes_]
         outs = [TensorSpec("label", "int64", (None,)),
@@ -486,8 +491,8 @@ def _sklearn_memory(model, sample, labels) -> Source:
         sio.dump(coded, root / "model.skops")
         return "model.skops"
 
-    notes = _float32_notes(model, sig.inputs[0], sample, ref, task) if words is None else \
-        [_words_note(words)]
+    notes = _float32_notes(model, sig.inputs[0], sample, ref, task) + (
+        [_words_note(words)] if words else [])
     return Source("sklearn", "sklearn", sig, task,
                   _labels_for(task, len(classes) if classify else 0, labels or
                               (classes if classify else None)), write, inputs, ref, notes=notes)
@@ -498,9 +503,11 @@ def _sklearn_words(model, columns: list[str] | None, n: int, sample):
     a sample's column of text that no encoder of the model takes is refused by name."""
     from deploykit.sklearn_words import words_of
 
-    words = words_of(model, columns or [f"x[:, {j}]" for j in range(n)])
+    names = columns or [f"x[:, {j}]" for j in range(n)]
+    text = _text_columns(sample)
+    words = words_of(model, names, frozenset(names.index(c) for c in text if c in names))
     taken = {w.name for w in words.columns} if words else set()
-    text = [c for c in _text_columns(sample) if c not in taken]
+    text = [c for c in text if c not in taken]
     if text:
         raise SourceError(f"column '{text[0]}' of the sample holds text, and the model takes "
                           f"numbers there; deploykit takes words into a OneHotEncoder or "
@@ -510,11 +517,11 @@ def _sklearn_words(model, columns: list[str] | None, n: int, sample):
 
 
 def _text_columns(sample) -> list[str]:
-    """The names of a DataFrame sample's columns that hold neither numbers nor booleans."""
-    dtypes = getattr(sample, "dtypes", None)
-    if type(sample).__name__ != "DataFrame" or dtypes is None:
+    """The names of a pandas DataFrame sample's columns that hold neither numbers nor
+    booleans (text, categories)."""
+    if type(sample).__name__ != "DataFrame" or not type(sample).__module__.startswith("pandas"):
         return []
-    return [str(c) for c, t in zip(sample.columns, dtypes, strict=False)
+    return [str(c) for c, t in zip(sample.columns, sample.dtypes, strict=True)
             if getattr(t, "kind", "O") not in "biuf"]
 
 
@@ -562,19 +569,23 @@ def _has_imputer(model) -> bool:
     return any(type(v).__name__.endswith("Imputer") for v in _sklearn_parts(model))
 
 
-def _missing_rows(model, x: np.ndarray, task: str) -> np.ndarray | None:
+def _missing_rows(model, x: np.ndarray, task: str,
+                  decode: Callable[[np.ndarray], Any] | None = None) -> np.ndarray | None:
     """Rows of ``x`` with values missing (NaN) in the columns the model fills (an imputer's,
     or every column for trees), each such column in one row at least, 16 to 32 rows, so
     parity proves every artifact fills them as the model does; None when it fills none (an
-    imputer of another marker, ``-1``)."""
+    imputer of another marker, ``-1``). ``decode`` turns rows of codes into the words the
+    model takes."""
+    def fills(rows: np.ndarray) -> bool:
+        return _predicts(model, rows if decode is None else decode(rows), task)
+
     n = x.shape[1]
     single = x[np.arange(n) % len(x)].copy()
     single[np.arange(n), np.arange(n)] = np.nan
-    if _predicts(model, single, task):
+    if fills(single):
         fillable = np.arange(n)
     else:  # an imputer of some columns only (in a ColumnTransformer)
-        fillable = np.array([j for j in range(min(n, 256))
-                             if _predicts(model, single[j:j + 1], task)], int)
+        fillable = np.array([j for j in range(min(n, 256)) if fills(single[j:j + 1])], int)
     if not len(fillable):
         return None
     k = min(32, max(16, len(fillable)))  # rows: columns cycled, or grouped when more
@@ -583,7 +594,7 @@ def _missing_rows(model, x: np.ndarray, task: str) -> np.ndarray | None:
     rows = x[np.arange(k) % len(x)].copy()
     for i, columns in enumerate(groups):
         rows[i, columns] = np.nan
-    return rows if _predicts(model, rows, task) else single[fillable[:32]]
+    return rows if fills(rows) else single[fillable[:32]]
 
 
 def _predicts(model, rows: np.ndarray, task: str) -> bool:
@@ -661,8 +672,9 @@ def _float32_notes(model, spec: TensorSpec, sample, ref: dict[str, np.ndarray],
     and HistGradientBoosting compare float64 thresholds) differs from what the user sees,
     so the user is told how much, and what to do."""
     raw = spec.ordered(_sample_of(spec, sample)) if sample is not None else None
-    raw = None if raw is None else np.asarray(raw)
-    if raw is None or raw.dtype != np.float64 or np.isinf(raw).any():
+    if type(raw).__name__ != "DataFrame" or not spec.words:  # a frame of words stays one
+        raw = None if raw is None else np.asarray(raw)
+    if raw is None or not _wide_floats(raw):
         return []
     try:
         wide = _sklearn_reference(model, raw, task)
@@ -680,6 +692,15 @@ def _float32_notes(model, spec: TensorSpec, sample, ref: dict[str, np.ndarray],
             f"float32, as every artifact takes it: by up to {gap:.3g}{labels}; artifacts "
             f"are checked against the model on float32 rows. Fit it on X.astype(np.float32) "
             f"for artifacts that match it exactly"]
+
+
+def _wide_floats(raw) -> bool:
+    """Whether an array is float64, or a DataFrame has a float64 column, of finite values
+    (NaN: missing)."""
+    if isinstance(raw, np.ndarray):
+        return raw.dtype == np.float64 and not np.isinf(raw).any()
+    wide = [c for c, t in zip(raw.columns, raw.dtypes, strict=True) if t == np.float64]
+    return bool(wide) and not np.isinf(raw[wide].to_numpy()).any()
 
 
 def _refuse_categorical_hist_boosting(model) -> None:

@@ -22,13 +22,17 @@ from deploykit.errors import InputError
 SHOWN = 8  # words listed in an error
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class WordColumn:
     """One column of words: code ``i`` stands for ``words[i]``.
 
     ``unknown`` is the code of a word the model was not fitted on (None: refused), and
     ``missing`` the code of a missing value, None or NaN (NaN: the model fills it; None:
-    refused); ``words`` may hold None for the encoder's own category of missing values.
+    refused); ``words`` may hold None for the encoder's own category of missing values. A
+    column of no words is one the model does not read (dropped): it takes any value.
+
+    A number is a code, except in a column whose words are numbers (``"1"``, ``"2"``, as a
+    .csv file gives them), where it is the word it spells.
     """
 
     column: int
@@ -36,26 +40,46 @@ class WordColumn:
     words: tuple[str | None, ...]
     unknown: float | None = None
     missing: float | None = None
-    _index: dict[str, int] = field(init=False, repr=False, compare=False)
+    _index: dict[str, int] = field(init=False, repr=False)
+    _spelled: bool = field(init=False, repr=False)  # its words are numbers
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_index", {w: i for i, w in enumerate(self.words)
                                             if w is not None})
+        object.__setattr__(self, "_spelled", any(_spells_number(w) for w in self._index))
+
+    def _key(self) -> tuple:
+        codes = tuple("nan" if c is not None and math.isnan(c) else c
+                      for c in (self.unknown, self.missing))
+        return self.column, self.name, self.words, codes
+
+    def __eq__(self, other: object) -> bool:  # NaN codes are equal here
+        return isinstance(other, WordColumn) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
 
     def code(self, value: Any) -> float:
-        """The code of one cell: a word, or a missing value.
+        """The code of one cell: a word, a missing value, or a code.
 
         Raises:
-            InputError: an unknown word or a missing value the model refuses, or a number.
+            InputError: an unknown word or a missing value the model refuses, a number that is
+                no code, or neither a word nor a number.
         """
+        if not self.words:
+            return 0.0  # the model does not read this column
         if _is_missing(value):
             if self.missing is None:
                 raise InputError(f"column '{self.name}': a missing value, which this model "
                                  f"does not fill; send one of its words ({self.known()})")
             return self.missing
-        if isinstance(value, (int, float, np.number)) and not isinstance(value, (bool, np.bool_)):
-            self.check_codes(np.array([value], dtype=np.float64))  # a code
+        number = isinstance(value, (int, float, np.number)) and \
+            not isinstance(value, (bool, np.bool_))
+        if number and not self._spelled:
+            self.check_codes(np.array([value], dtype=np.float64))
             return float(value)
+        if number:
+            value = _spelled(value)
         if not isinstance(value, str):
             raise InputError(f"column '{self.name}' takes words ({self.known()}), got "
                              f"{str(value)[:40]!r}")
@@ -69,7 +93,13 @@ class WordColumn:
 
     def check_codes(self, codes: np.ndarray) -> None:
         """Refuse numbers in this column that are no code: the positions of its words, the
-        unknown word's code, NaN where the model fills missing values."""
+        unknown word's code, NaN where the model fills missing values.
+
+        Raises:
+            InputError: naming the first number that is no code.
+        """
+        if not self.words:
+            return
         allowed = np.arange(len(self.words), dtype=np.float64)
         extra = [c for c in (self.unknown, self.missing) if c is not None]
         ok = np.isin(codes, np.concatenate([allowed, extra])) | (
@@ -86,20 +116,25 @@ class WordColumn:
         return self.words[at] if 0 <= at < len(self.words) else None
 
     def known(self) -> str:
+        """The words, for a message: the first few, and how many."""
         shown = [w for w in self.words if w is not None]
+        if not self.words:
+            return "any value: the model does not read this column"
         more = f", … ({len(shown)} words)" if len(shown) > SHOWN else ""
         return ", ".join(shown[:SHOWN]) + more
 
     def to_dict(self) -> dict[str, Any]:
+        """For the manifest: JSON has no NaN, so a NaN code is the string ``"nan"``."""
         d: dict[str, Any] = {"column": self.column, "name": self.name, "words": list(self.words)}
         for key in ("unknown", "missing"):
             value = getattr(self, key)
-            if value is not None:  # JSON has no NaN
+            if value is not None:
                 d[key] = "nan" if math.isnan(value) else value
         return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> WordColumn:
+        """The inverse of :meth:`to_dict`."""
         def code(key: str) -> float | None:
             value = d.get(key)
             return None if value is None else float(value)  # float("nan") is NaN
@@ -107,6 +142,20 @@ class WordColumn:
         return cls(int(d["column"]), str(d["name"]),
                    tuple(None if w is None else str(w) for w in d["words"]),
                    code("unknown"), code("missing"))
+
+
+def _spells_number(word: str) -> bool:
+    try:
+        float(word)
+    except ValueError:
+        return False
+    return True
+
+
+def _spelled(number: Any) -> str:
+    """A number as the word a .csv file had for it: ``3`` and ``3.0`` as ``"3"``."""
+    value = float(number)
+    return str(int(value)) if value.is_integer() else repr(value)
 
 
 def coded(columns: Sequence[WordColumn], names: Sequence[str], value: Any) -> Any:
@@ -128,7 +177,7 @@ def coded(columns: Sequence[WordColumn], names: Sequence[str], value: Any) -> An
         if arr is not None and arr.dtype.kind in "biuf":
             return _codes(columns, arr) if arr.ndim == 2 and arr.shape[1] == width else arr
     try:
-        table = value.to_numpy(dtype=object) if frame else np.asarray(value, dtype=object)
+        table = np.asarray(value.to_numpy() if frame else value, dtype=object)
     except (ValueError, TypeError):
         raise InputError("rows must be lists of one length") from None
     if table.ndim != 2 or table.shape[1] != width:
@@ -160,9 +209,9 @@ def _codes(columns: Sequence[WordColumn], arr: np.ndarray) -> np.ndarray:
 def _number(value: Any, name: str) -> float:
     if _is_missing(value):
         return math.nan
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+    if not isinstance(value, (bool, int, float, np.number, np.bool_)):
         raise InputError(f"column '{name}' takes numbers, got {str(value)[:40]!r}")
-    return float(value)
+    return float(value)  # True is 1.0, as scikit-learn takes it
 
 
 def _is_missing(value: Any) -> bool:

@@ -46,9 +46,17 @@ def _example(m) -> str:
     if not spec.columns:
         return json.dumps({"instances": row[spec.name].tolist()})
     words = {w.column: w for w in spec.words}
-    values = [words[j].word(v) if j in words else None if v != v else v
+    values = [_shown(words[j], v) if j in words else None if v != v else v
               for j, v in enumerate(row[spec.name][0].tolist())]
     return json.dumps({"instances": [dict(zip(spec.columns, values, strict=True))]})
+
+
+def _shown(column, code: float) -> Any:
+    """A code as a request says it: its word, null for a missing value, the code itself for
+    an unknown word (null would be a missing value)."""
+    word = column.word(code)
+    missing = code != code or column.missing is not None and code == column.missing
+    return word if word is not None or missing else code
 
 
 def render(models: dict[str, Any]) -> str:
@@ -91,6 +99,18 @@ td,th{border:1px solid #ccc;padding:3px 8px;vertical-align:top}{{cell_css}}
 <script type="module">
 globalThis.DEPLOYKIT_ORT_WASM = '/web/node_modules/onnxruntime-web/dist/';
 const readBytes = async (p) => new Uint8Array(await (await fetch(p)).arrayBuffer());
+// rows of {feature: value} in the input's column order, each word as its code (the server
+// does this for /predict; a browser artifact takes numbers), null as NaN or the missing code
+const coded = (rows, spec) => {
+  const words = Object.fromEntries((spec.words || []).map(w => [w.column, w]));
+  const code = (v, j) => {
+    const w = words[j];
+    if (w && v === null) v = w.missing ?? NaN;
+    else if (w && typeof v === 'string') { const i = w.words.indexOf(v); v = i >= 0 ? i : w.unknown; }
+    return v === null || v === undefined || v === 'nan' ? NaN : v;
+  };
+  return rows.map(r => (Array.isArray(r) ? r : spec.columns.map(c => r[c])).map(code));
+};
 for (const sec of document.querySelectorAll('section')) {
   const model = sec.dataset.model, web = JSON.parse(sec.dataset.web);
   const q = encodeURIComponent(model);
@@ -107,7 +127,7 @@ for (const sec of document.querySelectorAll('section')) {
     }
     if (web.length) {
       const {loadArtifact} = await import('/web/engines.mjs');
-      const rows = JSON.parse(body).instances;
+      const rows = coded(JSON.parse(body).instances, meta[model].signature.inputs[0]);
       for (const a of web) {
         const m = await loadArtifact(a.runtime, `/bundles/${q}/${a.path}`, readBytes);
         const x = {shape: [rows.length, rows[0].length], dtype: 'float32',

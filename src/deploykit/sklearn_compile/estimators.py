@@ -179,7 +179,8 @@ def _exact_width(trans, idx: np.ndarray) -> int | None:
     if isinstance(trans, str) or name_of(trans) == "FunctionTransformer" and trans.func is None:
         return len(idx)
     steps = [s for _, s in trans.steps] if name_of(trans) == "Pipeline" else [trans]
-    if name_of(steps[-1]) != "OneHotEncoder" or any(
+    if name_of(steps[-1]) != "OneHotEncoder" or steps[-1].drop_idx_ is not None or \
+            getattr(steps[-1], "_infrequent_enabled", False) or any(
             name_of(s) != "SimpleImputer" or s.add_indicator for s in steps[:-1]):
         return None
     return sum(len(c) for c in steps[-1].categories_)
