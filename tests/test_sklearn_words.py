@@ -362,3 +362,41 @@ def test_float64_ages_beside_words_get_the_float32_note(workers, tmp_path):
     report = deploykit.export(model, "onnx", out=tmp_path / "b", sample=df, quiet=True)
     notes = report.source["notes"]
     assert any("rounded to float32" in n for n in notes), notes
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:For backward compatibility, 'str' dtypes")  # pandas 3
+def test_the_column_idioms_tabular_users_write(workers, tmp_path):
+    """make_column_selector for the text columns, an imputer's constant word over several of
+    them, handle_unknown="infrequent_if_exist", a nested ColumnTransformer naming its
+    columns, a boolean mask and a column of booleans: each exported through skl2onnx
+    (which refused a word as fill_value, a mask, and that handle_unknown), and the user's
+    .skops file with the selector in it loads (skops called ``object`` untrusted)."""
+    import skops.io as sio
+    from sklearn.compose import ColumnTransformer, make_column_selector
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    from deploykit.training.sklearn_path import load_estimator
+
+    df = _people(300, 11)
+    df["member"] = np.random.default_rng(11).random(300) > 0.5
+    words = make_pipeline(SimpleImputer(strategy="constant", fill_value="missing"),
+                          OneHotEncoder(handle_unknown="infrequent_if_exist"))
+    nested = ColumnTransformer([("age", StandardScaler(), ["age"])])
+    columns = ColumnTransformer([("words", words, make_column_selector(dtype_include=object)),
+                                 ("nested", nested, ["age", "income"]),
+                                 ("flag", "passthrough", (df.columns == "member").tolist())])
+    model = make_pipeline(columns, LogisticRegression()).fit(df, _target(df) ^ df.member)
+    assert model[0].transformers_[0][2] == ["city", "color", "size"]
+    _onnx_agrees(model, df[:200], _unusual(df[200:]), tmp_path / "b")
+    sio.dump(model, tmp_path / "m.skops")
+    assert type(load_estimator(tmp_path / "m.skops")).__name__ == "Pipeline"
+    rows = df[200:203]
+    with deploykit.load_bundle(tmp_path / "b") as b:
+        whole = b.predict(rows).outputs["probabilities"]
+        records = rows.to_dict("records")  # the server's {feature: value} rows, in Python
+        assert np.array_equal(b.predict(records).outputs["probabilities"], whole)
+        assert np.array_equal(b.predict(records[0]).outputs["probabilities"], whole[:1])

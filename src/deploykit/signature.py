@@ -87,11 +87,18 @@ class TensorSpec:
         return arr
 
     def ordered(self, frame: Any) -> Any:
-        """A pandas DataFrame's columns in this spec's order, when it names its columns;
-        anything else as it is."""
+        """A pandas DataFrame's columns in this spec's order (its booleans as 0/1, as
+        scikit-learn takes them), and rows of ``{column: value}``, as rows of values, when
+        this spec names its columns; anything else as it is."""
+        if self.columns is not None and isinstance(frame, list) and frame and \
+                all(isinstance(r, Mapping) for r in frame):
+            return [self._row(r, i) for i, r in enumerate(frame)]
         if self.columns is None or type(frame).__name__ != "DataFrame" or \
                 not hasattr(frame, "columns"):  # pandas' or polars'
             return frame
+        flags = [c for c, t in getattr(frame, "dtypes", {}).items() if t == np.bool_]
+        if flags and hasattr(frame, "astype"):
+            frame = frame.astype({c: np.float64 for c in flags})
         given = [str(c) for c in frame.columns]
         missing = [c for c in self.columns if c not in given]
         unknown = [c for c in given if c not in self.columns]
@@ -117,6 +124,15 @@ class TensorSpec:
             return value
         names = self.columns or tuple(f"{self.name}[:, {j}]" for j in range(self.shape[1]))
         return coded(self.words, names, value)
+
+    def _row(self, row: Mapping[str, Any], i: int) -> list[Any]:
+        """One ``{column: value}`` row as values in this spec's column order."""
+        if set(row) != set(self.columns):
+            missing = [c for c in self.columns if c not in row][:5]
+            unknown = sorted(set(row) - set(self.columns))[:5]
+            raise InputError(f"input '{self.name}', row {i}: columns do not match the model's: "
+                             f"missing {missing or 'none'}, unknown {unknown or 'none'}")
+        return [row[c] for c in self.columns]
 
     def _as_dtype(self, arr: np.ndarray) -> np.ndarray:
         want = np.dtype(self.dtype)
@@ -217,6 +233,10 @@ class Signature:
                 raise InputError(f"this model takes {len(self.inputs)} inputs ({names}); pass a dict")
             inputs = {self.inputs[0].name: inputs}
         known = {s.name for s in self.inputs}
+        one = self._one
+        if one is not None and one.columns and inputs.keys() == set(one.columns) and \
+                one.name not in inputs:  # one row of {column: value}
+            return {one.name: one.validate([inputs])}
         if inputs.keys() != known:
             unknown, missing = sorted(set(inputs) - known), sorted(known - set(inputs))
             raise InputError(

@@ -58,7 +58,7 @@ def words_of(model, names: list[str], text: frozenset[int] = frozenset()) -> Wor
     Raises:
         SourceError: words going where deploykit cannot make codes of them.
     """
-    if not text and not any(_word_categories(e) for e in _parts(model)):
+    if not text and not any(_word_categories(e) for e in fitted_parts(model)):
         return None
     model = copy.deepcopy(model)
     found: dict[int, tuple[WordColumn, list[Any], Any]] = {}
@@ -73,7 +73,7 @@ def words_of(model, names: list[str], text: frozenset[int] = frozenset()) -> Wor
             found[column.column] = (column, cats, gap)
     for j in sorted(text & dropped - set(found)):  # read by nothing: any value will do
         found[j] = (WordColumn(j, names[j], (), 0.0, 0.0), [], "")
-    left = [e for e in _parts(model) if _word_categories(e)]
+    left = [e for e in fitted_parts(model) if _word_categories(e)]
     if left:
         raise SourceError(f"a {type(left[0]).__name__} of words sits after other steps, where "
                           f"deploykit cannot give it codes; put it first, in a "
@@ -115,12 +115,12 @@ def _word(code: float, column: WordColumn, cats: list[Any], gap: Any) -> Any:
     return cats[at] if at == code and 0 <= at < len(cats) else "\x00 not a word it knows"
 
 
-def _parts(est) -> list[Any]:
+def fitted_parts(est) -> list[Any]:
     """The estimator and the fitted ones inside it: a Pipeline's steps, a ColumnTransformer's
     fitted branches (``get_params`` has its unfitted ones)."""
     inner = [s for _, s in est.steps] if type(est).__name__ == "Pipeline" else \
         [t for _, t, _ in est.transformers_] if type(est).__name__ == "ColumnTransformer" else []
-    return [est, *(p for s in inner if not isinstance(s, str) for p in _parts(s))]
+    return [est, *(p for s in inner if not isinstance(s, str) for p in fitted_parts(s))]
 
 
 def _word_categories(est) -> bool:
@@ -202,6 +202,8 @@ def _recode(chain: _Chain, names: list[str]) -> Iterator[tuple[WordColumn, list[
     else:
         enc.categories_ = [np.arange(len(c), dtype=np.float64) if np.asarray(c).dtype == object
                            else c for c in enc.categories_]
+        if unknown is not None:  # without infrequent categories, "infrequent_if_exist" and
+            enc.handle_unknown = "ignore"  # "warn" ignore one; skl2onnx knows "ignore" only
 
 
 def _check_chain(chain: _Chain, at: int, enc, imputer) -> None:
@@ -264,7 +266,9 @@ def _recode_imputer(imputer, enc, codes_of: list[list[float]], unknown: float | 
             takes = takes and unknown is not None  # else the user's model fails on one too
             stats.append(0.0 if unknown is None else unknown)
     imputer.statistics_ = np.asarray(stats, dtype=np.float64)
-    imputer.missing_values = np.nan
+    if imputer.strategy == "constant":  # skl2onnx reads fill_value (one word for all
+        imputer.strategy, imputer.fill_value = "most_frequent", None  # columns), not each
+    imputer.missing_values = np.nan  # column's code in statistics_; scikit-learn reads these
     imputer._fit_dtype = np.dtype(np.float64)
     return takes
 

@@ -533,36 +533,43 @@ def _words_note(words) -> str:
 
 
 def _by_position(model):
-    """``model``, or a copy whose ColumnTransformers select their columns by position where
-    they name them (a model fitted on a DataFrame): every artifact takes an array of the
-    input's ``columns``, in that order, and skl2onnx and the compiler need positions."""
+    """``model``, or a copy whose ColumnTransformers (nested ones too) select their columns by
+    position where they name them (a model fitted on a DataFrame), pick them with a boolean
+    mask or a ``make_column_selector``: every artifact takes an array of the input's
+    ``columns``, in that order, skl2onnx and the compiler need positions, and skops refuses
+    the selector's ``dtype_include=object`` in deploykit's copy."""
     import copy
 
-    def positions(ct, columns):
-        names = list(getattr(ct, "feature_names_in_", []))
-        if isinstance(columns, str) and columns in names:
-            return names.index(columns)
-        if isinstance(columns, (list, tuple, np.ndarray)) and len(columns) and \
-                all(isinstance(c, str) and c in names for c in columns):
-            return [names.index(c) for c in columns]
-        return columns
+    from deploykit.sklearn_words import fitted_parts
 
-    def named(ct) -> bool:
-        return any(positions(ct, c) is not c for _, _, c in ct.transformers_)
+    def transformers(model) -> list[Any]:
+        return [v for v in fitted_parts(model) if type(v).__name__ == "ColumnTransformer"]
 
-    if not any(type(v).__name__ == "ColumnTransformer" and named(v)
-               for v in _sklearn_parts(model)):
+    if not any(any(_positions(ct, c) is not c for _, _, c in ct.transformers_) or
+               any(callable(c) for _, _, c in ct.transformers) for ct in transformers(model)):
         return model
     model = copy.deepcopy(model)
-    for ct in _sklearn_parts(model):
-        if type(ct).__name__ == "ColumnTransformer":
-            for attr in ("transformers_", "transformers", "_columns"):
-                specs = getattr(ct, attr, None)
-                if attr == "_columns" and specs is not None:
-                    ct._columns = [positions(ct, c) for c in specs]
-                elif specs is not None:
-                    setattr(ct, attr, [(n, t, positions(ct, c)) for n, t, c in specs])
+    for ct in transformers(model):
+        ct.transformers_ = [(n, t, _positions(ct, c)) for n, t, c in ct.transformers_]
+        ct.transformers = [(n, t, _positions(ct, c)) for (n, t, _), c in
+                           zip(ct.transformers, ct._columns, strict=True)]  # selectors run
+        ct._columns = [_positions(ct, c) for c in ct._columns]
     return model
+
+
+def _positions(ct, columns):
+    """A ColumnTransformer's selection of columns by position: names and boolean masks
+    become positions; anything else (positions, a slice) is returned as it is."""
+    names = list(getattr(ct, "feature_names_in_", []))
+    if isinstance(columns, str) and columns in names:
+        return names.index(columns)
+    if isinstance(columns, (list, tuple, np.ndarray)) and len(columns) and \
+            all(isinstance(c, str) and c in names for c in columns):
+        return [names.index(c) for c in columns]
+    if isinstance(columns, (list, tuple, np.ndarray)) and len(columns) == ct.n_features_in_ \
+            and np.asarray(columns).dtype == bool:
+        return np.flatnonzero(columns).tolist()
+    return columns
 
 
 def _has_imputer(model) -> bool:

@@ -82,7 +82,7 @@ class WordColumn:
             value = _spelled(value)
         if not isinstance(value, str):
             raise InputError(f"column '{self.name}' takes words ({self.known()}), got "
-                             f"{str(value)[:40]!r}")
+                             f"{_shown(value)}")
         at = self._index.get(value)
         if at is not None:
             return float(at)
@@ -210,8 +210,13 @@ def _number(value: Any, name: str) -> float:
     if _is_missing(value):
         return math.nan
     if not isinstance(value, (bool, int, float, np.number, np.bool_)):
-        raise InputError(f"column '{name}' takes numbers, got {str(value)[:40]!r}")
+        raise InputError(f"column '{name}' takes numbers, got {_shown(value)}")
     return float(value)  # True is 1.0, as scikit-learn takes it
+
+
+def _shown(value: Any) -> str:
+    """A value for a message: text quoted, anything else as Python writes it, cut short."""
+    return repr(value[:40]) if isinstance(value, str) else repr(value)[:40]
 
 
 def _is_missing(value: Any) -> bool:

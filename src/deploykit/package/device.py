@@ -233,12 +233,24 @@ Made by deploykit from a verified bundle. Every file's sha256 is in `package.jso
 Input `{sig['name']}`: {sig['dtype']} {sig['shape']} (null = any batch), raw features —
 preprocessing is {meta['preprocessing']['where']}. Output: `{meta['main_output']}`.
 Labels, one per line in class order: `labels.txt`.
-
+{_word_codes(sig)}
 | target | file | size | size vs fp32 | task metric change (held-out) | batch | older runtimes |
 |---|---|---|---|---|---|---|
 {rows}
 
 {_how_to(meta)}"""
+
+
+def _word_codes(sig: dict[str, Any]) -> str:
+    """For a model that takes words: every artifact here takes their codes."""
+    words = [w for w in sig.get("words", ()) if w["words"]]
+    if not words:
+        return ""
+    lines = "\n".join(f"- `{w['name']}` (column {w['column']}): " + ", ".join(
+        f"{i} = {word if word is not None else '(missing)'}" for i, word in
+        enumerate(w["words"][:12])) + (", …" if len(w["words"]) > 12 else "") for w in words)
+    return (f"\nColumns of words go in as codes (a word's position in its column's words; "
+            f"`package.json` has them all, under `signature`):\n{lines}\n")
 
 
 def _how_to(meta: dict[str, Any]) -> str:

@@ -79,8 +79,13 @@ def _leaf(spec, sent: str | None = None) -> dict[str, Any]:
 def _cells(spec) -> list[dict[str, Any]]:
     """Each column of a table with columns of words: a word (any, when the model takes
     unknown ones), its code, null where a missing value is taken; the other columns' values."""
-    out = [_leaf(spec) for _ in range(spec.shape[1])]
+    number = _leaf(spec)  # true and false are 1 and 0 there, as a DataFrame's booleans
+    out = [{**number, "type": [*np.atleast_1d(number["type"]).tolist(), "boolean"]}
+           for _ in range(spec.shape[1])]
     for w in spec.words:
+        if not w.words:  # a column the model does not read: anything
+            out[w.column] = {}
+            continue
         known = [x for x in w.words if x is not None]
         codes = [*range(len(w.words)), *(c for c in (w.unknown, w.missing)
                                           if c is not None and not np.isnan(c))]

@@ -24,6 +24,10 @@ from deploykit.training.common import FitResult, TrainConfig, primary_metric
 MODEL_FILE = "model.skops"
 # Types a saved deploykit Pipeline may contain; anything else in a .skops file is refused.
 TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.")
+# Types as values, not code: make_column_selector(dtype_include=object) holds the class
+# object, SimpleImputer(missing_values=pd.NA) pandas' NA.
+TRUSTED_TYPES = {"builtins.object", "builtins.str", "builtins.int", "builtins.float",
+                 "builtins.bool", "pandas.api.typing.NAType", "pandas._libs.missing.NAType"}
 
 
 def candidates(task: str, seed: int) -> dict[str, tuple[Any, dict[str, list]]]:
@@ -132,9 +136,12 @@ def load_estimator(path: Path):
     import skops.io as sio
 
     untrusted = sio.get_untrusted_types(file=path)
-    foreign = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES)]
+    foreign = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES)
+               and t not in TRUSTED_TYPES]
     if foreign:
-        raise ModelFolderError(f"{path} contains types deploykit does not trust: {foreign}")
+        raise ModelFolderError(f"{path} contains types deploykit does not trust: {foreign}; "
+                               f"it loads scikit-learn, numpy and scipy types (a function or "
+                               f"a class of your own needs a scikit-learn equivalent)")
     return sio.load(path, trusted=untrusted)
 
 
