@@ -80,7 +80,10 @@ def words_of(model, names: list[str], text: frozenset[int] = frozenset()) -> Wor
                           f"ColumnTransformer on the DataFrame's columns")
     if not found:
         return None
-    ordered = sorted(found)
+    for ct in (e for e in fitted_parts(model) if type(e).__name__ == "ColumnTransformer"):
+        ct.transformers = [(n, t, c) for n, t, c in ct.transformers_  # its fitted branches:
+                           if n != "remainder"]  # the unfitted ones may hold pd.NA, which
+    ordered = sorted(found)  # skops writes and cannot read back
     return Words(model, tuple(found[j][0] for j in ordered), {j: found[j][1] for j in ordered},
                  {j: found[j][2] for j in ordered})
 
@@ -153,6 +156,8 @@ def _chains(est, columns: list[int]) -> Iterator[_Chain]:
 
 def _selection(cols):
     cols = cols if isinstance(cols, slice) else np.asarray(cols)
+    if isinstance(cols, np.ndarray) and not cols.size:  # an empty remainder
+        return cols.astype(int)
     if isinstance(cols, np.ndarray) and cols.dtype.kind not in "biu":
         raise SourceError("a ColumnTransformer selects its columns in a way deploykit does not "
                           "follow; select them by position or by name")

@@ -24,10 +24,9 @@ from deploykit.training.common import FitResult, TrainConfig, primary_metric
 MODEL_FILE = "model.skops"
 # Types a saved deploykit Pipeline may contain; anything else in a .skops file is refused.
 TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.")
-# Types as values, not code: make_column_selector(dtype_include=object) holds the class
-# object, SimpleImputer(missing_values=pd.NA) pandas' NA.
+# Types as values, not code: make_column_selector(dtype_include=object) holds the class.
 TRUSTED_TYPES = {"builtins.object", "builtins.str", "builtins.int", "builtins.float",
-                 "builtins.bool", "pandas.api.typing.NAType", "pandas._libs.missing.NAType"}
+                 "builtins.bool"}
 
 
 def candidates(task: str, seed: int) -> dict[str, tuple[Any, dict[str, list]]]:
