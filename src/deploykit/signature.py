@@ -130,8 +130,8 @@ class TensorSpec:
         if set(row) != set(self.columns):
             missing = [c for c in self.columns if c not in row][:5]
             unknown = sorted(set(row) - set(self.columns))[:5]
-            raise InputError(f"input '{self.name}', row {i}: columns do not match the model's: "
-                             f"missing {missing or 'none'}, unknown {unknown or 'none'}")
+            raise InputError(f"instance {i}: features do not match the model's: missing "
+                             f"{missing or 'none'}, unknown {unknown or 'none'}")
         return [row[c] for c in self.columns]
 
     def _as_dtype(self, arr: np.ndarray) -> np.ndarray:

@@ -189,6 +189,10 @@ def _int8_converter(tf, src: Path, rows: dict[str, np.ndarray]):
 # labels on 99 % of decisive rows (the profile's own threshold, but counted on blends too),
 # R² >= 0.995 per output.
 CHECK_ROWS = 256  # of each kind
+# When no mix of integer and float ops reaches the goals below, full int8 stays (verify
+# judges it by the int8 profile: the zoo's MobileNet passes it) unless it is broken, as a
+# forest after an imputer's one-hot branch was (47 % of labels): then the float32 model.
+BROKEN_BELOW = 0.9
 LABEL_GOAL = 0.99
 REGRESSION_GOAL = 0.995
 _PLUMBING = {"QUANTIZE", "DEQUANTIZE"}  # what the quantiser itself inserts
@@ -235,7 +239,11 @@ def _keep_float(tf, src: Path, rows: dict[str, np.ndarray], ctx: EdgeContext,
             best, hi = (dest.read_bytes(), k), k - 1
         else:
             lo = k + 1
-    if best is None:  # no partly-integer model agrees: every op float, the float32 model
+    if best is None:
+        dest.write_bytes(full)  # nothing agreed: verify judges full int8 by the profile,
+        if _agrees(dest, sig, *({k: v[:n] for k, v in d.items()} for d in (check, reference)),
+                   goal=BROKEN_BELOW):  # unless it is broken: then the float32 model
+            return []
         dest.write_bytes(_converted(_from_saved_model(tf, src), ctx))
         return ["every op"]
     dest.write_bytes(best[0])
@@ -277,9 +285,10 @@ def _op_types(path: Path) -> list[str]:
 
 
 def _agrees(path: Path, sig, check: dict[str, np.ndarray],
-            reference: dict[str, np.ndarray]) -> bool:
+            reference: dict[str, np.ndarray], goal: float | None = None) -> bool:
     """Labels (decisive rows) or every output (R²) as the SavedModel's, at stricter goals
-    than the int8 profile; a model that fails to run does not agree."""
+    than the int8 profile (or ``goal`` for both); a model that fails to run does not
+    agree."""
     from deploykit.parity import INT8_TIE_MARGIN, r2
 
     try:
@@ -291,8 +300,8 @@ def _agrees(path: Path, sig, check: dict[str, np.ndarray],
         top = np.sort(p, axis=1)
         decisive = top[:, -1] - top[:, -2] >= INT8_TIE_MARGIN
         same = got[sig.scores].argmax(1) == p.argmax(1)
-        return bool(same[decisive].mean() >= LABEL_GOAL) if decisive.any() else True
-    return all(r2(v, got[k]) >= REGRESSION_GOAL for k, v in reference.items()
+        return bool(same[decisive].mean() >= (goal or LABEL_GOAL)) if decisive.any() else True
+    return all(r2(v, got[k]) >= (goal or REGRESSION_GOAL) for k, v in reference.items()
                if v.dtype.kind == "f")
 
 

@@ -609,7 +609,7 @@ def _request_inputs(body: dict[str, Any], specs, max_batch: int) -> dict[str, np
         columns = {names[0]: rows}
     elif objects and len(specs) == 1 and specs[0].columns and (
             rows[0].keys() != {names[0]} or not isinstance(rows[0][names[0]], list)):
-        columns = {names[0]: _by_feature(rows, specs[0].columns)}  # a feature may be "x" too
+        columns = {names[0]: specs[0].ordered(rows)}  # a feature may be "x" too
     elif "instances" in body:  # rows of {name: row}; for one input too, as TF Serving takes
         if not objects:
             raise ApiError(400, several)
@@ -625,18 +625,6 @@ def _request_inputs(body: dict[str, Any], specs, max_batch: int) -> dict[str, np
                               None, "instances" if len(specs) == 1 else f"input '{s.name}'",
                               max_batch, s.missing)
             for s in specs}
-
-
-def _by_feature(rows: list[dict[str, Any]], features: tuple[str, ...]) -> list[list[Any]]:
-    """Rows of ``{feature: value}`` objects (a model fitted on a DataFrame) as rows of values
-    in the model's column order."""
-    for i, r in enumerate(rows):
-        if r.keys() != set(features):
-            missing = [f for f in features if f not in r][:5]
-            unknown = sorted(set(r) - set(features))[:5]
-            raise ApiError(400, f"instance {i}: features do not match the model's: missing "
-                                f"{missing or 'none'}, unknown {unknown or 'none'}")
-    return [[r[f] for f in features] for r in rows]
 
 
 def _file_routes(app, models: dict[str, ServedModel]) -> None:
