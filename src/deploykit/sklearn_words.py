@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from deploykit.errors import SourceError
-from deploykit.words import WordColumn
+from deploykit.words import WordColumn, is_missing
 
 UNKNOWN = -1.0  # a OneHotEncoder that ignores unknown words gives zeros for it, as for any
 
@@ -244,7 +244,7 @@ def _is_nan(value: Any) -> bool:
 
 
 def _text(category: Any) -> str | None:
-    return None if category is None or _is_nan(category) else str(category)
+    return None if is_missing(category) else str(category)
 
 
 def _unknown(enc, ordinal: bool) -> float | None:

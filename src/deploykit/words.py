@@ -68,7 +68,7 @@ class WordColumn:
         """
         if not self.words:
             return 0.0  # the model does not read this column
-        if _is_missing(value):
+        if is_missing(value):
             if self.missing is None:
                 raise InputError(f"column '{self.name}': a missing value, which this model "
                                  f"does not fill; send one of its words ({self.known()})")
@@ -207,7 +207,7 @@ def _codes(columns: Sequence[WordColumn], arr: np.ndarray) -> np.ndarray:
 
 
 def _number(value: Any, name: str) -> float:
-    if _is_missing(value):
+    if is_missing(value):
         return math.nan
     if not isinstance(value, (bool, int, float, np.number, np.bool_)):
         raise InputError(f"column '{name}' takes numbers, got {_shown(value)}")
@@ -219,8 +219,9 @@ def _shown(value: Any) -> str:
     return repr(value[:40]) if isinstance(value, str) else repr(value)[:40]
 
 
-def _is_missing(value: Any) -> bool:
-    """None, NaN, pandas' NA and NaT: what a DataFrame holds for a missing cell."""
+def is_missing(value: Any) -> bool:
+    """None, NaN, pandas' NA and NaT: what a DataFrame holds for a missing cell (and an
+    encoder's category of missing values)."""
     if value is None:
         return True
     if isinstance(value, (float, np.floating)):
