@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from deploykit.data import BUILTIN, load_dataset, split_dataset
-from deploykit.errors import DataError
+from deploykit.errors import DataError, InputError
 
 
 @pytest.mark.parametrize("name", sorted(BUILTIN))
@@ -76,7 +76,8 @@ def test_csv_numeric_target_is_regression_when_continuous(tmp_path):
     ("", "y", "the file is empty"),
     ("a,b,y\n", "y", "no data rows"),
     ("a,b,y\n1,2,0\n3,4,1\n", "z", "no column 'z' (columns: a, b, y)"),
-    ("a,b,y\n1,2,0\n3,oops,1\n", "y", "column 'b', line 3 is not a number: 'oops'"),
+    ("a,b,y\n1,2,0\n3,oops,1\n5,6,0\n", "y", "column 'b', line 3 is not a number: 'oops' "
+                                         "(the column's other cells are numbers"),
     ("a,b,y\n1,,0\n3,4,1\n", "y", "column 'b', line 2 is empty"),
     ("a,b,y\n1,2,0\n3,4\n", "y", "line 3 has 2 fields"),
     ("a,b,y\n1,2,same\n3,4,same\n", "y", "only one class"),
@@ -91,6 +92,24 @@ def test_bad_csv_gives_clear_errors(tmp_path, content, label_column, words):
     with pytest.raises(DataError) as e:
         load_dataset(_csv(tmp_path, content), label_column=label_column)
     assert words in str(e.value)
+
+
+def test_a_csv_column_of_words_holds_each_words_position_among_its_sorted_words(tmp_path):
+    """A table's text column (a city, a class) was "not a number". Its words are sorted, an
+    empty cell is the word "" and stands for a missing value too; X holds positions."""
+    cities = ["rome", "oslo", "", "lima", "oslo", "rome", "", "lima"]
+    rows = "\n".join(f"{c},{i * 1.5},{i % 2}" for i, c in enumerate(cities))
+    ds = load_dataset(_csv(tmp_path, "city,size,y\n" + rows), label_column="y")
+    assert [(w.column, w.name, w.words) for w in ds.words] == [(0, "city", ("", "lima", "oslo",
+                                                                             "rome"))]
+    assert ds.X[:, 0].tolist() == [["", "lima", "oslo", "rome"].index(c) for c in cities]
+    assert ds.X[:, 1].tolist() == [i * 1.5 for i in range(8)]
+    city = ds.words[0]
+    assert city.code(None) == city.code(float("nan")) == city.code("") == 0.0
+    with pytest.raises(InputError, match="unknown word 'paris'"):
+        city.code("paris")
+    assert ds.columns == ("city", "size")  # a CSV's model takes rows by column name
+    assert load_dataset("iris").columns is None and not load_dataset("iris").words
 
 
 def test_a_label_column_for_data_that_names_its_own_is_refused(tmp_path):

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from deploykit.errors import DataError
+from deploykit.words import WordColumn
 
 TASKS = ("classification", "regression")
 # name -> (sklearn loader, task, image shape of one sample or None)
@@ -44,6 +45,9 @@ class Dataset:
         labels: class names, indexed by class id (empty for regression).
         image_shape: ``(h, w, c)`` when each row is an image (digits: 8x8x1), else None.
         source: where it came from: ``builtin:digits`` or a file path.
+        words: a CSV's columns of words: ``X`` holds each word's code there (its position
+            in the column's sorted words; an empty cell is the word ``""``, missing), and
+            every model trained on it takes these codes (:mod:`deploykit.words`).
     """
 
     name: str
@@ -54,10 +58,17 @@ class Dataset:
     labels: tuple[str, ...] = ()
     image_shape: tuple[int, int, int] | None = None
     source: str = ""
+    words: tuple[WordColumn, ...] = ()
 
     @property
     def n_features(self) -> int:
         return int(self.X.shape[1])
+
+    @property
+    def columns(self) -> tuple[str, ...] | None:
+        """The names a model trained on it takes its features by (rows of ``{column:
+        value}``, a DataFrame): a CSV's header; None for arrays."""
+        return self.feature_names if self.source.lower().endswith(".csv") else None
 
     @property
     def n_outputs(self) -> int:
@@ -178,10 +189,45 @@ def _load_csv(path: Path, label_column: str | None, task: str | None) -> Dataset
     if not features:
         raise DataError(f"{path}: no feature columns besides the label column '{label_column}'")
     X = np.empty((len(body), len(features)), dtype=np.float32)
+    words = []
     for j_out, j in enumerate(j for j in range(len(header)) if j != t):
-        X[:, j_out] = _numeric_column(path, header[j], [r[j] for r in body])
+        cells = [r[j].strip() for r in body]
+        column = _word_column(path, j_out, header[j], cells)
+        if column is None:
+            X[:, j_out] = _numeric_column(path, header[j], cells)
+        else:
+            X[:, j_out] = [column.code(c) for c in cells]
+            words.append(column)
     y, labels, task = _labels(path, label_column, [r[t].strip() for r in body], task)
-    return Dataset(path.stem, X, y, task, tuple(features), labels, None, str(path))
+    return Dataset(path.stem, X, y, task, tuple(features), labels, None, str(path),
+                   tuple(words))
+
+
+def _word_column(path: Path, at: int, name: str, cells: list[str]) -> WordColumn | None:
+    """A column of words (None: of numbers): one where most filled cells are not numbers.
+    Its words are sorted, an empty cell is the word ``""``, which a missing value (None,
+    NaN) stands for too, and a word not among them is refused. A column of numbers with a
+    few words is an error: they are likely gap markers (``n/a``), which a model taking
+    numbers cannot read."""
+    filled = [c for c in cells if c]
+    text = [i for i, c in enumerate(cells) if c and not _is_number(c)]
+    if not text:
+        return None
+    if 2 * len(text) < len(filled):
+        i = text[0]
+        raise DataError(f"{path}: column '{name}', line {i + 2} is not a number: {cells[i]!r} "
+                        f"(the column's other cells are numbers; fill in such cells, or "
+                        f"leave them empty in a column of words)")
+    known = tuple(sorted(set(cells)))
+    return WordColumn(at, name, known, missing=float(known.index("")) if "" in known else None)
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
 
 
 def _numeric_column(path: Path, name: str, cells: list[str]) -> np.ndarray:

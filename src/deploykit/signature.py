@@ -88,11 +88,15 @@ class TensorSpec:
 
     def ordered(self, frame: Any) -> Any:
         """A pandas DataFrame's columns in this spec's order (its booleans as 0/1, as
-        scikit-learn takes them), and rows of ``{column: value}``, as rows of values, when
-        this spec names its columns; anything else as it is."""
+        scikit-learn takes them), and rows of ``{column: value}`` or one row as a pandas
+        Series, as rows of values, when this spec names its columns; anything else as it
+        is."""
         if self.columns is not None and isinstance(frame, list) and frame and \
                 all(isinstance(r, Mapping) for r in frame):
             return [self._row(r, i) for i, r in enumerate(frame)]
+        if self.columns is not None and type(frame).__name__ == "Series" and \
+                hasattr(frame, "to_dict"):  # one row of a DataFrame (df.iloc[0])
+            return [self._row({str(k): v for k, v in frame.to_dict().items()}, 0)]
         if self.columns is None or type(frame).__name__ != "DataFrame" or \
                 not hasattr(frame, "columns"):  # pandas' or polars'
             return frame

@@ -27,6 +27,7 @@ from deploykit.errors import DataError, DeploykitError, InputError, SourceError
 from deploykit.parity import Probe
 from deploykit.signature import Signature, TensorSpec, format_shape
 from deploykit.sklearn_words import decoded
+from deploykit.words import listed
 
 PROBE_ROWS = 64  # random probe rows when neither a test split nor a sample is available
 
@@ -526,10 +527,9 @@ def _text_columns(sample) -> list[str]:
 
 
 def _words_note(words) -> str:
-    shown = ", ".join(f"{w.name} ({len(w.words)} words)" for w in words.columns[:5])
-    return (f"columns of words: {shown}{', …' if len(words.columns) > 5 else ''}; every "
-            f"artifact takes each word as its position in the encoder's categories (its "
-            f"code), and Bundle.predict, the server and verify take the words themselves")
+    return (f"columns of words: {listed(words.columns)}; every artifact takes each word as "
+            f"its position in the encoder's categories (its code), and Bundle.predict, the "
+            f"server and verify take the words themselves")
 
 
 def _by_position(model):

@@ -219,6 +219,12 @@ def _shown(value: Any) -> str:
     return repr(value[:40]) if isinstance(value, str) else repr(value)[:40]
 
 
+def listed(columns: Sequence[WordColumn], shown: int = 5) -> str:
+    """Columns of words for a message: ``city (4 words), kind (2 words)``."""
+    named = ", ".join(f"{w.name} ({len(w.words)} words)" for w in columns[:shown])
+    return named + (", …" if len(columns) > shown else "")
+
+
 def is_missing(value: Any) -> bool:
     """None, NaN, pandas' NA and NaT: what a DataFrame holds for a missing cell (and an
     encoder's category of missing values)."""

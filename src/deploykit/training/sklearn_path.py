@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from deploykit._progress import Reporter
-from deploykit.data import Split
+from deploykit.data import Dataset, Split
 from deploykit.errors import ModelFolderError
 from deploykit.signature import Signature, TensorSpec
 from deploykit.training.common import FitResult, TrainConfig, primary_metric
@@ -58,7 +58,6 @@ def fit(split: Split, workdir: Path, cfg: TrainConfig) -> FitResult:
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold
     from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import StandardScaler
 
     task = split.dataset.task
     cv = (StratifiedKFold if task == "classification" else KFold)(3, shuffle=True,
@@ -69,7 +68,7 @@ def fit(split: Split, workdir: Path, cfg: TrainConfig) -> FitResult:
     report = Reporter(cfg.quiet)
     with report.task("sklearn grid search", total=len(families)) as advance:
         for name, (estimator, grid) in families.items():
-            pipe = Pipeline([("scale", StandardScaler()), ("model", estimator)])
+            pipe = Pipeline([("scale", scaling(split.dataset)), ("model", estimator)])
             search = GridSearchCV(pipe, {f"model__{k}": v for k, v in grid.items()},
                                   scoring=scoring, cv=cv, n_jobs=1)
             with warnings.catch_warnings():  # a non-converged candidate shows in its CV score
@@ -94,6 +93,21 @@ def fit(split: Split, workdir: Path, cfg: TrainConfig) -> FitResult:
                "params": {k.removeprefix("model__"): _jsonable(v)
                           for k, v in search.best_params_.items()}},
         selection=selection, versions={"skops": _version("skops")})
+
+
+def scaling(ds: Dataset):
+    """What comes before the model: numbers standardised, and a column of words (its codes,
+    :attr:`Dataset.words`) one-hot encoded over all of its words, so none is unknown."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    if not ds.words:
+        return StandardScaler()
+    coded = [w.column for w in ds.words]
+    numbers = [j for j in range(ds.n_features) if j not in coded]
+    codes = [np.arange(len(w.words), dtype=np.float64) for w in ds.words]
+    branches = [("words", OneHotEncoder(categories=codes, sparse_output=False), coded)]
+    return ColumnTransformer(branches + [("numbers", StandardScaler(), numbers)] * bool(numbers))
 
 
 def predict(model, X: np.ndarray, task: str) -> dict[str, np.ndarray]:
@@ -122,7 +136,7 @@ def signature(split: Split) -> Signature:
                 TensorSpec("probabilities", "float32", (None, ds.n_outputs))]
     else:
         outs = [TensorSpec("predictions", "float32", (None, 1))]
-    return Signature.single(ds.n_features, outs)
+    return Signature.single(ds.n_features, outs, columns=ds.columns, words=ds.words)
 
 
 def load(folder: Path):

@@ -1,0 +1,95 @@
+"""Training on a user's table whose columns hold words (a CSV's text columns, with gaps): a
+classical and a deep flow train on each word's code, their bundles pass parity, and each
+bundle takes rows of words as its trained model takes the codes the test works out itself."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import deploykit
+from deploykit.errors import InputError
+from deploykit.training import load_model
+
+pytestmark = pytest.mark.slow  # trains two flows and exports each to two targets
+
+CITIES = ("rome", "oslo", "lima", "")  # "": an empty cell
+KINDS = ("flat", "house")
+
+
+def _table(path) -> list[dict]:
+    """A table where the label depends on a city, a kind and a number."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for _ in range(240):
+        city, kind = CITIES[rng.integers(4)], KINDS[rng.integers(2)]
+        size = round(float(rng.uniform(20, 200)), 1)
+        score = (city == "rome") - (city == "lima") + (kind == "house") + (size - 110) / 60
+        rows.append({"city": city, "size": size, "kind": kind,
+                     "y": "high" if score + rng.normal(0, 0.3) > 0 else "low"})
+    path.write_text("city,size,kind,y\n" + "\n".join(
+        f"{r['city']},{r['size']},{r['kind']},{r['y']}" for r in rows) + "\n")
+    return rows
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    from deploykit.whatif import what_if
+
+    folder = tmp_path_factory.mktemp("table")
+    _table(folder / "homes.csv")
+    report = what_if(str(folder / "homes.csv"), folder / "run", flows="sklearn,torch",
+                     targets=["onnx", "tflite"], label_column="y", quiet=True)
+    return folder / "run", report
+
+
+def _codes(rows: list[dict]) -> np.ndarray:
+    """The rows as the models take them: a word's position among its column's sorted words."""
+    cities, kinds = sorted(CITIES), sorted(KINDS)
+    return np.array([[cities.index(r["city"] or ""), r["size"], kinds.index(r["kind"])]
+                     for r in rows], dtype=np.float32)
+
+
+def test_each_flow_and_target_passes_on_a_table_of_words(run):
+    out, report = run
+    cells = [(row["flow"], c["target"], c["status"], c["reason"])
+             for row in report["rows"] for c in row["cells"]]
+    assert len(cells) == 4 and all(s == "pass" for _, _, s, _ in cells), cells
+    card = json.loads((out / "models" / "homes-sklearn" / "deploykit-model.json").read_text())
+    spec = card["signature"]["inputs"][0]
+    assert spec["columns"] == ["city", "size", "kind"]
+    assert {w["name"]: w["words"] for w in spec["words"]} == {"city": sorted(CITIES),
+                                                             "kind": sorted(KINDS)}
+
+
+def test_the_classical_flow_one_hot_encodes_each_word(run):
+    out, _ = run
+    from deploykit.training import sklearn_path
+
+    pipeline = sklearn_path.load(out / "models" / "homes-sklearn")
+    codes = _codes([{"city": c, "size": 50.0, "kind": k} for c in CITIES for k in KINDS])
+    encoded = pipeline[0].transform(codes)
+    assert encoded.shape == (8, len(CITIES) + len(KINDS) + 1)  # a column per word, size
+    assert np.isin(encoded[:, :6], (0.0, 1.0)).all() and (encoded[:, :6].sum(1) == 2).all()
+
+
+@pytest.mark.parametrize("flow", ["sklearn", "torch"])
+def test_a_bundle_takes_rows_of_words_as_its_model_takes_codes(run, flow):
+    out, _ = run
+    rows = [{"city": "oslo", "size": 80.0, "kind": "flat"},
+            {"city": None, "size": 150.5, "kind": "house"},  # missing: the empty cell's word
+            {"city": "", "size": 35.0, "kind": "house"},
+            {"city": "rome", "size": 199.0, "kind": "flat"}]
+    want = load_model(out / "models" / f"homes-{flow}").predict(_codes(rows))["probabilities"]
+    bundle = deploykit.load_bundle(out / "bundles" / f"homes-{flow}")
+    for target in ("onnx", "tflite"):
+        got = bundle.predict(rows, target=target).outputs["probabilities"]
+        np.testing.assert_allclose(got, want, atol=1e-5, err_msg=target)
+    import pandas as pd
+
+    one = bundle.predict(pd.Series(rows[1])).outputs["probabilities"]  # df.iloc[i]: one row
+    np.testing.assert_allclose(one, want[1:2], atol=1e-5)
+    with pytest.raises(InputError, match="column 'city': unknown word 'paris'"):
+        bundle.predict([{**rows[0], "city": "paris"}])
