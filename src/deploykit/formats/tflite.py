@@ -229,14 +229,26 @@ def _keep_float(tf, src: Path, rows: dict[str, np.ndarray], ctx: EdgeContext,
     if _agrees(dest, sig, *({k: v[:n] for k, v in d.items()} for d in (check, reference))):
         return []  # full integer unless it changes predictions on plain rows
     full, types = dest.read_bytes(), _op_types(dest)
+
+    def tried(k: int) -> tuple[bool, bytes | None]:  # the first k op types in float32:
+        flat = _selective(tf, src, rows, types[:k])  # made, and the model if it agrees
+        dest.write_bytes(flat or full)
+        return flat is not None, flat if flat and _agrees(dest, sig, check, reference) else None
+
     best: tuple[bytes, int] | None = None
     lo, hi = 1, len(types) - 1  # all of them float would be a float32 model
+    if lo <= hi:  # The search assumes that more ops in float32 never agree less, so when the
+        # most float mix the quantiser makes does not agree, none will: one conversion
+        # instead of log2(op types) (the zoo's MobileNet, whose last op types break at
+        # int8, tried four). The quantiser makes none when what is left has no int8 kernel.
+        made, agreed = tried(hi)
+        best = (agreed, hi) if agreed else None
+        hi = 0 if made and not agreed else hi - 1
     while lo <= hi:  # the smallest k whose first k op types in float32 agree
         k = (lo + hi) // 2
-        flat = _selective(tf, src, rows, types[:k])
-        dest.write_bytes(flat or full)
-        if flat and _agrees(dest, sig, check, reference):
-            best, hi = (dest.read_bytes(), k), k - 1
+        _, agreed = tried(k)
+        if agreed:
+            best, hi = (agreed, k), k - 1
         else:
             lo = k + 1
     if best is None:
