@@ -93,3 +93,27 @@ def test_a_bundle_takes_rows_of_words_as_its_model_takes_codes(run, flow):
     np.testing.assert_allclose(one, want[1:2], atol=1e-5)
     with pytest.raises(InputError, match="column 'city': unknown word 'paris'"):
         bundle.predict([{**rows[0], "city": "paris"}])
+
+
+def test_int8_calibrates_on_the_tables_training_rows_unless_the_table_changed(run, tmp_path):
+    """A CSV's model folder was calibrated on its probe (test) rows: the CSV could not be read
+    again without its label column, which the card now keeps."""
+    import shutil
+
+    from deploykit.sources import detect
+
+    out, _ = run
+    folder = out / "models" / "homes-sklearn"
+    card = json.loads((folder / "deploykit-model.json").read_text())
+    source = detect(folder)
+    probe = source.probe_inputs["x"]
+    assert len(source.calibration) == card["split"]["n_train"] != len(probe)
+    assert not {r.tobytes() for r in source.calibration} & {r.tobytes() for r in probe[:48]}
+    table = out.parent / "homes.csv"
+    saved = tmp_path / "homes.csv"
+    shutil.copy(table, saved)
+    try:  # a new word in the table: its codes no longer mean what the model learnt
+        table.write_text(table.read_text().replace("\nlima,", "\nquito,", 1))
+        assert np.array_equal(detect(folder).calibration, probe)
+    finally:
+        shutil.copy(saved, table)

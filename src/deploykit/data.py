@@ -48,6 +48,7 @@ class Dataset:
         words: a CSV's columns of words: ``X`` holds each word's code there (its position
             in the column's sorted words; an empty cell is the word ``""``, missing), and
             every model trained on it takes these codes (:mod:`deploykit.words`).
+        label_column: a CSV's column of what to predict (None for other sources).
     """
 
     name: str
@@ -59,6 +60,7 @@ class Dataset:
     image_shape: tuple[int, int, int] | None = None
     source: str = ""
     words: tuple[WordColumn, ...] = ()
+    label_column: str | None = None
 
     @property
     def n_features(self) -> int:
@@ -200,7 +202,7 @@ def _load_csv(path: Path, label_column: str | None, task: str | None) -> Dataset
             words.append(column)
     y, labels, task = _labels(path, label_column, [r[t].strip() for r in body], task)
     return Dataset(path.stem, X, y, task, tuple(features), labels, None, str(path),
-                   tuple(words))
+                   tuple(words), label_column)
 
 
 def _word_column(path: Path, at: int, name: str, cells: list[str]) -> WordColumn | None:

@@ -197,14 +197,18 @@ def _from_folder(folder: Path) -> Source:
 
 
 def _calibration(card: dict[str, Any], fallback: np.ndarray) -> np.ndarray:
-    """Training inputs for int8 calibration, rebuilt from the card's dataset and seed."""
+    """Training inputs for int8 calibration, rebuilt from the card's dataset and seed (the
+    probe rows when that file is gone, or its columns or words changed since)."""
     from deploykit.data import load_dataset, split_dataset
     from deploykit.errors import DataError
 
-    src = card["dataset"]["source"]
+    src, trained = card["dataset"]["source"], card["signature"]["inputs"][0]
     try:
-        ds = load_dataset(src.removeprefix("builtin:"), task=card["task"]["kind"])
-        return split_dataset(ds, seed=card["split"]["seed"]).X_train
+        ds = load_dataset(src.removeprefix("builtin:"), task=card["task"]["kind"],
+                          label_column=card["dataset"].get("label_column"))
+        same = list(ds.feature_names) == card["dataset"]["feature_names"] and \
+            [w.to_dict() for w in ds.words] == trained.get("words", [])
+        return split_dataset(ds, seed=card["split"]["seed"]).X_train if same else fallback
     except (DataError, KeyError):
         return fallback
 
