@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from deploykit.errors import DataError
-from deploykit.words import WordColumn
+from deploykit.words import WordColumn, listed
 
 TASKS = ("classification", "regression")
 # name -> (sklearn loader, task, image shape of one sample or None)
@@ -71,6 +71,14 @@ class Dataset:
         """The names a model trained on it takes its features by (rows of ``{column:
         value}``, a DataFrame): a CSV's header; None for arrays."""
         return self.feature_names if self.source.lower().endswith(".csv") else None
+
+    @property
+    def words_note(self) -> str:
+        """What a run says about its columns of words ("" when it has none)."""
+        if not self.words:
+            return ""
+        return (f"columns of words: {listed(self.words)}; models train on each word's "
+                f"position among its column's sorted words and take the words")
 
     @property
     def n_outputs(self) -> int:

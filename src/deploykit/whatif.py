@@ -113,7 +113,6 @@ def what_if(data: str = "digits", out: str | Path = "whatif-out", *,
     """
     from deploykit.data import load_dataset
     from deploykit.training.common import check_options
-    from deploykit.words import listed
     from deploykit.worker import pool
 
     flows = _checked_flows(flows)
@@ -123,8 +122,7 @@ def what_if(data: str = "digits", out: str | Path = "whatif-out", *,
     run = _Run(str(data), dataset, Path(out).resolve(), seed, epochs, quiet, targets)
     report = Reporter(quiet)
     if dataset.words:
-        report.info(f"columns of words: {listed(dataset.words)}; each flow trains on a word's "
-                    f"position among its column's sorted words, and takes the words")
+        report.info(dataset.words_note)
     start = time.perf_counter()
     cluster = _cluster(ray) if run.targets else None
     with pool():
