@@ -93,6 +93,12 @@ def test_a_bundle_takes_rows_of_words_as_its_model_takes_codes(run, flow):
     np.testing.assert_allclose(one, want[1:2], atol=1e-5)
     with pytest.raises(InputError, match="column 'city': unknown word 'paris'"):
         bundle.predict([{**rows[0], "city": "paris"}])
+    with pytest.raises(InputError, match=r"contains NaN or Inf \(column 'size', row 1\)"):
+        bundle.predict([rows[0], {**rows[0], "size": None}])
+    spaced = pd.DataFrame([{" " + k: f" {v}" if isinstance(v, str) else v  # "city, size"
+                            for k, v in r.items()} for r in rows[:1]])
+    got = bundle.predict(spaced).outputs["probabilities"]
+    np.testing.assert_allclose(got, want[:1], atol=1e-5)  # a .csv's spaces after commas
 
 
 def test_int8_calibrates_on_the_tables_training_rows_unless_the_table_changed(run, tmp_path):

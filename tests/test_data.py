@@ -43,7 +43,7 @@ def test_split_is_stratified_disjoint_and_seeded():
 
 def _csv(tmp_path, text, name="d.csv"):
     p = tmp_path / name
-    p.write_text(text)
+    p.write_bytes(text if isinstance(text, bytes) else text.encode())
     return p
 
 
@@ -76,8 +76,10 @@ def test_csv_numeric_target_is_regression_when_continuous(tmp_path):
     ("", "y", "the file is empty"),
     ("a,b,y\n", "y", "no data rows"),
     ("a,b,y\n1,2,0\n3,4,1\n", "z", "no column 'z' (columns: a, b, y)"),
-    ("a,b,y\n1,2,0\n3,oops,1\n5,6,0\n", "y", "column 'b', line 3 is not a number: 'oops' "
-                                         "(the column's other cells are numbers"),
+    ("a,b,y\n1,2,0\n3,n/a,1\n5,6,0\n", "y", "column 'b', line 3 is 'n/a', a gap in a column "
+                                        "of numbers; a column of numbers needs every cell"),
+    ("a,b,y\n1,,0\n3,,1\n", "y", "column 'b' is empty in every row: drop it"),
+    (b"a,b,y\n1,2,0\n3,Z\xfcrich,1\n", "y", "line 3 is not UTF-8 text; save the file as UTF-8"),
     ("a,b,y\n1,,0\n3,4,1\n", "y", "column 'b', line 2 is empty"),
     ("a,b,y\n1,2,0\n3,4\n", "y", "line 3 has 2 fields"),
     ("a,b,y\n1,2,same\n3,4,same\n", "y", "only one class"),
@@ -110,6 +112,30 @@ def test_a_csv_column_of_words_holds_each_words_position_among_its_sorted_words(
         city.code("paris")
     assert ds.columns == ("city", "size")  # a CSV's model takes rows by column name
     assert load_dataset("iris").columns is None and not load_dataset("iris").words
+
+
+def test_words_a_table_reader_takes_for_gaps_keep_a_gap_from_standing_for_them(tmp_path):
+    """pandas' read_csv reads "NA" (North America here) as NaN, as it does an empty cell: a
+    missing value stood for the empty cell and predicted every "NA" row as a gap. Now it is
+    refused and says why; a mostly numeric column of ticket codes is words, not an error."""
+    regions = ["NA", "EU", "", "EU", "NA", "APAC"]
+    tickets = ["1201", "PC 17", "3303", "4404", "5505", "A/5 21"]
+    rows = "\n".join(f"{r},{t},{i % 2}" for i, (r, t) in enumerate(zip(regions, tickets)))
+    ds = load_dataset(_csv(tmp_path, "region,ticket,y\n" + rows), label_column="y")
+    region, ticket = ds.words
+    assert region.code("") == sorted(set(regions)).index("")
+    with pytest.raises(InputError, match="its words include 'NA', which pandas' read_csv "
+                                         "reads as missing: read the file with "
+                                         "keep_default_na=False"):
+        region.code(float("nan"))
+    assert ticket.words == tuple(sorted(tickets)) and ticket.missing is None
+    assert 'knows "", APAC, EU, NA' in _refused(region, "paris")
+
+
+def _refused(column, word) -> str:
+    with pytest.raises(InputError) as e:
+        column.code(word)
+    return str(e.value)
 
 
 def test_a_label_column_for_data_that_names_its_own_is_refused(tmp_path):

@@ -45,6 +45,7 @@ def test_several_inputs_as_columns_or_rows_of_objects_agree():
     ({"inputs": {"input_ids": [[5]], "attention_mask": [[1]], "ids": [[1]]}}, "unknown ['ids']"),
     ({"inputs": {"input_ids": [[5.5]], "attention_mask": [[1]]}}, "input 'input_ids': int64 data"),
     ({}, "send {\"instances\""),
+    ({"instances": {"input_ids": [5, 6, 0]}}, "'instances' must be a list of rows, got an object"),
 ])
 def test_bad_bodies_are_400s_naming_the_problem(body, says):
     with pytest.raises(ApiError) as e:

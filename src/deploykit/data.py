@@ -10,13 +10,14 @@ train/validation/test split with a fixed seed. Anything unusable raises
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from deploykit.errors import DataError
-from deploykit.words import WordColumn, listed
+from deploykit.words import READ_AS_MISSING, WordColumn, listed
 
 TASKS = ("classification", "regression")
 # name -> (sklearn loader, task, image shape of one sample or None)
@@ -27,6 +28,10 @@ BUILTIN: dict[str, tuple[str, str, tuple[int, int, int] | None]] = {
     "breast_cancer": ("load_breast_cancer", "classification", None),
     "diabetes": ("load_diabetes", "regression", None),
 }
+# Cells that mark a gap in a column of numbers (compared in lower case), rather than words.
+GAP_MARKERS = {w.lower() for w in READ_AS_MISSING} | {"?", "-", "--", "missing", "unknown"}
+FILL = ("a column of numbers needs every cell: fill the gaps in (with the column's median, "
+        "say) or drop those rows")
 # An integer-valued numeric target with at most this many distinct values is read as
 # class labels when the task is not given; anything else is regression.
 MAX_AUTO_CLASSES = 20
@@ -172,8 +177,14 @@ def _load_builtin(name: str, task: str | None) -> Dataset:
 
 
 def _load_csv(path: Path, label_column: str | None, task: str | None) -> Dataset:
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        rows = [r for r in csv.reader(f) if any(c.strip() for c in r)]
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise DataError(f"{path}: line {line} is not UTF-8 text; save the file as UTF-8 "
+                        f"(Excel: 'CSV UTF-8')") from None
+    rows = [r for r in csv.reader(io.StringIO(text, newline="")) if any(c.strip() for c in r)]
     if not rows:
         raise DataError(f"{path}: the file is empty")
     header, body = [c.strip() for c in rows[0]], rows[1:]
@@ -214,22 +225,25 @@ def _load_csv(path: Path, label_column: str | None, task: str | None) -> Dataset
 
 
 def _word_column(path: Path, at: int, name: str, cells: list[str]) -> WordColumn | None:
-    """A column of words (None: of numbers): one where most filled cells are not numbers.
-    Its words are sorted, an empty cell is the word ``""``, which a missing value (None,
-    NaN) stands for too, and a word not among them is refused. A column of numbers with a
-    few words is an error: they are likely gap markers (``n/a``), which a model taking
-    numbers cannot read."""
+    """A column of words (None: of numbers): one with a cell that is not a number. Its
+    words are sorted, an empty cell is the word ``""``, which a missing value (None, NaN)
+    stands for too (unless another word is one pandas reads as missing, such as ``NA``),
+    and a word not among them is refused. Numbers with a few gap markers (``n/a``, ``?``)
+    are an error: a column of numbers needs every cell."""
     filled = [c for c in cells if c]
+    if not filled:
+        raise DataError(f"{path}: column '{name}' is empty in every row: drop it")
     text = [i for i, c in enumerate(cells) if c and not _is_number(c)]
     if not text:
         return None
-    if 2 * len(text) < len(filled):
+    if 2 * len(text) < len(filled) and {cells[i].lower() for i in text} <= GAP_MARKERS:
         i = text[0]
-        raise DataError(f"{path}: column '{name}', line {i + 2} is not a number: {cells[i]!r} "
-                        f"(the column's other cells are numbers; fill in such cells, or "
-                        f"leave them empty in a column of words)")
+        raise DataError(f"{path}: column '{name}', line {i + 2} is {cells[i]!r}, a gap in a "
+                        f"column of numbers; {FILL}")
     known = tuple(sorted(set(cells)))
-    return WordColumn(at, name, known, missing=float(known.index("")) if "" in known else None)
+    # a missing value stands for the empty cell, unless pandas would read a word as missing
+    gap = "" in known and not READ_AS_MISSING & set(known) - {""}
+    return WordColumn(at, name, known, missing=float(known.index("")) if gap else None)
 
 
 def _is_number(cell: str) -> bool:
@@ -248,7 +262,7 @@ def _numeric_column(path: Path, name: str, cells: list[str]) -> np.ndarray:
             out[i] = float(cell)
         except ValueError:
             what = "is empty" if not cell.strip() else f"is not a number: {cell.strip()!r}"
-            raise DataError(f"{path}: column '{name}', line {i + 2} {what}") from None
+            raise DataError(f"{path}: column '{name}', line {i + 2} {what}; {FILL}") from None
         if not abs(out[i]) <= top:  # NaN, Inf, or past float32 (the models' input type)
             raise DataError(f"{path}: column '{name}', line {i + 2} is {cell.strip()!r}: "
                             f"missing, infinite or beyond float32's range (fill it in, or "

@@ -83,8 +83,15 @@ class TensorSpec:
         if require_finite and arr.dtype.kind == "f" and not np.isfinite(arr).all() and (
                 not self.missing or np.isinf(arr).any()):
             raise InputError(f"input '{self.name}': contains "
-                             f"{'Inf' if self.missing else 'NaN or Inf'}")
+                             f"{'Inf' if self.missing else 'NaN or Inf'}{self._where(arr)}")
         return arr
+
+    def _where(self, arr: np.ndarray) -> str:
+        """Where the first NaN or Inf is (that :meth:`validate` refuses), for its message."""
+        at = np.argwhere(np.isinf(arr) if self.missing else ~np.isfinite(arr))[0]
+        if self.columns is not None and arr.ndim == 2:
+            return f" (column '{self.columns[at[1]]}', row {at[0]})"
+        return f" (at {list(map(int, at))})"
 
     def ordered(self, frame: Any) -> Any:
         """A pandas DataFrame's columns in this spec's order (its booleans as 0/1, as
@@ -100,6 +107,10 @@ class TensorSpec:
         if self.columns is None or type(frame).__name__ != "DataFrame" or \
                 not hasattr(frame, "columns"):  # pandas' or polars'
             return frame
+        spaced = {c: str(c).strip() for c in frame.columns  # a .csv's "city, size" header
+                  if str(c) not in self.columns and str(c).strip() in self.columns}
+        if spaced and hasattr(frame, "rename"):
+            frame = frame.rename(columns=spaced)
         flags = [c for c, t in getattr(frame, "dtypes", {}).items() if t == np.bool_]
         if flags and hasattr(frame, "astype"):
             frame = frame.astype({c: np.float64 for c in flags})
@@ -131,6 +142,8 @@ class TensorSpec:
 
     def _row(self, row: Mapping[str, Any], i: int) -> list[Any]:
         """One ``{column: value}`` row as values in this spec's column order."""
+        if set(row) != set(self.columns):
+            row = {k if k in self.columns else str(k).strip(): v for k, v in row.items()}
         if set(row) != set(self.columns):
             missing = [c for c in self.columns if c not in row][:5]
             unknown = sorted(set(row) - set(self.columns))[:5]

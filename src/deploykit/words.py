@@ -20,6 +20,11 @@ import numpy as np
 from deploykit.errors import InputError
 
 SHOWN = 8  # words listed in an error
+# What pandas' read_csv reads as a missing value by default (its STR_NA_VALUES): once pandas
+# has read a file, such a word and an empty cell are one NaN.
+READ_AS_MISSING = frozenset({"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN",
+                             "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN",
+                             "None", "n/a", "nan", "null"})
 
 
 @dataclass(frozen=True, eq=False)
@@ -71,7 +76,8 @@ class WordColumn:
         if is_missing(value):
             if self.missing is None:
                 raise InputError(f"column '{self.name}': a missing value, which this model "
-                                 f"does not fill; send one of its words ({self.known()})")
+                                 f"does not fill; send one of its words ({self.known()})"
+                                 f"{self._read_as_missing()}")
             return self.missing
         number = isinstance(value, (int, float, np.number)) and \
             not isinstance(value, (bool, np.bool_))
@@ -83,13 +89,19 @@ class WordColumn:
         if not isinstance(value, str):
             raise InputError(f"column '{self.name}' takes words ({self.known()}), got "
                              f"{_shown(value)}")
-        at = self._index.get(value)
+        at = self._index.get(value, self._index.get(value.strip()))  # " rome": a .csv's space
         if at is not None:
             return float(at)
         if self.unknown is None:
             raise InputError(f"column '{self.name}': unknown word {value[:40]!r}; the model "
                              f"knows {self.known()}")
         return self.unknown
+
+    def _read_as_missing(self) -> str:
+        """A hint when pandas may have made the missing value out of one of the words."""
+        read = [w for w in self.words if w and w in READ_AS_MISSING]
+        return (f" (its words include {read[0]!r}, which pandas' read_csv reads as missing: "
+                f"read the file with keep_default_na=False)") if read else ""
 
     def check_codes(self, codes: np.ndarray) -> None:
         """Refuse numbers in this column that are no code: the positions of its words, the
@@ -121,7 +133,7 @@ class WordColumn:
         if not self.words:
             return "any value: the model does not read this column"
         more = f", … ({len(shown)} words)" if len(shown) > SHOWN else ""
-        return ", ".join(shown[:SHOWN]) + more
+        return ", ".join(w or '""' for w in shown[:SHOWN]) + more
 
     def to_dict(self) -> dict[str, Any]:
         """For the manifest: JSON has no NaN, so a NaN code is the string ``"nan"``."""
