@@ -509,3 +509,39 @@ def test_an_edge_package_fills_missing_values_as_the_model_does(ort_python, tmp_
     want = [["malignant", "benign"][c] for c in model.predict(X[200:240])]
     assert status == 200 and body["labels"] == want, body
     assert inf_status == 400 and "contains Inf" in str(inf_body), inf_body
+
+
+def test_an_edge_package_serves_rows_of_words_as_the_model_answers_them(ort_python, tmp_path):
+    """A model fitted on a table with a column of words: ``run.py --serve`` takes rows of
+    ``{column: value}`` and the words (it said "expected numbers, got <U21"), refuses an
+    unknown word and a number that is no code by column (code 9 of 3 words was predicted)."""
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"city": rng.choice(["lima", "oslo", "rome"], 200),
+                          "size": rng.uniform(0, 10, 200)})
+    y = (frame["city"] == "rome") ^ (frame["size"] > 5)
+    model = make_pipeline(ColumnTransformer([("w", OneHotEncoder(), ["city"])],
+                                            remainder="passthrough"), LogisticRegression())
+    model.fit(frame, y)
+    assert deploykit.export(model, "onnx", out=tmp_path / "b", sample=frame, quiet=True).ok
+    post = shared.edge_run(ort_python, package(tmp_path / "b", "edge", tmp_path / "pkg"))
+    rows = frame[:30].to_dict("records")
+    try:
+        status, body = post({"instances": rows})
+        as_lists = post({"instances": [[r["city"], r["size"]] for r in rows]})
+        unknown = post({"instances": [{"city": "paris", "size": 1.0}]})
+        no_code = post({"instances": [[9, 1.0]]})
+    finally:
+        post.stop()
+    want = [str(v) for v in model.predict(frame[:30])]
+    assert status == 200 and body["labels"] == want, body
+    assert as_lists == (200, body)
+    assert unknown[0] == 400 and "column 'city': unknown word 'paris'" in unknown[1]["error"]
+    assert no_code[0] == 400 and "codes 0 to 2, got 9" in no_code[1]["error"], no_code
+    readme = (tmp_path / "pkg" / "README.md").read_text()
+    assert "`city` (column 0): 0 = lima, 1 = oslo, 2 = rome" in readme

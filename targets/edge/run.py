@@ -7,6 +7,8 @@ is installed -- and never imports deploykit, TensorFlow or PyTorch.
     python run.py PACKAGE --input x.npy         print predictions for the rows of x.npy
     python run.py PACKAGE --serve [--port 8080] minimal HTTP endpoint (standard library only):
                                                 POST /predict {"instances": [[...], ...]}
+                                                (rows of {column: value} too, and words, for
+                                                a model fitted on a table)
 
 The package's package.json lists each artifact with its sha256; every file is checked
 before it is loaded.
@@ -184,10 +186,86 @@ def predict(model, artifact: dict, x: np.ndarray, main: str) -> np.ndarray:
     return np.concatenate(parts)
 
 
+def request_rows(values, spec: dict):
+    """A request's rows as the model takes them: rows of ``{column: value}`` in the spec's
+    column order, and each column of words' words as their codes (see :func:`word_code`).
+    Raises ValueError naming the problem."""
+    columns = spec.get("columns")
+    if columns and isinstance(values, list) and values and \
+            all(isinstance(r, dict) for r in values):
+        for i, r in enumerate(values):
+            if set(r) != set(columns):
+                raise ValueError(f"instance {i}: features do not match the model's: missing "
+                                 f"{[c for c in columns if c not in r][:5] or 'none'}, unknown "
+                                 f"{sorted(set(r) - set(columns))[:5] or 'none'}")
+        values = [[r[c] for c in columns] for r in values]
+    words = spec.get("words", ())
+    if not words or not isinstance(values, list):
+        return values
+    rows = [list(r) if isinstance(r, list) else r for r in values]
+    for w in words:
+        for row in rows:
+            if isinstance(row, list) and len(row) > w["column"]:
+                row[w["column"]] = word_code(row[w["column"]], w)
+    return rows
+
+
+def word_code(value, column: dict) -> float:
+    """One cell of a column of words (package.json's ``signature.inputs[0].words``) as the
+    model takes it: a word's position among the column's words; a number is a code (checked),
+    except in a column whose words are numbers, where it is the word it spells; null is a
+    missing value, where the model has a code for one. Raises ValueError naming the column."""
+    known, name = column["words"], column["name"]
+    if not known:
+        return 0.0  # a column the model does not read
+    if value is None or (isinstance(value, float) and value != value):
+        if column.get("missing") is None:
+            raise ValueError(f"column '{name}': a missing value, which this model does not fill")
+        return float(column["missing"])
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"column '{name}' takes words, got {value!r:.40}")
+    spelled = any(_is_number(k) for k in known if k is not None)
+    if not isinstance(value, str) and not spelled:
+        check_codes(np.array([value], dtype=np.float64), column)
+        return float(value)
+    if not isinstance(value, str):
+        value = str(int(value)) if float(value).is_integer() else repr(float(value))
+    word = value if value in known else value.strip()
+    if word in known:
+        return float(known.index(word))
+    if column.get("unknown") is not None:
+        return float(column["unknown"])
+    shown = ", ".join('""' if k == "" else k for k in known[:8] if k is not None)
+    raise ValueError(f"column '{name}': unknown word {value[:40]!r}; the model knows {shown}"
+                     + (f", … ({len(known)} words)" if len(known) > 8 else ""))
+
+
+def check_codes(codes: np.ndarray, column: dict) -> None:
+    """Numbers in a column of words must be codes: its words' positions, the codes of an
+    unknown word and of a missing value. Raises ValueError naming the first that is not."""
+    if not column["words"]:
+        return
+    extra = [float(column[k]) for k in ("unknown", "missing") if column.get(k) is not None]
+    ok = np.isin(codes, np.arange(len(column["words"]))) | np.isin(codes, extra) | (
+        np.isnan(codes) & any(c != c for c in extra))
+    if not ok.all():
+        raise ValueError(f"column '{column['name']}' takes its words or their codes 0 to "
+                         f"{len(column['words']) - 1}, got {float(codes[~ok][0]):g}")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def model_input(values, meta: dict) -> np.ndarray:
     """Rows for the package's one input, checked against its spec in package.json: numbers
     of its dtype (integer ids stay integers, inside the model's table when the spec gives a
-    range) and of its shape. Raises ValueError naming the problem."""
+    range; a column of words, codes) and of its shape. Raises ValueError naming the
+    problem."""
     spec = meta["signature"]["inputs"][0]
     name, want, shape = spec["name"], np.dtype(spec["dtype"]), spec["shape"]
     x = np.asarray(values)
@@ -214,6 +292,8 @@ def model_input(values, meta: dict) -> np.ndarray:
     if x.size and (x.min() < lo or x.max() > hi):
         raise ValueError(f"input '{name}': ids must be in [{lo}, {hi}]; got values from "
                          f"{x.min()} to {x.max()}")
+    for column in spec.get("words", ()) if x.ndim == 2 else ():
+        check_codes(x[:, column["column"]].astype(np.float64), column)
     with np.errstate(over="ignore"):  # beyond float32 is Inf: named below, not warned
         x = x.astype(np.float32)
     if np.isinf(x).any() or (np.isnan(x).any() and not spec.get("missing")):
@@ -329,7 +409,8 @@ def serve(root: Path, meta: dict, port: int) -> None:
                 body = json.loads(self.rfile.read(n))
                 if not isinstance(body, dict) or "instances" not in body:
                     raise ValueError('expected {"instances": [[...], ...]}')
-                x = model_input(body["instances"], meta)
+                x = model_input(request_rows(body["instances"], meta["signature"]["inputs"][0]),
+                                meta)
                 y = predict(model, art, x, meta["main_output"])
                 body = {"predictions": y.tolist()}
                 if labels:  # one column is a sigmoid: the second class from 0.5 on

@@ -247,10 +247,16 @@ def _word_codes(sig: dict[str, Any]) -> str:
     if not words:
         return ""
     lines = "\n".join(f"- `{w['name']}` (column {w['column']}): " + ", ".join(
-        f"{i} = {word if word is not None else '(missing)'}" for i, word in
-        enumerate(w["words"][:12])) + (", …" if len(w["words"]) > 12 else "") for w in words)
-    return (f"\nColumns of words go in as codes (a word's position in its column's words; "
-            f"`package.json` has them all, under `signature`):\n{lines}\n")
+        f"{i} = {_word(word)}" for i, word in enumerate(w["words"][:12]))
+        + (", …" if len(w["words"]) > 12 else "") for w in words)
+    return (f"\nColumns of words go into the artifacts as codes (a word's position in its "
+            f"column's words; `package.json` has them all, under `signature`); `run.py "
+            f"--serve` takes the words, or the codes, and rows of `{{column: value}}`:\n"
+            f"{lines}\n")
+
+
+def _word(word: str | None) -> str:
+    return "(missing)" if word is None else '""' if word == "" else word
 
 
 def _how_to(meta: dict[str, Any]) -> str:
