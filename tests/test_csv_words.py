@@ -25,12 +25,13 @@ def _table(path) -> list[dict]:
     rows = []
     for _ in range(240):
         city, kind = CITIES[rng.integers(4)], KINDS[rng.integers(2)]
-        size = round(float(rng.uniform(20, 200)), 1)
+        size = round(float(rng.uniform(20, 200)), 3)  # no two rows alike
         score = (city == "rome") - (city == "lima") + (kind == "house") + (size - 110) / 60
-        rows.append({"city": city, "size": size, "kind": kind,
+        age = "" if rng.random() < 0.2 else str(int(rng.integers(1, 90)))  # with gaps
+        rows.append({"city": city, "size": size, "kind": kind, "age": age,
                      "y": "high" if score + rng.normal(0, 0.3) > 0 else "low"})
-    path.write_text("city,size,kind,y\n" + "\n".join(
-        f"{r['city']},{r['size']},{r['kind']},{r['y']}" for r in rows) + "\n")
+    path.write_text("city,size,kind,age,y\n" + "\n".join(
+        f"{r['city']},{r['size']},{r['kind']},{r['age']},{r['y']}" for r in rows) + "\n")
     return rows
 
 
@@ -39,17 +40,22 @@ def run(tmp_path_factory):
     from deploykit.whatif import what_if
 
     folder = tmp_path_factory.mktemp("table")
-    _table(folder / "homes.csv")
+    ages = [int(r["age"]) for r in _table(folder / "homes.csv") if r["age"]]
     report = what_if(str(folder / "homes.csv"), folder / "run", flows="sklearn,torch",
                      targets=["onnx", "tflite"], label_column="y", quiet=True)
+    AGE.append(float(np.median(ages)))
     return folder / "run", report
 
 
+AGE: list[float] = []  # the median of the table's ages, which fills its gaps
+
+
 def _codes(rows: list[dict]) -> np.ndarray:
-    """The rows as the models take them: a word's position among its column's sorted words."""
+    """The rows as the models take them: a word's position among its column's sorted words,
+    a missing age the median of the others."""
     cities, kinds = sorted(CITIES), sorted(KINDS)
-    return np.array([[cities.index(r["city"] or ""), r["size"], kinds.index(r["kind"])]
-                     for r in rows], dtype=np.float32)
+    return np.array([[cities.index(r["city"] or ""), r["size"], kinds.index(r["kind"]),
+                      AGE[0] if r["age"] is None else r["age"]] for r in rows], dtype=np.float32)
 
 
 def test_each_flow_and_target_passes_on_a_table_of_words(run):
@@ -59,9 +65,10 @@ def test_each_flow_and_target_passes_on_a_table_of_words(run):
     assert len(cells) == 4 and all(s == "pass" for _, _, s, _ in cells), cells
     card = json.loads((out / "models" / "homes-sklearn" / "deploykit-model.json").read_text())
     spec = card["signature"]["inputs"][0]
-    assert spec["columns"] == ["city", "size", "kind"]
+    assert spec["columns"] == ["city", "size", "kind", "age"]
     assert {w["name"]: w["words"] for w in spec["words"]} == {"city": sorted(CITIES),
                                                              "kind": sorted(KINDS)}
+    assert spec["filled"] == [{"column": 3, "name": "age", "value": AGE[0]}]
 
 
 def test_the_classical_flow_one_hot_encodes_each_word(run):
@@ -69,19 +76,20 @@ def test_the_classical_flow_one_hot_encodes_each_word(run):
     from deploykit.training import sklearn_path
 
     pipeline = sklearn_path.load(out / "models" / "homes-sklearn")
-    codes = _codes([{"city": c, "size": 50.0, "kind": k} for c in CITIES for k in KINDS])
+    codes = _codes([{"city": c, "size": 50.0, "kind": k, "age": 9} for c in CITIES
+                    for k in KINDS])
     encoded = pipeline[0].transform(codes)
-    assert encoded.shape == (8, len(CITIES) + len(KINDS) + 1)  # a column per word, size
+    assert encoded.shape == (8, len(CITIES) + len(KINDS) + 2)  # a column per word, size, age
     assert np.isin(encoded[:, :6], (0.0, 1.0)).all() and (encoded[:, :6].sum(1) == 2).all()
 
 
 @pytest.mark.parametrize("flow", ["sklearn", "torch"])
 def test_a_bundle_takes_rows_of_words_as_its_model_takes_codes(run, flow):
     out, _ = run
-    rows = [{"city": "oslo", "size": 80.0, "kind": "flat"},
-            {"city": None, "size": 150.5, "kind": "house"},  # missing: the empty cell's word
-            {"city": "", "size": 35.0, "kind": "house"},
-            {"city": "rome", "size": 199.0, "kind": "flat"}]
+    rows = [{"city": "oslo", "size": 80.0, "kind": "flat", "age": 30},
+            {"city": None, "size": 150.5, "kind": "house", "age": None},  # missing: the
+            {"city": "", "size": 35.0, "kind": "house", "age": 71},  # empty cell's word
+            {"city": "rome", "size": 199.0, "kind": "flat", "age": None}]  # and the median
     want = load_model(out / "models" / f"homes-{flow}").predict(_codes(rows))["probabilities"]
     bundle = deploykit.load_bundle(out / "bundles" / f"homes-{flow}")
     for target in ("onnx", "tflite"):
@@ -123,3 +131,25 @@ def test_int8_calibrates_on_the_tables_training_rows_unless_the_table_changed(ru
         assert np.array_equal(detect(folder).calibration, probe)
     finally:
         shutil.copy(saved, table)
+
+
+def test_an_edge_package_serves_the_tables_rows_as_its_bundle_does(run, tmp_path):
+    """``run.py --serve`` on the device fills a gap and codes the words as the bundle does."""
+    import shared
+
+    from deploykit.package import package
+
+    out, _ = run
+    bundle = deploykit.load_bundle(out / "bundles" / "homes-sklearn")
+    rows = [{"city": "lima", "size": 120.0, "kind": "house", "age": None},
+            {"city": None, "size": 60.5, "kind": "flat", "age": 44}]
+    want = bundle.predict(rows, target="onnx").outputs["probabilities"]
+    post = shared.edge_run(shared.venv("numpy", "onnxruntime"),
+                           package(out / "bundles" / "homes-sklearn", "edge", tmp_path / "pkg"))
+    try:
+        status, body = post({"instances": rows})
+    finally:
+        post.stop()
+    assert status == 200, body
+    np.testing.assert_allclose(body["predictions"], want, atol=1e-5)
+    assert f"`age` (column 3): {AGE[0]:g}" in (tmp_path / "pkg" / "README.md").read_text()

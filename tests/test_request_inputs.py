@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from deploykit.errors import InputError
 from deploykit.serve.app import ApiError, _request_inputs
 from deploykit.signature import TensorSpec
 
@@ -104,3 +105,21 @@ def test_whole_numbers_are_numbers_whatever_their_json_spelling():
         [[True, False]]
     with pytest.raises(ApiError):
         _request_inputs({"instances": [[1, 0]]}, flags, 8)  # numbers are not booleans
+
+
+def test_null_in_a_column_trained_with_gaps_takes_its_fill_and_the_schema_says_so():
+    """A model trained on a table with gaps (a CSV's empty cells): null there was a 400
+    "data must be a (nested) list of numbers"; it takes the training data's median."""
+    from deploykit.serve.openapi import _row
+    from deploykit.words import FilledColumn
+
+    spec = TensorSpec("x", "float32", (None, 2), columns=("age", "fare"),
+                      filled=(FilledColumn(0, "age", 28.5),))
+    got = _request_inputs({"instances": [[None, 7.25]]}, [spec], 8)
+    assert spec.validate(got["x"]).tolist() == [[28.5, 7.25]]
+    got = _request_inputs({"instances": [{"age": None, "fare": 8.0}]}, [spec], 8)
+    assert spec.validate(got["x"]).tolist() == [[28.5, 8.0]]
+    with pytest.raises(InputError, match=r"contains NaN or Inf \(column 'fare', row 0\)"):
+        spec.validate(_request_inputs({"instances": [[1.0, None]]}, [spec], 8)["x"])
+    age, fare = _row(spec)["prefixItems"]
+    assert "null" in age["type"] and "null" not in fare["type"]

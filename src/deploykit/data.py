@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from deploykit.errors import DataError
-from deploykit.words import READ_AS_MISSING, WordColumn, listed
+from deploykit.words import READ_AS_MISSING, FilledColumn, WordColumn, listed
 
 TASKS = ("classification", "regression")
 # name -> (sklearn loader, task, image shape of one sample or None)
@@ -30,8 +30,6 @@ BUILTIN: dict[str, tuple[str, str, tuple[int, int, int] | None]] = {
 }
 # Cells that mark a gap in a column of numbers (compared in lower case), rather than words.
 GAP_MARKERS = {w.lower() for w in READ_AS_MISSING} | {"?", "-", "--", "missing", "unknown"}
-FILL = ("a column of numbers needs every cell: fill the gaps in (with the column's median, "
-        "say) or drop those rows")
 # An integer-valued numeric target with at most this many distinct values is read as
 # class labels when the task is not given; anything else is regression.
 MAX_AUTO_CLASSES = 20
@@ -54,6 +52,8 @@ class Dataset:
             in the column's sorted words; an empty cell is the word ``""``, missing), and
             every model trained on it takes these codes (:mod:`deploykit.words`).
         label_column: a CSV's column of what to predict (None for other sources).
+        filled: a CSV's columns of numbers with gaps: ``X`` holds the column's median there,
+            and every model trained on it takes a missing value there as that median.
     """
 
     name: str
@@ -66,6 +66,7 @@ class Dataset:
     source: str = ""
     words: tuple[WordColumn, ...] = ()
     label_column: str | None = None
+    filled: tuple[FilledColumn, ...] = ()
 
     @property
     def n_features(self) -> int:
@@ -78,12 +79,16 @@ class Dataset:
         return self.feature_names if self.source.lower().endswith(".csv") else None
 
     @property
-    def words_note(self) -> str:
-        """What a run says about its columns of words ("" when it has none)."""
-        if not self.words:
-            return ""
-        return (f"columns of words: {listed(self.words)}; models train on each word's "
-                f"position among its column's sorted words and take the words")
+    def note(self) -> str:
+        """What a run says about a table's columns of words and gaps ("" when it has none)."""
+        said = [f"columns of words: {listed(self.words)}; models train on each word's position "
+                f"among its column's sorted words and take the words"] if self.words else []
+        if self.filled:
+            gaps = ", ".join(f"{f.name} ({f.value:g})" for f in self.filled[:5])
+            said.append(f"gaps filled with their column's median: {gaps}"
+                        f"{', …' if len(self.filled) > 5 else ''}; models take a missing value "
+                        f"there as that median")
+        return "\n".join(said)
 
     @property
     def n_outputs(self) -> int:
@@ -210,36 +215,31 @@ def _load_csv(path: Path, label_column: str | None, task: str | None) -> Dataset
     if not features:
         raise DataError(f"{path}: no feature columns besides the label column '{label_column}'")
     X = np.empty((len(body), len(features)), dtype=np.float32)
-    words = []
+    words, gaps = [], []
     for j_out, j in enumerate(j for j in range(len(header)) if j != t):
         cells = [r[j].strip() for r in body]
         column = _word_column(path, j_out, header[j], cells)
         if column is None:
-            X[:, j_out] = _numeric_column(path, header[j], cells)
+            X[:, j_out], gap = _numeric_column(path, j_out, header[j], cells)
+            gaps += [gap] if gap else []
         else:
             X[:, j_out] = [column.code(c) for c in cells]
             words.append(column)
     y, labels, task = _labels(path, label_column, [r[t].strip() for r in body], task)
     return Dataset(path.stem, X, y, task, tuple(features), labels, None, str(path),
-                   tuple(words), label_column)
+                   tuple(words), label_column, tuple(gaps))
 
 
 def _word_column(path: Path, at: int, name: str, cells: list[str]) -> WordColumn | None:
-    """A column of words (None: of numbers): one with a cell that is not a number. Its
-    words are sorted, an empty cell is the word ``""``, which a missing value (None, NaN)
-    stands for too (unless another word is one pandas reads as missing, such as ``NA``),
-    and a word not among them is refused. Numbers with a few gap markers (``n/a``, ``?``)
-    are an error: a column of numbers needs every cell."""
-    filled = [c for c in cells if c]
-    if not filled:
+    """A column of words (None: of numbers): one with a cell that is neither a number nor
+    a gap marker (``n/a``, ``?``; see :func:`_numeric_column`). Its words are sorted, an
+    empty cell is the word ``""``, which a missing value (None, NaN) stands for too (unless
+    another word is one pandas reads as missing, such as ``NA``), and a word not among them
+    is refused."""
+    if all(not c or c.lower() in GAP_MARKERS for c in cells):
         raise DataError(f"{path}: column '{name}' is empty in every row: drop it")
-    text = [i for i, c in enumerate(cells) if c and not _is_number(c)]
-    if not text:
+    if all(not c or _is_number(c) or c.lower() in GAP_MARKERS for c in cells):
         return None
-    if 2 * len(text) < len(filled) and {cells[i].lower() for i in text} <= GAP_MARKERS:
-        i = text[0]
-        raise DataError(f"{path}: column '{name}', line {i + 2} is {cells[i]!r}, a gap in a "
-                        f"column of numbers; {FILL}")
     known = tuple(sorted(set(cells)))
     # a missing value stands for the empty cell, unless pandas would read a word as missing
     gap = "" in known and not READ_AS_MISSING & set(known) - {""}
@@ -254,20 +254,25 @@ def _is_number(cell: str) -> bool:
     return True
 
 
-def _numeric_column(path: Path, name: str, cells: list[str]) -> np.ndarray:
+def _numeric_column(path: Path, at: int, name: str, cells: list[str]
+                    ) -> tuple[np.ndarray, FilledColumn | None]:
+    """A column of numbers, and how its gaps are filled (None: it has none). A gap (an
+    empty cell, ``n/a``, ``?``) takes the median of the column's numbers, here and in every
+    model's inputs later (:class:`~deploykit.words.FilledColumn`); the median is of all the
+    rows, the test split's too, as a fill is nearly the same either way."""
     out = np.empty(len(cells), dtype=np.float64)
     top = float(np.finfo(np.float32).max)
     for i, cell in enumerate(cells):
-        try:
-            out[i] = float(cell)
-        except ValueError:
-            what = "is empty" if not cell.strip() else f"is not a number: {cell.strip()!r}"
-            raise DataError(f"{path}: column '{name}', line {i + 2} {what}; {FILL}") from None
-        if not abs(out[i]) <= top:  # NaN, Inf, or past float32 (the models' input type)
-            raise DataError(f"{path}: column '{name}', line {i + 2} is {cell.strip()!r}: "
-                            f"missing, infinite or beyond float32's range (fill it in, or "
-                            f"rescale the column)")
-    return out
+        out[i] = np.nan if not cell or cell.lower() in GAP_MARKERS else float(cell)
+        if abs(out[i]) > top:  # Inf, or past float32 (the models' input type)
+            raise DataError(f"{path}: column '{name}', line {i + 2} is {cell!r}: infinite or "
+                            f"beyond float32's range (rescale the column)")
+    holes = np.isnan(out)
+    if not holes.any():
+        return out, None
+    value = float(np.float32(np.median(out[~holes])))
+    out[holes] = value
+    return out, FilledColumn(at, name, value)
 
 
 def _labels(path: Path, name: str, cells: list[str], task: str | None):

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from deploykit.errors import InputError
-from deploykit.words import WordColumn, coded
+from deploykit.words import FilledColumn, WordColumn, coded, filled
 
 Shape = tuple[int | None, ...]
 
@@ -31,7 +31,8 @@ class TensorSpec:
     a DataFrame is taken by name, in any column order. ``missing``: NaN marks a missing value,
     which the model fills (an imputer, HistGradientBoosting), so NaN is let through.
     ``words``: the table's columns of words, which every artifact takes as codes
-    (:mod:`deploykit.words`)."""
+    (:mod:`deploykit.words`); ``filled``: its columns of numbers whose missing values
+    become the training data's median before any artifact sees them."""
 
     name: str
     dtype: str
@@ -42,6 +43,7 @@ class TensorSpec:
     columns: tuple[str, ...] | None = None
     missing: bool = False
     words: tuple[WordColumn, ...] = ()
+    filled: tuple[FilledColumn, ...] = ()
 
     def __post_init__(self) -> None:
         np.dtype(self.dtype)  # raises TypeError on a dtype numpy does not know
@@ -58,11 +60,12 @@ class TensorSpec:
                              f"{self.dtype}")
         # worked out once: validate() runs on every request, where a microsecond shows
         rest = self.shape[1:]
-        if self.words and (len(self.shape) != 2 or self.shape[1] is None or
-                           any(not 0 <= w.column < self.shape[1] for w in self.words)):
-            raise ValueError(f"tensor '{self.name}': word columns need a table of known width, "
-                             f"got shape {self.shape}")
-        fast = None not in rest and not self.opened_from and self.range is None and not self.words
+        table = (*self.words, *self.filled)
+        if table and (len(self.shape) != 2 or self.shape[1] is None or
+                      any(not 0 <= c.column < self.shape[1] for c in table)):
+            raise ValueError(f"tensor '{self.name}': word and filled columns need a table of "
+                             f"known width, got shape {self.shape}")
+        fast = None not in rest and not self.opened_from and self.range is None and not table
         object.__setattr__(self, "_np", np.dtype(self.dtype))
         object.__setattr__(self, "_plain", (len(self.shape), self.shape[0], rest) if fast else None)
 
@@ -80,6 +83,8 @@ class TensorSpec:
         else:
             arr = self._as_dtype(np.asarray(self.coded(self.ordered(value))))
             self._check_shape(arr)
+            if self.filled and arr.dtype.kind == "f":
+                arr = filled(self.filled, arr)
         if require_finite and arr.dtype.kind == "f" and not np.isfinite(arr).all() and (
                 not self.missing or np.isinf(arr).any()):
             raise InputError(f"input '{self.name}': contains "
@@ -130,12 +135,13 @@ class TensorSpec:
                              f"pass a pandas DataFrame or an array") from None
 
     def coded(self, value: Any) -> Any:
-        """``value`` with its word columns' words as codes (:func:`deploykit.words.coded`).
+        """``value`` with its word columns' words as codes (:func:`deploykit.words.coded`),
+        and a missing value (None) elsewhere as NaN where the spec fills it.
 
         Raises:
             InputError: a word or a number a column does not take.
         """
-        if not self.words:
+        if not self.words and not self.filled:
             return value
         names = self.columns or tuple(f"{self.name}[:, {j}]" for j in range(self.shape[1]))
         return coded(self.words, names, value)
@@ -197,6 +203,8 @@ class TensorSpec:
             d["missing"] = True
         if self.words:
             d["words"] = [w.to_dict() for w in self.words]
+        if self.filled:
+            d["filled"] = [f.to_dict() for f in self.filled]
         return d
 
     @classmethod
@@ -207,7 +215,8 @@ class TensorSpec:
                    tuple(int(a) for a in d.get("open_axes", ())),
                    columns=None if columns is None else tuple(map(str, columns)),
                    missing=bool(d.get("missing", False)),
-                   words=tuple(WordColumn.from_dict(w) for w in d.get("words", ())))
+                   words=tuple(WordColumn.from_dict(w) for w in d.get("words", ())),
+                   filled=tuple(FilledColumn.from_dict(f) for f in d.get("filled", ())))
 
     def opened(self) -> TensorSpec:
         """This spec with its ``open_axes`` taking any size from 1 up to the fixed one (the
@@ -297,12 +306,13 @@ class Signature:
     def single(cls, n_features: int, outputs: Sequence[TensorSpec] = (),
                name: str = "x", dtype: str = "float32",
                columns: Sequence[str] | None = None, missing: bool = False,
-               words: Sequence[WordColumn] = ()) -> Signature:
+               words: Sequence[WordColumn] = (), filled: Sequence[FilledColumn] = ()
+               ) -> Signature:
         """A one-input signature ``[batch, n_features]`` with a dynamic batch (``columns``,
-        ``missing``, ``words``: see :class:`TensorSpec`)."""
+        ``missing``, ``words``, ``filled``: see :class:`TensorSpec`)."""
         return cls((TensorSpec(name, dtype, (None, n_features), missing=missing,
                                columns=None if columns is None else tuple(columns),
-                               words=tuple(words)),),
+                               words=tuple(words), filled=tuple(filled)),),
                    tuple(outputs))
 
 

@@ -207,7 +207,8 @@ def _calibration(card: dict[str, Any], fallback: np.ndarray) -> np.ndarray:
         ds = load_dataset(src.removeprefix("builtin:"), task=card["task"]["kind"],
                           label_column=card["dataset"].get("label_column"))
         same = list(ds.feature_names) == card["dataset"]["feature_names"] and \
-            [w.to_dict() for w in ds.words] == trained.get("words", [])
+            [w.to_dict() for w in ds.words] == trained.get("words", []) and \
+            [f.to_dict() for f in ds.filled] == trained.get("filled", [])
         return split_dataset(ds, seed=card["split"]["seed"]).X_train if same else fallback
     except (DataError, KeyError):
         return fallback

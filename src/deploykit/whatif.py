@@ -121,8 +121,8 @@ def what_if(data: str = "digits", out: str | Path = "whatif-out", *,
     dataset = load_dataset(data, label_column=label_column)  # bad data: one error, not five
     run = _Run(str(data), dataset, Path(out).resolve(), seed, epochs, quiet, targets)
     report = Reporter(quiet)
-    if dataset.words:
-        report.info(dataset.words_note)
+    if dataset.note:
+        report.info(dataset.note)
     start = time.perf_counter()
     cluster = _cluster(ray) if run.targets else None
     with pool():

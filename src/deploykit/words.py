@@ -156,6 +156,36 @@ class WordColumn:
                    code("unknown"), code("missing"))
 
 
+@dataclass(frozen=True)
+class FilledColumn:
+    """A column of numbers with gaps in the data a model was trained on: a missing value
+    there (None, NaN) becomes ``value``, the column's median in that data, before any
+    runtime sees it, as the training data's gaps did."""
+
+    column: int
+    name: str
+    value: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"column": self.column, "name": self.name, "value": self.value}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> FilledColumn:
+        return cls(int(d["column"]), str(d["name"]), float(d["value"]))
+
+
+def filled(columns: Sequence[FilledColumn], arr: np.ndarray) -> np.ndarray:
+    """``arr`` (rows of a table) with NaN in ``columns`` replaced by their values (a copy
+    when any is)."""
+    copied = False
+    for c in columns:
+        gaps = np.isnan(arr[:, c.column])
+        if gaps.any():
+            arr, copied = (arr, True) if copied else (arr.copy(), True)
+            arr[gaps, c.column] = c.value
+    return arr
+
+
 def _spells_number(word: str) -> bool:
     try:
         float(word)

@@ -269,7 +269,7 @@ def model_input(values, meta: dict) -> np.ndarray:
     spec = meta["signature"]["inputs"][0]
     name, want, shape = spec["name"], np.dtype(spec["dtype"]), spec["shape"]
     x = np.asarray(values)
-    if x.dtype == object and spec.get("missing"):  # JSON null: a missing value, NaN
+    if x.dtype == object and (spec.get("missing") or spec.get("filled")):  # JSON null: NaN
         try:
             x = np.asarray(values, dtype=np.float64)
         except (TypeError, ValueError):
@@ -294,6 +294,9 @@ def model_input(values, meta: dict) -> np.ndarray:
                          f"{x.min()} to {x.max()}")
     for column in spec.get("words", ()) if x.ndim == 2 else ():
         check_codes(x[:, column["column"]].astype(np.float64), column)
+    for column in spec.get("filled", ()) if x.ndim == 2 and x.dtype.kind == "f" else ():
+        x = x.copy()  # a gap in the training data's column took its median: so here
+        x[np.isnan(x[:, column["column"]]), column["column"]] = column["value"]
     with np.errstate(over="ignore"):  # beyond float32 is Inf: named below, not warned
         x = x.astype(np.float32)
     if np.isinf(x).any() or (np.isnan(x).any() and not spec.get("missing")):

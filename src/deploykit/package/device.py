@@ -242,7 +242,16 @@ Labels, one per line in class order: `labels.txt`.
 
 
 def _word_codes(sig: dict[str, Any]) -> str:
-    """For a model that takes words: every artifact here takes their codes."""
+    """For a model that takes words: every artifact here takes their codes; for one trained
+    on gaps: every artifact takes their fill."""
+    gaps = "".join(f"- `{f['name']}` (column {f['column']}): {f['value']:g}\n"
+                   for f in sig.get("filled", ()))
+    gaps = (f"\nA missing value in these columns goes into the artifacts as the training "
+            f"data's median (`run.py --serve` takes null there):\n{gaps}") if gaps else ""
+    return _codes(sig) + gaps
+
+
+def _codes(sig: dict[str, Any]) -> str:
     words = [w for w in sig.get("words", ()) if w["words"]]
     if not words:
         return ""

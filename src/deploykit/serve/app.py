@@ -623,8 +623,8 @@ def _request_inputs(body: dict[str, Any], specs, max_batch: int) -> dict[str, np
     if unknown or missing:
         raise ApiError(400, f"inputs do not match the model: missing {missing or 'none'}, "
                             f"unknown {unknown or 'none'} (expected {names})")
-    return {s.name: _as_array(s.coded(columns[s.name]) if s.words and columns[s.name] is not None
-                              else columns[s.name], s.dtype,
+    return {s.name: _as_array(s.coded(columns[s.name]) if (s.words or s.filled) and
+                              columns[s.name] is not None else columns[s.name], s.dtype,
                               None, "instances" if len(specs) == 1 else f"input '{s.name}'",
                               max_batch, s.missing)
             for s in specs}

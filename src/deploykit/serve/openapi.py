@@ -77,11 +77,15 @@ def _leaf(spec, sent: str | None = None) -> dict[str, Any]:
 
 
 def _cells(spec) -> list[dict[str, Any]]:
-    """Each column of a table with columns of words: a word (any, when the model takes
-    unknown ones), its code, null where a missing value is taken; the other columns' values."""
+    """Each column of a table with columns of words or gaps: a word (any, when the model
+    takes unknown ones), its code, null where a missing value is taken; the other columns'
+    values (null too where a gap is filled)."""
     number = _leaf(spec)  # true and false are 1 and 0 there, as a DataFrame's booleans
     out = [{**number, "type": [*np.atleast_1d(number["type"]).tolist(), "boolean"]}
            for _ in range(spec.shape[1])]
+    for f in spec.filled:  # null: a gap, which takes the training data's median
+        types = out[f.column]["type"]
+        out[f.column] = {**out[f.column], "type": types + ["null"] * ("null" not in types)}
     for w in spec.words:
         if not w.words:  # a column the model does not read: anything
             out[w.column] = {}
@@ -98,7 +102,7 @@ def _cells(spec) -> list[dict[str, Any]]:
 
 def _row(spec) -> dict[str, Any]:
     """One row of an input (its shape after the batch axis) as nested arrays."""
-    if spec.words:
+    if spec.words or spec.filled:
         n = spec.shape[1]
         return {"type": "array", "prefixItems": _cells(spec), "items": False,
                 "minItems": n, "maxItems": n}
@@ -132,7 +136,7 @@ def _instances(sig, max_batch: int) -> dict[str, Any]:
             features = {"type": "object", "required": list(specs[0].columns),
                         "additionalProperties": False,
                         "properties": dict(zip(specs[0].columns, _cells(specs[0]) if
-                                               specs[0].words else [_leaf(specs[0])] *
+                                               specs[0].words or specs[0].filled else [_leaf(specs[0])] *
                                                len(specs[0].columns), strict=True))}
             instances["anyOf"].append({"type": "array", "minItems": 1, "maxItems": max_batch,
                                        "items": features})

@@ -100,12 +100,15 @@ td,th{border:1px solid #ccc;padding:3px 8px;vertical-align:top}{{cell_css}}
 globalThis.DEPLOYKIT_ORT_WASM = '/web/node_modules/onnxruntime-web/dist/';
 const readBytes = async (p) => new Uint8Array(await (await fetch(p)).arrayBuffer());
 // rows of {feature: value} in the input's column order, each word as its code (the server
-// does this for /predict; a browser artifact takes numbers), null as NaN or the missing code
+// does this for /predict; a browser artifact takes numbers), null as NaN, the missing code
+// or the column's fill
 const coded = (rows, spec) => {
   const words = Object.fromEntries((spec.words || []).map(w => [w.column, w]));
+  const fills = Object.fromEntries((spec.filled || []).map(f => [f.column, f.value]));
   const code = (v, j) => {
     const w = words[j];
-    if (w && v === null) v = w.missing ?? NaN;
+    if (v === null && j in fills) v = fills[j];  // a gap takes the training data's median
+    else if (w && v === null) v = w.missing ?? NaN;
     else if (w && typeof v === 'string') { const i = w.words.indexOf(v); v = i >= 0 ? i : w.unknown; }
     return v === null || v === undefined || v === 'nan' ? NaN : v;
   };

@@ -85,9 +85,9 @@ def train(flow: str, data: str | Path | Dataset, out: str | Path, *,
     ds = data if isinstance(data, Dataset) else load_dataset(data, label_column=label_column,
                                                              task=task)
     split = split_dataset(ds, seed=seed)
-    if ds.words and not quiet:
+    if ds.note and not quiet:
         from deploykit._progress import Reporter
-        Reporter().info(ds.words_note)
+        Reporter().info(ds.note)
     cfg = TrainConfig(seed=seed, epochs=epochs, arch=arch, quiet=quiet, timeout=timeout)
     if flow == AUTO:
         from deploykit.training.auto import choose

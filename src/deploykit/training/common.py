@@ -99,7 +99,8 @@ def output_name(task: str) -> str:
 def deep_signature(split: Split) -> Signature:
     ds = split.dataset
     out = TensorSpec(output_name(ds.task), "float32", (None, ds.n_outputs))
-    return Signature.single(ds.n_features, [out], columns=ds.columns, words=ds.words)
+    return Signature.single(ds.n_features, [out], columns=ds.columns, words=ds.words,
+                            filled=ds.filled)
 
 
 def metrics(task: str, y_true: np.ndarray, outputs: dict[str, np.ndarray]) -> dict[str, float]:

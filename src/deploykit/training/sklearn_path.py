@@ -136,7 +136,8 @@ def signature(split: Split) -> Signature:
                 TensorSpec("probabilities", "float32", (None, ds.n_outputs))]
     else:
         outs = [TensorSpec("predictions", "float32", (None, 1))]
-    return Signature.single(ds.n_features, outs, columns=ds.columns, words=ds.words)
+    return Signature.single(ds.n_features, outs, columns=ds.columns, words=ds.words,
+                            filled=ds.filled)
 
 
 def load(folder: Path):
