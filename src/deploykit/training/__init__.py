@@ -85,7 +85,7 @@ def train(flow: str, data: str | Path | Dataset, out: str | Path, *,
     ds = data if isinstance(data, Dataset) else load_dataset(data, label_column=label_column,
                                                              task=task)
     split = split_dataset(ds, seed=seed)
-    if ds.note and not quiet:
+    if ds.note and not quiet and ds is not data:  # a what-if said it once for every flow
         from deploykit._progress import Reporter
         Reporter().info(ds.note)
     cfg = TrainConfig(seed=seed, epochs=epochs, arch=arch, quiet=quiet, timeout=timeout)
