@@ -91,6 +91,10 @@ def test_a_bundle_takes_rows_of_words_as_its_model_takes_codes(run, flow):
             {"city": "", "size": 35.0, "kind": "house", "age": 71},  # empty cell's word
             {"city": "rome", "size": 199.0, "kind": "flat", "age": None}]  # and the median
     want = load_model(out / "models" / f"homes-{flow}").predict(_codes(rows))["probabilities"]
+    from deploykit.training import predict_in_worker
+
+    in_worker = predict_in_worker(out / "models" / f"homes-{flow}", rows)  # it took numbers
+    np.testing.assert_allclose(in_worker["probabilities"], want, atol=1e-6)
     bundle = deploykit.load_bundle(out / "bundles" / f"homes-{flow}")
     for target in ("onnx", "tflite"):
         got = bundle.predict(rows, target=target).outputs["probabilities"]

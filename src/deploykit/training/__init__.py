@@ -163,13 +163,15 @@ def predict_in_worker(folder: str | Path, X: np.ndarray, *, timeout: float = 600
 
     Args:
         folder: the model folder.
-        X: the inputs.
+        X: the inputs (rows of ``{column: value}`` and words too, for a model trained on a
+            table).
         timeout: seconds the worker may take.
 
     Returns:
         The model's named outputs.
 
     Raises:
+        InputError: ``X`` does not fit the model's signature (named).
         WorkerError: loading or predicting failed in the worker (with its message).
     """
     import tempfile
@@ -177,10 +179,12 @@ def predict_in_worker(folder: str | Path, X: np.ndarray, *, timeout: float = 600
     from deploykit import worker
 
     card = read_card(folder)
+    signature = Signature.from_dict(card["signature"])  # words as codes, gaps filled
+    x = signature.validate(X)[signature.inputs[0].name]
     env = {"KERAS_BACKEND": card["backend"]} if card["framework"] == "keras" else {}
     with tempfile.TemporaryDirectory(prefix="deploykit-predict-") as tmp:
         xin, yout = Path(tmp) / "x.npy", Path(tmp) / "y.npz"
-        np.save(xin, np.asarray(X, dtype=np.float32))
+        np.save(xin, x)
         worker.run("deploykit.training:_predict_files",
                    {"folder": str(Path(folder).resolve()), "x": str(xin), "out": str(yout)},
                    env=env, timeout=timeout, label="predict")
