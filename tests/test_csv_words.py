@@ -19,7 +19,7 @@ CITIES = ("rome", "oslo", "lima", "")  # "": an empty cell
 KINDS = ("flat", "house")
 
 
-def _table(path) -> list[dict]:
+def _rows() -> list[dict]:
     """A table where the label depends on a city, a kind and a number."""
     rng = np.random.default_rng(0)
     rows = []
@@ -30,9 +30,11 @@ def _table(path) -> list[dict]:
         age = "" if rng.random() < 0.2 else str(int(rng.integers(1, 90)))  # with gaps
         rows.append({"city": city, "size": size, "kind": kind, "age": age,
                      "y": "high" if score + rng.normal(0, 0.3) > 0 else "low"})
-    path.write_text("city,size,kind,age,y\n" + "\n".join(
-        f"{r['city']},{r['size']},{r['kind']},{r['age']},{r['y']}" for r in rows) + "\n")
     return rows
+
+
+# The median of the table's ages, which fills its gaps.
+AGE = float(np.median([int(r["age"]) for r in _rows() if r["age"]]))
 
 
 @pytest.fixture(scope="module")
@@ -40,14 +42,11 @@ def run(tmp_path_factory):
     from deploykit.whatif import what_if
 
     folder = tmp_path_factory.mktemp("table")
-    ages = [int(r["age"]) for r in _table(folder / "homes.csv") if r["age"]]
+    (folder / "homes.csv").write_text("city,size,kind,age,y\n" + "\n".join(
+        f"{r['city']},{r['size']},{r['kind']},{r['age']},{r['y']}" for r in _rows()) + "\n")
     report = what_if(str(folder / "homes.csv"), folder / "run", flows="sklearn,torch",
                      targets=["onnx", "tflite"], label_column="y", quiet=True)
-    AGE.append(float(np.median(ages)))
     return folder / "run", report
-
-
-AGE: list[float] = []  # the median of the table's ages, which fills its gaps
 
 
 def _codes(rows: list[dict]) -> np.ndarray:
@@ -55,7 +54,7 @@ def _codes(rows: list[dict]) -> np.ndarray:
     a missing age the median of the others."""
     cities, kinds = sorted(CITIES), sorted(KINDS)
     return np.array([[cities.index(r["city"] or ""), r["size"], kinds.index(r["kind"]),
-                      AGE[0] if r["age"] is None else r["age"]] for r in rows], dtype=np.float32)
+                      AGE if r["age"] is None else r["age"]] for r in rows], dtype=np.float32)
 
 
 def test_each_flow_and_target_passes_on_a_table_of_words(run):
@@ -68,7 +67,7 @@ def test_each_flow_and_target_passes_on_a_table_of_words(run):
     assert spec["columns"] == ["city", "size", "kind", "age"]
     assert {w["name"]: w["words"] for w in spec["words"]} == {"city": sorted(CITIES),
                                                              "kind": sorted(KINDS)}
-    assert spec["filled"] == [{"column": 3, "name": "age", "value": AGE[0]}]
+    assert spec["filled"] == [{"column": 3, "name": "age", "value": AGE}]
 
 
 def test_the_classical_flow_one_hot_encodes_each_word(run):
@@ -156,4 +155,4 @@ def test_an_edge_package_serves_the_tables_rows_as_its_bundle_does(run, tmp_path
         post.stop()
     assert status == 200, body
     np.testing.assert_allclose(body["predictions"], want, atol=1e-5)
-    assert f"`age` (column 3): {AGE[0]:g}" in (tmp_path / "pkg" / "README.md").read_text()
+    assert f"`age` (column 3): {AGE:g}" in (tmp_path / "pkg" / "README.md").read_text()

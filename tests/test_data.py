@@ -76,7 +76,12 @@ def test_csv_numeric_target_is_regression_when_continuous(tmp_path):
     ("", "y", "the file is empty"),
     ("a,b,y\n", "y", "no data rows"),
     ("a,b,y\n1,2,0\n3,4,1\n", "z", "no column 'z' (columns: a, b, y)"),
-    ("a,b,y\n1,,0\n3,,1\n", "y", "column 'b' is empty in every row: drop it"),
+    ("a,b,y\n1,,0\n3,,1\n", "y", "column 'b' holds nothing but gaps ('')"),
+    ("a,b,y\n1,?,0\n3,n/a,1\n", "y", "column 'b' holds nothing but gaps ('?', 'n/a')"),
+    ("a,y\n" + "".join(f"{i},{i % 2}\n" for i in range(30)) + ".,1\n", "y",
+     "column 'a', line 32 is '.' in a column of numbers: correct it, or leave it empty"),
+    ("a,y\n1,0.5\n2,?\n3,1.5\n", "y", "label column 'y', line 3 is '?', a row without a "
+                                       "label: drop such rows"),
     (b"a,b,y\n1,2,0\n3,Z\xfcrich,1\n", "y", "line 3 is not UTF-8 text; save the file as UTF-8"),
     ("a,b,y\n1,2,0\n3,4\n", "y", "line 3 has 2 fields"),
     ("a,b,y\n1,2,same\n3,4,same\n", "y", "only one class"),
@@ -123,6 +128,13 @@ def test_gaps_in_a_csv_column_of_numbers_take_its_median(tmp_path):
     assert ds.X[:, 0].tolist() == [median if a in ("", "n/a", "?", "nan") else float(a)
                                    for a in ages]
     assert not ds.words and f"gaps filled with their column's median: age ({median:g})" in ds.note
+
+
+def test_a_column_of_a_word_per_row_is_named_as_one_no_new_row_can_use(tmp_path):
+    rows = "\n".join(f"name{i},{'ab'[i % 2]},{i % 2}" for i in range(12))
+    ds = load_dataset(_csv(tmp_path, "name,kind,y\n" + rows), label_column="y")
+    assert "nearly a word per row in name (a name, an id?)" in ds.note
+    assert "kind" not in ds.note.split("nearly")[1]
 
 
 def test_words_a_table_reader_takes_for_gaps_keep_a_gap_from_standing_for_them(tmp_path):

@@ -17,7 +17,15 @@ from pathlib import Path
 import numpy as np
 
 from deploykit.errors import DataError
-from deploykit.words import READ_AS_MISSING, FilledColumn, WordColumn, listed
+from deploykit.words import (
+    GAP_MARKERS,
+    READ_AS_MISSING,
+    FilledColumn,
+    WordColumn,
+    listed,
+    spelled,
+    spells_number,
+)
 
 TASKS = ("classification", "regression")
 # name -> (sklearn loader, task, image shape of one sample or None)
@@ -28,8 +36,9 @@ BUILTIN: dict[str, tuple[str, str, tuple[int, int, int] | None]] = {
     "breast_cancer": ("load_breast_cancer", "classification", None),
     "diabetes": ("load_diabetes", "regression", None),
 }
-# Cells that mark a gap in a column of numbers (compared in lower case), rather than words.
-GAP_MARKERS = {w.lower() for w in READ_AS_MISSING} | {"?", "-", "--", "missing", "unknown"}
+# A column of numbers with fewer other cells than this share of its filled ones is numbers
+# with typos (an error naming one), not a column of words (a ticket: "3101", "PC 17599").
+STRAY = 0.05
 # An integer-valued numeric target with at most this many distinct values is read as
 # class labels when the task is not given; anything else is regression.
 MAX_AUTO_CLASSES = 20
@@ -83,6 +92,11 @@ class Dataset:
         """What a run says about a table's columns of words and gaps ("" when it has none)."""
         said = [f"columns of words: {listed(self.words)}; models train on each word's position "
                 f"among its column's sorted words and take the words"] if self.words else []
+        ids = [w.name for w in self.words if len(w.words) > len(self.X) / 2]
+        if ids:
+            said.append(f"nearly a word per row in {', '.join(ids[:3])} (a name, an id?): a "
+                        f"new row's word there will be unknown to the models; drop such a "
+                        f"column")
         if self.filled:
             gaps = ", ".join(f"{f.name} ({f.value:g})" for f in self.filled[:5])
             said.append(f"gaps filled with their column's median: {gaps}"
@@ -231,27 +245,27 @@ def _load_csv(path: Path, label_column: str | None, task: str | None) -> Dataset
 
 
 def _word_column(path: Path, at: int, name: str, cells: list[str]) -> WordColumn | None:
-    """A column of words (None: of numbers): one with a cell that is neither a number nor
-    a gap marker (``n/a``, ``?``; see :func:`_numeric_column`). Its words are sorted, an
+    """A column of words (None: of numbers): one with cells that are neither numbers nor
+    gap markers (``n/a``, ``?``; see :func:`_numeric_column`), unless they are so few
+    (:data:`STRAY`) that they are typos, an error. Its words are sorted, an
     empty cell is the word ``""``, which a missing value (None, NaN) stands for too (unless
     another word is one pandas reads as missing, such as ``NA``), and a word not among them
     is refused."""
     if all(not c or c.lower() in GAP_MARKERS for c in cells):
-        raise DataError(f"{path}: column '{name}' is empty in every row: drop it")
-    if all(not c or _is_number(c) or c.lower() in GAP_MARKERS for c in cells):
+        shown = ", ".join(repr(c) for c in sorted(set(cells))[:4])
+        raise DataError(f"{path}: column '{name}' holds nothing but gaps ({shown}): drop it")
+    text = [i for i, c in enumerate(cells) if c and not spells_number(c)
+            and c.lower() not in GAP_MARKERS]
+    if not text:
         return None
+    if len(text) < STRAY * sum(map(bool, cells)):  # a typo in a column of numbers
+        i = text[0]
+        raise DataError(f"{path}: column '{name}', line {i + 2} is {cells[i]!r} in a column of "
+                        f"numbers: correct it, or leave it empty (a gap)")
     known = tuple(sorted(set(cells)))
     # a missing value stands for the empty cell, unless pandas would read a word as missing
     gap = "" in known and not READ_AS_MISSING & set(known) - {""}
     return WordColumn(at, name, known, missing=float(known.index("")) if gap else None)
-
-
-def _is_number(cell: str) -> bool:
-    try:
-        float(cell)
-    except ValueError:
-        return False
-    return True
 
 
 def _numeric_column(path: Path, at: int, name: str, cells: list[str]
@@ -279,6 +293,10 @@ def _labels(path: Path, name: str, cells: list[str], task: str | None):
     """Encode the label column; returns ``(y, labels, task)``."""
     if any(not c for c in cells):
         raise DataError(f"{path}: label column '{name}' has empty cells")
+    gaps = [i for i, c in enumerate(cells) if c.lower() in GAP_MARKERS and not spells_number(c)]
+    if gaps and all(spells_number(c) for c in cells if c.lower() not in GAP_MARKERS):
+        raise DataError(f"{path}: label column '{name}', line {gaps[0] + 2} is "
+                        f"{cells[gaps[0]]!r}, a row without a label: drop such rows")
     try:
         values = np.array([float(c) for c in cells])
     except ValueError:
@@ -294,15 +312,10 @@ def _labels(path: Path, name: str, cells: list[str], task: str | None):
         return values.astype(np.float32), (), task
     if values is not None:  # numbers are classes by value: "1" and "1.0" are one class
         keys, y = np.unique(values, return_inverse=True)
-        return y.astype(np.int64), tuple(_number_name(k) for k in keys), task
+        return y.astype(np.int64), tuple(spelled(k) for k in keys), task
     keys = sorted(set(cells))
     index = {k: i for i, k in enumerate(keys)}
     return np.array([index[c] for c in cells], dtype=np.int64), tuple(keys), task
-
-
-def _number_name(v: float) -> str:
-    """A numeric class's name: 1.0 -> "1", 0.5 -> "0.5"."""
-    return str(int(v)) if float(v).is_integer() else repr(float(v))
 
 
 def _load_npz(path: Path, task: str | None) -> Dataset:

@@ -25,6 +25,9 @@ SHOWN = 8  # words listed in an error
 READ_AS_MISSING = frozenset({"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN",
                              "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN",
                              "None", "n/a", "nan", "null"})
+# Cells that mark a gap in a column of numbers (compared in lower case), rather than words.
+GAP_MARKERS = frozenset({w.lower() for w in READ_AS_MISSING} | {"?", "-", "--", "missing",
+                                                                "unknown"})
 
 
 @dataclass(frozen=True, eq=False)
@@ -46,12 +49,18 @@ class WordColumn:
     unknown: float | None = None
     missing: float | None = None
     _index: dict[str, int] = field(init=False, repr=False)
+    _values: dict[float, int] = field(init=False, repr=False)  # words that are numbers
     _spelled: bool = field(init=False, repr=False)  # its words are numbers
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_index", {w: i for i, w in enumerate(self.words)
-                                            if w is not None})
-        object.__setattr__(self, "_spelled", any(_spells_number(w) for w in self._index))
+        index = {w: i for i, w in enumerate(self.words) if w is not None}
+        values: dict[float, int] = {}
+        for w, i in index.items():  # "1.0" and "1" are the number 1: the first one's code
+            if spells_number(w):
+                values.setdefault(float(w), i)
+        object.__setattr__(self, "_index", index)
+        object.__setattr__(self, "_values", values)
+        object.__setattr__(self, "_spelled", bool(values))
 
     def _key(self) -> tuple:
         codes = tuple("nan" if c is not None and math.isnan(c) else c
@@ -84,18 +93,26 @@ class WordColumn:
         if number and not self._spelled:
             self.check_codes(np.array([value], dtype=np.float64))
             return float(value)
-        if number:
-            value = _spelled(value)
-        if not isinstance(value, str):
+        if not number and not isinstance(value, str):
             raise InputError(f"column '{self.name}' takes words ({self.known()}), got "
                              f"{_shown(value)}")
-        at = self._index.get(value, self._index.get(value.strip()))  # " rome": a .csv's space
+        at = self._at(value)
         if at is not None:
             return float(at)
+        value = value if isinstance(value, str) else spelled(value)
         if self.unknown is None:
             raise InputError(f"column '{self.name}': unknown word {value[:40]!r}; the model "
                              f"knows {self.known()}")
         return self.unknown
+
+    def _at(self, value: str | float) -> int | None:
+        """The code of a word, or of a number in a column whose words are numbers (by value:
+        ``1``, ``1.0`` and ``"1.0"`` are the word "1"); a .csv's spaces around it dropped."""
+        if isinstance(value, str):
+            at = self._index.get(value, self._index.get(value.strip()))
+            if at is not None or not self._spelled or not spells_number(value):
+                return at
+        return self._values.get(float(value))
 
     def _read_as_missing(self) -> str:
         """A hint when pandas may have made the missing value out of one of the words."""
@@ -186,16 +203,17 @@ def filled(columns: Sequence[FilledColumn], arr: np.ndarray) -> np.ndarray:
     return arr
 
 
-def _spells_number(word: str) -> bool:
+def spells_number(text: str) -> bool:
+    """Whether ``text`` is a number as Python reads one (``"3"``, ``"2.5"``, ``"nan"``)."""
     try:
-        float(word)
+        float(text)
     except ValueError:
         return False
     return True
 
 
-def _spelled(number: Any) -> str:
-    """A number as the word a .csv file had for it: ``3`` and ``3.0`` as ``"3"``."""
+def spelled(number: Any) -> str:
+    """A number as a word: ``3`` and ``3.0`` as ``"3"``, ``0.5`` as ``"0.5"``."""
     value = float(number)
     return str(int(value)) if value.is_integer() else repr(value)
 
@@ -249,6 +267,15 @@ def _codes(columns: Sequence[WordColumn], arr: np.ndarray) -> np.ndarray:
 
 
 def _number(value: Any, name: str) -> float:
+    """A cell of a column of numbers: missing (NaN) when it is None, NaN, empty or a gap
+    marker, a number also when it is text (pandas reads a .csv column with a gap marker in
+    it as text)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if not text or text.lower() in GAP_MARKERS:
+            return math.nan
+        if spells_number(text):
+            return float(text)
     if is_missing(value):
         return math.nan
     if not isinstance(value, (bool, int, float, np.number, np.bool_)):

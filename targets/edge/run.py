@@ -193,21 +193,41 @@ def request_rows(values, spec: dict):
     columns = spec.get("columns")
     if columns and isinstance(values, list) and values and \
             all(isinstance(r, dict) for r in values):
+        values = [{k if k in columns else str(k).strip(): v for k, v in r.items()}
+                  for r in values]  # a .csv's "city, size" header
         for i, r in enumerate(values):
             if set(r) != set(columns):
                 raise ValueError(f"instance {i}: features do not match the model's: missing "
                                  f"{[c for c in columns if c not in r][:5] or 'none'}, unknown "
                                  f"{sorted(set(r) - set(columns))[:5] or 'none'}")
         values = [[r[c] for c in columns] for r in values]
-    words = spec.get("words", ())
-    if not words or not isinstance(values, list):
+    words = {w["column"]: w for w in spec.get("words", ())}
+    if not (words or spec.get("filled")) or not isinstance(values, list):
         return values
     rows = [list(r) if isinstance(r, list) else r for r in values]
-    for w in words:
-        for row in rows:
-            if isinstance(row, list) and len(row) > w["column"]:
-                row[w["column"]] = word_code(row[w["column"]], w)
+    names = columns or [f"{spec['name']}[:, {j}]" for j in range(spec["shape"][1])]
+    for row in rows:
+        for j, cell in enumerate(row if isinstance(row, list) else ()):
+            row[j] = word_code(cell, words[j]) if j in words else \
+                number(cell, names[j] if j < len(names) else str(j))
     return rows
+
+
+GAPS = {"", "?", "-", "--", "missing", "unknown", "#n/a", "#n/a n/a", "#na", "-1.#ind",
+        "-1.#qnan", "-nan", "1.#ind", "1.#qnan", "<na>", "n/a", "na", "null", "nan", "none"}
+
+
+def number(cell, name: str):
+    """A cell of a column of numbers: text that is a number as that number (pandas reads a
+    column with a gap marker as text), a gap marker (``?``, ``n/a``, empty) as null. Raises
+    ValueError naming the column for other text."""
+    if not isinstance(cell, str):
+        return cell
+    if cell.strip().lower() in GAPS:
+        return None
+    if not _is_number(cell):
+        raise ValueError(f"column '{name}' takes numbers, got {cell[:40]!r}")
+    return float(cell)
 
 
 def word_code(value, column: dict) -> float:
@@ -224,15 +244,20 @@ def word_code(value, column: dict) -> float:
         return float(column["missing"])
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ValueError(f"column '{name}' takes words, got {value!r:.40}")
-    spelled = any(_is_number(k) for k in known if k is not None)
-    if not isinstance(value, str) and not spelled:
+    values = {}  # words that are numbers, by value ("1" and "1.0" are 1): the first's code
+    for i, k in enumerate(known):
+        if k is not None and _is_number(k):
+            values.setdefault(float(k), i)
+    if not isinstance(value, str) and not values:
         check_codes(np.array([value], dtype=np.float64), column)
         return float(value)
-    if not isinstance(value, str):
-        value = str(int(value)) if float(value).is_integer() else repr(float(value))
-    word = value if value in known else value.strip()
+    word = value if not isinstance(value, str) or value in known else value.strip()
     if word in known:
         return float(known.index(word))
+    if values and (not isinstance(word, str) or _is_number(word)) and float(word) in values:
+        return float(values[float(word)])
+    if not isinstance(value, str):
+        value = str(int(value)) if float(value).is_integer() else repr(float(value))
     if column.get("unknown") is not None:
         return float(column["unknown"])
     shown = ", ".join('""' if k == "" else k for k in known[:8] if k is not None)
@@ -292,7 +317,11 @@ def model_input(values, meta: dict) -> np.ndarray:
     if x.size and (x.min() < lo or x.max() > hi):
         raise ValueError(f"input '{name}': ids must be in [{lo}, {hi}]; got values from "
                          f"{x.min()} to {x.max()}")
-    for column in spec.get("words", ()) if x.ndim == 2 else ():
+    for column in spec.get("words", ()) if x.ndim == 2 and x.dtype.kind == "f" else ():
+        gaps = np.isnan(x[:, column["column"]])
+        if gaps.any() and column.get("missing") is not None:
+            x = x.copy()  # NaN is a missing value: its code
+            x[gaps, column["column"]] = float(column["missing"])
         check_codes(x[:, column["column"]].astype(np.float64), column)
     for column in spec.get("filled", ()) if x.ndim == 2 and x.dtype.kind == "f" else ():
         x = x.copy()  # a gap in the training data's column took its median: so here

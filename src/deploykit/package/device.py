@@ -260,7 +260,8 @@ def _codes(sig: dict[str, Any]) -> str:
         + (", …" if len(w["words"]) > 12 else "") for w in words)
     return (f"\nColumns of words go into the artifacts as codes (a word's position in its "
             f"column's words; `package.json` has them all, under `signature`); `run.py "
-            f"--serve` takes the words, or the codes, and rows of `{{column: value}}`:\n"
+            f"--serve` takes the words (a number is a code, except where the words are "
+            f"numbers), and rows of `{{column: value}}`:\n"
             f"{lines}\n")
 
 

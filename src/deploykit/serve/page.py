@@ -80,8 +80,10 @@ default target <b>{html.escape(m.default)}</b> ·
 <button>predict on every artifact</button>
 <pre class="answers"></pre></section>""")
     from deploykit.report.page import CELL_CSS
+    from deploykit.words import GAP_MARKERS
 
-    return PAGE.replace("{{sections}}", "\n".join(sections)).replace("{{cell_css}}", CELL_CSS)
+    return PAGE.replace("{{sections}}", "\n".join(sections)).replace(
+        "{{cell_css}}", CELL_CSS).replace("{{gaps}}", json.dumps(sorted(GAP_MARKERS)))
 
 
 PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>deploykit serve</title>
@@ -99,20 +101,42 @@ td,th{border:1px solid #ccc;padding:3px 8px;vertical-align:top}{{cell_css}}
 <script type="module">
 globalThis.DEPLOYKIT_ORT_WASM = '/web/node_modules/onnxruntime-web/dist/';
 const readBytes = async (p) => new Uint8Array(await (await fetch(p)).arrayBuffer());
-// rows of {feature: value} in the input's column order, each word as its code (the server
-// does this for /predict; a browser artifact takes numbers), null as NaN, the missing code
-// or the column's fill
+// rows of {feature: value} in the input's column order and each cell as the server takes
+// it (a browser artifact takes numbers): a word as its code (by value, where the words are
+// numbers; spaces around it dropped), null as the column's fill or missing code, else NaN;
+// an unknown word, or a missing value the model does not take, throws (the server's 400)
+const isNumber = (k) => k !== null && k.trim() !== '' && !isNaN(Number(k));
+const GAPS = new Set({{gaps}});  // a gap in a column of numbers (deploykit.words.GAP_MARKERS)
 const coded = (rows, spec) => {
   const words = Object.fromEntries((spec.words || []).map(w => [w.column, w]));
   const fills = Object.fromEntries((spec.filled || []).map(f => [f.column, f.value]));
+  const named = (r) => Object.fromEntries(Object.entries(r).map(
+    ([k, v]) => [spec.columns.includes(k) ? k : k.trim(), v]));
+  const word = (v, w) => {
+    if (v === null || v === undefined) {
+      if (w.missing == null) throw new Error(`column '${w.name}': a missing value`);
+      return w.missing === 'nan' ? NaN : w.missing;
+    }
+    const numbers = w.words.some(isNumber);
+    if (typeof v === 'number' && !numbers) return v;  // a code
+    let i = typeof v === 'string' ? w.words.indexOf(v) : -1;
+    if (i < 0 && typeof v === 'string') i = w.words.indexOf(v.trim());
+    if (i < 0 && numbers) i = w.words.findIndex(k => isNumber(k) && Number(k) === Number(v));
+    if (i >= 0) return i;
+    if (w.unknown != null) return w.unknown === 'nan' ? NaN : w.unknown;
+    throw new Error(`column '${w.name}': unknown word '${v}'`);
+  };
   const code = (v, j) => {
     const w = words[j];
-    if (v === null && j in fills) v = fills[j];  // a gap takes the training data's median
-    else if (w && v === null) v = w.missing ?? NaN;
-    else if (w && typeof v === 'string') { const i = w.words.indexOf(v); v = i >= 0 ? i : w.unknown; }
-    return v === null || v === undefined || v === 'nan' ? NaN : v;
+    if (w) return w.words.length ? word(v, w) : 0;  // no words: a column the model drops
+    if (typeof v === 'string' && !isNumber(v)) {
+      if (!GAPS.has(v.trim().toLowerCase())) throw new Error(`column ${j} takes numbers`);
+      v = null;  // a gap marker
+    } else if (typeof v === 'string') v = Number(v);
+    if (v === null && j in fills) return fills[j];  // a gap takes the training data's median
+    return v === null || v === undefined ? NaN : v;
   };
-  return rows.map(r => (Array.isArray(r) ? r : spec.columns.map(c => r[c])).map(code));
+  return rows.map(r => (Array.isArray(r) ? r : spec.columns.map(c => named(r)[c])).map(code));
 };
 for (const sec of document.querySelectorAll('section')) {
   const model = sec.dataset.model, web = JSON.parse(sec.dataset.web);
@@ -128,9 +152,14 @@ for (const sec of document.querySelectorAll('section')) {
       const j = await r.json();
       lines.push(`server ${t}: ${JSON.stringify(j.labels || j.predictions || j.error)}`);
     }
-    if (web.length) {
+    let rows = [];
+    try {
+      rows = web.length ? coded(JSON.parse(body).instances, meta[model].signature.inputs[0]) : [];
+    } catch (e) {
+      lines.push(`browser: ${e.message}`);
+    }
+    if (rows.length) {
       const {loadArtifact} = await import('/web/engines.mjs');
-      const rows = coded(JSON.parse(body).instances, meta[model].signature.inputs[0]);
       for (const a of web) {
         const m = await loadArtifact(a.runtime, `/bundles/${q}/${a.path}`, readBytes);
         const x = {shape: [rows.length, rows[0].length], dtype: 'float32',

@@ -136,7 +136,7 @@ class TrainedModel:
     def signature(self) -> Signature:
         return Signature.from_dict(self.card["signature"])
 
-    def predict(self, X: np.ndarray) -> dict[str, np.ndarray]:
+    def predict(self, X: Any) -> dict[str, np.ndarray]:
         x = self.signature.validate(X)[self.signature.inputs[0].name]
         return self._predict(x)
 
@@ -156,7 +156,7 @@ def load_model(folder: str | Path) -> TrainedModel:
     return TrainedModel(folder)
 
 
-def predict_in_worker(folder: str | Path, X: np.ndarray, *, timeout: float = 600.0
+def predict_in_worker(folder: str | Path, X: Any, *, timeout: float = 600.0
                       ) -> dict[str, np.ndarray]:
     """Predict with a model folder loaded from its files in a worker process, Keras on the
     backend it was trained on (a fresh process, or a pooled one inside ``deploykit.workers()``).
