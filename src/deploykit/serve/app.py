@@ -602,9 +602,8 @@ def _request_inputs(body: dict[str, Any], specs, max_batch: int) -> dict[str, np
     if "inputs" in body and "instances" in body:
         raise ApiError(400, "send either 'instances' or 'inputs', not both")
     rows = body.get("instances")
-    if "instances" in body and not isinstance(rows, list):
-        raise ApiError(400, f"'instances' must be a list of rows, got "
-                            f"{'an object' if isinstance(rows, dict) else type(rows).__name__}")
+    if isinstance(rows, dict):  # one row of {column: value}, not a list of them
+        raise ApiError(400, "'instances' must be a list of rows, got an object")
     objects = isinstance(rows, list) and bool(rows) and all(isinstance(r, dict) for r in rows)
     if isinstance(body.get("inputs"), dict):
         columns = body["inputs"]
