@@ -82,6 +82,13 @@ def test_csv_numeric_target_is_regression_when_continuous(tmp_path):
      "column 'a', line 32 is '.' in a column of numbers: correct it, or leave it empty"),
     ("a,y\n1,0.5\n2,?\n3,1.5\n", "y", "label column 'y', line 3 is '?', a row without a "
                                        "label: drop such rows"),
+    ("a,y\n1,0\n\n\n2,\n3,1\n", "y", "label column 'y', line 5 is '', a row without a label"),
+    ("a,b,y\n\n\n" + "".join(f"{i},{i},{i % 2}\n" for i in range(30)) + "1,.,0\n", "y",
+     "column 'b', line 34 is '.'"),  # the file's line, blank lines counted
+    ("a,b,y\n" + "".join(f'{i},"1,{i:03}",{i % 2}\n' for i in range(8)), "y",
+     "column 'b' holds numbers written with ',' or '%' (line 2: '1,000'): write them as plain"),
+    ("a,b,y\n" + "".join(f"{i},{i}%,{i % 2}\n" for i in range(8)), "y",
+     "column 'b' holds numbers written with ',' or '%'"),
     (b"a,b,y\n1,2,0\n3,Z\xfcrich,1\n", "y", "line 3 is not UTF-8 text; save the file as UTF-8"),
     ("a,b,y\n1,2,0\n3,4\n", "y", "line 3 has 2 fields"),
     ("a,b,y\n1,2,same\n3,4,same\n", "y", "only one class"),
@@ -135,6 +142,14 @@ def test_a_column_of_a_word_per_row_is_named_as_one_no_new_row_can_use(tmp_path)
     ds = load_dataset(_csv(tmp_path, "name,kind,y\n" + rows), label_column="y")
     assert "nearly a word per row in name (a name, an id?)" in ds.note
     assert "kind" not in ds.note.split("nearly")[1]
+
+
+def test_a_spreadsheets_trailing_empty_columns_and_a_spaced_label_name_are_read(tmp_path):
+    """Excel exports "x,y,," with nothing under the last two: "the header names '' more
+    than once"; --label-column ' y ' was "no column ' y '"."""
+    rows = "".join(f"{i},{i % 2},,\n" for i in range(12))
+    ds = load_dataset(_csv(tmp_path, "x,y,,\n" + rows), label_column=" y ")
+    assert ds.feature_names == ("x",) and ds.X[:, 0].tolist() == list(range(12))
 
 
 def test_words_a_table_reader_takes_for_gaps_keep_a_gap_from_standing_for_them(tmp_path):

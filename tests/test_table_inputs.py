@@ -31,7 +31,8 @@ ROWS = [{"city": " oslo", " grade": 2.5, "size": "?", "n": "12"},  # a .csv's sp
 # Numbers an artifact takes for ROWS, worked out by hand from SPEC.
 WANT = [[2, 1, 7.5, 12], [0, 0, 7.5, 3], [1, 0, 7.5, 4.5], [0, 2, 2, 0]]
 BAD = [[{"city": "rome", "grade": "x", "size": 1, "n": 1}], [["oslo", "3", 1, 1]],
-       [["oslo", "x", "big", 1]]]
+       [["oslo", "x", "big", 1]], [{"city": "oslo", "grade": "x", "size": 1}],  # no n
+       [["oslo", "x", 1, None]], [[7, "x", 1, 1]], [["oslo", "x", 1, "Infinity"]]]
 
 
 def _run_py():
@@ -54,7 +55,7 @@ def _edge(rows):
 def _page(rows):
     """The page's ``coded`` (its script, as the server renders it) run by Node on ``rows``."""
     page = render({})
-    script = page[page.index("const isNumber"):page.index("for (const sec of")]
+    script = page[page.index("const NUMBER"):page.index("for (const sec of")]
     code = (f"{script}\ntry {{ console.log(JSON.stringify(coded({json.dumps(rows)}, "
             f"{json.dumps(SPEC.to_dict())}))); }} catch (e) {{ console.log(JSON.stringify("
             f"{{error: e.message}})); }}")
@@ -76,6 +77,18 @@ def test_the_three_readers_refuse_the_same_bad_cell(rows):
     with pytest.raises(ValueError):
         _edge(rows)
     assert "error" in _page(rows)
+
+
+def test_a_column_of_true_and_false_words_takes_booleans_as_pandas_reads_them():
+    """pandas reads a .csv column of true/false with a gap as booleans and NaN: "takes
+    words, got False"."""
+    spec = TensorSpec("x", "float32", (None, 1), columns=("flag",),
+                      words=(WordColumn(0, "flag", ("", "false", "true"), missing=0.0),))
+    rows = [[True], [False], [None]]
+    assert spec.validate(rows).tolist() == [[2], [1], [0]]
+    run = _run_py()
+    assert run.model_input(run.request_rows(rows, spec.to_dict()),
+                           {"signature": {"inputs": [spec.to_dict()]}}).tolist() == [[2], [1], [0]]
 
 
 def test_the_edge_runner_knows_the_gap_markers_deploykit_does():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,8 @@ BUILTIN: dict[str, tuple[str, str, tuple[int, int, int] | None]] = {
 # A column of numbers with fewer other cells than this share of its filled ones is numbers
 # with typos (an error naming one), not a column of words (a ticket: "3101", "PC 17599").
 STRAY = 0.05
+# A number written with thousands separators or as a percentage: 1,234 and 45%.
+NUMBERISH = re.compile(r"[-+]?(\d{1,3}(,\d{3})+|\d+)(\.\d+)?%?|[-+]?\.\d+%")
 # An integer-valued numeric target with at most this many distinct values is read as
 # class labels when the task is not given; anything else is regression.
 MAX_AUTO_CLASSES = 20
@@ -196,19 +199,8 @@ def _load_builtin(name: str, task: str | None) -> Dataset:
 
 
 def _load_csv(path: Path, label_column: str | None, task: str | None) -> Dataset:
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw[:e.start].count(b"\n") + 1
-        raise DataError(f"{path}: line {line} is not UTF-8 text; save the file as UTF-8 "
-                        f"(Excel: 'CSV UTF-8')") from None
-    rows = [r for r in csv.reader(io.StringIO(text, newline="")) if any(c.strip() for c in r)]
-    if not rows:
-        raise DataError(f"{path}: the file is empty")
-    header, body = [c.strip() for c in rows[0]], rows[1:]
-    if not body:
-        raise DataError(f"{path}: has a header row but no data rows")
+    header, body, lines = _read_rows(path)
+    label_column = label_column.strip() if label_column is not None else None
     if label_column is None:
         raise DataError(f"{path}: say which column holds the labels with --label-column "
                         f"(columns: {', '.join(header)})")
@@ -221,9 +213,6 @@ def _load_csv(path: Path, label_column: str | None, task: str | None) -> Dataset
     if twice:
         raise DataError(f"{path}: the header names {', '.join(map(repr, twice))} more than "
                         f"once; each column needs a name of its own")
-    for i, row in enumerate(body, start=2):
-        if len(row) != len(header):
-            raise DataError(f"{path}: line {i} has {len(row)} fields, the header has {len(header)}")
     t = header.index(label_column)
     features = [c for j, c in enumerate(header) if j != t]
     if not features:
@@ -232,19 +221,53 @@ def _load_csv(path: Path, label_column: str | None, task: str | None) -> Dataset
     words, gaps = [], []
     for j_out, j in enumerate(j for j in range(len(header)) if j != t):
         cells = [r[j].strip() for r in body]
-        column = _word_column(path, j_out, header[j], cells)
+        column = _word_column(path, j_out, header[j], cells, lines)
         if column is None:
-            X[:, j_out], gap = _numeric_column(path, j_out, header[j], cells)
+            X[:, j_out], gap = _numeric_column(path, j_out, header[j], cells, lines)
             gaps += [gap] if gap else []
         else:
             X[:, j_out] = [column.code(c) for c in cells]
             words.append(column)
-    y, labels, task = _labels(path, label_column, [r[t].strip() for r in body], task)
+    y, labels, task = _labels(path, label_column, [r[t].strip() for r in body], task, lines)
     return Dataset(path.stem, X, y, task, tuple(features), labels, None, str(path),
                    tuple(words), label_column, tuple(gaps))
 
 
-def _word_column(path: Path, at: int, name: str, cells: list[str]) -> WordColumn | None:
+def _read_rows(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
+    """A CSV file's header, its rows and the file line each row ends on (blank rows and
+    trailing empty columns, as spreadsheets export them, dropped)."""
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise DataError(f"{path}: line {line} is not UTF-8 text; save the file as UTF-8 "
+                        f"(Excel: 'CSV UTF-8')") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    rows, lines = [], []
+    for r in reader:
+        if any(c.strip() for c in r):
+            rows.append(r)
+            lines.append(reader.line_num)
+    if not rows:
+        raise DataError(f"{path}: the file is empty")
+    header = [c.strip() for c in rows[0]]
+    while header and not header[-1] and all(len(r) < len(header) or not r[len(header) - 1]
+                                            .strip() for r in rows[1:]):
+        header.pop()  # "x,y,," with nothing below: a spreadsheet's trailing columns
+    body = [r[:len(header)] if len(r) > len(header) and not any(
+        c.strip() for c in r[len(header):]) else r for r in rows[1:]]
+    if not body:
+        raise DataError(f"{path}: has a header row but no data rows")
+    for row, line in zip(body, lines[1:], strict=True):
+        if len(row) != len(header):
+            raise DataError(f"{path}: line {line} has {len(row)} fields, the header has "
+                            f"{len(header)}")
+    return header, body, lines[1:]
+
+
+def _word_column(path: Path, at: int, name: str, cells: list[str], lines: list[int]
+                 ) -> WordColumn | None:
     """A column of words (None: of numbers): one with cells that are neither numbers nor
     gap markers (``n/a``, ``?``; see :func:`_numeric_column`), unless they are so few
     (:data:`STRAY`) that they are typos, an error. Its words are sorted, an
@@ -260,15 +283,19 @@ def _word_column(path: Path, at: int, name: str, cells: list[str]) -> WordColumn
         return None
     if len(text) < STRAY * sum(map(bool, cells)):  # a typo in a column of numbers
         i = text[0]
-        raise DataError(f"{path}: column '{name}', line {i + 2} is {cells[i]!r} in a column of "
-                        f"numbers: correct it, or leave it empty (a gap)")
+        raise DataError(f"{path}: column '{name}', line {lines[i]} is {cells[i]!r} in a column "
+                        f"of numbers: correct it, or leave it empty (a gap)")
+    if all(not c or NUMBERISH.fullmatch(c) or c.lower() in GAP_MARKERS for c in cells):
+        i = text[0]
+        raise DataError(f"{path}: column '{name}' holds numbers written with ',' or '%' (line "
+                        f"{lines[i]}: {cells[i]!r}): write them as plain numbers (1234, 0.45)")
     known = tuple(sorted(set(cells)))
     # a missing value stands for the empty cell, unless pandas would read a word as missing
     gap = "" in known and not READ_AS_MISSING & set(known) - {""}
     return WordColumn(at, name, known, missing=float(known.index("")) if gap else None)
 
 
-def _numeric_column(path: Path, at: int, name: str, cells: list[str]
+def _numeric_column(path: Path, at: int, name: str, cells: list[str], lines: list[int]
                     ) -> tuple[np.ndarray, FilledColumn | None]:
     """A column of numbers, and how its gaps are filled (None: it has none). A gap (an
     empty cell, ``n/a``, ``?``) takes the median of the column's numbers, here and in every
@@ -279,7 +306,7 @@ def _numeric_column(path: Path, at: int, name: str, cells: list[str]
     for i, cell in enumerate(cells):
         out[i] = np.nan if not cell or cell.lower() in GAP_MARKERS else float(cell)
         if abs(out[i]) > top:  # Inf, or past float32 (the models' input type)
-            raise DataError(f"{path}: column '{name}', line {i + 2} is {cell!r}: infinite or "
+            raise DataError(f"{path}: column '{name}', line {lines[i]} is {cell!r}: infinite or "
                             f"beyond float32's range (rescale the column)")
     holes = np.isnan(out)
     if not holes.any():
@@ -289,13 +316,15 @@ def _numeric_column(path: Path, at: int, name: str, cells: list[str]
     return out, FilledColumn(at, name, value)
 
 
-def _labels(path: Path, name: str, cells: list[str], task: str | None):
+def _labels(path: Path, name: str, cells: list[str], task: str | None,
+            lines: list[int] | None = None):
     """Encode the label column; returns ``(y, labels, task)``."""
-    if any(not c for c in cells):
-        raise DataError(f"{path}: label column '{name}' has empty cells")
-    gaps = [i for i, c in enumerate(cells) if c.lower() in GAP_MARKERS and not spells_number(c)]
-    if gaps and all(spells_number(c) for c in cells if c.lower() not in GAP_MARKERS):
-        raise DataError(f"{path}: label column '{name}', line {gaps[0] + 2} is "
+    line = (lambda i: lines[i]) if lines else (lambda i: i + 2)
+    numbers = all(spells_number(c) for c in cells if c and c.lower() not in GAP_MARKERS)
+    gaps = [i for i, c in enumerate(cells) if not c or numbers and c.lower() in GAP_MARKERS
+            and not spells_number(c)]  # "n/a" may be a class; among numbers it is a gap
+    if gaps:
+        raise DataError(f"{path}: label column '{name}', line {line(gaps[0])} is "
                         f"{cells[gaps[0]]!r}, a row without a label: drop such rows")
     try:
         values = np.array([float(c) for c in cells])

@@ -88,6 +88,8 @@ class WordColumn:
                                  f"does not fill; send one of its words ({self.known()})"
                                  f"{self._read_as_missing()}")
             return self.missing
+        if isinstance(value, (bool, np.bool_)):  # pandas reads a column of true/false so
+            value = next((w for w in _spellings(bool(value)) if w in self._index), value)
         number = isinstance(value, (int, float, np.number)) and \
             not isinstance(value, (bool, np.bool_))
         if number and not self._spelled:
@@ -201,6 +203,11 @@ def filled(columns: Sequence[FilledColumn], arr: np.ndarray) -> np.ndarray:
             arr, copied = (arr, True) if copied else (arr.copy(), True)
             arr[gaps, c.column] = c.value
     return arr
+
+
+def _spellings(flag: bool) -> tuple[str, ...]:
+    """How a .csv file writes a boolean: True, true, TRUE."""
+    return str(flag), str(flag).lower(), str(flag).upper()
 
 
 def spells_number(text: str) -> bool:

@@ -242,6 +242,9 @@ def word_code(value, column: dict) -> float:
         if column.get("missing") is None:
             raise ValueError(f"column '{name}': a missing value, which this model does not fill")
         return float(column["missing"])
+    if isinstance(value, bool):  # a column of true/false words
+        value = next((w for w in (str(value), str(value).lower(), str(value).upper())
+                      if w in known), value)
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ValueError(f"column '{name}' takes words, got {value!r:.40}")
     values = {}  # words that are numbers, by value ("1" and "1.0" are 1): the first's code

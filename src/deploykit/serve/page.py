@@ -105,25 +105,41 @@ const readBytes = async (p) => new Uint8Array(await (await fetch(p)).arrayBuffer
 // it (a browser artifact takes numbers): a word as its code (by value, where the words are
 // numbers; spaces around it dropped), null as the column's fill or missing code, else NaN;
 // an unknown word, or a missing value the model does not take, throws (the server's 400)
-const isNumber = (k) => k !== null && k.trim() !== '' && !isNaN(Number(k));
+const NUMBER = /^\\s*[-+]?(\\d+\\.?\\d*|\\.\\d+)([eE][-+]?\\d+)?\\s*$/;  // as Python's float()
+const isNumber = (k) => typeof k === 'string' && NUMBER.test(k);
 const GAPS = new Set({{gaps}});  // a gap in a column of numbers (deploykit.words.GAP_MARKERS)
 const coded = (rows, spec) => {
   const words = Object.fromEntries((spec.words || []).map(w => [w.column, w]));
   const fills = Object.fromEntries((spec.filled || []).map(f => [f.column, f.value]));
-  const named = (r) => Object.fromEntries(Object.entries(r).map(
-    ([k, v]) => [spec.columns.includes(k) ? k : k.trim(), v]));
+  const named = (r) => {
+    const row = Object.fromEntries(Object.entries(r).map(
+      ([k, v]) => [spec.columns.includes(k) ? k : k.trim(), v]));
+    const missing = spec.columns.filter(c => !(c in row));
+    if (missing.length || Object.keys(row).length !== spec.columns.length)
+      throw new Error(`features do not match the model's: missing ${missing}`);
+    return spec.columns.map(c => row[c]);
+  };
+  const nan = (c) => c === 'nan' ? NaN : c;
   const word = (v, w) => {
     if (v === null || v === undefined) {
       if (w.missing == null) throw new Error(`column '${w.name}': a missing value`);
-      return w.missing === 'nan' ? NaN : w.missing;
+      return nan(w.missing);
     }
+    if (typeof v === 'boolean')  // a column of true/false words
+      v = [String(v), String(v).toLowerCase(), String(v).toUpperCase()].find(
+        s => w.words.includes(s)) ?? v;
     const numbers = w.words.some(isNumber);
-    if (typeof v === 'number' && !numbers) return v;  // a code
+    if (typeof v === 'number' && !numbers) {  // a code, checked as the server does
+      if ((Number.isInteger(v) && v >= 0 && v < w.words.length) || v === w.unknown ||
+          v === w.missing) return v;
+      throw new Error(`column '${w.name}': ${v} is no code`);
+    }
     let i = typeof v === 'string' ? w.words.indexOf(v) : -1;
     if (i < 0 && typeof v === 'string') i = w.words.indexOf(v.trim());
-    if (i < 0 && numbers) i = w.words.findIndex(k => isNumber(k) && Number(k) === Number(v));
+    if (i < 0 && numbers && (typeof v === 'number' || isNumber(v)))
+      i = w.words.findIndex(k => isNumber(k) && Number(k) === Number(v));
     if (i >= 0) return i;
-    if (w.unknown != null) return w.unknown === 'nan' ? NaN : w.unknown;
+    if (w.unknown != null) return nan(w.unknown);
     throw new Error(`column '${w.name}': unknown word '${v}'`);
   };
   const code = (v, j) => {
@@ -133,10 +149,14 @@ const coded = (rows, spec) => {
       if (!GAPS.has(v.trim().toLowerCase())) throw new Error(`column ${j} takes numbers`);
       v = null;  // a gap marker
     } else if (typeof v === 'string') v = Number(v);
-    if (v === null && j in fills) return fills[j];  // a gap takes the training data's median
-    return v === null || v === undefined ? NaN : v;
+    if (v === null || v === undefined) {
+      if (j in fills) return fills[j];  // a gap takes the training data's median
+      if (!spec.missing) throw new Error(`column ${j}: a missing value`);
+      return NaN;
+    }
+    return typeof v === 'boolean' ? Number(v) : v;
   };
-  return rows.map(r => (Array.isArray(r) ? r : spec.columns.map(c => named(r)[c])).map(code));
+  return rows.map(r => (Array.isArray(r) ? r : named(r)).map(code));
 };
 for (const sec of document.querySelectorAll('section')) {
   const model = sec.dataset.model, web = JSON.parse(sec.dataset.web);
