@@ -196,12 +196,12 @@ class FilledColumn:
 def filled(columns: Sequence[FilledColumn], arr: np.ndarray) -> np.ndarray:
     """``arr`` (rows of a table) with NaN in ``columns`` replaced by their values (a copy
     when any is)."""
-    copied = False
-    for c in columns:
-        gaps = np.isnan(arr[:, c.column])
-        if gaps.any():
-            arr, copied = (arr, True) if copied else (arr.copy(), True)
-            arr[gaps, c.column] = c.value
+    gaps = np.isnan(arr[:, [c.column for c in columns]])
+    if not gaps.any():
+        return arr
+    arr = arr.copy()  # the caller's rows stay as they are
+    for c, at in zip(columns, gaps.T, strict=True):
+        arr[at, c.column] = c.value
     return arr
 
 
