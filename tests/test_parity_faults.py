@@ -114,6 +114,46 @@ def test_a_varied_reference_that_agrees_passes():
     assert result and result.status == "pass" and result.vacuous is None
 
 
+def test_one_row_at_a_time_runs_the_first_rows_and_still_catches_rows_that_interact():
+    """Batch 1 runs the probe's first rows only (each a call: a Node round trip for TF.js);
+    the odd batch and the whole set still cover every row. A model whose rows interact
+    (each row scaled by its batch's mean, as a batch-norm left in training mode does)
+    fails at every batch size, batch 1 included."""
+    from deploykit.parity import ONE_ROW_ROWS
+
+    x = sample(100)
+    probe = Probe({"x": x}, {"predictions": x[:, :1] * 2})
+    calls: list[int] = []
+
+    def predict(inputs):
+        calls.append(len(inputs["x"]))
+        return {"predictions": inputs["x"][:, :1] * 2}
+
+    assert check("onnx", "fp32", predict, probe).status == "pass"
+    assert calls.count(1) == ONE_ROW_ROWS < 100 and sum(calls) == ONE_ROW_ROWS + 2 * 100
+    result = check("onnx", "fp32", lambda inputs: {
+        "predictions": inputs["x"][:, :1] * 2 / np.abs(inputs["x"][:, :1]).mean()}, probe)
+    assert set(result.batches.values()) == {"mismatch"}, result.batches
+    assert result.outputs[0].max_abs > 0.1
+
+
+def test_an_artifact_that_runs_only_one_row_at_a_time_fails_on_the_rows_it_ran():
+    """A batch of 1 baked in: the odd batch and the whole set fail; the error statistics are
+    those of the rows it ran (they agree), not 'did not run'."""
+    x = sample(100)
+    probe = Probe({"x": x}, {"predictions": x[:, :1] * 2})
+
+    def predict(inputs):
+        if len(inputs["x"]) != 1:
+            raise ValueError(f"expected batch 1, got {len(inputs['x'])}")
+        return {"predictions": inputs["x"][:, :1] * 2}
+
+    result = check("onnx", "fp32", predict, probe)
+    assert result.status == "fail" and result.batches["1"] == "ok"
+    assert "expected batch 1, got 7" in result.batches["7"] and "got 100" in result.batches["100"]
+    assert result.max_abs == 0.0 and result.vacuous is None, result
+
+
 @pytest.mark.parametrize("rows, profile, needed", [(1, "fp32", 16), (40, "int8", 100)])
 def test_too_few_probe_rows_are_vacuous_and_say_how_many(rows, profile, needed):
     x = sample(rows)

@@ -65,6 +65,17 @@ def test_page_computes_parity_in_headless_chromium(digits_bundles, path):
     assert shot.stat().st_size > 10_000  # a real rendered page
 
 
+def test_the_page_runs_as_many_rows_one_at_a_time_as_parity_does():
+    """The page's batch-1 run covers the rows deploykit's parity covers (its numbers are
+    compared with the manifest's)."""
+    import re
+
+    from deploykit.parity import ONE_ROW_ROWS
+
+    app = (web_dir() / "page" / "app.js").read_text()
+    assert re.search(r"const ONE_ROW_ROWS = (\d+);", app).group(1) == str(ONE_ROW_ROWS)
+
+
 def test_the_page_compares_a_classifiers_scores_by_name(tmp_path):
     """The page compared the artifact's last output with the probe's first: an ONNX model
     giving an embedding and then its scores failed in the browser at every batch, though it
