@@ -114,12 +114,11 @@ def test_a_varied_reference_that_agrees_passes():
     assert result and result.status == "pass" and result.vacuous is None
 
 
-def test_one_row_at_a_time_runs_the_first_rows_and_still_catches_rows_that_interact():
-    """Batch 1 runs the probe's first rows only (each a call: a Node round trip for TF.js);
-    the odd batch and the whole set still cover every row. A model whose rows interact
-    (each row scaled by its batch's mean, as a batch-norm left in training mode does)
-    fails at every batch size, batch 1 included."""
-    from deploykit.parity import ONE_ROW_ROWS
+def test_small_batches_run_the_first_rows_and_still_catch_rows_that_interact():
+    """Batches of 1 and 7 run the probe's first rows only (each call a Node round trip for
+    TF.js), the whole set every row. A model whose rows interact (each row scaled by its
+    batch's mean, as a batch-norm left in training mode does) fails at every batch size."""
+    from deploykit.parity import SMALL_BATCH_ROWS
 
     x = sample(100)
     probe = Probe({"x": x}, {"predictions": x[:, :1] * 2})
@@ -130,7 +129,8 @@ def test_one_row_at_a_time_runs_the_first_rows_and_still_catches_rows_that_inter
         return {"predictions": inputs["x"][:, :1] * 2}
 
     assert check("onnx", "fp32", predict, probe).status == "pass"
-    assert calls.count(1) == ONE_ROW_ROWS < 100 and sum(calls) == ONE_ROW_ROWS + 2 * 100
+    assert SMALL_BATCH_ROWS < 100 and calls.count(1) == SMALL_BATCH_ROWS and calls[-1] == 100
+    assert sum(calls) == 2 * SMALL_BATCH_ROWS + 100 and calls.count(7) == SMALL_BATCH_ROWS // 7
     result = check("onnx", "fp32", lambda inputs: {
         "predictions": inputs["x"][:, :1] * 2 / np.abs(inputs["x"][:, :1]).mean()}, probe)
     assert set(result.batches.values()) == {"mismatch"}, result.batches

@@ -65,15 +65,15 @@ def test_page_computes_parity_in_headless_chromium(digits_bundles, path):
     assert shot.stat().st_size > 10_000  # a real rendered page
 
 
-def test_the_page_runs_as_many_rows_one_at_a_time_as_parity_does():
-    """The page's batch-1 run covers the rows deploykit's parity covers (its numbers are
+def test_the_page_runs_as_many_rows_in_small_batches_as_parity_does():
+    """The page's runs at batch 1 and 7 cover the rows deploykit's parity covers (its numbers are
     compared with the manifest's)."""
     import re
 
-    from deploykit.parity import ONE_ROW_ROWS
+    from deploykit.parity import SMALL_BATCH_ROWS
 
     app = (web_dir() / "page" / "app.js").read_text()
-    assert re.search(r"const ONE_ROW_ROWS = (\d+);", app).group(1) == str(ONE_ROW_ROWS)
+    assert re.search(r"const SMALL_BATCH_ROWS = (\d+);", app).group(1) == str(SMALL_BATCH_ROWS)
 
 
 def test_the_page_compares_a_classifiers_scores_by_name(tmp_path):

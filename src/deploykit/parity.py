@@ -1,9 +1,9 @@
 """Parity: does an artifact predict what the original model predicts?
 
 The probe set (inputs plus the original model's outputs, and the true labels when known)
-is run through an artifact at batch sizes 1 (its first :data:`ONE_ROW_ROWS` rows), an odd size
-and the full set — a baked-in batch size is a known silent failure — and compared output by
-output. Every failure is
+is run through an artifact at batch sizes 1 and an odd size (its first :data:`SMALL_BATCH_ROWS`
+rows) and the full set — a baked-in batch size is a known silent failure — and compared output
+by output. Every failure is
 collected before the verdict; a :class:`ParityResult` is truthy when it passes.
 
 Profiles (calibrated on the digits what-if matrix, see the closing notes):
@@ -52,10 +52,10 @@ PROFILES = {
 REGRESSION_INT8_MAX_R2_DROP = 0.02
 INT8_REGRESSION_MIN_R2 = 0.98
 MIN_PROBE_ROWS = 16  # fewer rows than this cannot show a batch-size or data-dependent fault
-# Rows run one at a time: enough to show a baked-in batch or rows that interact, while the
-# odd batch and the full set still cover every row. All 360 of digits' rows one at a time
-# were a third of the time parity took, one call (a Node round trip for TF.js) per row.
-ONE_ROW_ROWS = 32
+# Rows run at batch 1 and at the odd batch: enough to show a baked-in batch, a padded last
+# chunk or rows that interact, while the full set covers every row. All 360 of digits' rows
+# in calls of 1 and of 7 were half the time parity took (a Node round trip per call for TF.js).
+SMALL_BATCH_ROWS = 32
 INT8_TIE_MARGIN = 2 / 255
 
 
@@ -204,8 +204,8 @@ def check(target: str, profile: str, predict: Callable, probe: Probe) -> ParityR
     """Compare an artifact's ``predict`` with the probe's reference outputs.
 
     ``predict`` takes a dict of input arrays and returns a dict of outputs named as in the
-    reference. The probe set is run in chunks of 1 (its first :data:`ONE_ROW_ROWS` rows), of
-    an odd size and whole (see :func:`batch_sizes`), each compared; the statistics and the
+    reference. The probe set is run in chunks of 1 and of an odd size (its first
+    :data:`SMALL_BATCH_ROWS` rows) and whole (see :func:`batch_sizes`), each compared; the statistics and the
     verdict are the whole set's.
     """
     prof = PROFILES[profile]
@@ -213,7 +213,7 @@ def check(target: str, profile: str, predict: Callable, probe: Probe) -> ParityR
     batches: dict[str, str] = {}
     full: tuple[dict[str, np.ndarray], Probe] | None = None
     for b in batch_sizes(probe.n):
-        rows = probe.head(ONE_ROW_ROWS) if b == 1 else probe
+        rows = probe if b == probe.n else probe.head(SMALL_BATCH_ROWS)
         try:
             got = chunked(predict, rows.inputs, b)
         except Exception as e:  # any runtime failure at this batch size is a parity failure

@@ -299,8 +299,9 @@ Serve the folder over HTTP (browsers do not run modules from `file://`) and open
 python serve.py --port 8080           # the standard library only; binds to 127.0.0.1
 ```
 
-`index.html` runs the probe set through every artifact at batch 1 (its first 32 rows), 7 and all rows, shows
-parity against the original model's outputs, then predicts a row you choose. Any static host
+`index.html` runs the probe set through every artifact at batch 1 and 7 (its first 32 rows)
+and all rows, shows parity against the original model's outputs, then predicts a row you
+choose. Any static host
 serves the folder as well, when it sends `.mjs` as `text/javascript` and `.wasm` as
 `application/wasm`.
 

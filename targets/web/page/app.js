@@ -1,6 +1,6 @@
 // Loads a deploykit bundle's browser artifacts (tfjs, onnx-web), runs the bundle's probe set
-// at batch 1 (its first ONE_ROW_ROWS rows, as deploykit's parity does), an odd size and the
-// full set, and shows parity against the reference outputs.
+// at batch 1 and an odd size (its first SMALL_BATCH_ROWS rows, as deploykit's parity does)
+// and the full set, and shows parity against the reference outputs.
 // What it checks: the bundle served under ?bundle=URL (default /bundle/), or, on a page
 // marked <html data-package>, the web package it ships in (deploykit package --for web,
 // whose package.json lists the same facts). The page's import map says where the runtimes
@@ -38,7 +38,7 @@ const concatRows = (parts) => {
 
 // The output a page reads: the classifier's scores by name (the signature's `scores`, a
 // package's `main_output`), else the model's last output (a label comes before its scores).
-const ONE_ROW_ROWS = 32;  // deploykit.parity.ONE_ROW_ROWS
+const SMALL_BATCH_ROWS = 32;  // deploykit.parity.SMALL_BATCH_ROWS
 const readOutput = (model, scores) =>
   (model.outputNames.includes(scores) ? scores : model.outputNames[model.outputNames.length - 1]);
 
@@ -124,7 +124,7 @@ async function main() {
       const inputName = model.inputNames[0];
       let pass = true;
       for (const b of (art.batch ? [art.batch] : sizes)) {
-        const k = b === 1 && !art.batch ? Math.min(n, ONE_ROW_ROWS) : n;
+        const k = b === n || art.batch ? n : Math.min(n, SMALL_BATCH_ROWS);
         const got = await runBatched(model, inputName, rows(x, 0, k), b, Boolean(art.batch),
                                      manifest.scores);
         const c = compare(manifest.profiles[art.profile], got, rows(ref, 0, k));
