@@ -1,10 +1,10 @@
 """Parity: does an artifact predict what the original model predicts?
 
 The probe set (inputs plus the original model's outputs, and the true labels when known)
-is run through an artifact at batch sizes 1 and an odd size (its first :data:`SMALL_BATCH_ROWS`
-rows) and the full set — a baked-in batch size is a known silent failure — and compared output
-by output. Every failure is
-collected before the verdict; a :class:`ParityResult` is truthy when it passes.
+is run through an artifact at batch sizes 1 and an odd size (its first
+:data:`SMALL_BATCH_ROWS` rows) and the full set — a baked-in batch size is a known silent
+failure — and compared output by output. Every failure is collected before the verdict; a
+:class:`ParityResult` is truthy when it passes.
 
 Profiles (calibrated on the digits what-if matrix, see the closing notes):
 
@@ -205,8 +205,8 @@ def check(target: str, profile: str, predict: Callable, probe: Probe) -> ParityR
 
     ``predict`` takes a dict of input arrays and returns a dict of outputs named as in the
     reference. The probe set is run in chunks of 1 and of an odd size (its first
-    :data:`SMALL_BATCH_ROWS` rows) and whole (see :func:`batch_sizes`), each compared; the statistics and the
-    verdict are the whole set's.
+    :data:`SMALL_BATCH_ROWS` rows) and whole (see :func:`batch_sizes`), each compared; the
+    statistics and the verdict are the whole set's.
     """
     prof = PROFILES[profile]
     failures: list[str] = []

@@ -301,9 +301,8 @@ python serve.py --port 8080           # the standard library only; binds to 127.
 
 `index.html` runs the probe set through every artifact at batch 1 and 7 (its first 32 rows)
 and all rows, shows parity against the original model's outputs, then predicts a row you
-choose. Any static host
-serves the folder as well, when it sends `.mjs` as `text/javascript` and `.wasm` as
-`application/wasm`.
+choose. Any static host serves the folder as well, when it sends `.mjs` as `text/javascript`
+and `.wasm` as `application/wasm`.
 
 From your own page, with the import map of `index.html`:
 

@@ -38,9 +38,12 @@ const concatRows = (parts) => {
 
 // The output a page reads: the classifier's scores by name (the signature's `scores`, a
 // package's `main_output`), else the model's last output (a label comes before its scores).
-const SMALL_BATCH_ROWS = 32;  // deploykit.parity.SMALL_BATCH_ROWS
 const readOutput = (model, scores) =>
   (model.outputNames.includes(scores) ? scores : model.outputNames[model.outputNames.length - 1]);
+
+// Rows run at batch 1 and at the odd batch (the full set runs every row): as
+// deploykit.parity.SMALL_BATCH_ROWS, so the page's numbers are the manifest's.
+const SMALL_BATCH_ROWS = 32;
 
 // In chunks of `batch` rows; a fixed-batch artifact gets its last chunk padded with copies
 // of the last row, and the padding's outputs are dropped.
