@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import run_cli
 
 import deploykit
 from deploykit.errors import InputError
@@ -68,6 +69,9 @@ def test_each_flow_and_target_passes_on_a_table_of_words(run):
     assert {w["name"]: w["words"] for w in spec["words"]} == {"city": sorted(CITIES),
                                                              "kind": sorted(KINDS)}
     assert spec["filled"] == [{"column": 3, "name": "age", "value": AGE}]
+    shown = run_cli("inspect", str(out / "bundles" / "homes-torch"))
+    assert shown.returncode == 0, shown.stderr
+    assert f"(gaps filled: age {AGE:g})" in shown.stdout.splitlines()[0], shown.stdout
 
 
 def test_the_classical_flow_one_hot_encodes_each_word(run):

@@ -438,7 +438,9 @@ def _cmd_inspect(a: argparse.Namespace) -> int:
         " (NaN: a missing value)" if s.missing else "") + (
         f" (ids {s.range[0]}..{s.range[1]})" if s.range else "") + (
         f" (words: {_shortened([f'{w.name} {len(w.words)}' for w in s.words])})"
-        if s.words else "") for s in specs)
+        if s.words else "") + (
+        f" (gaps filled: {_shortened([f'{f.name} {f.value:g}' for f in s.filled])})"
+        if s.filled else "") for s in specs)
                for kind, specs in (("in", b.signature.inputs), ("out", b.signature.outputs))}
     classes = f" of {len(b.labels)} classes ({_shortened(b.labels)}; scores: " \
         f"{b.signature.scores})" if b.task == "classification" and b.signature.scores else ""
