@@ -344,6 +344,37 @@ def test_edge_serve_and_input_answer_as_the_original_and_refuse_bad_rows_by_name
     assert r.returncode == 2 and "got [0, 64]" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_edge_run_picks_the_artifact_target_names(bundles, edge_packages, litert_python,
+                                                  tmp_path):
+    """``--target``: ``--input`` runs that artifact (the int8 one gives what deploykit's own
+    LiteRT runner gives on its file, not the fp32 answers), ``--verify`` checks only it; a
+    target the package lacks, or whose runtime is not installed, is one error line naming
+    what to do."""
+    pkg, b = edge_packages["torch"], deploykit.load_bundle(bundles["torch"])
+    x = b.probe().inputs["x"][:6]
+    np.save(tmp_path / "x.npy", x)
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(litert_python), str(pkg / "run.py"), str(pkg), *args],
+                              capture_output=True, text=True, timeout=120)
+
+    r = run("--input", str(tmp_path / "x.npy"), "--target", "tflite-int8")
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    want = b.predict(x, target="tflite-int8").outputs["probabilities"]
+    assert got["target"] == "tflite-int8"
+    np.testing.assert_allclose(got["predictions"], want, atol=1e-6)
+    fp32 = b.predict(x, target="tflite").outputs["probabilities"]
+    assert not np.allclose(got["predictions"], fp32, atol=1e-6)  # int8 is not fp32
+    r = run("--verify", "--target", "tflite-fp16")
+    assert r.returncode == 0 and list(_lines(r)) == ["tflite-fp16"], r.stdout
+    for args, says in ((["--target", "nope"], "this package has tflite"),
+                       (["--target", "onnx"], "runs on onnxruntime, not installed here")):
+        r = run("--input", str(tmp_path / "x.npy"), *args)
+        assert r.returncode == 2 and r.stderr.startswith("error: --target "), r.stderr
+        assert says in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
 def test_size_and_metric_change_match_an_independent_count(bundles, edge_packages, litert_python):
     """The int8 metric change in package.json and `deploykit inspect` equals the accuracy
     change measured here: the original model and the packaged int8 file on the held-out split."""

@@ -9,6 +9,8 @@ is installed -- and never imports deploykit, TensorFlow or PyTorch.
                                                 POST /predict {"instances": [[...], ...]}
                                                 (rows of {column: value} too, and words, for
                                                 a model fitted on a table)
+    --target NAME                               the artifact to run (tflite-int8, onnx, ...);
+                                                default: the first whose runtime is here
 
 The package's package.json lists each artifact with its sha256; every file is checked
 before it is loaded.
@@ -142,11 +144,13 @@ def available(artifact: dict) -> bool:
     return False
 
 
+RUNTIMES = {"tflite": ("ai-edge-litert", "tflite-runtime"), "onnx": ("onnxruntime",)}
+
+
 def runtime_name(artifact: dict) -> str:
     import importlib.metadata as md
 
-    for dist in {"tflite": ("ai-edge-litert", "tflite-runtime"), "onnx": ("onnxruntime",)}[
-            artifact["runtime"]]:
+    for dist in RUNTIMES[artifact["runtime"]]:
         try:
             return f"{dist} {md.version(dist)}"
         except md.PackageNotFoundError:
@@ -165,6 +169,32 @@ def first_loadable(root: Path, meta: dict):
                 errors.append(f"{art['target']}: {one_line(e, 200)}")
     sys.exit("error: no artifact of this package loads here (install ai-edge-litert, "
              "tflite-runtime or onnxruntime)" + "".join(f"\n  {m}" for m in errors))
+
+
+def named(meta: dict, target: str) -> dict:
+    """The artifact ``--target`` names (exit 2 naming the package's, when it has none)."""
+    for art in meta["artifacts"]:
+        if art["target"] == target:
+            return art
+    print(f"error: --target {target}: this package has "
+          f"{', '.join(a['target'] for a in meta['artifacts'])}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def chosen(root: Path, meta: dict, target: str | None):
+    """The artifact to run and its model: the one ``--target`` names, else the first that
+    loads here."""
+    if target is None:
+        return first_loadable(root, meta)
+    art = named(meta, target)
+    if not available(art):
+        print(f"error: --target {target} runs on {' or '.join(RUNTIMES[art['runtime']])}, "
+              f"not installed here", file=sys.stderr)
+        raise SystemExit(2)
+    try:
+        return art, open_model(root, art)
+    except Exception as e:
+        sys.exit(f"error: {target} does not load here: {one_line(e, 200)}")
 
 
 def open_model(root: Path, artifact: dict):
@@ -431,8 +461,8 @@ def verify(root: Path, meta: dict) -> bool:
     return ok
 
 
-def serve(root: Path, meta: dict, port: int) -> None:
-    art, model = first_loadable(root, meta)
+def serve(root: Path, meta: dict, port: int, target: str | None = None) -> None:
+    art, model = chosen(root, meta, target)
     labels = meta.get("labels", [])
 
     class Handler(BaseHTTPRequestHandler):
@@ -476,19 +506,22 @@ def main() -> int:
     mode.add_argument("--input", type=Path)
     mode.add_argument("--serve", action="store_true")
     ap.add_argument("--port", type=int, default=8080)
+    ap.add_argument("--target", help="the artifact to run (default: the first whose runtime "
+                                     "is installed; --verify: every one)")
     a = ap.parse_args()
     meta = load_package(a.package)
     if a.verify:
-        return 0 if verify(a.package, meta) else 1
+        only = {**meta, "artifacts": [named(meta, a.target)]} if a.target else meta
+        return 0 if verify(a.package, only) else 1
     if a.serve:
-        serve(a.package, meta, a.port)
+        serve(a.package, meta, a.port, a.target)
         return 0
     try:
         x = read_input(a.input, meta)
     except (OSError, ValueError) as e:
         print(f"error: {a.input}: {one_line(e)}", file=sys.stderr)
         return 2
-    art, model = first_loadable(a.package, meta)
+    art, model = chosen(a.package, meta, a.target)
     y = predict(model, art, x, meta["main_output"])
     print(json.dumps({"target": art["target"], "predictions": y.tolist()}))
     return 0

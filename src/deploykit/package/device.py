@@ -279,6 +279,9 @@ python run.py . --verify              # re-runs the probe set, prints parity
 python run.py . --input x.npy         # predictions for the rows of x.npy
 python run.py . --serve --port 8080   # POST /predict {"instances": [[...]]}
 ```
+
+`--input` and `--serve` run the first artifact whose runtime is installed; `--target NAME`
+picks one (say `--target tflite-int8`), `--verify --target NAME` checks only that one.
 """
     if meta["for"] == "web":
         return _web_notes(meta)
