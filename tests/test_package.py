@@ -373,6 +373,8 @@ def test_edge_run_picks_the_artifact_target_names(bundles, edge_packages, litert
         r = run("--input", str(tmp_path / "x.npy"), *args)
         assert r.returncode == 2 and r.stderr.startswith("error: --target "), r.stderr
         assert says in r.stderr and "Traceback" not in r.stderr, r.stderr
+    r = run("--verify", "--target", "onnx")  # said "skipped", then "no artifact can run here"
+    assert r.returncode == 2 and "runs on onnxruntime, not installed here" in r.stderr, r.stderr
 
 
 def test_size_and_metric_change_match_an_independent_count(bundles, edge_packages, litert_python):

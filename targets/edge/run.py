@@ -181,16 +181,22 @@ def named(meta: dict, target: str) -> dict:
     raise SystemExit(2)
 
 
+def installed(art: dict) -> dict:
+    """``art`` when its runtime is installed here (exit 2 naming what to install)."""
+    if not available(art):
+        runtimes = RUNTIMES.get(art["runtime"], (f"{art['runtime']} (phone.py runs it)",))
+        print(f"error: --target {art['target']} runs on {' or '.join(runtimes)}, not "
+              f"installed here", file=sys.stderr)
+        raise SystemExit(2)
+    return art
+
+
 def chosen(root: Path, meta: dict, target: str | None):
     """The artifact to run and its model: the one ``--target`` names, else the first that
     loads here."""
     if target is None:
         return first_loadable(root, meta)
-    art = named(meta, target)
-    if not available(art):
-        print(f"error: --target {target} runs on {' or '.join(RUNTIMES[art['runtime']])}, "
-              f"not installed here", file=sys.stderr)
-        raise SystemExit(2)
+    art = installed(named(meta, target))
     try:
         return art, open_model(root, art)
     except Exception as e:
@@ -511,7 +517,7 @@ def main() -> int:
     a = ap.parse_args()
     meta = load_package(a.package)
     if a.verify:
-        only = {**meta, "artifacts": [named(meta, a.target)]} if a.target else meta
+        only = {**meta, "artifacts": [installed(named(meta, a.target))]} if a.target else meta
         return 0 if verify(a.package, only) else 1
     if a.serve:
         serve(a.package, meta, a.port, a.target)

@@ -130,7 +130,11 @@ async function main() {
         const k = b === n || art.batch ? n : Math.min(n, SMALL_BATCH_ROWS);
         const got = await runBatched(model, inputName, rows(x, 0, k), b, Boolean(art.batch),
                                      manifest.scores);
-        const c = compare(manifest.profiles[art.profile], got, rows(ref, 0, k));
+        // label agreement is judged on the whole set, as deploykit's parity does: on 32
+        // rows a 99 % threshold would refuse one flipped near-tie the whole set allows
+        const rule = manifest.profiles[art.profile];
+        const c = compare(k < n ? { ...rule, min_label_agreement: null } : rule, got,
+                          rows(ref, 0, k));
         res.batches[b] = c.pass ? 'ok' : 'mismatch';
         pass = pass && c.pass;
         if (b === n || art.batch) { res.maxAbs = c.maxAbs; res.labelAgreement = c.agree; }
