@@ -212,7 +212,8 @@ def check(target: str, profile: str, predict: Callable, probe: Probe) -> ParityR
     prof = PROFILES[profile]
     failures: list[str] = []
     batches: dict[str, str] = {}
-    full: tuple[dict[str, np.ndarray], Probe] | None = None
+    full: dict[str, np.ndarray] | None = None  # outputs of the rows in ``seen``: the whole
+    seen = probe  # set's run, else the first run that gave outputs (a fixed batch of 1)
     for b in batch_sizes(probe.n):
         rows = probe if b == probe.n else probe.head(SMALL_BATCH_ROWS)
         try:
@@ -228,10 +229,9 @@ def check(target: str, profile: str, predict: Callable, probe: Probe) -> ParityR
             batches[str(b)] = "mismatch"
             failures += [f"batch size {b}: {m}" for m in bad]
         if _comparable(got, rows) and (b == probe.n or full is None):
-            full = got, rows  # the whole set's run, else the first that gave outputs
+            full, seen = got, rows
     if full is None:  # no run gave outputs of the reference's names and shapes
         return ParityResult(target, profile, False, batches=batches, failures=failures)
-    full, seen = full  # the rows compared below: the whole set's, unless no run covered it
     stats = [_stats(k, full[k], seen.reference[k], prof) for k in seen.reference]
     decisive = _decisive(seen, prof)
     agree, topk = _labels(full, seen, decisive)
