@@ -65,6 +65,41 @@ def test_page_computes_parity_in_headless_chromium(digits_bundles, path):
     assert shot.stat().st_size > 10_000  # a real rendered page
 
 
+def test_a_closed_runners_node_process_runs_the_next_artifact(digits_bundles):
+    """Browser runners share Node processes one artifact at a time: a closed runner's process
+    runs the next artifact (of either engine) and answers as the original did; an open
+    runner's process is its own; a process that died is not handed out again."""
+    from deploykit import formats
+
+    b = deploykit.load_bundle(digits_bundles["keras-tensorflow"]["bundle"])
+    probe = b.probe()
+    want = probe.reference["probabilities"]
+
+    def run(target):
+        r = formats.open_artifact(b, target)
+        np.testing.assert_allclose(r.predict(probe.inputs)["probabilities"], want,
+                                   atol=2e-2 if target == "tfjs-fp16" else 1e-4)
+        return r
+
+    first = run("onnx-web")
+    pid = first.node.proc.pid
+    other = run("tfjs")  # the first still open: a process of its own
+    other_pid = other.node.proc.pid
+    assert other_pid != pid
+    first.close()
+    again = run("tfjs-fp16")
+    assert again.node.proc.pid == pid
+    again.close()
+    other.close()
+    for idle in formats.web._IDLE.values():
+        for n in idle:
+            n.proc.kill()
+            n.proc.wait()
+    fresh = run("onnx-web")
+    assert fresh.node.proc.pid not in (pid, other_pid) and fresh.node.alive()
+    fresh.close()
+
+
 def test_the_page_runs_as_many_rows_in_small_batches_as_parity_does():
     """The page's runs at batch 1 and 7 cover the rows deploykit's parity covers (its numbers are
     compared with the manifest's)."""

@@ -109,6 +109,7 @@ async function loadTfjs(modelJson, readBytes) {
   return {
     inputNames,
     outputNames,
+    dispose: () => model.dispose(),
     async predict(inputs) {
       const feed = {};
       for (const [k, v] of Object.entries(inputs)) {
@@ -148,6 +149,7 @@ async function loadOnnx(file, readBytes) {
   return {
     inputNames: session.inputNames,
     outputNames: session.outputNames,
+    dispose: () => session.release(),
     async predict(inputs) {
       const feed = {};
       for (const [k, v] of Object.entries(inputs)) feed[k] = new o.Tensor(v.dtype, v.data, v.shape);

@@ -2,8 +2,8 @@
 // CPU backend) and ONNX on onnxruntime-web (wasm) -- the same engines a browser runs.
 //
 //   node run.mjs BUNDLE TARGET INPUT.json OUTPUT.json   one shot: run the bundle's artifact
-//   node run.mjs serve                                  JSON lines on stdin/stdout (the Python
-//                                                       runners keep one process per artifact)
+//   node run.mjs serve                                  JSON lines on stdin/stdout (a Python runner
+//                                                       loads one artifact at a time into it)
 //
 // Tensors travel as {"shape": [...], "dtype": "float32"|"int32"|"int64", "data": base64 of the
 // little-endian bytes}; INPUT.json is {"inputs": {name: tensor}}.
@@ -51,9 +51,12 @@ async function serve() {
     let reply;
     try {
       const req = JSON.parse(line);
-      if (req.op === 'load') {
-        model = await loadArtifact(req.runtime, req.path, readFile);
-        reply = { ok: true, inputs: model.inputNames, outputs: model.outputNames };
+      if (req.op === 'load' || req.op === 'unload') {
+        // one model at a time: the Python runners hand an idle process to the next artifact
+        if (model) await model.dispose();
+        model = null;
+        if (req.op === 'load') model = await loadArtifact(req.runtime, req.path, readFile);
+        reply = model ? { ok: true, inputs: model.inputNames, outputs: model.outputNames } : { ok: true };
       } else if (req.op === 'predict') {
         if (!model) throw new Error('no model loaded');
         reply = { ok: true, outputs: await predict(model, req.inputs) };
