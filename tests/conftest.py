@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -67,8 +68,8 @@ _prebuild = None
 
 
 def pytest_sessionstart(session):
-    """In the controller, once per run: on a full run, start the shared what-if run in the
-    background so the tests that read it find it (nearly) done."""
+    """In the controller, once per run: on a full run, start the shared what-if run and the
+    model zoo in the background so the tests that read them find them (nearly) done."""
     global _prebuild
     if hasattr(session.config, "workerinput"):
         return
@@ -87,13 +88,17 @@ READS_WHATIF = re.compile(r"\bshared\.(digits|whatif_run)\(")
 
 
 def pytest_collection_modifyitems(items):
+    """What-if readers last (above); within each group, files marked ``waits`` first, so
+    the other process's work fills the cores while they wait (test_ray last left a core
+    idle for most of the run's last two minutes)."""
     reads = {p: bool(READS_WHATIF.search(p.read_text())) for p in {i.path for i in items}}
-    items.sort(key=lambda item: reads[item.path])  # stable: order kept within
+    items.sort(key=lambda item: (reads[item.path], item.get_closest_marker("waits") is None))
 
 
 def pytest_sessionfinish(session):
     if _prebuild is not None and _prebuild.poll() is None:  # nothing asked for it after all
-        _prebuild.kill()
+        os.killpg(_prebuild.pid, signal.SIGKILL)  # its what-if or zoo build with it
+        _prebuild.wait()
 
 
 def pytest_terminal_summary(terminalreporter):

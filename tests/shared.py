@@ -166,12 +166,14 @@ def _whatif(tmp: Path) -> None:
 
 
 def prebuild() -> subprocess.Popen:
-    """Start building the what-if run in the background (the test controller does this at
-    the start of a full run, so no test waits for all of it)."""
+    """Start building the what-if run, then the model zoo, in the background (the test
+    controller does this at the start of a full run, so no test waits for all of either: the
+    zoo's build is one process, and a zoo file waiting for it left a core idle). The build
+    runs in a session of its own, so killing its group stops its children too."""
     CACHE.mkdir(parents=True, exist_ok=True)
     log = (CACHE / "prebuild.log").open("w")
     return subprocess.Popen([sys.executable, __file__], stdout=log, stderr=subprocess.STDOUT,
-                            cwd=ROOT)
+                            cwd=ROOT, start_new_session=True)
 
 
 def zoo() -> dict[str, dict[str, str]]:
@@ -239,3 +241,4 @@ def edge_run(python: Path, pkg: Path) -> Callable[[object], tuple[int, dict]]:
 
 if __name__ == "__main__":
     whatif_run()
+    zoo()

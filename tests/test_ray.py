@@ -35,7 +35,9 @@ import pytest
 import requests
 import shared
 
-pytestmark = pytest.mark.slow  # starts a cluster, trains, exports, serves
+# starts a cluster, trains, exports, serves; most of its time is spent waiting for the
+# cluster and Serve to start and stop
+pytestmark = [pytest.mark.slow, pytest.mark.waits]
 
 CLI = [sys.executable, "-m", "deploykit"]
 TARGETS = "onnx,tflite"
