@@ -65,11 +65,27 @@ def test_page_computes_parity_in_headless_chromium(digits_bundles, path):
     assert shot.stat().st_size > 10_000  # a real rendered page
 
 
+def _idle_pids() -> set[int]:
+    from deploykit.formats import web
+
+    return {n.proc.pid for idle in web._IDLE.values() for n in idle if n.alive()}
+
+
+def _kill_idle() -> None:
+    from deploykit.formats import web
+
+    for idle in web._IDLE.values():
+        for n in idle:
+            n.proc.kill()
+            n.proc.wait()
+
+
 def test_a_closed_runners_node_process_runs_the_next_artifact(digits_bundles):
     """Browser runners share Node processes one artifact at a time: a closed runner's process
-    runs the next artifact (of either engine) and answers as the original did; an open
-    runner's process is its own; a process that died is not handed out again."""
+    drops its model and runs the next artifact (of either engine), answering as the original
+    did; an open runner's process is its own; a process that died is not handed out again."""
     from deploykit import formats
+    from deploykit.errors import RunnerError
 
     b = deploykit.load_bundle(digits_bundles["keras-tensorflow"]["bundle"])
     probe = b.probe()
@@ -82,22 +98,53 @@ def test_a_closed_runners_node_process_runs_the_next_artifact(digits_bundles):
         return r
 
     first = run("onnx-web")
-    pid = first.node.proc.pid
+    pid, node = first.node.proc.pid, first.node
     other = run("tfjs")  # the first still open: a process of its own
     other_pid = other.node.proc.pid
     assert other_pid != pid
     first.close()
+    assert pid in _idle_pids()
+    with pytest.raises(RunnerError, match="no model loaded"):  # it dropped the model
+        node.call({"op": "predict", "inputs": {}}, "onnx-web", timeout=30)
+    with pytest.raises(RunnerError, match="was closed"):
+        first.predict(probe.inputs)
     again = run("tfjs-fp16")
     assert again.node.proc.pid == pid
     again.close()
     other.close()
-    for idle in formats.web._IDLE.values():
-        for n in idle:
-            n.proc.kill()
-            n.proc.wait()
+    _kill_idle()
     fresh = run("onnx-web")
     assert fresh.node.proc.pid not in (pid, other_pid) and fresh.node.alive()
     fresh.close()
+
+
+def test_a_node_process_whose_call_failed_or_was_interrupted_is_not_reused(digits_bundles,
+                                                                          tmp_path):
+    """A failed load (the engine may be broken) or an interrupted call (its reply left
+    unread) stops the process instead of handing it to the next artifact."""
+    from deploykit import formats
+    from deploykit.errors import RunnerError
+
+    b = deploykit.load_bundle(digits_bundles["sklearn"]["bundle"])
+    art = b.artifact("onnx-web")
+    _kill_idle()
+    (tmp_path / "model.onnx").write_bytes(b"not an onnx file")
+    with pytest.raises(RunnerError, match="onnx-web"):
+        formats.open_runner("onnx-web", tmp_path / "model.onnx", art.signature(b.signature))
+    assert not _idle_pids()
+
+    r = formats.open_artifact(b, "onnx-web")
+    node = r.node
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    node.replies.get = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        r.predict(b.probe().inputs)
+    assert not node.alive()
+    r.close()
+    assert node.proc.pid not in _idle_pids()
 
 
 def test_the_page_runs_as_many_rows_in_small_batches_as_parity_does():

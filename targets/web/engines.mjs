@@ -118,15 +118,18 @@ async function loadTfjs(modelJson, readBytes) {
         feed[k] = t.tensor(int64 ? Int32Array.from(v.data, Number) : v.data, v.shape,
           int64 ? 'int32' : v.dtype);
       }
-      const result = await model.executeAsync(feed, outputNames);
-      const list = Array.isArray(result) ? result : [result];
-      const out = {};
-      for (let i = 0; i < list.length; i += 1) {
-        out[outputNames[i]] = { shape: list[i].shape, dtype: list[i].dtype, data: await list[i].data() };
-        list[i].dispose();
+      try {
+        const result = await model.executeAsync(feed, outputNames);
+        const list = Array.isArray(result) ? result : [result];
+        const out = {};
+        for (let i = 0; i < list.length; i += 1) {
+          out[outputNames[i]] = { shape: list[i].shape, dtype: list[i].dtype, data: await list[i].data() };
+          list[i].dispose();
+        }
+        return out;
+      } finally {
+        Object.values(feed).forEach((x) => x.dispose());
       }
-      Object.values(feed).forEach((x) => x.dispose());
-      return out;
     },
   };
 }

@@ -53,8 +53,9 @@ async function serve() {
       const req = JSON.parse(line);
       if (req.op === 'load' || req.op === 'unload') {
         // one model at a time: the Python runners hand an idle process to the next artifact
-        if (model) await model.dispose();
+        const old = model;
         model = null;
+        if (old) await old.dispose();
         if (req.op === 'load') model = await loadArtifact(req.runtime, req.path, readFile);
         reply = model ? { ok: true, inputs: model.inputNames, outputs: model.outputNames } : { ok: true };
       } else if (req.op === 'predict') {

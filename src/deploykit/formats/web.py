@@ -2,7 +2,7 @@
 ``tfjs`` (see tfjs.py). The JS side lives in ``targets/web`` (run.mjs); a runner holds one
 Node process while its artifact is open and talks JSON lines to it, so parity for these
 targets is checked by the same engines a browser runs. A closed runner's process is kept for
-the next artifact (up to two idle per Python process).
+the next artifact (up to three idle per web folder).
 """
 
 from __future__ import annotations
@@ -63,10 +63,14 @@ def _npm_version(package: str) -> str:
 
 class _Node:
     """One ``node run.mjs serve`` process, and a thread that reads its replies into a queue (so
-    a wedged process becomes a :class:`RunnerError` after a timeout instead of a hang)."""
+    a wedged process becomes a :class:`RunnerError` after a timeout instead of a hang).
+
+    ``reusable`` turns false for good once a call fails or is interrupted: the engine may be
+    broken, or a reply may be left unread, and the next artifact must not meet either.
+    """
 
     def __init__(self, folder: Path) -> None:
-        self.folder, self.owner = folder, os.getpid()
+        self.folder, self.owner, self.reusable = folder, os.getpid(), True
         self.proc = subprocess.Popen(["node", "run.mjs", "serve"], cwd=folder,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL, text=True)
@@ -82,39 +86,59 @@ class _Node:
         return self.owner == os.getpid() and self.proc.poll() is None
 
     def call(self, request: dict[str, Any], runtime: str, timeout: float) -> dict[str, Any]:
-        self.proc.stdin.write(json.dumps(request) + "\n")
-        self.proc.stdin.flush()
+        self.reusable, ok = False, False
         try:
+            self.proc.stdin.write(json.dumps(request) + "\n")
+            self.proc.stdin.flush()
             line = self.replies.get(timeout=timeout)
+            ok = True
         except queue.Empty:
-            self.stop()
             raise RunnerError(f"{runtime}: node did not answer within {timeout:g} s; "
                               f"killed it") from None
+        finally:
+            if not ok:  # timed out, pipe gone, or interrupted: the process is stopped
+                self.stop(kill=True)
         if not line:
             raise RunnerError(f"{runtime}: the node process exited (status {self.proc.poll()})")
         reply = json.loads(line)
         if not reply["ok"]:
             raise RunnerError(f"{runtime}: {reply['error']}")
+        self.reusable = True
         return reply
 
-    def stop(self) -> None:
+    def stop(self, kill: bool = False) -> None:
+        self.reusable = False
         if self.owner != os.getpid() or self.proc.poll() is not None:
             return
         try:
-            self.proc.stdin.close()
+            if kill:
+                self.proc.kill()
+            else:
+                self.proc.stdin.close()
             self.proc.wait(timeout=5)
         except (OSError, subprocess.TimeoutExpired):
             self.proc.kill()
             self.proc.wait()
 
 
-# Node processes whose artifact was closed, by folder: the next runner loads its artifact into
-# one of them. Starting Node and importing the engine costs more than most artifacts' parity
-# runs (about 1.2 CPU-s for onnxruntime-web, which compiles its wasm; 0.4 s for TF.js), and an
-# export verifies several browser artifacts one after another.
+# Node processes whose runner was closed, by web folder: the next runner loads its artifact
+# into one of them. Starting Node and its engine costs more than most artifacts' parity runs
+# (about 1.2 CPU-s for onnxruntime-web, which compiles its wasm; 0.4 s for TF.js). An export
+# keeps its browser runners open until it has timed them, so they go back together, and the
+# next export's (what-if, zoo, verify) reuse them. A process that ran a large artifact is not
+# kept: wasm memory never shrinks.
 _IDLE: dict[Path, list[_Node]] = {}
-_IDLE_MAX = 2
+_IDLE_MAX = 3  # tfjs, tfjs-fp16, onnx-web
+_KEEP_UNDER_BYTES = 64 * 2**20
 _IDLE_LOCK = threading.Lock()
+
+
+def _forget_idle() -> None:  # a forked child owns none of its parent's processes
+    global _IDLE, _IDLE_LOCK
+    _IDLE, _IDLE_LOCK = {}, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_idle)
 
 
 def _take_node(folder: Path) -> _Node:
@@ -127,18 +151,18 @@ def _take_node(folder: Path) -> _Node:
     return _Node(folder)
 
 
-def _give_back(node_: _Node, runtime: str) -> None:
+def _give_back(node_: _Node, runtime: str, size: int) -> None:
     """Keep ``node_`` for the next runner once it has dropped its model, else stop it."""
-    try:
-        node_.call({"op": "unload"}, runtime, timeout=10)
-    except (RunnerError, OSError, ValueError):
-        node_.stop()
-        return
-    with _IDLE_LOCK:
-        idle = _IDLE.setdefault(node_.folder, [])
-        if node_.alive() and len(idle) < _IDLE_MAX:
-            idle.append(node_)
-            return
+    if node_.reusable and size < _KEEP_UNDER_BYTES:
+        try:
+            node_.call({"op": "unload"}, runtime, timeout=10)
+        except (RunnerError, ValueError):
+            pass
+        with _IDLE_LOCK:
+            idle = _IDLE.setdefault(node_.folder, [])
+            if node_.reusable and node_.alive() and len(idle) < _IDLE_MAX:
+                idle.append(node_)
+                return
     node_.stop()
 
 
@@ -149,6 +173,14 @@ def _stop_idle() -> None:
         _IDLE.clear()
     for n in nodes:
         n.stop()
+
+
+def _bytes(path: Path) -> int:
+    try:
+        return sum(f.stat().st_size for f in (path.rglob("*") if path.is_dir() else [path])
+                   if f.is_file())
+    except OSError:  # gone meanwhile: do not keep its process
+        return _KEEP_UNDER_BYTES
 
 
 class NodeRunner(Runner):
@@ -172,7 +204,10 @@ class NodeRunner(Runner):
         self.input_names, self.node_outputs = info["inputs"], info["outputs"]
 
     def _call(self, request: dict[str, Any]) -> dict[str, Any]:
-        return self.node.call(request, self.runtime, self.timeout)
+        node_ = getattr(self, "node", None)
+        if node_ is None:
+            raise RunnerError(f"{self.runtime}: {self.path.name} was closed; open it again")
+        return node_.call(request, self.runtime, self.timeout)
 
     def _predict(self, inputs):
         feed = {name: tensor_json(v) for name, v in self._feed(self.input_names, inputs).items()}
@@ -180,9 +215,10 @@ class NodeRunner(Runner):
         return {k: tensor_from_json(out[k]) for k in self.node_outputs}
 
     def close(self) -> None:
-        node_ = self.__dict__.pop("node", None)
-        if node_ is not None and node_.alive():
-            _give_back(node_, self.runtime)
+        with self._one_at_a_time:  # not while another thread's predict talks to the process
+            node_ = self.__dict__.pop("node", None)
+            if node_ is not None and node_.alive():
+                _give_back(node_, self.runtime, _bytes(self.path))
 
     def __del__(self) -> None:  # dropped without close(): its process is not reused
         node_ = self.__dict__.pop("node", None)
