@@ -153,16 +153,19 @@ def _take_node(folder: Path) -> _Node:
 
 def _give_back(node_: _Node, runtime: str, size: int) -> None:
     """Keep ``node_`` for the next runner once it has dropped its model, else stop it."""
-    if node_.reusable and size < _KEEP_UNDER_BYTES:
-        try:
-            node_.call({"op": "unload"}, runtime, timeout=10)
-        except (RunnerError, ValueError):
-            pass
-        with _IDLE_LOCK:
-            idle = _IDLE.setdefault(node_.folder, [])
-            if node_.reusable and node_.alive() and len(idle) < _IDLE_MAX:
-                idle.append(node_)
-                return
+    if not node_.reusable or size >= _KEEP_UNDER_BYTES:
+        node_.stop()
+        return
+    try:
+        node_.call({"op": "unload"}, runtime, timeout=10)
+    except (RunnerError, ValueError):  # not unloaded: the process may be broken
+        node_.stop()
+        return
+    with _IDLE_LOCK:
+        idle = _IDLE.setdefault(node_.folder, [])
+        if node_.alive() and len(idle) < _IDLE_MAX:
+            idle.append(node_)
+            return
     node_.stop()
 
 
